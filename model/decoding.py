@@ -1,0 +1,559 @@
+"""Decoders: each is a generator that yields one `DecodeStep` per model call.
+
+    decode_plan              the paper's Algorithm 1: one group per step, in the plan's order, with a
+                             content-stream KV cache (cache=False recomputes everything: what the
+                             official code does)
+    decode_dynamic           Algorithm 2: each step scores every open position (confidence, entropy or
+                             random), commits the best k, and those k become the next group, so the
+                             content of committed tokens is cached exactly as in training
+    decode_official_dynamic  the official code's variant: all committed tokens in one bidirectional
+                             group 0, every blank in group 1, full recompute every step
+    decode_ar_baseline       the base AR model left to right: each open token sees its left context only
+    decode_diffusion         one denoising step: every open token is predicted from the given tokens
+                             only (committed tokens are never fed back); k revealed per step
+
+`collect(gen)` runs a decoder into a `DecodeTrace` (JSON-exportable). `sequence_log_likelihood` gives
+the exact log-likelihood of a complete sequence under any grouping in one forward pass.
+
+A step is cheap with the cache: the newly committed group's content rows and the next group's query
+rows, attending to cached keys/values of all earlier groups. Randomness comes only from the
+`torch.Generator` passed in; sampling happens on the CPU so a seed means the same on every device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from model.modeling import A3Cache, A3ForAnyOrderLM
+from model.plans import Plan, PlanError
+
+STRATEGIES = ("confidence", "entropy", "random")
+MODES = ("plan", "dynamic", "official_dynamic", "ar_baseline", "diffusion")
+
+
+# --------------------------------------------------------------------------------------------------
+# sampling
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Temperature 0 is greedy (seed-independent); top_k 0 and top_p 1 switch those filters off."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.temperature, (int, float)) or math.isnan(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy); got {self.temperature!r}.")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off); got {self.top_k!r}.")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1 = off); got {self.top_p!r}.")
+
+
+def filtered_logits(logits: torch.Tensor, sampler: Sampler) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus) on (N, V) float logits."""
+    logits = logits / sampler.temperature
+    if sampler.top_k:
+        kth = torch.topk(logits, min(sampler.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampler.top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= sampler.top_p  # keep the first token always
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def choose_tokens(logits: torch.Tensor, sampler: Sampler, generator: torch.Generator | None) -> torch.Tensor:
+    """(N, V) logits -> (N,) tokens: argmax at temperature 0, else a seeded sample."""
+    logits = logits.float().cpu()
+    if sampler.temperature == 0:
+        return logits.argmax(-1)
+    probs = filtered_logits(logits, sampler).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the step record and the trace
+
+
+@dataclass
+class DecodeStep:
+    step: int  # 0-based
+    group: int  # the group id committed by this step
+    positions: list[int]  # committed positions
+    tokens: list[int]  # committed tokens
+    token_logprobs: list[float]  # log p(token) under the model (temperature 1, unfiltered)
+    logprob: float  # their sum: log p(x_G | x_<G) for this group
+    candidates: dict[int, list[tuple[int, float]]]  # open position -> top-k (token, prob)
+    entropy: dict[int, float]  # open position -> entropy (nats)
+    confidence: dict[int, float]  # open position -> max probability
+    model_calls: int  # so far, this step included
+    elapsed_s: float  # since the decoder started
+    group_ids: list[int] | None = None  # the grouping this call used, when it differs from the trace's
+
+
+@dataclass
+class DecodeTrace:
+    mode: str
+    plan: Plan  # the input: tokens, given mask, group ids (for dynamic modes: the groups realised)
+    steps: list[DecodeStep] = field(default_factory=list)
+    final_ids: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def group_ids(self) -> list[int]:
+        return self.plan.group_ids.tolist()
+
+    @property
+    def given(self) -> list[bool]:
+        return self.plan.given.tolist()
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(s.logprob for s in self.steps))
+
+    @property
+    def model_calls(self) -> int:
+        return self.steps[-1].model_calls if self.steps else 0
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.steps[-1].elapsed_s if self.steps else 0.0
+
+    def decided_step(self) -> list[int]:
+        """Per position: the step that committed it, -1 for given positions."""
+        out = [-1] * self.plan.length
+        for s in self.steps:
+            for p in s.positions:
+                out[p] = s.step
+        return out
+
+    def tokens_at(self, step: int) -> list[int | None]:
+        """The sequence after `step` steps (step = -1: before any): None where still open."""
+        initial = self.plan.token_ids.tolist()
+        ids: list[int | None] = [t if g else None for t, g in zip(initial, self.given, strict=True)]
+        for s in self.steps[: step + 1]:
+            for p, t in zip(s.positions, s.tokens, strict=True):
+                ids[p] = t
+        return ids
+
+    def group_ids_at(self, step: int) -> list[int]:
+        """The grouping the model used at `step` (it changes per step in the official variant)."""
+        if 0 <= step < len(self.steps) and self.steps[step].group_ids is not None:
+            return self.steps[step].group_ids
+        return self.group_ids
+
+    def to_dict(self, tokenizer=None) -> dict:
+        d = {"mode": self.mode, "settings": self.settings, "plan": self.plan.to_dict(),
+             "final_ids": self.final_ids, "logprob": self.logprob, "model_calls": self.model_calls,
+             "elapsed_s": self.elapsed_s, "decided_step": self.decided_step(),
+             "steps": [_step_dict(s) for s in self.steps]}
+        if tokenizer is not None:
+            from model.text import decode_text, token_strings
+
+            d["final_tokens"] = token_strings(tokenizer, self.final_ids)
+            d["final_text"] = decode_text(tokenizer, self.final_ids)
+        return d
+
+    def to_json(self, tokenizer=None, **kwargs) -> str:
+        return json.dumps(self.to_dict(tokenizer), **kwargs)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecodeTrace:
+        steps = []
+        for s in d["steps"]:
+            s = dict(s)
+            for key in ("candidates", "entropy", "confidence"):
+                s[key] = {int(k): v for k, v in s[key].items()}
+            s["candidates"] = {k: [tuple(c) for c in v] for k, v in s["candidates"].items()}
+            steps.append(DecodeStep(**s))
+        return cls(d["mode"], Plan.from_dict(d["plan"]), steps, d["final_ids"], d.get("settings", {}))
+
+
+def _step_dict(step: DecodeStep) -> dict:
+    d = asdict(step)
+    d["candidates"] = {str(k): [list(c) for c in v] for k, v in step.candidates.items()}
+    d["entropy"] = {str(k): v for k, v in step.entropy.items()}
+    d["confidence"] = {str(k): v for k, v in step.confidence.items()}
+    return d
+
+
+def collect(steps: Iterator[DecodeStep]) -> DecodeTrace:
+    """Run a decoder to the end; the generator's return value is the trace."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+# --------------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _check_plan(model: A3ForAnyOrderLM, plan: Plan) -> None:
+    limit = model.config.max_position_embeddings
+    if plan.length > limit:
+        raise PlanError(f"the sequence has {plan.length} positions but the model takes at most {limit}; "
+                        "shorten the text or the blanks.")
+    if not plan.open_positions:
+        raise PlanError("the open set is empty: nothing to decode.")
+    vocab = model.config.vocab_size
+    if int(plan.token_ids.max()) >= vocab or int(plan.token_ids.min()) < 0:
+        raise PlanError(f"token_ids must lie in [0, {vocab}) for this model.")
+
+
+def _as_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    if generator is not None:
+        return generator
+    return torch.Generator().manual_seed(0 if seed is None else seed)
+
+
+@dataclass
+class _StepStats:
+    """Distribution statistics of query rows, all at temperature 1 (what the model believes)."""
+
+    logprobs: torch.Tensor  # (N, V) float32 on CPU
+    candidates: dict[int, list[tuple[int, float]]]
+    entropy: dict[int, float]
+    confidence: dict[int, float]
+
+
+def _stats(logits: torch.Tensor, positions: list[int], top_k: int) -> _StepStats:
+    logprobs = logits.float().log_softmax(-1).cpu()  # (N, V)
+    probs = logprobs.exp()
+    entropy = -(probs * logprobs).sum(-1)
+    top_p, top_i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    cands = {p: list(zip(top_i[n].tolist(), [round(x, 6) for x in top_p[n].tolist()], strict=True))
+             for n, p in enumerate(positions)}
+    return _StepStats(logprobs, cands, dict(zip(positions, entropy.tolist(), strict=True)),
+                      dict(zip(positions, top_p[:, 0].tolist(), strict=True)))
+
+
+def _tensor(values, device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.long, device=device).view(1, -1)
+
+
+class _Engine:
+    """Runs query rows against cached (or recomputed) content of a model, counting calls."""
+
+    def __init__(self, model: A3ForAnyOrderLM, plan: Plan, *, cache: bool):
+        self.model, self.device = model, next(model.parameters()).device
+        self.tokens = plan.token_ids.clone()
+        self.use_cache = cache
+        self.cache = A3Cache(model.config, 1, plan.length, device=self.device,
+                             dtype=next(model.parameters()).dtype) if cache else None
+        self.cached = torch.zeros(plan.length, dtype=torch.bool)
+        self.calls = 0
+
+    @torch.no_grad()
+    def query_logits(self, groups: torch.Tensor, content_positions: list[int], query_positions: list[int],
+                     query_groups: list[int]) -> torch.Tensor:
+        """Query-stream logits (Q, V) for query rows, after adding `content_positions` to the context.
+
+        With the cache, only content rows not yet cached are computed; without it, every position's
+        content row is recomputed from the current tokens (later groups are masked, so placeholders
+        at still-open positions are never seen).
+        """
+        self.calls += 1
+        if self.use_cache:
+            new = [p for p in content_positions if not self.cached[p]]
+            self.cached[new] = True
+        else:
+            new = list(range(self.tokens.numel()))
+        dev = self.device
+        out = self.model.model(
+            content_ids=_tensor(self.tokens[new].tolist(), dev), content_positions=_tensor(new, dev),
+            content_groups=_tensor(groups[new].tolist(), dev), query_positions=_tensor(query_positions, dev),
+            query_groups=_tensor(query_groups, dev), cache=self.cache,
+        )
+        return self.model.lm_head(out.query[0])  # (Q, V)
+
+
+def _commit(engine: _Engine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
+            sampler: Sampler, generator, force: torch.Tensor | None) -> tuple[list[int], list[float]]:
+    if force is not None:
+        chosen = force[positions]
+    else:
+        chosen = choose_tokens(logits_rows, sampler, generator)
+    engine.tokens[positions] = chosen
+    return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())]
+
+
+def _make_step(step, group, positions, tokens, logps, stats, calls, start, group_ids=None) -> DecodeStep:
+    return DecodeStep(step=step, group=int(group), positions=[int(p) for p in positions], tokens=tokens,
+                      token_logprobs=logps, logprob=float(sum(logps)), candidates=stats.candidates,
+                      entropy=stats.entropy, confidence=stats.confidence, model_calls=calls,
+                      elapsed_s=time.perf_counter() - start, group_ids=group_ids)
+
+
+def _settings(sampler: Sampler, seed, **extra) -> dict:
+    return {"temperature": sampler.temperature, "top_k": sampler.top_k, "top_p": sampler.top_p, "seed": seed,
+            **extra}
+
+
+def _force(force_tokens, plan: Plan) -> torch.Tensor | None:
+    if force_tokens is None:
+        return None
+    force = torch.as_tensor(force_tokens, dtype=torch.long)
+    if force.shape != (plan.length,):
+        raise PlanError(f"force_tokens must have one token per position ({plan.length}); got {tuple(force.shape)}.")
+    return force
+
+
+# --------------------------------------------------------------------------------------------------
+# Algorithm 1: plan decoding
+
+
+def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sampler(),
+                generator: torch.Generator | None = None, seed: int | None = None, cache: bool = True,
+                preview_open: bool = True, top_k_candidates: int = 5,
+                force_tokens=None) -> Iterator[DecodeStep]:
+    """Decode the plan's open groups in order, one model call per group.
+
+    preview_open: also compute query rows for every other still-open position (as if it were decided
+    now), so each step carries candidates for all open positions; off, only the group's own rows.
+    force_tokens: teacher forcing, commits these tokens instead of sampling (for likelihoods).
+    """
+    _check_plan(model, plan)
+    generator, force = _as_generator(generator, seed), _force(force_tokens, plan)
+    engine, start = _Engine(model, plan, cache=cache), time.perf_counter()
+    groups, still_open = plan.group_ids, plan.open.clone()
+    trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name))
+    for step, target in enumerate(plan.open_groups):
+        members = ((groups == target) & plan.open).nonzero(as_tuple=True)[0].tolist()
+        context = (groups < target).nonzero(as_tuple=True)[0].tolist()
+        others = still_open.clone()
+        others[members] = False
+        rows = members + (others.nonzero(as_tuple=True)[0].tolist() if preview_open else [])
+        logits = engine.query_logits(groups, context, rows, [target] * len(rows))
+        stats = _stats(logits, rows, top_k_candidates)
+        tokens, logps = _commit(engine, members, logits[: len(members)], stats, sampler, generator, force)
+        still_open[members] = False
+        yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start))
+    return _finish(trace, engine)
+
+
+def _record(trace: DecodeTrace, step: DecodeStep) -> DecodeStep:
+    trace.steps.append(step)
+    return step
+
+
+def _finish(trace: DecodeTrace, engine: _Engine) -> DecodeTrace:
+    trace.final_ids = engine.tokens.tolist()
+    return trace
+
+
+# --------------------------------------------------------------------------------------------------
+# Algorithm 2: dynamic decoding, each step's commits become the next group
+
+
+def _select(stats: _StepStats, positions: list[int], strategy: str, k: int, generator) -> list[int]:
+    """The k open positions to commit: highest confidence, lowest entropy, or uniformly at random."""
+    if strategy == "confidence":
+        scores = torch.tensor([stats.confidence[p] for p in positions])
+    elif strategy == "entropy":
+        scores = -torch.tensor([stats.entropy[p] for p in positions])
+    else:
+        scores = torch.rand(len(positions), generator=generator)
+    order = torch.argsort(scores, descending=True, stable=True)[: min(k, len(positions))]
+    return sorted(positions[i] for i in order.tolist())
+
+
+def _check_dynamic(strategy: str, k: int) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}.")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k (tokens per step) must be a positive integer; got {k!r}.")
+
+
+def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confidence", k: int = 1,
+                   sampler: Sampler = Sampler(), generator: torch.Generator | None = None, seed: int | None = None,
+                   cache: bool = True, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """Algorithm 2 with incremental groups: step t scores every open position given everything
+    decided so far and commits the best k as group (first open group + t). The plan's order for
+    open positions is ignored; its given grouping is kept."""
+    _check_plan(model, plan)
+    _check_dynamic(strategy, k)
+    generator = _as_generator(generator, seed)
+    engine, start = _Engine(model, plan, cache=cache), time.perf_counter()
+    groups = plan.group_ids.clone()
+    first = int(groups[plan.given].max()) + 1 if bool(plan.given.any()) else 0
+    undecided = torch.iinfo(torch.long).max
+    groups[plan.open] = undecided  # never visible until decided
+    realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
+    trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache))
+    open_now = plan.open_positions
+    for step in range(len(open_now)):
+        if not open_now:
+            break
+        target = first + step
+        decided = (groups < target).nonzero(as_tuple=True)[0].tolist()
+        logits = engine.query_logits(groups, decided, open_now, [target] * len(open_now))
+        stats = _stats(logits, open_now, top_k_candidates)
+        chosen = _select(stats, open_now, strategy, k, generator)
+        rows = [open_now.index(p) for p in chosen]
+        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        groups[chosen] = target
+        open_now = [p for p in open_now if p not in set(chosen)]
+        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start))
+    return _finish(trace, engine)
+
+
+def _rows(stats: _StepStats, rows: list[int]) -> _StepStats:
+    """The same statistics restricted to some rows (so logprobs line up with the committed tokens)."""
+    return _StepStats(stats.logprobs[rows], stats.candidates, stats.entropy, stats.confidence)
+
+
+def decode_official_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confidence", k: int = 1,
+                            sampler: Sampler = Sampler(), generator: torch.Generator | None = None,
+                            seed: int | None = None, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """The official code's dynamic resampling: every step, all committed tokens (given + decided) form
+    one bidirectional group 0 and every blank is group 1; everything is recomputed (no cache)."""
+    _check_plan(model, plan)
+    _check_dynamic(strategy, k)
+    generator = _as_generator(generator, seed)
+    engine, start = _Engine(model, plan, cache=False), time.perf_counter()
+    order = torch.zeros(plan.length, dtype=torch.long)  # commit order: given 0, step t -> t + 1
+    realised = Plan(plan.token_ids, plan.given, order, f"official dynamic ({strategy}, k={k})")
+    trace = DecodeTrace("official_dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k))
+    open_now = plan.open_positions
+    step = 0
+    while open_now:
+        groups = torch.zeros(plan.length, dtype=torch.long)
+        groups[open_now] = 1
+        logits = engine.query_logits(groups, [], open_now, [1] * len(open_now))
+        stats = _stats(logits, open_now, top_k_candidates)
+        chosen = _select(stats, open_now, strategy, k, generator)
+        rows = [open_now.index(p) for p in chosen]
+        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        order[chosen] = step + 1
+        open_now = [p for p in open_now if p not in set(chosen)]
+        yield _record(trace, _make_step(step, step + 1, chosen, tokens, logps, stats, engine.calls, start,
+                                        group_ids=groups.tolist()))
+        step += 1
+    return _finish(trace, engine)
+
+
+# --------------------------------------------------------------------------------------------------
+# baselines
+
+
+def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, sampler: Sampler = Sampler(),
+                     generator: torch.Generator | None = None, seed: int | None = None,
+                     top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """A diffusion-style baseline (the paper's single-layer dependency): every open position is one
+    group after the given ones, so each is predicted from the given tokens only. Each step re-reads
+    the query rows of the still-open positions and reveals the k most confident; what it reveals is
+    never fed back, so no open token conditions on another."""
+    _check_plan(model, plan)
+    _check_dynamic("confidence", k)
+    generator = _as_generator(generator, seed)
+    engine, start = _Engine(model, plan, cache=True), time.perf_counter()
+    groups = plan.group_ids.clone()
+    target = int(groups[plan.given].max()) + 1 if bool(plan.given.any()) else 0
+    groups[plan.open] = target
+    realised = Plan(plan.token_ids, plan.given, groups, f"diffusion-style (k={k})")
+    trace = DecodeTrace("diffusion", realised, settings=_settings(sampler, seed, k=k))
+    given_positions = plan.given.nonzero(as_tuple=True)[0].tolist()
+    open_now, step = plan.open_positions, 0
+    while open_now:
+        logits = engine.query_logits(groups, given_positions, open_now, [target] * len(open_now))
+        stats = _stats(logits, open_now, top_k_candidates)
+        chosen = _select(stats, open_now, "confidence", k, generator)
+        rows = [open_now.index(p) for p in chosen]
+        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        open_now = [p for p in open_now if p not in set(chosen)]
+        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start))
+        step += 1
+    return _finish(trace, engine)
+
+
+def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sampler(),
+                       generator: torch.Generator | None = None, seed: int | None = None,
+                       top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """The base AR model left to right: open position p is predicted from positions < p only (the
+    content stream under left-to-right grouping is the base LM: row p-1 predicts token p). Given
+    tokens to the right are not used; given tokens to the left are kept as they are."""
+    _check_plan(base, plan)
+    if not bool(plan.given[0]):
+        raise PlanError("the AR baseline needs a given first position (the start token) to condition on.")
+    generator = _as_generator(generator, seed)
+    device = next(base.parameters()).device
+    cache = A3Cache(base.config, 1, plan.length, device=device, dtype=next(base.parameters()).dtype)
+    tokens, start = plan.token_ids.clone(), time.perf_counter()
+    positions = torch.arange(plan.length)
+    realised = Plan(plan.token_ids, plan.given, positions.clone(), "AR baseline (left context only)")
+    trace = DecodeTrace("ar_baseline", realised, settings=_settings(sampler, seed))
+    done = 0  # positions [0, done) are in the cache
+    for step, p in enumerate(plan.open_positions):
+        new = list(range(done, p))
+        with torch.no_grad():
+            out = base.model(content_ids=_tensor(tokens[new].tolist(), device), content_positions=_tensor(new, device),
+                             content_groups=_tensor(new, device), query_positions=_tensor([], device),
+                             query_groups=_tensor([], device), cache=cache, return_content=True)
+            logits = base.lm_head(out.content[0, -1:])  # row p-1 predicts token p
+        done = p
+        stats = _stats(logits, [p], top_k_candidates)
+        chosen = choose_tokens(logits, sampler, generator)
+        tokens[p] = chosen[0]
+        logps = [float(stats.logprobs[0, int(chosen[0])])]
+        yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start))
+    trace.final_ids = tokens.tolist()
+    return trace
+
+
+# --------------------------------------------------------------------------------------------------
+# exact likelihood
+
+
+@torch.no_grad()
+def sequence_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=None) -> tuple[float, torch.Tensor]:
+    """log p(x) = sum over groups of log p(x_G | x_<G), in one forward pass.
+
+    Returns the total over `scored` positions (default: every position whose query row sees
+    something) and the per-position log-probabilities (L,) (NaN where not scored).
+    """
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=device).view(1, -1)
+    groups = torch.as_tensor(group_ids, dtype=torch.long, device=device).view(1, -1)
+    logits = model(ids, group_ids=groups).logits[0].float()  # (L, V)
+    logp = logits.log_softmax(-1).gather(-1, ids[0, :, None])[:, 0].cpu()
+    from model.modeling import scored_positions
+
+    keep = scored_positions(groups.cpu())[0]
+    if scored is not None:
+        keep &= torch.as_tensor(scored, dtype=torch.bool)
+    per_position = torch.where(keep, logp, torch.full_like(logp, float("nan")))
+    return float(logp[keep].sum()), per_position
+
+
+# --------------------------------------------------------------------------------------------------
+# one entry point by mode name (used by the app, the evaluation and the benchmark)
+
+
+def run_decoder(mode: str, model: A3ForAnyOrderLM, plan: Plan, *, base: A3ForAnyOrderLM | None = None,
+                sampler: Sampler = Sampler(), seed: int = 0, strategy: str = "confidence", k: int = 1,
+                **kwargs) -> Iterator[DecodeStep]:
+    generator = torch.Generator().manual_seed(seed)
+    common = dict(sampler=sampler, generator=generator, seed=seed)
+    if mode == "plan":
+        return decode_plan(model, plan, **common, **kwargs)
+    if mode == "dynamic":
+        return decode_dynamic(model, plan, strategy=strategy, k=k, **common, **kwargs)
+    if mode == "official_dynamic":
+        return decode_official_dynamic(model, plan, strategy=strategy, k=k, **common, **kwargs)
+    if mode == "diffusion":
+        return decode_diffusion(model, plan, k=k, **common, **kwargs)
+    if mode == "ar_baseline":
+        return decode_ar_baseline(base if base is not None else model, plan, **common, **kwargs)
+    raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")

@@ -1,0 +1,350 @@
+"""A3: a LLaMA-family two-stream transformer for any-order, any-subset autoregressive modelling.
+
+Reads top to bottom: config -> norm / RoPE -> two-stream attention -> MLP -> block -> model -> LM head.
+How A3 differs from LLaMA, and nothing else does:
+
+1. Every position carries two hidden states that share *all* weights. The content stream starts from
+   the token embedding; the query stream starts from one learned vector, `model.query_embed` [1, 1, H].
+2. Who sees whom comes from group ids (model/masks.py): a content row of group g attends to the
+   content of groups <= g, a query row to the content of groups < g. Keys and values always come from
+   the content stream; the query stream only contributes attention queries.
+3. RoPE uses the true positions in both streams, so the query stream knows *where* it predicts.
+4. Logits come from the query stream, and the loss scores position i against token i (no shift).
+   Rows that see nothing (the first group) get a zero attention output and are not scored.
+5. `block_layout="official"` reproduces the official code's block, which re-normalises the residual
+   stream after attention (research/paper.md §6.2); the default "prenorm" is LLaMA's own block, so
+   under left-to-right grouping the content stream *is* the base model.
+
+Both streams run as one batch of rows through every layer ("fused"): rows = [content rows; query
+rows], keys = [cached content; new content]. A training forward has L content and L query rows; a
+cached decoding step has only the newly committed group's content rows and the next group's query
+rows, attending to the cache (A3Cache) of earlier groups, whose keys and values never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import LlamaConfig, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, rotate_half
+
+from model.masks import group_visibility, two_stream_masks
+
+BLOCK_LAYOUTS = ("prenorm", "official")
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@strict
+class A3Config(LlamaConfig):
+    """LLaMA hyperparameters plus the block layout. Hyperparameters only: no behaviour here."""
+
+    model_type = "a3"
+    block_layout: str = "prenorm"  # "prenorm" (LLaMA) | "official" (residual re-normalised, paper §6.2)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if self.block_layout not in BLOCK_LAYOUTS:
+            raise ValueError(f"block_layout must be one of {BLOCK_LAYOUTS}; got {self.block_layout!r}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# norm and RoPE (RoPE is LLaMA's own, so every rope_type of the config is honoured)
+
+
+class A3RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# attention
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Masked attention in which a row that sees nothing gets exactly zero.
+
+    q (B, Hq, R, D), k/v (B, Hkv, K, D), visible (B, R, K) bool -> (B, Hq, R, D).
+    SDPA gives NaN for an all-masked row on some backends, so such rows are let see everything
+    and their output is zeroed afterwards (LLaMA's o_proj has no bias, so the sublayer adds 0).
+    """
+    B, Hq, R, D = q.shape
+    if k.shape[2] == 0:
+        return q.new_zeros(B, Hq, R, D)
+    sees_any = visible.any(-1)  # (B, R)
+    safe = visible | ~sees_any.unsqueeze(-1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe.unsqueeze(1), enable_gqa=k.shape[1] != Hq)
+    return out * sees_any[:, None, :, None].to(out.dtype)
+
+
+class A3Attention(nn.Module):
+    def __init__(self, config: A3Config):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        hidden, bias = config.hidden_size, config.attention_bias
+        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=bias)
+
+    def forward(self, rows, n_content, rope, past_kv, visible):
+        """rows (B, R, H): the first n_content rows are content, the rest query rows.
+
+        rope: (cos, sin) for the rows' positions; past_kv: (k, v) (B, Hkv, P, D) of earlier groups or
+        None; visible (B, R, P + n_content). Returns the attention output (B, R, H) and this call's
+        content keys/values (B, Hkv, n_content, D), already rotated, for the cache.
+        """
+        B, R, _ = rows.shape
+        cos, sin = rope
+        q = self.q_proj(rows).view(B, R, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, R, D)
+        content = rows[:, :n_content]
+        k = self.k_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[:, :n_content], sin[:, :n_content])
+        new_kv = (k, v)
+        if past_kv is not None:
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)  # (B, Hkv, P + C, D)
+        out = attend(q, k, v, visible)  # (B, Hq, R, D)
+        out = out.transpose(1, 2).reshape(B, R, self.n_heads * self.head_dim)
+        return self.o_proj(out), new_kv
+
+
+def rope_rotate(x, cos, sin):
+    """Rotate x (B, H, T, D) by RoPE at the rows' true positions; cos/sin (B, T, D)."""
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# MLP and block
+
+
+class A3MLP(nn.Module):
+    def __init__(self, config: A3Config):
+        super().__init__()
+        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
+        self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+        if config.hidden_act != "silu":
+            raise ValueError(f"A3 supports LLaMA's silu MLP only; config.hidden_act={config.hidden_act!r}.")
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class A3Block(nn.Module):
+    def __init__(self, config: A3Config):
+        super().__init__()
+        self.input_layernorm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = A3Attention(config)
+        self.post_attention_layernorm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = A3MLP(config)
+        self.official = config.block_layout == "official"
+
+    def forward(self, rows, n_content, rope, past_kv, visible):
+        # Self attention (both streams at once; K/V from the content rows only)
+        attn, new_kv = self.self_attn(self.input_layernorm(rows), n_content, rope, past_kv, visible)
+        hidden = rows + attn
+        # Fully connected
+        if self.official:
+            hidden = self.post_attention_layernorm(hidden)  # the residual itself is normalised
+            return hidden + self.mlp(hidden), new_kv
+        return hidden + self.mlp(self.post_attention_layernorm(hidden)), new_kv
+
+
+# --------------------------------------------------------------------------------------------------
+# KV cache of the content stream
+
+
+class A3Cache:
+    """Content keys/values of committed groups, one slot per committed position.
+
+    A3's content row of group g depends only on groups <= g, so once a group is committed its keys and
+    values never change: they are appended once and reused by every later step.
+    """
+
+    def __init__(self, config: A3Config, batch_size: int, max_len: int, *, device=None, dtype=None):
+        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.groups = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
+        self.positions = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
+        self.length = 0
+        self.max_len = max_len
+
+    def past(self, layer: int):
+        n = self.length
+        return self.k[layer][:, :, :n], self.v[layer][:, :, :n]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        n, c = self.length, k.shape[2]
+        self.k[layer][:, :, n : n + c] = k
+        self.v[layer][:, :, n : n + c] = v
+
+    def advance(self, groups: torch.Tensor, positions: torch.Tensor) -> None:
+        """Commit the rows written by the last forward (groups/positions: (B, C))."""
+        n, c = self.length, groups.shape[1]
+        if n + c > self.max_len:
+            raise RuntimeError(f"A3Cache is full: {n} + {c} slots > max_len {self.max_len}.")
+        self.groups[:, n : n + c] = groups
+        self.positions[:, n : n + c] = positions
+        self.length = n + c
+
+
+# --------------------------------------------------------------------------------------------------
+# model
+
+
+class A3PreTrainedModel(PreTrainedModel):
+    config_class = A3Config
+    config: A3Config
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["A3Block"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, A3Model):
+            # At the scale of token embeddings (std = initializer_range), not randn's std 1.
+            nn.init.normal_(module.query_embed, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, A3RMSNorm):
+            nn.init.ones_(module.weight)
+
+
+@dataclass
+class A3StreamsOutput(ModelOutput):
+    content: torch.Tensor | None = None  # (B, C, H) final-normed content rows (only when asked for)
+    query: torch.Tensor | None = None  # (B, Q, H) final-normed query rows
+
+
+class A3Model(A3PreTrainedModel):
+    def __init__(self, config: A3Config):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.query_embed = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.layers = nn.ModuleList(A3Block(config) for _ in range(config.num_hidden_layers))
+        self.norm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.post_init()
+
+    def forward(
+        self,
+        content_ids: torch.Tensor,  # (B, C) tokens whose content rows are computed in this call
+        content_positions: torch.Tensor,  # (B, C)
+        content_groups: torch.Tensor,  # (B, C)
+        query_positions: torch.Tensor,  # (B, Q) positions to predict
+        query_groups: torch.Tensor,  # (B, Q)
+        cache: A3Cache | None = None,
+        key_padding: torch.Tensor | None = None,  # (B, C) True for real tokens (no cache only)
+        return_content: bool = False,
+    ) -> A3StreamsOutput:
+        B, C = content_ids.shape
+        Q = query_positions.shape[1]
+        past = cache.length if cache is not None else 0
+        key_groups = content_groups if cache is None else torch.cat([cache.groups[:, :past], content_groups], 1)
+        # content rows: g_key <= g_row ; query rows: g_key < g_row   (model/masks.py)
+        visible = torch.cat(
+            [group_visibility(content_groups, key_groups, strict=False),
+             group_visibility(query_groups, key_groups, strict=True)], dim=1,
+        )  # (B, C + Q, P + C)
+        if key_padding is not None:
+            if cache is not None:
+                raise ValueError("key_padding is for uncached forwards; a cache holds real tokens only.")
+            visible = visible & key_padding.bool().unsqueeze(1)
+
+        content = self.embed_tokens(content_ids)  # (B, C, H)
+        query = self.query_embed.to(content.dtype).expand(B, Q, -1)  # (B, Q, H)
+        rows = torch.cat([content, query], 1)  # (B, C + Q, H)
+        positions = torch.cat([content_positions, query_positions], 1)
+        rope = self.rotary_emb(rows, positions)  # cos, sin (B, C + Q, D)
+
+        for i, layer in enumerate(self.layers):
+            past_kv = cache.past(i) if cache is not None else None
+            rows, (k, v) = layer(rows, C, rope, past_kv, visible)
+            if cache is not None:
+                cache.write(i, k, v)
+        if cache is not None:
+            cache.advance(content_groups, content_positions)
+
+        rows = self.norm(rows)
+        return A3StreamsOutput(content=rows[:, :C] if return_content else None, query=rows[:, C:])
+
+
+@dataclass
+class A3Output(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L, V) query-stream logits: p(x_i | x_{G < g_i})
+    content_logits: torch.Tensor | None = None  # (B, L, V) content stream through the LM head
+    n_scored: torch.Tensor | None = None
+
+
+class A3ForAnyOrderLM(A3PreTrainedModel):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: A3Config):
+        super().__init__(config)
+        self.model = A3Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, L)
+        group_ids: torch.Tensor | None = None,  # (B, L) or (L,); default left-to-right
+        attention_mask: torch.Tensor | None = None,  # (B, L) 1 = real token, 0 = padding
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,  # (B, L) -100 = not scored; scored against position i
+        return_content_logits: bool = False,
+        **_unused,
+    ) -> A3Output:
+        B, L = input_ids.shape
+        if self.config.max_position_embeddings < L:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings "
+                             f"({self.config.max_position_embeddings}); shorten the input.")
+        device = input_ids.device
+        if group_ids is None:
+            group_ids = torch.arange(L, device=device)
+        group_ids = torch.as_tensor(group_ids, device=device).long().expand(B, L)
+        if position_ids is None:
+            position_ids = torch.arange(L, device=device).expand(B, L)
+        streams = self.model(input_ids, position_ids, group_ids, position_ids, group_ids,
+                             key_padding=attention_mask, return_content=return_content_logits)
+        logits = self.lm_head(streams.query)
+        loss = n_scored = None
+        if labels is not None:
+            loss, n_scored = a3_loss(logits, labels, group_ids, attention_mask)
+        content_logits = self.lm_head(streams.content) if return_content_logits else None
+        return A3Output(loss=loss, logits=logits, content_logits=content_logits, n_scored=n_scored)
+
+
+def scored_positions(group_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L) bool: positions whose query row sees at least one real token (others are not scored)."""
+    _, query = two_stream_masks(group_ids, attention_mask.bool() if attention_mask is not None else None)
+    return query.any(-1)
+
+
+def a3_loss(logits, labels, group_ids, attention_mask=None):
+    """Mean cross-entropy of query logits at i against token i (no shift) over scored positions."""
+    keep = scored_positions(group_ids, attention_mask) & (labels != -100)
+    if attention_mask is not None:
+        keep &= attention_mask.bool()
+    n = keep.sum()
+    nll = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+    return nll / n.clamp(min=1), n

@@ -1,0 +1,107 @@
+"""Text with blanks -> token ids and a given mask; token ids -> display strings.
+
+`[MASK]` is one masked token, `[MASK:N]` is N masked tokens (case-insensitive, 1 <= N <= 512).
+Every sequence starts with the start token (model.loading.START_TOKEN), which is always given: it is
+the one position every row can attend to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+MAX_BLANK = 512
+# Anything that starts like a blank: "[MASK" followed by anything up to the next "]" (or the end).
+_BLANK_LIKE = re.compile(r"\[\s*mask\b[^\]\[]*\]?", re.IGNORECASE)
+_BLANK = re.compile(r"\[mask(?::(\d+))?\]", re.IGNORECASE)
+
+
+class BlankSyntaxError(ValueError):
+    """A malformed blank such as `[MASK:0]`, `[MASK:x]` or an unclosed `[MASK`."""
+
+
+@dataclass
+class MaskedText:
+    token_ids: torch.Tensor  # (L,) long, start token first; open positions hold the placeholder
+    given: torch.Tensor  # (L,) bool
+    n_blanks: int  # how many [MASK] markers were in the text
+
+
+def parse_blanks(text: str) -> list[str | int]:
+    """Split text into pieces: strings are given text, ints are blanks of that many tokens."""
+    pieces: list[str | int] = []
+    pos = 0
+    for match in _BLANK_LIKE.finditer(text):
+        blank = _BLANK.fullmatch(match.group(0))
+        if blank is None:
+            raise BlankSyntaxError(
+                f"malformed blank {match.group(0)!r} at character {match.start()}: write [MASK] for one "
+                "token or [MASK:N] for N tokens, e.g. [MASK:5]."
+            )
+        n = int(blank.group(1)) if blank.group(1) is not None else 1
+        if not 1 <= n <= MAX_BLANK:
+            raise BlankSyntaxError(f"blank {match.group(0)!r}: N must be between 1 and {MAX_BLANK}.")
+        if match.start() > pos:
+            pieces.append(text[pos : match.start()])
+        pieces.append(n)
+        pos = match.end()
+    if pos < len(text):
+        pieces.append(text[pos:])
+    return pieces
+
+
+def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder_id: int | None = None,
+                       max_length: int | None = None) -> MaskedText:
+    """Tokenize text with blanks. Text pieces are tokenized separately, so blanks never split a word."""
+    if not text or not text.strip():
+        raise ValueError("the text is empty: type a text, with [MASK] or [MASK:N] where tokens should be generated.")
+    pieces = parse_blanks(text)
+    placeholder = start_token_id if placeholder_id is None else placeholder_id
+    ids, given = [start_token_id], [True]
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, int):
+            ids += [placeholder] * piece
+            given += [False] * piece
+            continue
+        # A space before a blank belongs to the generated word ("Ġword"), not to a lone space token.
+        if i + 1 < len(pieces) and isinstance(pieces[i + 1], int):
+            piece = piece.rstrip()
+        if piece:
+            piece_ids = tokenizer(piece, add_special_tokens=False).input_ids
+            ids += piece_ids
+            given += [True] * len(piece_ids)
+    if max_length is not None and len(ids) > max_length:
+        raise ValueError(f"the text is too long: {len(ids)} tokens (with the blanks) but the model takes at most "
+                         f"{max_length}. Shorten the text or the blanks.")
+    n_blanks = sum(isinstance(p, int) for p in pieces)
+    return MaskedText(torch.tensor(ids, dtype=torch.long), torch.tensor(given), n_blanks)
+
+
+def encode_plain_text(tokenizer, text: str, *, start_token_id: int, max_length: int | None = None) -> torch.Tensor:
+    """Token ids of plain text (no blank syntax), start token first: the chips a user masks by clicking."""
+    if not text or not text.strip():
+        raise ValueError("the text is empty: type a text first.")
+    ids = [start_token_id] + tokenizer(text, add_special_tokens=False).input_ids
+    if max_length is not None and len(ids) > max_length:
+        raise ValueError(f"the text is too long: {len(ids)} tokens but the model takes at most {max_length}.")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def token_strings(tokenizer, token_ids) -> list[str]:
+    """One display string per token (the start token shows as ⟨s⟩)."""
+    ids = [int(t) for t in token_ids]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    out = []
+    for t in ids:
+        if t in special:
+            out.append("⟨s⟩" if t == ids[0] else tokenizer.convert_ids_to_tokens(t))
+        else:
+            out.append(tokenizer.decode([t]))
+    return out
+
+
+def decode_text(tokenizer, token_ids) -> str:
+    """The text of a sequence without its start token."""
+    return tokenizer.decode([int(t) for t in token_ids][1:], skip_special_tokens=True)
