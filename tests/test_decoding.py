@@ -43,11 +43,14 @@ def test_cached_and_recomputed_plan_decoding_agree(tiny, order, size):
     plan = infill_plan(order, size)
     cached = collect(decode_plan(tiny, plan, cache=True))
     recomputed = collect(decode_plan(tiny, plan, cache=False))
-    assert cached.final_ids == recomputed.final_ids
+    official = collect(decode_plan(tiny, plan, cache=False, full_forward=True))
+    assert cached.final_ids == recomputed.final_ids == official.final_ids
     for a, b in zip(cached.steps, recomputed.steps, strict=True):
         assert a.positions == b.positions and a.tokens == b.tokens
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)) < 1e-4
         assert max(abs(a.entropy[p] - b.entropy[p]) for p in a.entropy) < 1e-4
+    for a, b in zip(cached.steps, official.steps, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)) < 1e-4
 
 
 def test_cached_query_logits_equal_recomputed_logits_on_custom_groups(tiny):

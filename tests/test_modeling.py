@@ -110,9 +110,18 @@ def _hand_forward_official(model: A3ForAnyOrderLM, ids: torch.Tensor, groups: to
 
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
-        n1 = lambda x: _rms(x, sd[p + "input_layernorm.weight"], eps)  # noqa: E731
-        n2 = lambda x: _rms(x, sd[p + "post_attention_layernorm.weight"], eps)  # noqa: E731
-        mlp = lambda x: (F.silu(x @ sd[p + "mlp.gate_proj.weight"].T) * (x @ sd[p + "mlp.up_proj.weight"].T)) @ sd[p + "mlp.down_proj.weight"].T  # noqa: E501,E731
+        w = {name: sd[p + name] for name in ("input_layernorm.weight", "post_attention_layernorm.weight",
+                                             "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")}
+
+        def n1(x, w=w):
+            return _rms(x, w["input_layernorm.weight"], eps)
+
+        def n2(x, w=w):
+            return _rms(x, w["post_attention_layernorm.weight"], eps)
+
+        def mlp(x, w=w):
+            return (F.silu(x @ w["mlp.gate_proj.weight"].T) * (x @ w["mlp.up_proj.weight"].T)) @ w["mlp.down_proj.weight"].T
+
         kv = n1(c)
         c_new = n2(c + attention(n1(c), kv, content_mask, p + "self_attn."))
         q_new = n2(q + attention(n1(q), kv, query_mask, p + "self_attn."))

@@ -59,9 +59,11 @@ def test_named_orders_decode_in_the_expected_sequence():
 
 def test_random_order_is_seeded():
     given = infill_given()
-    a = make_plan(torch.arange(L), given=given, order="random", group_size=2, generator=torch.Generator().manual_seed(1))
-    b = make_plan(torch.arange(L), given=given, order="random", group_size=2, generator=torch.Generator().manual_seed(1))
-    c = make_plan(torch.arange(L), given=given, order="random", group_size=2, generator=torch.Generator().manual_seed(2))
+    def plan(seed):
+        return make_plan(torch.arange(L), given=given, order="random", group_size=2,
+                         generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = plan(1), plan(1), plan(2)
     assert torch.equal(a.group_ids, b.group_ids) and not torch.equal(a.group_ids, c.group_ids)
 
 

@@ -1,0 +1,129 @@
+"""Decoding speed: A3 plan decoding with the content KV cache vs full recompute vs the base AR model.
+
+    python -m bench.decode --json [--model default|tiny] [--length 256] [--group-size 4]
+
+One input of `length` tokens (stories from the corpus, concatenated): the first quarter given, the rest
+open, decoded greedily in left-to-right groups of `group_size` three ways on this machine:
+    cached_s        A3 plan decoding, content keys/values cached (each step: one group's rows)
+    recompute_s     the same plan with every step a full two-stream forward over every position and
+                    the LM head on every position: what the official code's generate_two_stream does
+    recompute_rows_s  a leaner recompute: every content row, but only the group's query rows
+    ar_generate_s   transformers' `generate` on the base AR model (its own KV cache), same new tokens
+Prints one JSON object on its last line. Numbers, not assertions: nothing here fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from model.decoding import collect, decode_plan
+from model.plans import make_plan
+
+
+def bench_input(tokenizer, start_id: int, length: int) -> torch.Tensor:
+    from model.stories import SPLITS, read_stories
+
+    ids = [start_id]
+    for split in SPLITS[::-1]:
+        try:
+            stories = read_stories(split)
+        except FileNotFoundError:
+            continue
+        for story in stories:
+            ids += tokenizer(" " + story["text"], add_special_tokens=False).input_ids
+            if len(ids) >= length:
+                return torch.tensor(ids[:length])
+    text = "The quick brown fox jumps over the lazy dog while the children watch and laugh. "
+    while len(ids) < length:
+        ids += tokenizer(text, add_special_tokens=False).input_ids
+    return torch.tensor(ids[:length])
+
+
+def llama_from_a3(model):
+    """The transformers LlamaForCausalLM with an A3 model's weights (its content stream, as a causal LM)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "block_layout", "architectures")}
+    llama = LlamaForCausalLM(LlamaConfig(**cfg))
+    state = {k: v for k, v in model.state_dict().items() if k != "model.query_embed"}
+    llama.load_state_dict(state, strict=False)
+    return llama.eval()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def run(model_name: str, length: int, group_size: int, threads: int | None = None) -> dict:
+    from model.loading import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model_name, device="cpu", dtype=torch.float32)
+    model, tok = loaded.model, loaded.tokenizer
+    ids = bench_input(tok, loaded.start_token_id, length)
+    n_given = length // 4
+    given = torch.zeros(length, dtype=torch.bool)
+    given[:n_given] = True
+    plan = make_plan(ids, given=given, order="left_to_right", group_size=group_size)
+    if model_name == "default":
+        from model.base import load_base_causal_lm
+
+        ar_model = load_base_causal_lm()[0]
+    else:
+        ar_model = llama_from_a3(loaded.base())
+
+    # warm-up (allocator, thread pool) on a short plan
+    warm = make_plan(ids[: n_given + 8], given=given[: n_given + 8], group_size=group_size)
+    collect(decode_plan(model, warm, preview_open=False))
+    with torch.no_grad():
+        ar_model.generate(ids[None, :n_given], max_new_tokens=4, do_sample=False, pad_token_id=0)
+
+    cached, cached_s = timed(lambda: collect(decode_plan(model, plan, preview_open=False)))
+    recomputed, recompute_s = timed(lambda: collect(decode_plan(model, plan, cache=False, full_forward=True,
+                                                                preview_open=False)))
+    rows_only, recompute_rows_s = timed(lambda: collect(decode_plan(model, plan, cache=False, preview_open=False)))
+    new_tokens = length - n_given
+    with torch.no_grad():
+        _, ar_s = timed(lambda: ar_model.generate(ids[None, :n_given], max_new_tokens=new_tokens,
+                                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0))
+    return {
+        "model": model_name, "length": length, "given": n_given, "group_size": group_size,
+        "new_tokens": new_tokens, "steps": len(cached.steps),
+        "cached_s": round(cached_s, 3), "recompute_s": round(recompute_s, 3),
+        "speedup_vs_recompute": round(recompute_s / cached_s, 2),
+        "same_tokens": cached.final_ids == recomputed.final_ids == rows_only.final_ids,
+        "recompute_rows_s": round(recompute_rows_s, 3),
+        "speedup_vs_recompute_rows": round(recompute_rows_s / cached_s, 2),
+        "max_logprob_diff": round(max(abs(a.logprob - b.logprob)
+                                      for a, b in zip(cached.steps, recomputed.steps, strict=True)), 6),
+        "ar_generate_s": round(ar_s, 3), "speedup_vs_ar": round(ar_s / cached_s, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
+    ap.add_argument("--length", type=int, default=256)
+    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = ap.parse_args(argv)
+    result = run(args.model, args.length, args.group_size, args.threads)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
