@@ -120,7 +120,8 @@ def _hand_forward_official(model: A3ForAnyOrderLM, ids: torch.Tensor, groups: to
             return _rms(x, w["post_attention_layernorm.weight"], eps)
 
         def mlp(x, w=w):
-            return (F.silu(x @ w["mlp.gate_proj.weight"].T) * (x @ w["mlp.up_proj.weight"].T)) @ w["mlp.down_proj.weight"].T
+            gate, up = x @ w["mlp.gate_proj.weight"].T, x @ w["mlp.up_proj.weight"].T
+            return (F.silu(gate) * up) @ w["mlp.down_proj.weight"].T
 
         kv = n1(c)
         c_new = n2(c + attention(n1(c), kv, content_mask, p + "self_attn."))
