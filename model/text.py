@@ -89,17 +89,14 @@ def encode_plain_text(tokenizer, text: str, *, start_token_id: int, max_length: 
     return torch.tensor(ids, dtype=torch.long)
 
 
-def token_strings(tokenizer, token_ids) -> list[str]:
-    """One display string per token (the start token shows as ⟨s⟩)."""
+def token_strings(tokenizer, token_ids, *, start_token_id: int | None = None) -> list[str]:
+    """One display string per token; special tokens by name, the start token as ⟨s⟩ (by default
+    the first token is taken to be the start token)."""
     ids = [int(t) for t in token_ids]
+    start = ids[0] if start_token_id is None and ids else start_token_id
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    out = []
-    for t in ids:
-        if t in special:
-            out.append("⟨s⟩" if t == ids[0] else tokenizer.convert_ids_to_tokens(t))
-        else:
-            out.append(tokenizer.decode([t]))
-    return out
+    return ["⟨s⟩" if t == start else tokenizer.convert_ids_to_tokens(t) if t in special else tokenizer.decode([t])
+            for t in ids]
 
 
 def decode_text(tokenizer, token_ids) -> str:

@@ -1,0 +1,34 @@
+"""The A3 explainer (Gradio). `build(model)` returns the page for one model; `python app.py` launches it.
+
+Nothing heavy at import: gradio, torch and the model load inside `build()`.
+"""
+
+from __future__ import annotations
+
+
+def gpu_decorator():
+    """ZeroGPU's `spaces.GPU` (a no-op off Spaces); the identity where the package is missing."""
+    try:
+        import spaces
+    except ImportError:  # pragma: no cover
+        return lambda fn: fn
+    return spaces.GPU(duration=60)
+
+
+def device_note(loaded) -> str:
+    import torch
+
+    device, dtype = loaded.device, str(loaded.dtype).removeprefix("torch.")
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({dtype})"
+    return f"CPU, {torch.get_num_threads()} threads ({dtype})"
+
+
+def build(model: str = "default", *, device: str | None = None):
+    """The app for one model: a gr.Blocks, not launched. The model is loaded once, here."""
+    from app.layout import build_demo
+    from app.session import Explorer
+    from model.loading import load_model
+
+    loaded = load_model(model, device=device)
+    return build_demo(Explorer(loaded), device_note=device_note(loaded), gpu=gpu_decorator())

@@ -1,0 +1,225 @@
+"""What the explainer does, without the UI: inputs -> plan -> decoded trace -> what to draw.
+
+`Explorer` wraps one loaded model (shared by every user of the process). Every method takes plain
+values and returns plain values or raises `InputError` with a message meant for the page; the Gradio
+layer (app.layout) only wires components to these methods. Nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.decoding import DecodeTrace, Sampler, collect, run_decoder, sequence_log_likelihood
+from model.loading import LoadedModel
+from model.masks import check_masks, two_stream_masks
+from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
+from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
+
+# UI names -> library names
+METHODS = {"A3 plan": "plan", "A3 dynamic": "dynamic", "official dynamic": "official_dynamic",
+           "diffusion-style": "diffusion", "AR baseline": "ar_baseline"}
+ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
+               "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
+               "custom group ids": "custom"}
+assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
+STRATEGIES = ("confidence", "entropy", "random")
+MAX_TOKENS = 256  # what the figures stay readable and fast at
+
+
+class InputError(ValueError):
+    """Bad user input; the message is shown in the page as it is."""
+
+
+@dataclass
+class Request:
+    """One decoding request, as the page sends it."""
+
+    text: str
+    picker: dict | None = None
+    method: str = "A3 plan"
+    order: str = "left to right"
+    group_size: int = 1
+    strategy: str = "confidence"
+    k: int = 1
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    custom_groups: str = ""
+
+
+@dataclass
+class Result:
+    """A decoded trace plus what drawing it needs (kept per session in gr.State)."""
+
+    trace: DecodeTrace
+    labels: list[str]  # display string per position (final sequence)
+    vocab: dict[int, str] = field(default_factory=dict)  # candidate token id -> display string
+    method: str = "A3 plan"
+    text: str = ""  # the final text
+    model: str = ""
+
+    def token_text(self, token_id: int) -> str:
+        return self.vocab.get(int(token_id), f"#{token_id}")
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.trace.steps)
+
+
+class Explorer:
+    def __init__(self, loaded: LoadedModel, *, max_tokens: int = MAX_TOKENS):
+        self.loaded = loaded
+        self.max_tokens = min(max_tokens, loaded.max_length)
+
+    # ---------------------------------------------------------------------------------------- input
+
+    def picker_from_text(self, text: str) -> dict:
+        """Chips for a text with optional [MASK] / [MASK:N] blanks (blanks become masked chips)."""
+        masked = self._encode(text)
+        tok = self.loaded.tokenizer
+        strings = token_strings(tok, masked.token_ids, start_token_id=self.loaded.start_token_id)
+        blanks = (~masked.given).nonzero(as_tuple=True)[0].tolist()
+        for p in blanks:
+            strings[p] = "▢"
+        # the start token is always given and a blank always open: neither can be toggled
+        return {"text": text, "ids": masked.token_ids.tolist(), "tokens": strings,
+                "mask": (~masked.given).tolist(), "locked": [0, *blanks]}
+
+    def _encode(self, text: str):
+        try:
+            return encode_masked_text(self.loaded.tokenizer, text or "", start_token_id=self.loaded.start_token_id,
+                                      max_length=self.max_tokens)
+        except BlankSyntaxError as err:
+            raise InputError(f"Malformed blank: {err}") from None
+        except ValueError as err:
+            raise InputError(str(err)[:1].upper() + str(err)[1:]) from None
+
+    def sequence(self, request: Request) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and the given mask. The ids always come from tokenizing the text here; from the
+        browser only the chips' mask is taken, and only when it belongs to this very text."""
+        fresh = self.picker_from_text(request.text)
+        ids, mask = fresh["ids"], fresh["mask"]
+        picker = request.picker or {}
+        sent = picker.get("mask")
+        if picker.get("text") == request.text and isinstance(sent, list) and len(sent) == len(mask):
+            mask = [bool(m) for m in sent]
+            for p in fresh["locked"]:  # the start token stays given, blanks stay open
+                mask[p] = fresh["mask"][p]
+        given = torch.tensor([not bool(m) for m in mask])
+        if bool(given.all()):
+            raise InputError("Nothing is masked: add [MASK] or [MASK:N] to the text, or click tokens to mask them.")
+        if bool(given.sum() == 1):
+            raise InputError("Everything is masked: leave some of the text given so the model has context.")
+        return torch.tensor(ids), given
+
+    def plan(self, request: Request):
+        ids, given = self.sequence(request)
+        order = ORDER_NAMES.get(request.order)
+        if order is None:
+            raise InputError(f"Unknown order {request.order!r}; choose one of {', '.join(ORDER_NAMES)}.")
+        try:
+            if order == "custom":
+                groups = parse_group_ids(request.custom_groups, len(ids))
+                return custom_plan(ids, given=given, group_ids=groups)
+            return make_plan(ids, given=given, order=order, group_size=int(request.group_size),
+                             generator=torch.Generator().manual_seed(int(request.seed)))
+        except PlanError as err:
+            raise InputError(f"Invalid plan: {err}") from None
+
+    # --------------------------------------------------------------------------------------- decode
+
+    def decode(self, request: Request) -> Result:
+        mode = METHODS.get(request.method)
+        if mode is None:
+            raise InputError(f"Unknown method {request.method!r}; choose one of {', '.join(METHODS)}.")
+        if request.strategy not in STRATEGIES:
+            raise InputError(f"Unknown strategy {request.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        plan = self.plan(request)
+        try:
+            sampler = Sampler(float(request.temperature), int(request.top_k), float(request.top_p))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"Invalid sampling setting: {err}") from None
+        base = self.loaded.base() if mode == "ar_baseline" else None
+        extra = {"strategy": request.strategy, "k": int(request.k)} if mode in ("dynamic", "official_dynamic") else {}
+        if mode == "diffusion":
+            extra = {"k": int(request.k)}
+        try:
+            trace = collect(run_decoder(mode, self.loaded.model, plan, base=base, sampler=sampler,
+                                        seed=int(request.seed), **extra))
+        except (PlanError, ValueError) as err:
+            raise InputError(str(err)) from None
+        trace.settings["method"] = request.method
+        return self.result(trace, request.method)
+
+    def result(self, trace: DecodeTrace, method: str) -> Result:
+        tok = self.loaded.tokenizer
+        ids = {int(c[0]) for s in trace.steps for cands in s.candidates.values() for c in cands}
+        start = self.loaded.start_token_id
+        vocab = dict(zip(sorted(ids), token_strings(tok, sorted(ids), start_token_id=start), strict=True))
+        return Result(trace, token_strings(tok, trace.final_ids, start_token_id=start), vocab, method,
+                      decode_text(tok, trace.final_ids), self.loaded.name)
+
+    def infill(self, text: str, method: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
+        """The named API endpoint: (filled text, trace JSON with a top-level `steps` list)."""
+        result = self.decode(Request(text=text, method=method, seed=int(seed)))
+        data = result.trace.to_dict(self.loaded.tokenizer)
+        data["method"] = method
+        return result.text, json.dumps(data)
+
+    def compare(self, request: Request) -> tuple[list[str], list[list]]:
+        """The same input under A3 plan, A3 dynamic, diffusion-style and AR, side by side."""
+        headers = ["method", "final text", "steps", "model calls", "seconds", "log p (own order)",
+                   "log p under A3 left-to-right"]
+        rows = []
+        for method in ("A3 plan", "A3 dynamic", "diffusion-style", "AR baseline"):
+            result = self.decode(Request(**{**request.__dict__, "method": method}))
+            trace = result.trace
+            reference, _ = sequence_log_likelihood(self.loaded.model, trace.final_ids,
+                                                   torch.arange(len(trace.final_ids)), scored=trace.plan.open)
+            rows.append([method, result.text, len(trace.steps), trace.model_calls, round(trace.elapsed_s, 3),
+                         round(trace.logprob, 2), round(reference, 2)])
+        return headers, rows
+
+    # --------------------------------------------------------------------------------------- export
+
+    @staticmethod
+    def masks_of(result: Result, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        groups = torch.tensor(result.trace.group_ids_at(step))
+        content, query = two_stream_masks(groups)
+        return groups.numpy(), content.numpy().astype(np.uint8), query.numpy().astype(np.uint8)
+
+    def verdict(self, result: Result, step: int) -> str:
+        groups, content, query = self.masks_of(result, step)
+        return check_masks(content, query, groups).summary()
+
+    @staticmethod
+    def masks_csv(result: Result, step: int) -> bytes:
+        """A zip of content.csv, query.csv and groups.csv (rows = query positions, columns = keys)."""
+        groups, content, query = Explorer.masks_of(result, step)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, matrix in (("content", content), ("query", query)):
+                text = io.StringIO()
+                np.savetxt(text, matrix, fmt="%d", delimiter=",")
+                zf.writestr(f"{name}.csv", text.getvalue())
+            zf.writestr("groups.csv", "position,group\n" + "".join(f"{i},{g}\n" for i, g in enumerate(groups)))
+        return buffer.getvalue()
+
+    @staticmethod
+    def masks_npz(result: Result, step: int) -> bytes:
+        groups, content, query = Explorer.masks_of(result, step)
+        buffer = io.BytesIO()
+        np.savez(buffer, group_ids=groups, content=content.astype(bool), query=query.astype(bool))
+        return buffer.getvalue()
+
+    def trace_json(self, result: Result) -> str:
+        data = result.trace.to_dict(self.loaded.tokenizer)
+        data["method"], data["model"] = result.method, result.model
+        return json.dumps(data, indent=1)

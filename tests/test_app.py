@@ -1,0 +1,60 @@
+"""The launched app: the named API endpoint through gradio_client, and the wiring."""
+
+import json
+import socket
+
+import pytest
+from gradio_client import Client
+
+TEXT = "The cat sat on the mat and [MASK:4] at the birds in the old tree."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from app import build
+    from app.layout import launch_kwargs
+
+    demo = build("tiny", device="cpu")
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, ssr_mode=False, **launch_kwargs())
+    yield url.rstrip("/"), demo
+    demo.close()
+
+
+def test_infill_endpoint_through_gradio_client(app_url):
+    url, _ = app_url
+    client = Client(url, verbose=False, analytics_enabled=False)
+    assert "/infill" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    filled, trace_json = client.predict(TEXT, "A3 plan", 0, api_name="/infill")
+    trace = json.loads(trace_json)
+    assert trace["steps"] and trace["final_text"] == filled
+    assert filled.startswith("The cat sat on the mat and") and "[MASK" not in filled
+    again, _ = client.predict(TEXT, "A3 plan", 0, api_name="/infill")
+    assert again == filled  # greedy and seeded: the same answer twice
+
+
+def test_infill_endpoint_reports_bad_input_as_an_error_message(app_url):
+    from gradio_client.exceptions import AppError
+
+    url, _ = app_url
+    client = Client(url, verbose=False, analytics_enabled=False)
+    with pytest.raises(AppError, match="Nothing is masked"):
+        client.predict("No blanks here.", "A3 plan", 0, api_name="/infill")
+    with pytest.raises(AppError, match="Unknown method"):
+        client.predict(TEXT, "beam search", 0, api_name="/infill")
+
+
+def test_model_events_share_one_concurrency_group(app_url):
+    _, demo = app_url
+    fns = list(demo.fns.values())
+    model_fns = [f for f in fns if getattr(f, "concurrency_id", None) == "model"]
+    assert len(model_fns) >= 3  # run, compare, infill
+    assert all(f.concurrency_limit == 1 for f in model_fns)
+    public = sorted(f.api_name for f in fns if getattr(f, "api_visibility", "public") == "public")
+    assert public == ["infill"]

@@ -1,0 +1,266 @@
+"""The figure builders draw what the trace says: checked by reading the figures' data back."""
+
+from __future__ import annotations
+
+import time
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from app import figures
+from model.decoding import collect, run_decoder
+from model.masks import group_order, two_stream_masks
+from model.plans import custom_plan, make_plan
+
+LENGTH = 40
+
+
+def labels_for(trace) -> list[str]:
+    return [f"w{t}" for t in trace.final_ids]
+
+
+def decode(model, mode: str, *, length: int = LENGTH, k: int = 2, group_size: int = 3):
+    ids = torch.randint(0, 101, (length,), generator=torch.Generator().manual_seed(0))
+    given = torch.ones(length, dtype=torch.bool)
+    given[length // 4: length // 4 + length * 3 // 8] = False
+    given[-3:] = False  # two blank spans
+    plan = make_plan(ids, given=given, order="random", group_size=group_size,
+                     generator=torch.Generator().manual_seed(1))
+    extra = {"k": k} if mode in ("dynamic", "official_dynamic", "diffusion") else {}
+    return collect(run_decoder(mode, model, plan, **extra))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models decode fastest on one thread: a second one only waits (100x slower on a busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def traces(tiny):
+    return {mode: decode(tiny, mode) for mode in ("plan", "dynamic", "official_dynamic", "diffusion", "ar_baseline")}
+
+
+def trace_named(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+def every_step(trace):
+    return range(-1, len(trace.steps))
+
+
+# --------------------------------------------------------------------------------------------------
+# the order grid
+
+
+@pytest.mark.parametrize("mode", ["plan", "dynamic", "ar_baseline"])
+def test_grid_colours_exactly_the_decided_cells_and_outlines_this_step(traces, mode):
+    trace = traces[mode]
+    decided = np.array(trace.decided_step())
+    given = np.array(trace.given)
+    for step in every_step(trace):
+        fig = figures.grid_figure(trace, step, labels_for(trace), columns=16)
+        z = np.asarray(trace_named(fig, "decided").z, dtype=float).ravel()
+        coloured = np.flatnonzero(~np.isnan(z)).tolist()
+        assert coloured == np.flatnonzero((decided >= 0) & (decided <= step)).tolist()
+        np.testing.assert_array_equal(z[coloured], decided[coloured])
+        grey = np.asarray(trace_named(fig, "given").z, dtype=float).ravel()
+        assert np.flatnonzero(~np.isnan(grey)).tolist() == np.flatnonzero(given).tolist()
+        current = trace.steps[step].positions if step >= 0 else []
+        assert figures.outlined_cells(fig, columns=16) == sorted(current)
+        assert fig.layout.meta["current_positions"] == list(current)
+        text = list(trace_named(fig, "cells").text)
+        assert [i for i, t in enumerate(text) if t == "?"] == np.flatnonzero(~given & (decided > step)).tolist()
+        assert fig.layout.yaxis.autorange == "reversed" and fig.layout.height > 0
+
+
+def test_grid_cell_text_is_short_and_plain():
+    trace = custom_trace()
+    labels = ["a very long token", "<b>", "line\nbreak"] + ["x"] * (trace.plan.length - 3)
+    text = list(trace_named(figures.grid_figure(trace, len(trace.steps) - 1, labels), "cells").text)
+    assert text[0] == "a very …" and text[1] == "&lt;b&gt;" and "\n" not in text[2]
+
+
+# --------------------------------------------------------------------------------------------------
+# the dependency DAG
+
+
+def test_plan_dag_has_every_earlier_step_and_its_reduction_is_a_chain(traces):
+    trace = traces["plan"]
+    graph = figures.dependency_graph(trace)
+    names = ["given"] + [f"s{t}" for t in range(len(trace.steps))]
+    assert set(graph.edges()) == {(u, v) for i, v in enumerate(names) for u in names[:i]}
+    assert graph.nodes["s0"]["positions"] == trace.steps[0].positions
+    reduced = figures.transitive_reduction(graph)
+    assert set(reduced.edges()) == set(zip(names, names[1:], strict=False))
+    assert set(reduced.edges()) == set(nx.transitive_reduction(graph).edges())
+    assert dict(reduced.nodes(data=True)) == dict(graph.nodes(data=True))
+
+
+def test_dag_edges_per_mode(traces):
+    steps = lambda trace: [f"s{t}" for t in range(len(trace.steps))]  # noqa: E731
+    diffusion = figures.dependency_graph(traces["diffusion"])
+    assert set(diffusion.edges()) == {("given", v) for v in steps(traces["diffusion"])}
+    for mode in ("dynamic", "official_dynamic", "ar_baseline"):
+        names = ["given"] + steps(traces[mode])
+        assert set(figures.dependency_graph(traces[mode]).edges()) == {
+            (u, v) for i, v in enumerate(names) for u in names[:i]}, mode
+
+
+def test_transitive_reduction_agrees_with_networkx_on_a_random_dag():
+    rng = np.random.default_rng(0)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(30))
+    graph.add_edges_from((i, j) for i in range(30) for j in range(i + 1, 30) if rng.random() < 0.2)
+    assert set(figures.transitive_reduction(graph).edges()) == set(nx.transitive_reduction(graph).edges())
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_dag_figure_highlights_the_current_node_and_its_edges(traces, reduce):
+    trace = traces["plan"]
+    for step in every_step(trace):
+        fig = figures.dag_figure(trace, step, labels_for(trace), reduce=reduce)
+        meta = fig.layout.meta
+        assert meta["current_node"] == (f"s{step}" if step >= 0 else None)
+        n_steps = len(trace.steps)
+        assert meta["n_edges"] == (n_steps if reduce else (n_steps + 1) * n_steps // 2)
+        arcs = np.asarray(trace_named(fig, "into this step").x, dtype=float)
+        n_into = int(np.isnan(arcs).sum())  # one NaN closes every arc
+        assert n_into == (0 if step < 0 else 1 if reduce else step + 1)
+        if step >= 0:
+            assert trace_named(fig, "this step").x == (step + 1,)
+            assert f"log p = {trace.steps[step].logprob:.2f}" in trace_named(fig, "this step").hovertext[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# the attention masks
+
+
+@pytest.mark.parametrize("mode", ["plan", "official_dynamic", "diffusion"])
+def test_mask_figure_shows_the_two_stream_masks(traces, mode):
+    trace = traces[mode]
+    labels = labels_for(trace)
+    for step in (-1, 0, len(trace.steps) - 1):
+        groups = torch.tensor(trace.group_ids_at(step))
+        content, query = two_stream_masks(groups)
+        fig = figures.mask_figure(trace, step, labels)
+        assert np.array_equal(trace_named(fig, "content").z, content.numpy())
+        assert np.array_equal(trace_named(fig, "query").z, query.numpy())
+        assert trace_named(fig, "content").z.dtype == np.uint8
+        current = trace.steps[step].positions if step >= 0 else []
+        assert fig.layout.meta["highlight_rows"] == list(current)
+        assert len(fig.layout.shapes) % 2 == 0 and (len(fig.layout.shapes) > 0) == bool(current)
+
+        order = group_order(groups)
+        sorted_fig = figures.mask_figure(trace, step, labels, sort_by_group=True)
+        assert sorted_fig.layout.meta["order"] == order.tolist()
+        for name, mask in (("content", content), ("query", query)):
+            z = trace_named(sorted_fig, name).z
+            assert np.array_equal(z, mask[order][:, order].numpy())
+            shown = groups[order].numpy()
+            assert (np.diff(shown) >= 0).all()
+            later = shown[None, :] > shown[:, None]  # the cells right of each row's diagonal block
+            assert not z[later].any(), "sorted by group, both masks are block-lower-triangular"
+
+
+def test_mask_hover_carries_the_row_and_column_groups(traces):
+    trace = traces["plan"]
+    groups = np.array(trace.group_ids)
+    custom = np.asarray(trace_named(figures.mask_figure(trace, 0, labels_for(trace)), "query").customdata)
+    assert custom.shape == (LENGTH, LENGTH, 2)
+    np.testing.assert_array_equal(custom[:, :, 0], np.repeat(groups[:, None], LENGTH, 1))
+    np.testing.assert_array_equal(custom[:, :, 1], np.repeat(groups[None, :], LENGTH, 0))
+
+
+# --------------------------------------------------------------------------------------------------
+# log-probabilities, candidates, summary
+
+
+def test_logprob_bars_are_the_step_logprobs(traces):
+    trace = traces["dynamic"]
+    for step in every_step(trace):
+        fig = figures.logprob_figure(trace, step)
+        bars = fig.data[0]
+        np.testing.assert_allclose(bars.y, [s.logprob for s in trace.steps])
+        faded = np.asarray(bars.marker.opacity) < 1
+        assert np.flatnonzero(faded).tolist() == list(range(step + 1, len(trace.steps)))
+        assert fig.layout.meta == {"figure": "logprob", "step": step}
+
+
+@pytest.mark.parametrize("mode", ["plan", "diffusion", "ar_baseline"])
+def test_candidate_rows_cover_the_scored_positions_committed_first(traces, mode):
+    trace = traces[mode]
+    labels = labels_for(trace)
+    headers, rows = figures.candidate_rows(trace, -1, labels, str)
+    assert rows == [] and headers[0] == "position"
+    for step, record in enumerate(trace.steps):
+        headers, rows = figures.candidate_rows(trace, step, labels, lambda t: f"t{t}\n", top=3)
+        assert sorted(r[0] for r in rows) == sorted(record.candidates)
+        n_now = len(record.positions)
+        assert {r[0] for r in rows[:n_now]} == set(record.positions)
+        assert all(r[1] == "committed now" and r[2] == labels[r[0]] for r in rows[:n_now])
+        assert all(r[1] == "open" and r[2] == "" for r in rows[n_now:])
+        assert [r[5] for r in rows[n_now:]] == sorted((r[5] for r in rows[n_now:]), reverse=True)
+        assert all("\n" not in r[3] and r[3].count(" · ") <= 2 for r in rows)
+
+
+def test_step_summary(traces):
+    trace = traces["plan"]
+    n_given = sum(trace.given)
+    assert figures.step_summary(trace, -1) == f"Before decoding: {n_given} given, {LENGTH - n_given} open"
+    last = trace.steps[-1]
+    line = figures.step_summary(trace, len(trace.steps) - 1)
+    assert line.startswith(f"Step {len(trace.steps)}/{len(trace.steps)} · group {last.group} · committed positions ")
+    assert f"log p = {last.logprob:.2f}" in line and f"model calls {last.model_calls}" in line
+    with pytest.raises(ValueError, match="step must lie"):
+        figures.step_summary(trace, len(trace.steps))
+
+
+# --------------------------------------------------------------------------------------------------
+# every figure, every mode, and the size the app draws
+
+
+def custom_trace():
+    """A custom plan whose groups are out of position order (group 5 comes after groups 3 and 4)."""
+    from model.loading import tiny_model
+
+    ids = torch.arange(12) % 101
+    groups = torch.tensor([0, 1, 2, 5, 5, 3, 4, 4, 6, 7, 8, 9])
+    plan = custom_plan(ids, given=torch.tensor([True] * 3 + [False] * 9), group_ids=groups)
+    return collect(run_decoder("plan", tiny_model(101, seed=0), plan))
+
+
+@pytest.mark.parametrize("mode", ["plan", "dynamic", "official_dynamic", "diffusion", "ar_baseline"])
+def test_every_figure_builds_at_every_step(traces, mode):
+    trace = traces[mode]
+    labels = labels_for(trace)
+    for step in every_step(trace):
+        for fig in (figures.grid_figure(trace, step, labels), figures.dag_figure(trace, step, labels),
+                    figures.mask_figure(trace, step, labels, sort_by_group=True), figures.logprob_figure(trace, step)):
+            assert fig.layout.meta["step"] == step and fig.layout.height and fig.layout.uirevision
+        assert figures.step_summary(trace, step)
+
+
+def test_figures_for_a_128_position_trace(tiny):
+    trace = decode(tiny, "plan", length=128, group_size=2)
+    labels = labels_for(trace)
+    step = len(trace.steps) // 2
+    builders = {"grid": lambda: figures.grid_figure(trace, step, labels),
+                "dag": lambda: figures.dag_figure(trace, step, labels),
+                "dag reduced": lambda: figures.dag_figure(trace, step, labels, reduce=True),
+                "masks": lambda: figures.mask_figure(trace, step, labels, sort_by_group=True),
+                "logprob": lambda: figures.logprob_figure(trace, step),
+                "candidates": lambda: figures.candidate_rows(trace, step, labels, str)}
+    timings = []
+    for name, build in builders.items():
+        start = time.perf_counter()
+        built = build()
+        timings.append(f"{name} {1e3 * (time.perf_counter() - start):.1f} ms")
+        if name != "candidates":
+            assert len(built.to_json()) > 0
+    print(f"\n128 positions, {len(trace.steps)} steps: " + ", ".join(timings))

@@ -1,0 +1,125 @@
+"""The explainer's callbacks without the UI (tiny model; same code path as the page)."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from app.session import METHODS, ORDER_NAMES, Explorer, InputError, Request
+from model.masks import two_stream_masks
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_loaded):
+    return Explorer(tiny_loaded)
+
+
+TEXT = "The cat sat on the mat and [MASK:4] at the birds in the old tree."
+
+
+def test_picker_marks_blanks_as_locked_open_chips(explorer):
+    picker = explorer.picker_from_text(TEXT)
+    assert picker["tokens"][0] == "⟨s⟩" and picker["mask"][0] is False
+    blanks = [i for i, m in enumerate(picker["mask"]) if m]
+    assert len(blanks) == 4 and all(picker["tokens"][i] == "▢" for i in blanks)
+    assert picker["locked"] == [0, *blanks]
+
+
+def test_clicked_chips_become_open_positions_and_locked_ones_cannot_change(explorer):
+    text = "The cat sat on the mat and looked at the birds."
+    picker = explorer.picker_from_text(text)
+    picker["mask"][3] = picker["mask"][4] = True
+    picker["mask"][0] = True  # a crafted value: the start token must stay given
+    ids, given = explorer.sequence(Request(text=text, picker=picker))
+    assert (~given).nonzero(as_tuple=True)[0].tolist() == [3, 4] and bool(given[0])
+    # a picker of another text is ignored: the blanks of this text count
+    stale = Request(text=TEXT, picker=picker)
+    assert int((~explorer.sequence(stale)[1]).sum()) == 4
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_decodes_and_fills_exactly_the_blanks(explorer, method):
+    result = explorer.decode(Request(text=TEXT, method=method, k=2, group_size=2))
+    trace = result.trace
+    open_positions = trace.plan.open_positions
+    assert sorted(p for s in trace.steps for p in s.positions) == open_positions
+    assert len(result.labels) == len(trace.final_ids) and result.text
+    assert all(result.token_text(c[0]) for s in trace.steps for cands in s.candidates.values() for c in cands)
+
+
+@pytest.mark.parametrize("order", list(ORDER_NAMES))
+def test_every_order_preset_runs(explorer, order):
+    n = len(explorer.picker_from_text(TEXT)["ids"])
+    groups = " ".join(str(g) for g in [0] * (n - 4) + [3, 1, 2, 1]) if order == "custom group ids" else ""
+    result = explorer.decode(Request(text=TEXT, order=order, group_size=2, custom_groups=groups))
+    assert result.n_steps >= 1
+
+
+def test_figure_1_grouping_from_text(explorer):
+    result = explorer.decode(Request(text="The cat sat [MASK:3]", order="custom group ids",
+                                     custom_groups="0 1 1 1 3 2 2"))
+    steps = [s.positions for s in result.trace.steps]
+    assert steps == [[5, 6], [4]]  # G2 = {5, 6} before G3 = {4}
+    assert "No leak" in explorer.verdict(result, 0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("   ", "empty"),
+    ("No blanks in this text.", "Nothing is masked"),
+    ("[MASK:5]", "Everything is masked"),
+    ("A text [MASK:0] here.", "Malformed blank"),
+    ("A text [MASK:x] here.", "Malformed blank"),
+    ("A text [MASK here.", "Malformed blank"),
+    ("word " * 300 + "[MASK]", "too long"),
+])
+def test_bad_text_gives_a_clear_message(explorer, text, message):
+    with pytest.raises(InputError, match=message):
+        explorer.decode(Request(text=text))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(order="custom group ids", custom_groups="0 1 x"), "Invalid plan"),
+    (dict(order="custom group ids", custom_groups="0 1 2"), "expected"),
+    (dict(order="custom group ids", custom_groups=""), "empty"),
+    (dict(order="sideways"), "Unknown order"),
+    (dict(method="beam search"), "Unknown method"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(strategy="loudest"), "Unknown strategy"),
+])
+def test_bad_settings_give_a_clear_message(explorer, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        explorer.decode(Request(text=TEXT, **kwargs))
+
+
+def test_infill_api_returns_text_and_a_trace_with_steps(explorer):
+    filled, trace_json = explorer.infill(TEXT, "A3 dynamic", 3)
+    data = json.loads(trace_json)
+    assert isinstance(data["steps"], list) and data["steps"] and data["method"] == "A3 dynamic"
+    assert filled == data["final_text"] and "[MASK" not in filled
+    assert filled.startswith("The cat sat on the mat and")
+
+
+def test_compare_runs_four_methods_on_the_same_input(explorer):
+    headers, rows = explorer.compare(Request(text=TEXT, k=2))
+    assert [r[0] for r in rows] == ["A3 plan", "A3 dynamic", "diffusion-style", "AR baseline"]
+    assert headers[0] == "method" and all(r[2] >= 1 and r[3] >= 1 for r in rows)
+
+
+def test_mask_exports_match_two_stream_masks(explorer):
+    result = explorer.decode(Request(text=TEXT, order="random", group_size=2, seed=1))
+    step = 1
+    groups = torch.tensor(result.trace.group_ids_at(step))
+    content, query = two_stream_masks(groups)
+    npz = np.load(io.BytesIO(Explorer.masks_npz(result, step)))
+    assert np.array_equal(npz["content"], content.numpy()) and np.array_equal(npz["query"], query.numpy())
+    assert np.array_equal(npz["group_ids"], groups.numpy())
+    with zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, step))) as zf:
+        csv_query = np.loadtxt(io.StringIO(zf.read("query.csv").decode()), delimiter=",", dtype=int)
+        assert np.array_equal(csv_query, query.numpy().astype(int))
+    exported = json.loads(explorer.trace_json(result))
+    assert len(exported["steps"]) == result.n_steps and exported["final_text"] == result.text
