@@ -67,6 +67,7 @@ class TrainConfig:
     save_every: int = 100
     log_every: int = 10
     max_minutes: float | None = None
+    stop_at_step: int | None = None  # stop (with a checkpoint) at this step, as a budget would
     seed: int = 0
     limit_stories: int | None = None
     threads: int | None = None  # CPU threads for torch (None: torch's default)
@@ -314,7 +315,7 @@ def train(cfg: TrainConfig) -> dict:
     batches = iter(loader)
     running, stage = [], "ar"
     while step < cfg.max_steps:
-        if deadline and time.time() > deadline:
+        if (deadline and time.time() > deadline) or (cfg.stop_at_step is not None and step >= cfg.stop_at_step):
             break
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
         stage = stage_at(step, cfg, rng)
@@ -371,7 +372,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     defaults = TrainConfig()
-    optional_types = {"data_dir": str, "max_minutes": float, "limit_stories": int, "threads": int}
+    optional_types = {"data_dir": str, "max_minutes": float, "limit_stories": int, "threads": int,
+                      "stop_at_step": int}
     for f in dataclasses.fields(TrainConfig):
         flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
         if isinstance(default, dict):
