@@ -65,13 +65,13 @@ def _listed(items: list) -> str:
     return shown + (f", … ({len(items)} in all)" if len(items) > MAX_LISTED else "")
 
 
-def _step_rgb(n_steps: int) -> list[str]:
+def step_colors(n_steps: int) -> list[str]:
     """The colour of each step, as the colorbar draws it (zmin 0, zmax max(n_steps - 1, 1))."""
     top = max(n_steps - 1, 1)
     return sample_colorscale(STEP_COLORSCALE, [min(t / top, 1.0) for t in range(n_steps)]) if n_steps else []
 
 
-def _is_dark(rgb: str) -> bool:
+def is_dark(rgb: str) -> bool:
     r, g, b = (float(c) for c in rgb.removeprefix("rgb(").removesuffix(")").split(","))
     return 0.299 * r + 0.587 * g + 0.114 * b < 140
 
@@ -130,7 +130,7 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
 def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -> go.Scatter:
     """Cell labels, and the hover for every cell (the heatmaps skip hover: blank cells have none)."""
     decided, given, groups = trace.decided_step(), trace.given, trace.group_ids
-    colors = _step_rgb(len(trace.steps))
+    colors = step_colors(len(trace.steps))
     texts, fonts, hovers = [], [], []
     for p, label in enumerate(labels):
         d = decided[p]
@@ -140,7 +140,7 @@ def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -
             state = "given"
         elif d <= step:
             texts.append(_plain(_short(label)))
-            fonts.append("#ffffff" if _is_dark(colors[d]) else "#111111")
+            fonts.append("#ffffff" if is_dark(colors[d]) else "#111111")
             state = f"decided at step {d}"
         else:
             texts.append("?")
@@ -355,7 +355,7 @@ def _dag_nodes(trace: DecodeTrace, graph: nx.DiGraph, names: list[str], step: in
         out.append(go.Scatter(x=[step + offset], y=[0], mode="markers", name="this step",
                               hovertext=hovers[step + offset: step + offset + 1],
                               hovertemplate=HOVER_TEXT,
-                              marker=dict(size=size * 1.7, color=_step_rgb(n_steps)[step],
+                              marker=dict(size=size * 1.7, color=step_colors(n_steps)[step],
                                           line=dict(color=HIGHLIGHT_COLOR, width=3))))
     return out
 

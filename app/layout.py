@@ -229,7 +229,9 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
                 return gr.skip(), warn(f"Something went wrong: {err}"), gr.skip()
             return gr.Dataframe(value=rows, headers=headers), "", gr.Accordion(open=True)
 
-        model_events = dict(concurrency_id="model", concurrency_limit=1)
+        # one group for every event that runs the model: one at a time on a CPU (it uses every core),
+        # two on a GPU (a 135M model leaves room for a second request)
+        model_events = dict(concurrency_id="model", concurrency_limit=2 if loaded.device.type == "cuda" else 1)
         render_outputs = [summary, sentence, grid, dag, masks, verdict, candidates, logprob]
         tokenize_btn.click(on_tokenize, text, [picker, warning], api_visibility="private")
         text.submit(on_tokenize, text, [picker, warning], api_visibility="private")
@@ -271,7 +273,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
             except InputError as err:
                 raise gr.Error(str(err)) from None
 
-        gr.api(infill, api_name="infill", concurrency_id="model", concurrency_limit=1)
+        gr.api(infill, api_name="infill", **model_events)
         demo.load(on_tokenize, text, [picker, warning], api_visibility="private")
     demo.queue(default_concurrency_limit=4, max_size=64)
     demo.loaded_model = loaded

@@ -9,7 +9,6 @@ import html
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 
 from app import figures
 from app.session import Result
@@ -48,19 +47,12 @@ def render_step(result: Result, step: int, *, reduce: bool = False, sort_by_grou
     )
 
 
-def step_colors(n_steps: int) -> list[str]:
-    """The grid's colour for each step, so the sentence view matches it."""
-    if n_steps <= 1:
-        return sample_colorscale(figures.STEP_COLORSCALE, [0.0])
-    return sample_colorscale(figures.STEP_COLORSCALE, [i / (n_steps - 1) for i in range(n_steps)])
-
-
 def sentence_html(result: Result, step: int) -> str:
     """The text as it stands after `step`: given tokens plain, decided ones tinted by their step,
     the current step's outlined, undecided ones as ▢."""
     trace = result.trace
     decided = trace.decided_step()
-    colors = step_colors(result.n_steps)
+    colors = figures.step_colors(result.n_steps)
     current = set(trace.steps[step].positions) if step >= 0 else set()
     spans = []
     for p, label in enumerate(result.labels[1:], start=1):
@@ -69,18 +61,9 @@ def sentence_html(result: Result, step: int) -> str:
             spans.append(f'<span class="tok given">{html.escape(label)}</span>')
         elif d <= step:
             cls = "tok decided current" if p in current else "tok decided"
-            light = _is_light(colors[d])
-            spans.append(f'<span class="{cls}" style="background:{colors[d]};color:{"#111" if light else "#fff"}" '
+            ink = "#fff" if figures.is_dark(colors[d]) else "#111"
+            spans.append(f'<span class="{cls}" style="background:{colors[d]};color:{ink}" '
                          f'title="position {p} · step {d}">{html.escape(label)}</span>')
         else:
             spans.append(f'<span class="tok open" title="position {p} · open">▢</span>')
     return f'<div class="sentence" data-step="{step}">{"".join(spans)}</div>'
-
-
-def _is_light(color: str) -> bool:
-    rgb = color.removeprefix("rgb(").removesuffix(")").split(",")
-    try:
-        r, g, b = (float(c) for c in rgb[:3])
-    except ValueError:
-        return True
-    return 0.299 * r + 0.587 * g + 0.114 * b > 150

@@ -1,0 +1,94 @@
+"""App speed: server time to render one step, and a full decode through the app's code path.
+
+    python -m bench.app --json [--model default|tiny] [--length 128] [--open 64]
+
+A `length`-token text with `open` blank tokens in the middle is decoded through `Explorer.decode`
+(what the Run button calls) with the app's defaults (A3 plan, left to right, groups of 2, candidates
+for every open position), plus group size 1 and dynamic decoding (k = 2). Then every step of the
+trace is rendered as the page does it (figures, checker verdict, candidates table, and each figure
+serialised to JSON as Gradio sends it). Prints one JSON object on its last line; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def masked_text(tokenizer, length: int, n_open: int) -> str:
+    """Corpus text around one blank of `n_open` tokens, `length` tokens in all (start token included)."""
+    from bench.decode import bench_input
+
+    given = length - n_open - 1
+    for extra in range(0, 16):  # decoding and re-tokenizing can merge tokens: top up until it fits
+        ids = bench_input(tokenizer, 0, given + 1 + extra)[1:].tolist()
+        cut = len(ids) // 2
+        text = tokenizer.decode(ids[:cut]).rstrip() + f" [MASK:{n_open}] " + tokenizer.decode(ids[cut:]).lstrip()
+        if len(tokenizer(text.replace(f" [MASK:{n_open}]", "")).input_ids) >= given:
+            return text
+    return text
+
+
+def run(model_name: str, length: int, n_open: int, threads: int | None = None) -> dict:
+    from app import device_note
+    from app.render import render_step
+    from app.session import Explorer, Request
+    from model.loading import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model_name, device="cpu")
+    explorer = Explorer(loaded)
+    text = masked_text(loaded.tokenizer, length, n_open)
+    explorer.decode(Request(text=text[:200] + " [MASK:2]"))  # warm-up
+
+    def decode_seconds(**kwargs) -> tuple[float, object]:
+        start = time.perf_counter()
+        result = explorer.decode(Request(text=text, **kwargs))
+        return time.perf_counter() - start, result
+
+    decode_s, result = decode_seconds(method="A3 plan", order="left to right", group_size=2)
+    decode_s1, _ = decode_seconds(method="A3 plan", order="left to right", group_size=1)
+    dynamic_s, _ = decode_seconds(method="A3 dynamic", k=2)
+
+    render_step(result, 0).grid.to_json()  # warm-up (first plotly validation is slow)
+    render_ms = []
+    for step in range(-1, result.n_steps):
+        start = time.perf_counter()
+        rendered = render_step(result, step)
+        explorer.verdict(result, step)
+        for fig in (rendered.grid, rendered.dag, rendered.masks, rendered.logprob):
+            fig.to_json()
+        render_ms.append(1000 * (time.perf_counter() - start))
+    return {
+        "model": model_name, "device": device_note(loaded), "length": len(result.trace.final_ids),
+        "open": len(result.trace.plan.open_positions), "steps": result.n_steps,
+        "decode_s": round(decode_s, 3), "decode_s_group_size_1": round(decode_s1, 3),
+        "decode_s_dynamic_k2": round(dynamic_s, 3),
+        "render_ms_mean": round(statistics.mean(render_ms), 1), "render_ms_max": round(max(render_ms), 1),
+        "render_ms_median": round(statistics.median(render_ms), 1),
+        "targets": {"render_ms": 150, "decode_s": 5},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--length", type=int, default=128)
+    ap.add_argument("--open", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = ap.parse_args(argv)
+    result = run(args.model, args.length, args.open, args.threads)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
