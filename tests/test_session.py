@@ -123,3 +123,17 @@ def test_mask_exports_match_two_stream_masks(explorer):
         assert np.array_equal(csv_query, query.numpy().astype(int))
     exported = json.loads(explorer.trace_json(result))
     assert len(exported["steps"]) == result.n_steps and exported["final_text"] == result.text
+
+
+def test_sentence_view_and_render_follow_the_trace(explorer):
+    from app.render import clamp_step, render_step, sentence_html
+
+    result = explorer.decode(Request(text=TEXT, order="outside-in", group_size=1))
+    decided = result.trace.decided_step()
+    for step in range(-1, result.n_steps):
+        html = sentence_html(result, step)
+        assert html.count('class="tok open"') == sum(1 for d in decided if d > step)
+        assert html.count("tok decided current") == (len(result.trace.steps[step].positions) if step >= 0 else 0)
+    rendered = render_step(result, 99)  # out of range: clamped to the last step
+    assert rendered.grid.layout.meta["step"] == result.n_steps - 1 == clamp_step(result, "99")
+    assert clamp_step(result, None) == -1
