@@ -117,7 +117,7 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
         _outline_cells(current, columns, "this step"),
     ])
     fig.update_layout(
-        height=60 + 34 * n_rows, margin=dict(l=10, r=10, t=34, b=10), uirevision="grid", hovermode="closest",
+        height=60 + 34 * n_rows, margin=dict(l=10, r=10, t=40, b=10), uirevision="grid", hovermode="closest",
         plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
         meta={"figure": "grid", "step": step, "current_positions": current},
     )
@@ -295,7 +295,7 @@ def dag_figure(trace: DecodeTrace, step: int, labels: list[str], *, reduce: bool
         *_dag_nodes(trace, graph, names, step, labels),
     ])
     fig.update_layout(
-        height=320, margin=dict(l=10, r=10, t=34, b=30), uirevision="dag", hovermode="closest",
+        height=320, margin=dict(l=10, r=10, t=44, b=30), uirevision="dag", hovermode="closest",
         plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
         meta={"figure": "dag", "step": step, "current_node": current, "n_edges": graph.number_of_edges()},
     )
@@ -401,7 +401,7 @@ def mask_figure(trace: DecodeTrace, step: int, labels: list[str], *, sort_by_gro
         ), row=1, col=col)
     highlight = _current_positions(trace, step)
     fig.update_layout(
-        height=500, margin=dict(l=10, r=10, t=40, b=10), uirevision="masks", plot_bgcolor="#e6e6e6",
+        height=500, margin=dict(l=10, r=10, t=64, b=10), uirevision="masks", plot_bgcolor="#e6e6e6",
         shapes=_row_bands(order.tolist(), highlight),
         meta={"figure": "masks", "step": step, "order": order.tolist(), "highlight_rows": highlight},
     )
@@ -473,7 +473,7 @@ def logprob_figure(trace: DecodeTrace, step: int) -> go.Figure:
                    name="cumulative (to come)", line=dict(color="#999999", width=1.5, dash="dot"), hoverinfo="skip"),
     ])
     fig.update_layout(
-        height=280, margin=dict(l=10, r=10, t=34, b=10), uirevision="logprob", hovermode="closest", bargap=0.15,
+        height=280, margin=dict(l=10, r=10, t=44, b=10), uirevision="logprob", hovermode="closest", bargap=0.15,
         plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
         xaxis=dict(title=dict(text="step"), showgrid=False),
         yaxis=dict(title=dict(text="log p (step)"), gridcolor="#eeeeee", zerolinecolor="#bbbbbb"),

@@ -210,14 +210,14 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
             if playing_:
                 return False, gr.Timer(active=False), gr.skip(), gr.Button("▶ play")
             restart = -1 if int(step_ or -1) >= int(n_ or 0) - 1 else gr.skip()
-            return True, gr.Timer(active=True), restart, gr.Button("⏸ pause")
+            return True, gr.Timer(active=True), restart, gr.Button("‖ pause")
 
         def on_tick(step_, n_):
             nxt = int(step_) + 1
             if nxt >= int(n_ or 0):
                 return gr.skip(), gr.Timer(active=False), False, gr.Button("▶ play")
             end = nxt >= int(n_) - 1
-            return (nxt, gr.Timer(active=not end), not end, gr.Button("▶ play") if end else gr.Button("⏸ pause"))
+            return (nxt, gr.Timer(active=not end), not end, gr.Button("▶ play") if end else gr.Button("‖ pause"))
 
         def on_compare(*values):
             try:
@@ -238,7 +238,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
         unmask_btn.click(on_unmask, picker, picker, api_visibility="private")
         run_btn.click(on_run, settings, [result_state, step, n_steps, picker, warning, playing, timer],
                       api_visibility="private", **model_events).then(
-            lambda: gr.Button("⏸ pause"), None, play_btn, api_visibility="private")
+            lambda: gr.Button("‖ pause"), None, play_btn, api_visibility="private")
         compare_btn.click(on_compare, settings, [compare_table, warning, compare_panel], api_visibility="private",
                           **model_events)
         gr.on([result_state.change, step.change, reduce_toggle.change, sort_toggle.change], on_render,
