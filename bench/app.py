@@ -12,11 +12,12 @@ serialised to JSON as Gradio sends it). Prints one JSON object on its last line;
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
+
+from bench import report
 
 
 def masked_text(tokenizer, length: int, n_open: int) -> str:
@@ -84,10 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     result = run(args.model, args.length, args.open, args.threads)
-    if not args.json:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
-    print(json.dumps(result))
+    report(result, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ Prints one JSON object on its last line. Numbers, not assertions: nothing here f
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import torch
 
+from bench import report
 from model.decoding import collect, decode_plan
 from model.plans import make_plan
 
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     result = run(args.model, args.length, args.group_size, args.threads)
-    if not args.json:
-        for key, value in result.items():
-            print(f"{key:>22}: {value}")
-    print(json.dumps(result))
+    report(result, as_json=args.json)
 
 
 if __name__ == "__main__":

