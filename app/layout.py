@@ -43,6 +43,8 @@ SHORTCUTS = """
 document.addEventListener('keydown', (e) => {
   const t = e.target, tag = (t && t.tagName || '').toLowerCase();
   if (tag === 'input' || tag === 'textarea' || (t && t.isContentEditable) || e.altKey || e.ctrlKey || e.metaKey) return;
+  // a focused button would also fire on space: take the focus away so only the shortcut acts
+  if (tag === 'button') t.blur();
   const click = (id) => { const b = document.querySelector('#' + id); if (b) { b.click(); e.preventDefault(); } };
   if (e.key === 'ArrowRight') click('next-btn');
   else if (e.key === 'ArrowLeft') click('prev-btn');

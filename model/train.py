@@ -78,7 +78,7 @@ PRESETS = {
                  eval_batches=1, save_every=5, log_every=2, lora_rank=4, lora_alpha=8, limit_stories=64),
     "cpu": dict(seq_len=256, batch_size=8, max_steps=2400, warmup_steps=40, eval_every=200, eval_batches=2,
                 save_every=25, log_every=5, precision="bf16"),
-    "gpu": dict(seq_len=256, batch_size=32, grad_accum=2, max_steps=6000, eval_every=250, save_every=200),
+    "gpu": dict(seq_len=256, batch_size=64, max_steps=4000, warmup_steps=100, eval_every=250, save_every=250),
 }
 
 
