@@ -24,11 +24,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 EXAMPLES = [
     # text, method, order, group size, k, custom group ids
     ["Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
-     "She read it twice and smiled.", "A3 plan", "left to right", 2, 1, ""],
+     "She read it twice and smiled.", "A3 plan", "left to right", 1, 1, ""],
     ["The recipe was simple: mix the flour and the sugar, [MASK:8], then bake it for twenty minutes.",
      "A3 plan", "outside-in", 1, 1, ""],
     ["Tom went to the market early in the morning to buy [MASK:10] for the family dinner.",
-     "A3 dynamic", "left to right", 1, 2, ""],
+     "A3 dynamic", "left to right", 1, 1, ""],
     # the paper's Figure 1: G1 = {1,2,3} given, G2 = {5,6}, G3 = {4} (position 0 is the start token)
     ["The cat sat [MASK:3]", "A3 plan", "custom group ids", 1, 1, "0 1 1 1 3 2 2"],
     ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
@@ -95,7 +95,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
                 with gr.Row():
                     order = gr.Dropdown(list(ORDER_NAMES), value="left to right", label="Order (A3 plan)",
                                         elem_id="order")
-                    group_size = gr.Slider(1, 8, value=2, step=1, label="Group size s (A3 plan)",
+                    group_size = gr.Slider(1, 8, value=1, step=1, label="Group size s (A3 plan)",
                                            elem_id="group-size")
                 with gr.Row():
                     strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Dynamic: commit by",

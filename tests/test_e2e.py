@@ -71,25 +71,28 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
 
     page.locator("#run-btn").click()
     expect(page.locator("#summary")).to_contain_text("Step", timeout=60_000)
-    # playback runs to the last step by itself (4 open tokens, group size 2 -> 2 steps)
-    expect(page.locator("#summary")).to_contain_text("Step 2/2", timeout=30_000)
+    # playback runs to the last step by itself (4 open tokens, one per group -> 4 steps)
+    expect(page.locator("#summary")).to_contain_text("Step 4/4", timeout=30_000)
     expect(page.locator("#grid-plot .js-plotly-plot")).to_have_count(1)
     expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1)
     expect(page.locator("#verdict")).to_contain_text("No leak")
-    assert step_value(page) == 1
+    assert step_value(page) == 3
 
     # back and forward with the keyboard (focus outside any text field) and the buttons
     page.locator("#summary").click()
     page.keyboard.press("ArrowLeft")
-    expect(page.locator("#summary")).to_contain_text("Step 1/2")
-    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#summary")).to_contain_text("Step 3/4")
+    page.keyboard.press("Home")
     expect(page.locator("#summary")).to_contain_text("Before decoding")
-    assert step_value(page) == -1
+    assert step_value(page) == -1 and page.locator("#sentence .tok.open").count() == 4
     page.locator("#next-btn").click()
-    expect(page.locator("#summary")).to_contain_text("Step 1/2")
-    assert page.locator("#sentence .tok.current").count() == 2
+    expect(page.locator("#summary")).to_contain_text("Step 1/4")
+    assert page.locator("#sentence .tok.current").count() == 1
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#summary")).to_contain_text("Step 2/2")
+    expect(page.locator("#summary")).to_contain_text("Step 2/4")
+    assert page.locator("#sentence .tok.open").count() == 2
+    page.keyboard.press("End")
+    expect(page.locator("#summary")).to_contain_text("Step 4/4")
     assert page.locator("#sentence .tok.open").count() == 0
 
     shot = Path(os.environ.get("A3_SCREENSHOT", tmp_path / "a3-explorer.png"))
