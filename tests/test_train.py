@@ -65,3 +65,19 @@ def test_tiny_training_run_logs_resumes_exactly_and_exports_a_loadable_adapter(t
     extra = load_file(tmp_path / "straight" / "final" / "a3_extra.safetensors")
     assert torch.equal(merged.model.query_embed.detach(), extra["model.query_embed"])
     assert not torch.equal(merged.model.query_embed.detach(), tiny_model(len(tokenizer), seed=0).model.query_embed)
+
+    # the half-precision copy that ships in assets/ merges to (nearly) the same model
+    from model.export import export_adapter
+
+    report = export_adapter(tmp_path / "straight" / "final", tmp_path / "half")
+    assert report["max_abs_error"] < 1e-2
+    half_bytes = sum(report["bytes"].values())
+    full_bytes = sum((tmp_path / "straight" / "final" / f).stat().st_size for f in report["bytes"])
+    assert half_bytes < 0.6 * full_bytes
+    assert load_file(tmp_path / "half" / "adapter_model.safetensors")[next(iter(a))].dtype == torch.float16
+    half = apply_adapter(tiny_model(len(tokenizer), seed=0), tmp_path / "half")
+    ids = torch.randint(0, len(tokenizer), (1, 12), generator=torch.Generator().manual_seed(0))
+    groups = torch.arange(12).unsqueeze(0)
+    with torch.no_grad():
+        ref, got = merged(ids, groups).logits, half(ids, groups).logits
+    assert got.dtype == torch.float32 and torch.allclose(ref, got, atol=5e-2)
