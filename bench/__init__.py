@@ -1,6 +1,16 @@
 """Benchmarks: each prints one JSON object on its last line and asserts nothing."""
 
+import argparse
 import json
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --model, --threads, --json."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    return ap
 
 
 def report(result: dict, *, as_json: bool) -> None:

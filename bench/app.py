@@ -11,13 +11,12 @@ serialised to JSON as Gradio sends it). Prints one JSON object on its last line;
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from bench import report
+from bench import arg_parser, report
 
 
 def masked_text(tokenizer, length: int, n_open: int) -> str:
@@ -78,12 +77,9 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="default")
+    ap = arg_parser(__doc__)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--open", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     result = run(args.model, args.length, args.open, args.threads)
     report(result, as_json=args.json)

@@ -14,13 +14,12 @@ Prints one JSON object on its last line. Numbers, not assertions: nothing here f
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
 
 import torch
 
-from bench import report
+from bench import arg_parser, report
 from model.decoding import collect, decode_plan
 from model.plans import make_plan
 
@@ -111,12 +110,9 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
+    ap = arg_parser(__doc__)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     result = run(args.model, args.length, args.group_size, args.threads)
     report(result, as_json=args.json)

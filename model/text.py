@@ -90,11 +90,13 @@ def encode_plain_text(tokenizer, text: str, *, start_token_id: int, max_length: 
 
 
 def token_strings(tokenizer, token_ids, *, start_token_id: int | None = None) -> list[str]:
-    """One display string per token; special tokens by name, the start token as ⟨s⟩ (by default
-    the first token is taken to be the start token)."""
+    """One display string per token; special tokens by name, the start token as ⟨s⟩ (by default a
+    special first token is taken to be the start token)."""
     ids = [int(t) for t in token_ids]
-    start = ids[0] if start_token_id is None and ids else start_token_id
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if start_token_id is None:
+        start_token_id = ids[0] if ids and ids[0] in special else None
+    start = start_token_id
     return ["⟨s⟩" if t == start else tokenizer.convert_ids_to_tokens(t) if t in special else tokenizer.decode([t])
             for t in ids]
 
