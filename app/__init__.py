@@ -26,13 +26,16 @@ def device_note(loaded) -> str:
 
 def build(model: str = "default", *, device: str | None = None):
     """The app for one model: a gr.Blocks, not launched. The model is loaded once, here."""
+    from app.demo_trace import load_demo
     from app.layout import build_demo
     from app.session import Explorer
     from model.loading import load_model
 
     loaded = load_model(model, device=device)
+    explorer = Explorer(loaded)
+    demo = load_demo(explorer)  # the example the stage opens with: shipped, or decoded once, here
     settle()
-    return build_demo(Explorer(loaded), device_note=device_note(loaded), gpu=gpu_decorator())
+    return build_demo(explorer, device_note=device_note(loaded), gpu=gpu_decorator(), demo=demo)
 
 
 def settle() -> None:

@@ -12,6 +12,7 @@ only plotly.js 3.x attributes (gradio bundles 3.3.1). `layout.meta` says what ea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import networkx as nx
@@ -33,6 +34,7 @@ HIGHLIGHT_COLOR = "#e4572e"  # the current step: orange-red, absent from Viridis
 FADED_OPACITY = 0.25  # steps after the current one
 
 MAX_LABEL_CHARS = 8
+MAX_GRID_COLUMNS = 16
 MAX_TICK_LABELS = 48  # up to this length the mask axes show "p:label"
 MAX_LISTED = 12  # positions/tokens listed in one hover box
 HOVER_TEXT = "%{hovertext}<extra></extra>"  # per-point hover strings, no trace name box
@@ -88,9 +90,20 @@ def _current_positions(trace: DecodeTrace, step: int) -> list[int]:
 # 1. the order grid
 
 
-def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: int = 16) -> go.Figure:
+def grid_columns(length: int) -> int:
+    """Columns of the order grid: a readable block, not a strip (12 tokens: 5 x 3; 64: 12 x 6; 256: 16 x 16)."""
+    return int(min(MAX_GRID_COLUMNS, max(4, math.ceil(math.sqrt(2 * max(length, 1))))))
+
+
+def _legend_below() -> dict:
+    """A horizontal legend under the plot, clear of the title and of the colour bar."""
+    return dict(orientation="h", x=0, xanchor="left", y=-0.02, yanchor="top")
+
+
+def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: int | None = None) -> go.Figure:
     """Positions as cells in reading order, coloured by the step that decided them (up to `step`)."""
     step = _check_step(trace, step)
+    columns = columns or grid_columns(trace.plan.length)
     length, n_rows = trace.plan.length, -(-trace.plan.length // columns)
     decided = np.asarray(trace.decided_step())
     given = np.asarray(trace.given, dtype=bool)
@@ -110,16 +123,19 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
         go.Heatmap(z=cells(np.where(given, 0.0, np.nan)), colorscale=[[0, GIVEN_COLOR], [1, GIVEN_COLOR]],
                    showscale=False, name="given", legendgroup="given", **layer),
         go.Heatmap(z=cells(np.where(shown, decided, np.nan)), zmin=0, zmax=_step_zmax(trace),
-                   colorscale=STEP_COLORSCALE, name="decided", colorbar=dict(title=dict(text="decided at step")),
+                   colorscale=STEP_COLORSCALE, name="decided",
+                   colorbar=dict(title=dict(text="decided at step", side="right"), len=0.8, y=0, yanchor="bottom",
+                                 thickness=14),
                    **layer),
         _grid_text(trace, step, labels, columns),
         _legend_swatch("given", GIVEN_COLOR),
         _outline_cells(current, columns, "this step"),
     ])
     fig.update_layout(
-        height=60 + 34 * n_rows, margin=dict(l=10, r=10, t=40, b=10), uirevision="grid", hovermode="closest",
-        plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
-        meta={"figure": "grid", "step": step, "current_positions": current},
+        title=dict(text="Generation order", x=0, xanchor="left", y=0.98, yanchor="top"),
+        height=110 + 34 * n_rows, margin=dict(l=10, r=10, t=40, b=40), uirevision="grid", hovermode="closest",
+        plot_bgcolor="#ffffff", legend=_legend_below(),
+        meta={"figure": "grid", "step": step, "current_positions": current, "columns": columns},
     )
     axis = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False)
     fig.update_xaxes(range=[-0.5, columns - 0.5], **axis)
@@ -176,8 +192,9 @@ def _outline_cells(positions: list[int], columns: int, name: str) -> go.Scatter:
                       hoverinfo="skip", showlegend=True)
 
 
-def outlined_cells(fig: go.Figure, columns: int = 16) -> list[int]:
+def outlined_cells(fig: go.Figure, columns: int | None = None) -> list[int]:
     """The positions a grid figure outlines as "this step" (read back from the drawn squares)."""
+    columns = columns or fig.layout.meta["columns"]
     trace = next(t for t in fig.data if t.name == "this step")
     xs, ys = np.asarray(trace.x, dtype=float).reshape(-1, 6), np.asarray(trace.y, dtype=float).reshape(-1, 6)
     cols, rows = np.rint(xs[:, :4].mean(1)).astype(int), np.rint(ys[:, :4].mean(1)).astype(int)
@@ -295,8 +312,9 @@ def dag_figure(trace: DecodeTrace, step: int, labels: list[str], *, reduce: bool
         *_dag_nodes(trace, graph, names, step, labels),
     ])
     fig.update_layout(
-        height=320, margin=dict(l=10, r=10, t=44, b=30), uirevision="dag", hovermode="closest",
-        plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
+        title=dict(text="Group dependency DAG", x=0, xanchor="left", y=0.98, yanchor="top"),
+        height=340, margin=dict(l=10, r=10, t=40, b=70), uirevision="dag", hovermode="closest",
+        plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, xanchor="left", y=-0.12, yanchor="top"),
         meta={"figure": "dag", "step": step, "current_node": current, "n_edges": graph.number_of_edges()},
     )
     fig.update_xaxes(range=[-0.7, max(len(names) - 0.3, 0.7)], showticklabels=False, ticks="", showgrid=False,
@@ -473,8 +491,9 @@ def logprob_figure(trace: DecodeTrace, step: int) -> go.Figure:
                    name="cumulative (to come)", line=dict(color="#999999", width=1.5, dash="dot"), hoverinfo="skip"),
     ])
     fig.update_layout(
-        height=280, margin=dict(l=10, r=10, t=44, b=10), uirevision="logprob", hovermode="closest", bargap=0.15,
-        plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
+        title=dict(text="log p of each committed group", x=0, xanchor="left", y=0.98, yanchor="top"),
+        height=320, margin=dict(l=10, r=10, t=40, b=80), uirevision="logprob", hovermode="closest", bargap=0.15,
+        plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"),
         xaxis=dict(title=dict(text="step"), showgrid=False),
         yaxis=dict(title=dict(text="log p (step)"), gridcolor="#eeeeee", zerolinecolor="#bbbbbb"),
         yaxis2=dict(title=dict(text="cumulative log p"), overlaying="y", side="right", showgrid=False),
@@ -520,3 +539,24 @@ def step_summary(trace: DecodeTrace, step: int) -> str:
     return (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · committed positions "
             f"{', '.join(map(str, s.positions))} · log p = {s.logprob:.2f} · model calls {s.model_calls} · "
             f"{s.elapsed_s:.3f} s")
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. compare: model calls and seconds per method
+
+
+def compare_figure(methods: list[str], calls: list[int], seconds: list[float]) -> go.Figure:
+    """Two small horizontal bar charts side by side: model calls and wall seconds per method."""
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("model calls", "seconds"))
+    names = list(methods)
+    for col, (values, fmt, color) in enumerate(((calls, "{:d}", ATTEND_COLOR), (seconds, "{:.2f} s", "#6b7280")),
+                                               start=1):
+        fig.add_trace(go.Bar(y=names, x=list(values), orientation="h", marker_color=color, showlegend=False,
+                             text=[fmt.format(v) for v in values], textposition="auto", hoverinfo="skip",
+                             cliponaxis=False), row=1, col=col)
+    fig.update_layout(height=60 + 34 * max(len(names), 1), margin=dict(l=10, r=20, t=30, b=10),
+                      plot_bgcolor="#ffffff", bargap=0.25, meta={"figure": "compare", "methods": names})
+    fig.update_yaxes(autorange="reversed", ticks="", showgrid=False)
+    fig.update_xaxes(showgrid=True, gridcolor="#eeeeee", zeroline=False, showticklabels=False)
+    return fig

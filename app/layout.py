@@ -1,9 +1,11 @@
 """The Gradio page. `build_demo(explorer)` creates components and wiring only; every callback is a
-thin adapter over `app.session.Explorer` (the model) or `app.render.render_step` (the figures).
+thin adapter over `app.session.Explorer` (the model), `app.stage.stage_payload` (what the stage
+draws) or `app.render.render_step` (the reference Plotly figures of the detail tab).
 
-The step slider is the one source of truth for "where we are": the first/prev/next/last buttons
-change it in the browser (no server round trip, never dropped: trigger_mode="multiple"), the play
-timer advances it, and a single `step.change` re-renders every figure from the stored trace.
+The page opens on the stage (app.stage_component.Stage), already playing an example decoded ahead of
+time (app.demo_trace). The stage holds the step in the browser: stepping, scrubbing and playback never
+call the server, so playback keeps the speed asked. When the step settles the stage reports it
+(`step_settled`), and the detail tab (candidates, log p, Plotly figures with hover) follows.
 """
 
 from __future__ import annotations
@@ -14,9 +16,22 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import figures
 from app.picker import TokenPicker
 from app.render import clamp_step, render_step
-from app.session import METHODS, ORDER_NAMES, STRATEGIES, Explorer, InputError, Request, Result
+from app.session import (
+    COMPARE_METHODS,
+    METHODS,
+    ORDER_NAMES,
+    STRATEGIES,
+    Comparison,
+    Explorer,
+    InputError,
+    Request,
+    Result,
+)
+from app.stage import stage_payload
+from app.stage_component import Stage
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -24,33 +39,38 @@ STATIC = Path(__file__).resolve().parent / "static"
 EXAMPLES = [
     # text, method, order, group size, k, custom group ids
     ["Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
-     "She read it twice and smiled.", "A3 plan", "left to right", 1, 1, ""],
+     "She read it twice and smiled.", "A3 dynamic", "left to right", 1, 1, ""],
     ["The recipe was simple: mix the flour and the sugar, [MASK:8], then bake it for twenty minutes.",
      "A3 plan", "outside-in", 1, 1, ""],
     ["Tom went to the market early in the morning to buy [MASK:10] for the family dinner.",
-     "A3 dynamic", "left to right", 1, 1, ""],
+     "A3 plan", "random", 2, 1, ""],
     # the paper's Figure 1: G1 = {1,2,3} given, G2 = {5,6}, G3 = {4} (position 0 is the start token)
     ["The cat sat [MASK:3]", "A3 plan", "custom group ids", 1, 1, "0 1 1 1 3 2 2"],
     ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
-     "diffusion-style", "left to right", 1, 2, ""],
+     "diffusion", "left to right", 1, 2, ""],
+    ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
+     "one-step parallel", "left to right", 1, 2, ""],
 ]
 
 HOW_A3_WORKS = (STATIC / "how_a3_works.md").read_text()
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
-# Keyboard: ← / → step, space plays or pauses (ignored while typing in a field).
+# Keyboard: ← / → step, space plays or pauses, Home / End, P presentation (ignored while typing in a field).
 SHORTCUTS = """
 <script>
 document.addEventListener('keydown', (e) => {
   const t = e.target, tag = (t && t.tagName || '').toLowerCase();
-  if (tag === 'input' || tag === 'textarea' || (t && t.isContentEditable) || e.altKey || e.ctrlKey || e.metaKey) return;
-  // a focused button would also fire on space: take the focus away so only the shortcut acts
-  if (tag === 'button') t.blur();
+  const typing = tag === 'textarea' || (t && t.isContentEditable) ||
+    (tag === 'input' && !['range', 'checkbox', 'radio', 'button'].includes((t.type || '').toLowerCase()));
+  if (typing || e.altKey || e.ctrlKey || e.metaKey) return;
   const click = (id) => { const b = document.querySelector('#' + id); if (b) { b.click(); e.preventDefault(); } };
-  if (e.key === 'ArrowRight') click('next-btn');
-  else if (e.key === 'ArrowLeft') click('prev-btn');
-  else if (e.key === ' ' || e.code === 'Space') click('play-btn');
-  else if (e.key === 'Home') click('first-btn');
-  else if (e.key === 'End') click('last-btn');
+  const keys = {ArrowRight: 'next-btn', ArrowLeft: 'prev-btn', ' ': 'play-btn', Home: 'first-btn', End: 'last-btn',
+                p: 'present-btn', P: 'present-btn'};
+  const id = keys[e.key] || (e.code === 'Space' ? 'play-btn' : null);
+  if (!id) return;
+  // a focused button or slider would also act on the key: take the focus away so only the shortcut acts
+  if (tag === 'button' || tag === 'input') t.blur();
+  click(id);
 });
 </script>
 """
@@ -62,103 +82,135 @@ def launch_kwargs() -> dict:
             "footer_links": ["gradio", "api", "settings"], "show_error": False}
 
 
-def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blocks:
-    """The page for one explorer. `gpu` wraps the model calls (spaces.GPU on ZeroGPU)."""
+def slides_module():
+    """app.slides (the GIF and HTML-player exports) when it is there; None otherwise."""
+    try:
+        from app import slides
+    except ImportError:
+        return None
+    return slides if hasattr(slides, "export_gif") and hasattr(slides, "export_player") else None
+
+
+def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tuple[Result | None, str] | None = None,
+               ) -> gr.Blocks:
+    """The page for one explorer. `gpu` wraps the model calls (spaces.GPU on ZeroGPU); `demo` is the
+    example the stage opens with (app.demo_trace.load_demo), decoded before any page loads."""
     gpu = gpu or (lambda fn: fn)
     loaded = explorer.loaded
+    demo_result, demo_note = demo if demo is not None else (None, "")
+    slides = slides_module()
 
     @gpu
     def decode(request: Request) -> Result:
         return explorer.decode(request)
 
     @gpu
-    def compare(request: Request):
+    def compare(request: Request) -> Comparison:
         return explorer.compare(request)
 
-    with gr.Blocks(title="A3 Explorer") as demo:
-        result_state = gr.State(None)
-        playing = gr.State(False)
+    with gr.Blocks(title="A3 Explorer") as page:
+        result_state = gr.State(demo_result)
+        compare_state = gr.State({})
+        details_step = gr.State(-1)
         gr.Markdown(header_markdown(explorer, device_note), elem_id="header")
         warning = gr.Markdown("", elem_id="warning")
 
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                text = gr.Textbox(label="Text: [MASK] is one blank token, [MASK:N] is N of them", lines=3,
-                                  value=EXAMPLES[0][0], elem_id="text")
-                with gr.Row():
-                    tokenize_btn = gr.Button("Tokenize (then click or drag over tokens to mask them)",
-                                             elem_id="tokenize-btn", size="sm")
-                    unmask_btn = gr.Button("Unmask all", elem_id="unmask-btn", size="sm")
-                picker = TokenPicker(elem_id="picker")
-            with gr.Column(scale=2):
-                method = gr.Radio(list(METHODS), value="A3 plan", label="Decoding", elem_id="method")
-                with gr.Row():
-                    order = gr.Dropdown(list(ORDER_NAMES), value="left to right", label="Order (A3 plan)",
-                                        elem_id="order")
-                    group_size = gr.Slider(1, 8, value=1, step=1, label="Group size s (A3 plan)",
-                                           elem_id="group-size")
-                with gr.Row():
-                    strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Dynamic: commit by",
-                                        elem_id="strategy")
-                    k = gr.Slider(1, 8, value=1, step=1, label="Tokens per step k (dynamic, diffusion)",
-                                  elem_id="k")
-                with gr.Accordion("Sampling", open=False):
-                    with gr.Row():
-                        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
-                        seed = gr.Number(value=0, precision=0, label="seed")
-                    with gr.Row():
-                        top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
-                        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
-                with gr.Accordion("Custom group ids (researchers)", open=False):
-                    custom_groups = gr.Textbox(
-                        label="One integer per position, start token first (order: custom group ids)",
-                        placeholder="e.g. 0 1 1 1 3 2 2", elem_id="custom-groups")
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
-                    compare_btn = gr.Button("Compare methods", elem_id="compare-btn")
-        gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
-                    label="Examples (click, then Run)")
+        with gr.Tabs(selected="stage", elem_id="tabs") as tabs:
+            with gr.Tab("▶ Stage", id="stage", elem_id="tab-stage"):
+                stage = Stage(stage_payload(demo_result, autoplay=True, loop=True, note=demo_note), elem_id="stage")
 
-        with gr.Row(elem_id="player", equal_height=True):
-            first_btn = gr.Button("« first", elem_id="first-btn", size="sm", min_width=70)
-            prev_btn = gr.Button("‹ prev", elem_id="prev-btn", size="sm", min_width=70)
-            play_btn = gr.Button("▶ play", elem_id="play-btn", size="sm", min_width=80)
-            next_btn = gr.Button("next ›", elem_id="next-btn", size="sm", min_width=70)
-            last_btn = gr.Button("last »", elem_id="last-btn", size="sm", min_width=70)
-            step = gr.Slider(-1, 0, value=-1, step=1, label="Step (← → space)", elem_id="step", scale=4)
-            n_steps = gr.Number(value=0, precision=0, visible="hidden", elem_id="n-steps")
-            speed = gr.Slider(0.1, 2.0, value=0.5, step=0.1, label="seconds per step", elem_id="speed", scale=1)
-        timer = gr.Timer(0.5, active=False)
-        summary = gr.Markdown("Run a decoding to step through it.", elem_id="summary")
-        sentence = gr.HTML("", elem_id="sentence")
+            with gr.Tab("✎ Your text", id="input", elem_id="tab-input"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        text = gr.Textbox(label="Text: [MASK] is one blank token, [MASK:N] is N of them", lines=3,
+                                          value=EXAMPLES[0][0], elem_id="text")
+                        with gr.Row():
+                            tokenize_btn = gr.Button("Tokenize (then click or drag over tokens to mask them)",
+                                                     elem_id="tokenize-btn", size="sm")
+                            unmask_btn = gr.Button("Unmask all", elem_id="unmask-btn", size="sm")
+                        picker = TokenPicker(elem_id="picker")
+                        with gr.Row():
+                            run_btn = gr.Button("Run ▶ (opens the stage)", variant="primary", elem_id="run-btn")
+                            compare_btn = gr.Button("Compare all methods", elem_id="compare-btn")
+                    with gr.Column(scale=2):
+                        method = gr.Radio(list(METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
+                        if explorer.base_note():
+                            gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
+                        with gr.Row():
+                            order = gr.Dropdown(list(ORDER_NAMES), value="left to right", label="Order (A3 plan)",
+                                                elem_id="order")
+                            group_size = gr.Slider(1, 8, value=1, step=1, label="Group size s (A3 plan)",
+                                                   elem_id="group-size")
+                        with gr.Row():
+                            strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Dynamic: commit by",
+                                                elem_id="strategy")
+                            k = gr.Slider(1, 8, value=1, step=1, label="Tokens per step k (dynamic, diffusion)",
+                                          elem_id="k")
+                        with gr.Accordion("Sampling", open=False):
+                            with gr.Row():
+                                temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+                                seed = gr.Number(value=0, precision=0, label="seed")
+                            with gr.Row():
+                                top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
+                                top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
+                        with gr.Accordion("Custom group ids (researchers)", open=False):
+                            custom_groups = gr.Textbox(
+                                label="One integer per position, start token first (order: custom group ids)",
+                                placeholder="e.g. 0 1 1 1 3 2 2", elem_id="custom-groups")
+                gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
+                            label="Examples (click one, then Run)")
 
-        with gr.Row():
-            grid = gr.Plot(label="Generation order", elem_id="grid-plot", scale=3)
-            with gr.Column(scale=2):
-                dag = gr.Plot(label="Group dependency DAG", elem_id="dag-plot")
-                reduce_toggle = gr.Checkbox(False, label="transitive reduction", elem_id="reduce")
-        with gr.Row():
-            with gr.Column(scale=3):
-                masks = gr.Plot(label="Two-stream attention masks", elem_id="mask-plot")
+            with gr.Tab("⚖ Compare", id="compare", elem_id="tab-compare"):
+                compare_hint = gr.Markdown(
+                    "Nothing compared yet: under **✎ Your text**, press **Compare all methods**. Every method "
+                    f"({', '.join(COMPARE_METHODS)}) then decodes the same blanks, and each run can be stepped "
+                    "through on the stage.", elem_id="compare-hint")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        compare_table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table",
+                                                     visible=False)
+                    with gr.Column(scale=2):
+                        compare_plot = gr.Plot(show_label=False, elem_id="compare-plot", visible=False)
+                with gr.Row(elem_id="compare-load", visible=False) as load_row:
+                    gr.Markdown("**Step through:**")
+                    load_btns = [gr.Button(f"▶ {m}", size="sm", elem_id=f"load-{i}", min_width=80)
+                                 for i, m in enumerate(COMPARE_METHODS)]
+                compare_texts = gr.Markdown("", elem_id="compare-texts")
+
+            with gr.Tab("⌕ Step details", id="details", elem_id="tab-details"):
+                details_summary = gr.Markdown("Step through the stage; the step it stops on is detailed here.",
+                                              elem_id="details-summary")
+                candidates_hint = gr.Markdown("", elem_id="candidates-hint")
+                candidates = gr.Dataframe(headers=figures.CANDIDATE_HEADERS, interactive=False,
+                                          elem_id="candidates", wrap=True, visible=False,
+                                          label="Candidates the model weighed at this step")
+                with gr.Row(equal_height=False):
+                    logprob = gr.Plot(show_label=False, elem_id="logprob-plot")
+                    grid = gr.Plot(show_label=False, elem_id="grid-plot")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2):
+                        dag = gr.Plot(show_label=False, elem_id="dag-plot")
+                        reduce_toggle = gr.Checkbox(False, label="transitive reduction", elem_id="reduce")
+                    with gr.Column(scale=3):
+                        masks = gr.Plot(show_label=False, elem_id="mask-plot")
+                        sort_toggle = gr.Checkbox(False, label="sort positions by group", elem_id="sort")
+                details_verdict = gr.Markdown("", elem_id="details-verdict")
+
+            with gr.Tab("⤓ Export", id="export", elem_id="tab-export"):
+                gr.Markdown("The trace on the stage, and the step the stage stopped on. Each Plotly figure under "
+                            "**🔍 Step details** also has a camera button that saves it as PNG.")
                 with gr.Row():
-                    sort_toggle = gr.Checkbox(False, label="sort positions by group", elem_id="sort")
-                    verdict = gr.Markdown("", elem_id="verdict")
-            with gr.Column(scale=2):
-                logprob = gr.Plot(label="log-probability of each committed group", elem_id="logprob-plot")
-        candidates = gr.Dataframe(label="Candidates at this step", interactive=False, elem_id="candidates",
-                                  wrap=True)
+                    export_gif = gr.DownloadButton("Animated GIF", elem_id="export-gif", visible=slides is not None)
+                    export_player = gr.DownloadButton("HTML player", elem_id="export-player",
+                                                      visible=slides is not None)
+                    export_trace = gr.DownloadButton("Trace (JSON)", elem_id="export-trace")
+                with gr.Row():
+                    export_csv = gr.DownloadButton("Masks at this step (CSV, zip)", elem_id="export-csv")
+                    export_npy = gr.DownloadButton("Masks at this step (NPY, npz)", elem_id="export-npz")
+                    export_html = gr.DownloadButton("Figures at this step (HTML)", elem_id="export-html")
 
-        with gr.Accordion("Compare methods on this input", open=False, elem_id="compare-panel") as compare_panel:
-            compare_table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table")
-        with gr.Accordion("Export", open=False):
-            gr.Markdown("Each figure has a camera button (top right of the plot) that saves it as PNG.")
-            with gr.Row():
-                export_trace = gr.DownloadButton("Trace (JSON)", elem_id="export-trace")
-                export_csv = gr.DownloadButton("Masks at this step (CSV, zip)", elem_id="export-csv")
-                export_npy = gr.DownloadButton("Masks at this step (NPY, npz)", elem_id="export-npz")
-                export_html = gr.DownloadButton("Figures at this step (HTML)", elem_id="export-html")
-        with gr.Accordion("How A3 works", open=False, elem_id="how"):
-            gr.Markdown(HOW_A3_WORKS)
+            with gr.Tab("? How A3 works", id="how", elem_id="tab-how"):
+                gr.Markdown(HOW_A3_WORKS, latex_delimiters=LATEX, elem_id="how")
 
         # ------------------------------------------------------------------------- callbacks
         settings = [text, picker, method, order, group_size, strategy, k, temperature, top_k, top_p, seed,
@@ -183,103 +235,112 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None) -> gr.Blo
             return {**picker_, "mask": keep}
 
         def on_run(*values):
+            skip = (gr.skip(),) * 4
             try:
                 request = request_of(*values)
                 result = decode(request)
                 picker_value = explorer.picker_from_text(request.text)
                 picker_value["mask"] = [not g for g in result.trace.given]
             except InputError as err:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(err), gr.skip(), gr.skip()
+                return (*skip, warn(err))
             except Exception as err:  # never a stack trace in the page
                 log.exception("decode failed")
-                return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}"),
-                        gr.skip(), gr.skip())
-            last = result.n_steps - 1
-            # start from the beginning and play: visitors see the order unfold
-            return (result, gr.Slider(minimum=-1, maximum=last, value=-1, step=1), result.n_steps, picker_value, "",
-                    True, gr.Timer(active=True))
-
-        def on_render(result, step_, reduce_, sort_):
-            if result is None:
-                return (gr.skip(),) * 8
-            rendered = render_step(result, step_, reduce=reduce_, sort_by_group=sort_)
-            headers, rows = rendered.candidates
-            return (rendered.summary, rendered.sentence, rendered.grid, rendered.dag, rendered.masks,
-                    explorer.verdict(result, clamp_step(result, step_)),
-                    gr.Dataframe(value=rows, headers=headers), rendered.logprob)
-
-        def on_play(playing_, step_, n_):
-            if playing_:
-                return False, gr.Timer(active=False), gr.skip(), gr.Button("▶ play")
-            restart = -1 if int(step_ or -1) >= int(n_ or 0) - 1 else gr.skip()
-            return True, gr.Timer(active=True), restart, gr.Button("‖ pause")
-
-        def on_tick(step_, n_):
-            nxt = int(step_) + 1
-            if nxt >= int(n_ or 0):
-                return gr.skip(), gr.Timer(active=False), False, gr.Button("▶ play")
-            end = nxt >= int(n_) - 1
-            return (nxt, gr.Timer(active=not end), not end, gr.Button("▶ play") if end else gr.Button("‖ pause"))
+                return (*skip, warn(f"Something went wrong: {err}"))
+            return result, stage_payload(result), picker_value, gr.Tabs(selected="stage"), ""
 
         def on_compare(*values):
+            hidden = (gr.skip(),) * 7
             try:
-                headers, rows = compare(request_of(*values))
+                comparison = compare(request_of(*values))
             except InputError as err:
-                return gr.skip(), warn(err), gr.skip()
-            except Exception as err:
+                return (*hidden, warn(err))
+            except Exception as err:  # never a stack trace in the page
                 log.exception("compare failed")
-                return gr.skip(), warn(f"Something went wrong: {err}"), gr.skip()
-            return gr.Dataframe(value=rows, headers=headers), "", gr.Accordion(open=True)
+                return (*hidden, warn(f"Something went wrong: {err}"))
+            rows = [[("—" if v is None else v) for v in row] for row in comparison.rows]
+            ran = [row for row in comparison.rows if row[1] is not None]
+            chart = figures.compare_figure([r[0] for r in ran], [r[2] for r in ran], [r[3] for r in ran])
+            note = " ".join(f"⚠️ {n}" for n in comparison.notes)
+            return (comparison.results, gr.Dataframe(value=rows, headers=comparison.headers, visible=True),
+                    gr.Plot(value=chart, visible=True), comparison.texts_markdown(), gr.Row(visible=True),
+                    "Each row decoded the same blanks. **Step through** loads a run onto the stage "
+                    "without decoding again.", gr.Tabs(selected="compare"), (warn(note) if note else ""))
 
-        # one group for every event that runs the model: one at a time on a CPU (it uses every core),
-        # two on a GPU (a 135M model leaves room for a second request)
+        def on_load_compared(results, index):
+            method_ = COMPARE_METHODS[index]
+            result = (results or {}).get(method_)
+            if result is None:
+                return gr.skip(), gr.skip(), gr.skip(), warn(f"{method_} has no run to show: compare first.")
+            return result, stage_payload(result), gr.Tabs(selected="stage"), ""
+
+        def on_details(result, step_, reduce_, sort_):
+            if result is None:
+                return (gr.skip(),) * 9
+            step_ = clamp_step(result, step_)
+            rendered = render_step(result, step_, reduce=reduce_, sort_by_group=sort_)
+            headers, rows = rendered.candidates
+            hint = ("Before the first step nothing has been predicted yet: step forward (→) on the stage to see "
+                    "the candidates the model weighed." if not rows else "")
+            return (f"**{result.method}** · {rendered.summary}", hint,
+                    gr.Dataframe(value=rows or None, headers=headers, visible=bool(rows)), rendered.logprob,
+                    rendered.grid, rendered.dag, rendered.masks, explorer.verdict(result, step_), step_)
+
+        def on_step_settled(result, reduce_, sort_, evt: gr.EventData):
+            data = getattr(evt, "_data", None) or {}
+            return on_details(result, data.get("step", -1), reduce_, sort_)
+
         model_events = dict(concurrency_id="model", concurrency_limit=2 if loaded.device.type == "cuda" else 1)
-        render_outputs = [summary, sentence, grid, dag, masks, verdict, candidates, logprob]
+        details_outputs = [details_summary, candidates_hint, candidates, logprob, grid, dag, masks, details_verdict,
+                           details_step]
         tokenize_btn.click(on_tokenize, text, [picker, warning], api_visibility="private")
         text.submit(on_tokenize, text, [picker, warning], api_visibility="private")
         unmask_btn.click(on_unmask, picker, picker, api_visibility="private")
-        run_btn.click(on_run, settings, [result_state, step, n_steps, picker, warning, playing, timer],
-                      api_visibility="private", **model_events).then(
-            lambda: gr.Button("‖ pause"), None, play_btn, api_visibility="private")
-        compare_btn.click(on_compare, settings, [compare_table, warning, compare_panel], api_visibility="private",
-                          **model_events)
-        gr.on([result_state.change, step.change, reduce_toggle.change, sort_toggle.change], on_render,
-              [result_state, step, reduce_toggle, sort_toggle], render_outputs, trigger_mode="always_last",
-              show_progress="hidden", concurrency_limit=None, api_visibility="private")
-        # stepping happens in the browser; step.change above does the drawing
-        js_step = dict(fn=None, inputs=[step, n_steps], outputs=step, trigger_mode="multiple",
-                       api_visibility="private", queue=False)
-        first_btn.click(js="(s, n) => -1", **js_step)
-        prev_btn.click(js="(s, n) => Math.max(-1, s - 1)", **js_step)
-        next_btn.click(js="(s, n) => Math.min(n - 1, s + 1)", **js_step)
-        last_btn.click(js="(s, n) => n - 1", **js_step)
-        play_btn.click(on_play, [playing, step, n_steps], [playing, timer, step, play_btn], api_visibility="private")
-        timer.tick(on_tick, [step, n_steps], [step, timer, playing, play_btn], api_visibility="private")
-        speed.change(lambda s: gr.Timer(value=float(s)), speed, timer, api_visibility="private")
+        run_btn.click(on_run, settings, [result_state, stage, picker, tabs, warning], api_visibility="private",
+                      **model_events)
+        compare_btn.click(on_compare, settings,
+                          [compare_state, compare_table, compare_plot, compare_texts, load_row, compare_hint, tabs,
+                           warning],
+                          api_visibility="private", **model_events)
+        for i, btn in enumerate(load_btns):
+            btn.click(lambda results, i=i: on_load_compared(results, i), compare_state,
+                      [result_state, stage, tabs, warning], api_visibility="private")
+        stage.step_settled(on_step_settled, [result_state, reduce_toggle, sort_toggle], details_outputs,
+                           trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+                           api_visibility="private")
+        stage.edit(lambda: gr.Tabs(selected="input"), None, tabs, api_visibility="private", queue=False)
+        gr.on([reduce_toggle.change, sort_toggle.change], on_details,
+              [result_state, details_step, reduce_toggle, sort_toggle], details_outputs,
+              trigger_mode="always_last", show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
         export_trace.click(lambda r: export(r, "trace.json", explorer.trace_json), result_state, export_trace,
                            api_visibility="private")
         export_csv.click(lambda r, s: export(r, f"masks_step{s}.zip", lambda x: explorer.masks_csv(x, int(s))),
-                         [result_state, step], export_csv, api_visibility="private")
+                         [result_state, details_step], export_csv, api_visibility="private")
         export_npy.click(lambda r, s: export(r, f"masks_step{s}.npz", lambda x: explorer.masks_npz(x, int(s))),
-                         [result_state, step], export_npy, api_visibility="private")
+                         [result_state, details_step], export_npy, api_visibility="private")
         export_html.click(lambda r, s, red, srt: export(r, f"figures_step{s}.html",
                                                         lambda x: figures_html(x, s, red, srt)),
-                          [result_state, step, reduce_toggle, sort_toggle], export_html, api_visibility="private")
+                          [result_state, details_step, reduce_toggle, sort_toggle], export_html,
+                          api_visibility="private")
+        if slides is not None:
+            export_gif.click(lambda r: export_file(r, "a3-playback.gif", explorer, slides.export_gif), result_state,
+                             export_gif, api_visibility="private")
+            export_player.click(lambda r: export_file(r, "a3-player.html", explorer, slides.export_player),
+                                result_state, export_player, api_visibility="private")
 
         def infill(text: str, mode: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
             """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 plan, A3 dynamic,
-            official dynamic, diffusion-style, AR baseline); returns (filled text, trace as JSON)."""
+            official dynamic, diffusion, one-step parallel, AR baseline); returns (filled text, trace as JSON)."""
             try:
                 return gpu(explorer.infill)(text, mode, int(seed))
             except InputError as err:
                 raise gr.Error(str(err)) from None
 
         gr.api(infill, api_name="infill", **model_events)
-        demo.load(on_tokenize, text, [picker, warning], api_visibility="private")
-    demo.queue(default_concurrency_limit=4, max_size=64)
-    demo.loaded_model = loaded
-    return demo
+        page.load(on_tokenize, text, [picker, warning], api_visibility="private")
+    page.queue(default_concurrency_limit=4, max_size=64)
+    page.loaded_model = loaded
+    return page
 
 
 def warn(message) -> str:
@@ -297,6 +358,22 @@ def export(result: Result | None, name: str, make) -> str | None:
     return str(path)
 
 
+def export_file(result: Result | None, name: str, explorer: Explorer, write) -> str | None:
+    """An export that writes its own file: `write(trace_dict, path)` (app.slides)."""
+    if result is None:
+        gr.Warning("Run a decoding first; there is nothing to export yet.")
+        return None
+    data = result.trace.to_dict(explorer.loaded.tokenizer)
+    data["method"], data["model"] = result.method, result.model
+    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / name
+    try:
+        return str(write(data, path) or path)
+    except Exception as err:  # never a stack trace in the page
+        log.exception("export failed")
+        gr.Warning(f"Export failed: {err}")
+        return None
+
+
 def figures_html(result: Result, step, reduce, sort) -> str:
     rendered = render_step(result, step, reduce=reduce, sort_by_group=sort)
     parts = [f"<h2>A3 Explorer · {result.method} · step {clamp_step(result, step)}</h2><p>{rendered.summary}</p>"]
@@ -307,13 +384,10 @@ def figures_html(result: Result, step, reduce, sort) -> str:
 
 def header_markdown(explorer: Explorer, device_note: str) -> str:
     loaded = explorer.loaded
-    lines = [
-        "# A3 Explorer: any-order, any-subset autoregressive generation",
-        "Mask any spans of a text, pick an order, and step through how an **A3** model "
-        "([arXiv 2601.13228](https://arxiv.org/abs/2601.13228)) fills them in, one group at a time: "
-        "the order grid, the group dependency DAG and the two attention streams, all linked to the step.",
-        f"**Model:** {loaded.description} · **device:** {device_note or 'cpu'}",
-    ]
+    line = ("**A3 Explorer** · any-order, any-subset autoregressive generation "
+            "([arXiv 2601.13228](https://arxiv.org/abs/2601.13228)) · "
+            f"model: {loaded.description} · given tokens: {explorer.given_grouping} groups · "
+            f"{device_note or 'cpu'}")
     if not loaded.trained:
-        lines.append(f"> ⚠️ {loaded.notes[0] if loaded.notes else 'This model is untrained.'}")
-    return "\n\n".join(lines)
+        line += f"\n\n> ⚠️ {loaded.notes[0] if loaded.notes else 'This model is untrained.'}"
+    return line

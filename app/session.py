@@ -17,13 +17,22 @@ import torch
 
 from model.decoding import DecodeTrace, Sampler, collect, run_decoder, sequence_log_likelihood
 from model.loading import LoadedModel
+
+try:
+    from model.loading import BaseUnavailableError
+except ImportError:  # older model package: every model has a base
+    class BaseUnavailableError(RuntimeError):
+        """The model has no AR base to run the AR baseline with."""
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
 # UI names -> library names
 METHODS = {"A3 plan": "plan", "A3 dynamic": "dynamic", "official dynamic": "official_dynamic",
-           "diffusion-style": "diffusion", "AR baseline": "ar_baseline"}
+           "diffusion": "diffusion", "one-step parallel": "one_step_parallel", "AR baseline": "ar_baseline"}
+COMPARE_METHODS = ("A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline")
+COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
+                   "log p (A3 left-to-right)"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "custom group ids": "custom"}
@@ -71,6 +80,27 @@ class Result:
     @property
     def n_steps(self) -> int:
         return len(self.trace.steps)
+
+
+@dataclass
+class Comparison:
+    """Every method's run on one input: the table's rows, the runs themselves, and what could not run."""
+
+    headers: list[str] = field(default_factory=lambda: list(COMPARE_HEADERS))
+    rows: list[list] = field(default_factory=list)
+    results: dict[str, Result] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def texts_markdown(self) -> str:
+        """The final texts, one per method, below the table."""
+        lines = [f"- **{method}:** {_md_escape(result.text)}" for method, result in self.results.items()]
+        return "\n".join(lines + [f"- ⚠️ {note}" for note in self.notes])
+
+
+def _md_escape(text: str) -> str:
+    for ch in "\\`*_[]<>#|$":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("\n", " ")
 
 
 class Explorer:
@@ -129,6 +159,7 @@ class Explorer:
                 groups = parse_group_ids(request.custom_groups, len(ids))
                 return custom_plan(ids, given=given, group_ids=groups)
             return make_plan(ids, given=given, order=order, group_size=int(request.group_size),
+                             given_grouping=self.given_grouping,
                              generator=torch.Generator().manual_seed(int(request.seed)))
         except PlanError as err:
             raise InputError(f"Invalid plan: {err}") from None
@@ -146,9 +177,11 @@ class Explorer:
             sampler = Sampler(float(request.temperature), int(request.top_k), float(request.top_p))
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid sampling setting: {err}") from None
-        base = self.loaded.base() if mode == "ar_baseline" else None
-        extra = {"strategy": request.strategy, "k": int(request.k)} if mode in ("dynamic", "official_dynamic") else {}
-        if mode == "diffusion":
+        base = self.base() if mode == "ar_baseline" else None
+        extra = {}
+        if mode in ("dynamic", "official_dynamic", "diffusion"):
+            extra = {"strategy": request.strategy, "k": int(request.k)}
+        elif mode == "one_step_parallel":
             extra = {"k": int(request.k)}
         try:
             trace = collect(run_decoder(mode, self.loaded.model, plan, base=base, sampler=sampler,
@@ -157,6 +190,28 @@ class Explorer:
             raise InputError(str(err)) from None
         trace.settings["method"] = request.method
         return self.result(trace, request.method)
+
+    @property
+    def given_grouping(self) -> str:
+        """How given tokens are grouped: the model layout's own convention ("causal" for ours, "joint",
+        one bidirectional group, for checkpoints of the official code, as its inference does)."""
+        return getattr(self.loaded, "given_grouping", "causal")
+
+    def base_note(self) -> str:
+        """Why the AR baseline cannot run with this model ("" when it can)."""
+        if getattr(self.loaded, "has_base", True):
+            return ""
+        reason = getattr(self.loaded, "no_base_reason", "") or "this model names no AR base model."
+        return f"The AR baseline needs the plain AR model this one was adapted from: {reason}"
+
+    def base(self):
+        note = self.base_note()
+        if note:
+            raise InputError(note)
+        try:
+            return self.loaded.base()
+        except BaseUnavailableError as err:
+            raise InputError(f"The AR baseline is not available for this model: {err}") from None
 
     def result(self, trace: DecodeTrace, method: str) -> Result:
         tok = self.loaded.tokenizer
@@ -173,19 +228,28 @@ class Explorer:
         data["method"] = method
         return result.text, json.dumps(data)
 
-    def compare(self, request: Request) -> tuple[list[str], list[list]]:
-        """The same input under A3 plan, A3 dynamic, diffusion-style and AR, side by side."""
-        headers = ["method", "final text", "steps", "model calls", "seconds", "log p (own order)",
-                   "log p under A3 left-to-right"]
-        rows = []
-        for method in ("A3 plan", "A3 dynamic", "diffusion-style", "AR baseline"):
-            result = self.decode(Request(**{**request.__dict__, "method": method}))
+    def compare(self, request: Request) -> Comparison:
+        """The same input under every method of COMPARE_METHODS, side by side. Each run's result is kept,
+        so the page can step through any of them without decoding again."""
+        comparison = Comparison()
+        for method in COMPARE_METHODS:
+            try:
+                result = self.decode(Request(**{**request.__dict__, "method": method}))
+            except InputError as err:
+                if method != "AR baseline":
+                    raise
+                comparison.notes.append(f"AR baseline not run: {err}")
+                comparison.rows.append([method, None, None, None, None, None, None])
+                continue
             trace = result.trace
             reference, _ = sequence_log_likelihood(self.loaded.model, trace.final_ids,
                                                    torch.arange(len(trace.final_ids)), scored=trace.plan.open)
-            rows.append([method, result.text, len(trace.steps), trace.model_calls, round(trace.elapsed_s, 3),
-                         round(trace.logprob, 2), round(reference, 2)])
-        return headers, rows
+            n_open, seconds = len(trace.plan.open_positions), trace.elapsed_s
+            comparison.results[method] = result
+            comparison.rows.append([method, len(trace.steps), trace.model_calls, round(seconds, 3),
+                                    round(n_open / seconds, 1) if seconds > 0 else None,
+                                    round(trace.logprob, 2), round(reference, 2)])
+        return comparison
 
     # --------------------------------------------------------------------------------------- export
 

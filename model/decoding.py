@@ -8,12 +8,21 @@
                              content of committed tokens is cached exactly as in training
     decode_official_dynamic  the official code's variant: all committed tokens in one bidirectional
                              group 0, every blank in group 1, full recompute every step
+    decode_diffusion         iterative masked diffusion: every step predicts every blank from the given
+                             and all revealed tokens (one bidirectional group), reveals the k most
+                             confident and feeds them back (the official variant's computation)
+    decode_one_step_parallel one denoising step: every open token is predicted from the given tokens
+                             only (revealed tokens are never fed back); k revealed per step
     decode_ar_baseline       the base AR model left to right: each open token sees its left context only
-    decode_diffusion         one denoising step: every open token is predicted from the given tokens
-                             only (committed tokens are never fed back); k revealed per step
 
 `collect(gen)` runs a decoder into a `DecodeTrace` (JSON-exportable). `sequence_log_likelihood` gives
 the exact log-likelihood of a complete sequence under any grouping in one forward pass.
+
+Dynamic decoders (dynamic, official_dynamic, diffusion, one_step_parallel) rank open positions on the
+distribution tokens are drawn from, as the official code does: temperature (1 when greedy), then
+top-k / top-p (`selection_scores`). Step records keep the model's own temperature-1 statistics too.
+Every decoder refuses a plan that would predict an open position from no context (nothing given, or,
+for plan decoding, an open position in the lowest group): give at least one token first.
 
 A step is cheap with the cache: the newly committed group's content rows and the next group's query
 rows, attending to cached keys/values of all earlier groups. Randomness comes only from the
@@ -31,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from model.modeling import A3Cache, A3ForAnyOrderLM
-from model.plans import Plan, PlanError
+from model.plans import Plan, PlanError, check_context
 
 STRATEGIES = ("confidence", "entropy", "random")
-MODES = ("plan", "dynamic", "official_dynamic", "ar_baseline", "diffusion")
+MODES = ("plan", "dynamic", "official_dynamic", "diffusion", "one_step_parallel", "ar_baseline")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,6 +108,7 @@ class DecodeStep:
     model_calls: int  # so far, this step included
     elapsed_s: float  # since the decoder started
     group_ids: list[int] | None = None  # the grouping this call used, when it differs from the trace's
+    selection_scores: dict[int, float] | None = None  # dynamic decoders: open position -> what was ranked by
 
 
 @dataclass
@@ -172,8 +182,9 @@ class DecodeTrace:
         steps = []
         for s in d["steps"]:
             s = dict(s)
-            for key in ("candidates", "entropy", "confidence"):
-                s[key] = {int(k): v for k, v in s[key].items()}
+            for key in ("candidates", "entropy", "confidence", "selection_scores"):
+                if s.get(key) is not None:
+                    s[key] = {int(k): v for k, v in s[key].items()}
             s["candidates"] = {k: [tuple(c) for c in v] for k, v in s["candidates"].items()}
             steps.append(DecodeStep(**s))
         return cls(d["mode"], Plan.from_dict(d["plan"]), steps, d["final_ids"], d.get("settings", {}))
@@ -184,6 +195,8 @@ def _step_dict(step: DecodeStep) -> dict:
     d["candidates"] = {str(k): [list(c) for c in v] for k, v in step.candidates.items()}
     d["entropy"] = {str(k): v for k, v in step.entropy.items()}
     d["confidence"] = {str(k): v for k, v in step.confidence.items()}
+    if step.selection_scores is not None:
+        d["selection_scores"] = {str(k): v for k, v in step.selection_scores.items()}
     return d
 
 
@@ -200,7 +213,9 @@ def collect(steps: Iterator[DecodeStep]) -> DecodeTrace:
 # shared pieces
 
 
-def _check_plan(model: A3ForAnyOrderLM, plan: Plan) -> None:
+def _check_plan(model: A3ForAnyOrderLM, plan: Plan, *, own_groups: bool = False) -> None:
+    """own_groups: the decoder runs the plan's own grouping (Algorithm 1), so every open group needs a
+    given token before it; the others regroup the open positions after the given ones and need one."""
     limit = model.config.max_position_embeddings
     if plan.length > limit:
         raise PlanError(f"the sequence has {plan.length} positions but the model takes at most {limit}; "
@@ -210,6 +225,11 @@ def _check_plan(model: A3ForAnyOrderLM, plan: Plan) -> None:
     vocab = model.config.vocab_size
     if int(plan.token_ids.max()) >= vocab or int(plan.token_ids.min()) < 0:
         raise PlanError(f"token_ids must lie in [0, {vocab}) for this model.")
+    if own_groups:
+        check_context(plan.given, plan.group_ids)
+    elif not bool(plan.given.any()):
+        raise PlanError("nothing is given, so the first step would predict from no context (a constant output "
+                        "the model was never trained on). Give at least one token first, e.g. the start token.")
 
 
 def _as_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
@@ -294,11 +314,18 @@ def _commit(engine: _Engine, positions: list[int], logits_rows: torch.Tensor, st
     return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())]
 
 
-def _make_step(step, group, positions, tokens, logps, stats, calls, start, group_ids=None) -> DecodeStep:
+def _make_step(step, group, positions, tokens, logps, stats, calls, start, group_ids=None,
+               scores=None) -> DecodeStep:
     return DecodeStep(step=step, group=int(group), positions=[int(p) for p in positions], tokens=tokens,
                       token_logprobs=logps, logprob=float(sum(logps)), candidates=stats.candidates,
                       entropy=stats.entropy, confidence=stats.confidence, model_calls=calls,
-                      elapsed_s=time.perf_counter() - start, group_ids=group_ids)
+                      elapsed_s=time.perf_counter() - start, group_ids=group_ids, selection_scores=scores)
+
+
+def _choose_positions(logits, open_now: list[int], strategy: str, k: int, sampler: Sampler, generator):
+    """The positions to commit and the scores they were chosen by (open position -> score)."""
+    scores = selection_scores(logits, strategy, sampler, generator)
+    return _select(scores, open_now, k), dict(zip(open_now, scores.tolist(), strict=True))
 
 
 def _settings(sampler: Sampler, seed, **extra) -> dict:
@@ -331,7 +358,7 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
     now), so each step carries candidates for all open positions; off, only the group's own rows.
     force_tokens: teacher forcing, commits these tokens instead of sampling (for likelihoods).
     """
-    _check_plan(model, plan)
+    _check_plan(model, plan, own_groups=True)
     generator, force = _as_generator(generator, seed), _force(force_tokens, plan)
     engine, start = _Engine(model, plan, cache=cache, full_forward=full_forward), time.perf_counter()
     groups, still_open = plan.group_ids, plan.open.clone()
@@ -364,14 +391,26 @@ def _finish(trace: DecodeTrace, engine: _Engine) -> DecodeTrace:
 # Algorithm 2: dynamic decoding, each step's commits become the next group
 
 
-def _select(stats: _StepStats, positions: list[int], strategy: str, k: int, generator) -> list[int]:
-    """The k open positions to commit: highest confidence, lowest entropy, or uniformly at random."""
+def selection_scores(logits: torch.Tensor, strategy: str, sampler: Sampler, generator) -> torch.Tensor:
+    """(N, V) logits -> (N,) what a dynamic decoder ranks open positions by, higher first.
+
+    Scored, as in the official code, on the distribution tokens are drawn from: temperature (1 when
+    greedy), then top-k / top-p, renormalised. confidence = its largest probability, entropy = minus
+    its entropy (nats), random = a uniform draw from the seeded generator. The step records keep the
+    model's own temperature-1 statistics (`confidence`, `entropy`) next to these (`selection_scores`).
+    """
+    if strategy == "random":
+        return torch.rand(logits.shape[0], generator=generator)
+    scoring = Sampler(sampler.temperature or 1.0, sampler.top_k, sampler.top_p)
+    logprobs = filtered_logits(logits.float().cpu(), scoring).log_softmax(-1)  # -inf outside the filter
     if strategy == "confidence":
-        scores = torch.tensor([stats.confidence[p] for p in positions])
-    elif strategy == "entropy":
-        scores = -torch.tensor([stats.entropy[p] for p in positions])
-    else:
-        scores = torch.rand(len(positions), generator=generator)
+        return logprobs.max(-1).values.exp()
+    probs = logprobs.exp()
+    return torch.where(probs > 0, probs * logprobs, torch.zeros_like(probs)).sum(-1)  # -H
+
+
+def _select(scores: torch.Tensor, positions: list[int], k: int) -> list[int]:
+    """The k positions with the highest scores (ties: leftmost first), in position order."""
     order = torch.argsort(scores, descending=True, stable=True)[: min(k, len(positions))]
     return sorted(positions[i] for i in order.tolist())
 
@@ -394,12 +433,13 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     generator = _as_generator(generator, seed)
     engine, start = _Engine(model, plan, cache=cache), time.perf_counter()
     groups = plan.group_ids.clone()
-    first = int(groups[plan.given].max()) + 1 if bool(plan.given.any()) else 0
-    undecided = torch.iinfo(torch.long).max
-    groups[plan.open] = undecided  # never visible until decided
+    first = int(groups[plan.given].max()) + 1
+    open_now = plan.open_positions
+    # Undecided positions sit in a group after every step's (a plain number, exact in JSON); decoding never
+    # reads it: each step's query rows get the step's own group, content rows are only decided positions.
+    groups[plan.open] = first + len(open_now)
     realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
     trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache))
-    open_now = plan.open_positions
     for step in range(len(open_now)):
         if not open_now:
             break
@@ -407,12 +447,13 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
         decided = (groups < target).nonzero(as_tuple=True)[0].tolist()
         logits = engine.query_logits(groups, decided, open_now, [target] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen = _select(stats, open_now, strategy, k, generator)
+        chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
         tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
         groups[chosen] = target
         open_now = [p for p in open_now if p not in set(chosen)]
-        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start))
+        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
+                                        scores=scores))
     return _finish(trace, engine)
 
 
@@ -426,27 +467,49 @@ def decode_official_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str
                             seed: int | None = None, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
     """The official code's dynamic resampling: every step, all committed tokens (given + decided) form
     one bidirectional group 0 and every blank is group 1; everything is recomputed (no cache)."""
+    return _decode_joint(model, plan, "official_dynamic", f"official dynamic ({strategy}, k={k})",
+                         strategy=strategy, k=k, sampler=sampler, generator=generator, seed=seed,
+                         top_k_candidates=top_k_candidates)
+
+
+def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, strategy: str = "confidence",
+                     sampler: Sampler = Sampler(), generator: torch.Generator | None = None,
+                     seed: int | None = None, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """Iterative masked diffusion: every step predicts every blank from everything known so far (the
+    given tokens and all tokens revealed so far, one bidirectional group that sees itself), reveals
+    the k best (by `strategy`) and feeds them back. This is the official code's dynamic decoding
+    under its own name (trace mode "diffusion"); one model call per step, full recompute."""
+    return _decode_joint(model, plan, "diffusion", f"masked diffusion ({strategy}, k={k})",
+                         strategy=strategy, k=k, sampler=sampler, generator=generator, seed=seed,
+                         top_k_candidates=top_k_candidates)
+
+
+def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, strategy: str, k: int,
+                  sampler: Sampler, generator: torch.Generator | None, seed: int | None,
+                  top_k_candidates: int) -> Iterator[DecodeStep]:
+    """Known tokens in group 0 (bidirectional), blanks in group 1; commit k per step; recompute."""
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
     engine, start = _Engine(model, plan, cache=False), time.perf_counter()
-    order = torch.zeros(plan.length, dtype=torch.long)  # commit order: given 0, step t -> t + 1
-    realised = Plan(plan.token_ids, plan.given, order, f"official dynamic ({strategy}, k={k})")
-    trace = DecodeTrace("official_dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k))
     open_now = plan.open_positions
+    # commit order: given 0, step t -> t + 1; still undecided: after every step (until decided)
+    order = torch.where(plan.given, 0, len(open_now) + 1)
+    realised = Plan(plan.token_ids, plan.given, order, name)
+    trace = DecodeTrace(mode, realised, settings=_settings(sampler, seed, strategy=strategy, k=k))
     step = 0
     while open_now:
         groups = torch.zeros(plan.length, dtype=torch.long)
         groups[open_now] = 1
         logits = engine.query_logits(groups, [], open_now, [1] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen = _select(stats, open_now, strategy, k, generator)
+        chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
         tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
         order[chosen] = step + 1
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, step + 1, chosen, tokens, logps, stats, engine.calls, start,
-                                        group_ids=groups.tolist()))
+                                        group_ids=groups.tolist(), scores=scores))
         step += 1
     return _finish(trace, engine)
 
@@ -455,10 +518,10 @@ def decode_official_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str
 # baselines
 
 
-def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, sampler: Sampler = Sampler(),
-                     generator: torch.Generator | None = None, seed: int | None = None,
-                     top_k_candidates: int = 5) -> Iterator[DecodeStep]:
-    """A diffusion-style baseline (the paper's single-layer dependency): every open position is one
+def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, sampler: Sampler = Sampler(),
+                             generator: torch.Generator | None = None, seed: int | None = None,
+                             top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+    """A one-step parallel baseline (the paper's single-layer dependency): every open position is one
     group after the given ones, so each is predicted from the given tokens only. Each step re-reads
     the query rows of the still-open positions and reveals the k most confident; what it reveals is
     never fed back, so no open token conditions on another."""
@@ -467,20 +530,21 @@ def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, sampler:
     generator = _as_generator(generator, seed)
     engine, start = _Engine(model, plan, cache=True), time.perf_counter()
     groups = plan.group_ids.clone()
-    target = int(groups[plan.given].max()) + 1 if bool(plan.given.any()) else 0
+    target = int(groups[plan.given].max()) + 1
     groups[plan.open] = target
-    realised = Plan(plan.token_ids, plan.given, groups, f"diffusion-style (k={k})")
-    trace = DecodeTrace("diffusion", realised, settings=_settings(sampler, seed, k=k))
+    realised = Plan(plan.token_ids, plan.given, groups, f"one-step parallel (k={k})")
+    trace = DecodeTrace("one_step_parallel", realised, settings=_settings(sampler, seed, k=k))
     given_positions = plan.given.nonzero(as_tuple=True)[0].tolist()
     open_now, step = plan.open_positions, 0
     while open_now:
         logits = engine.query_logits(groups, given_positions, open_now, [target] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen = _select(stats, open_now, "confidence", k, generator)
+        chosen, scores = _choose_positions(logits, open_now, "confidence", k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
         tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
         open_now = [p for p in open_now if p not in set(chosen)]
-        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start))
+        yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
+                                        scores=scores))
         step += 1
     return _finish(trace, engine)
 
@@ -525,10 +589,13 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
 
 @torch.no_grad()
 def sequence_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=None) -> tuple[float, torch.Tensor]:
-    """log p(x) = sum over groups of log p(x_G | x_<G), in one forward pass.
+    """log p(x_{G_2..G_K} | x_{G_1}) = sum over groups after the first of log p(x_G | x_<G), in one pass.
 
-    Returns the total over `scored` positions (default: every position whose query row sees
-    something) and the per-position log-probabilities (L,) (NaN where not scored).
+    Conditional on the lowest group G_1: its query rows see nothing, so it is never scored (the model
+    has no distribution for it). Returns the total over `scored` positions (default: every position
+    whose query row sees something, i.e. all but G_1) and the per-position log-probabilities (L,) (NaN
+    where not scored). A trace's `logprob` is the same quantity for its open positions: decoders refuse
+    to decode positions of the lowest group, so a trace never includes one.
     """
     device = next(model.parameters()).device
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=device).view(1, -1)
@@ -560,7 +627,9 @@ def run_decoder(mode: str, model: A3ForAnyOrderLM, plan: Plan, *, base: A3ForAny
     if mode == "official_dynamic":
         return decode_official_dynamic(model, plan, strategy=strategy, k=k, **common, **kwargs)
     if mode == "diffusion":
-        return decode_diffusion(model, plan, k=k, **common, **kwargs)
+        return decode_diffusion(model, plan, k=k, strategy=strategy, **common, **kwargs)
+    if mode == "one_step_parallel":
+        return decode_one_step_parallel(model, plan, k=k, **common, **kwargs)
     if mode == "ar_baseline":
         return decode_ar_baseline(base if base is not None else model, plan, **common, **kwargs)
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")

@@ -1,18 +1,26 @@
-"""Evaluate an A3 model on the story test split; prints one JSON object on its last line.
+"""Evaluate an A3 model on stories and on general text; prints one JSON object on its last line.
 
-    python -m model.eval --json                     # the default model, the full test split
-    python -m model.eval --json --limit 50 --model runs/a3-train/final
+    python -m model.eval --json                     # the default model: the story test split + the general split
+    python -m model.eval --json --limit 10 --general-limit 30 --model runs/a3-train/final
 
 Perplexities (exact likelihoods, start token excluded):
     ppl_base_ar        the base AR model, left to right
     ppl_a3_ar_order    the A3 model under left-to-right grouping
     ppl_a3_random_s4   the A3 model under random groups of 4 in random order (seeded)
-Story infilling (one whole sentence of each story masked, as in the paper's ROCStories task), ROUGE
-F1 x 100 of the generated sentence against the original (Google's rouge-score, stemming on), greedy:
-    a3_plan            the A3 model, the blank decoded left to right, both sides given
+Infilling, greedy, the blank's length given. Stories: one whole sentence masked (as in the paper's
+ROCStories task). General text (assets/general, human-written, never trained on): the middle 40% of
+the tokens of one sentence masked, the sentence alone. Methods:
+    a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
     a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
-    diffusion_style    the A3 model, every blank token predicted from the given tokens only
-    ar_prefix          the base AR model from the prefix only, cut to the sentence's length
+    diffusion          masked diffusion with the A3 model: every step predicts every blank from all
+                       known tokens (given + revealed, one bidirectional group), reveals the most
+                       confident one and feeds it back (diffusion_k2: two per step)
+    one_step_parallel  every blank predicted from the given tokens only, reveals never fed back
+    ar_prefix          the base AR model from the prefix only, cut to the blank's length
+    a3_prefix_only     the A3 model, left to right, with the text after the blank removed
+Scores per method: ROUGE-1/2/L F1 x 100 of the fill against the original (Google's rouge-score,
+stemming on), and suffix_nll, the base AR model's mean NLL per token of the text after the blank given
+the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's).
 """
 
 from __future__ import annotations
@@ -24,26 +32,51 @@ import time
 
 import torch
 
-from model.decoding import (
-    collect,
-    decode_ar_baseline,
-    decode_diffusion,
-    decode_dynamic,
-    decode_plan,
-    sequence_log_likelihood,
-)
+from model.decoding import collect, run_decoder, sequence_log_likelihood
 from model.plans import make_plan, sample_training_groups
 from model.stories import read_stories, split_sentences
 
-METHODS = ("a3_plan", "a3_dynamic", "diffusion_style", "ar_prefix")
+METHODS = ("a3_plan", "a3_dynamic", "diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix",
+           "a3_prefix_only")
+BASE_METHODS = ("ar_prefix",)  # need the base AR model
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
+# --------------------------------------------------------------------------------------------------
+# likelihoods
+
+
+def _content_logp(base, ids: torch.Tensor) -> torch.Tensor:
+    """log p(x_i | x_<i) for i = 1..n-1 under the base AR model (content stream: row i-1 predicts i)."""
+    ids = ids.to(next(base.parameters()).device).view(1, -1)
+    with torch.no_grad():
+        logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0].cpu()
 
 
 def ar_log_likelihood(base, token_ids) -> float:
-    """log p(x_1..n | x_0) under the base AR model (content stream: row i-1 predicts token i)."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long, device=next(base.parameters()).device).view(1, -1)
-    with torch.no_grad():
-        logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()
-    return float(logits.log_softmax(-1).gather(-1, ids[0, 1:, None]).sum())
+    """log p(x_1..n | x_0) under the base AR model."""
+    return float(_content_logp(base, torch.as_tensor(token_ids, dtype=torch.long)).sum())
+
+
+def suffix_nll(base, prefix: list[int], fill: list[int], suffix: list[int]) -> float:
+    """Mean NLL per token of `suffix` given `prefix + fill` under the base AR model (nan if no suffix)."""
+    if not suffix:
+        return float("nan")
+    logp = _content_logp(base, torch.tensor(prefix + fill + suffix))
+    return float(-logp[-len(suffix):].mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# infilling examples: ids, which are given, and the blank's span
+
+
+def _example(prefix: list[int], middle: list[int], suffix: list[int], reference: str) -> dict:
+    ids = prefix + middle + suffix
+    given = torch.ones(len(ids), dtype=torch.bool)
+    given[len(prefix) : len(prefix) + len(middle)] = False
+    return {"ids": torch.tensor(ids), "given": given, "reference": reference,
+            "span": (len(prefix), len(prefix) + len(middle)), "prefix": prefix, "suffix": suffix}
 
 
 def infill_example(tokenizer, start_id: int, text: str, rng: torch.Generator) -> dict | None:
@@ -56,90 +89,210 @@ def infill_example(tokenizer, start_id: int, text: str, rng: torch.Generator) ->
     prefix = [start_id] + tokenizer(before, add_special_tokens=False).input_ids
     middle = tokenizer(target, add_special_tokens=False).input_ids
     suffix = tokenizer(" " + after, add_special_tokens=False).input_ids if after else []
-    ids = prefix + middle + suffix
-    given = torch.ones(len(ids), dtype=torch.bool)
-    given[len(prefix) : len(prefix) + len(middle)] = False
-    return {"ids": torch.tensor(ids), "given": given, "reference": target.strip(),
-            "span": (len(prefix), len(prefix) + len(middle))}
+    return _example(prefix, middle, suffix, target.strip())
 
 
-def fill(method: str, model, base, example: dict):
+def middle_infill_example(tokenizer, start_id: int, sentence: str) -> dict | None:
+    """Mask the middle 40% of a sentence's tokens (the sentence alone is the context)."""
+    from model.general import middle_span
+
+    tokens = tokenizer(sentence, add_special_tokens=False).input_ids
+    if len(tokens) < 5:
+        return None
+    lo, hi = middle_span(len(tokens))
+    reference = tokenizer.decode(tokens[lo:hi], skip_special_tokens=True).strip()
+    return _example([start_id] + tokens[:lo], tokens[lo:hi], tokens[hi:], reference)
+
+
+def prefix_only(example: dict) -> dict:
+    """The same blank with everything after it removed."""
+    lo, hi = example["span"]
+    return {**example, "ids": example["ids"][:hi], "given": example["given"][:hi], "suffix": []}
+
+
+def fill(method: str, model, base, example: dict) -> list[int]:
+    """The tokens a method puts in the example's blank."""
+    if method == "a3_prefix_only":
+        return fill("a3_plan", model, base, prefix_only(example))
     plan = make_plan(example["ids"], given=example["given"], order="left_to_right")
-    if method == "a3_plan":
-        trace = collect(decode_plan(model, plan, preview_open=False))
-    elif method == "a3_dynamic":
-        trace = collect(decode_dynamic(model, plan, strategy="confidence", k=1))
-    elif method == "diffusion_style":
-        trace = collect(decode_diffusion(model, plan, k=1))
-    else:
-        trace = collect(decode_ar_baseline(base, plan))
+    mode, options = {
+        "a3_plan": ("plan", {"preview_open": False}),
+        "a3_dynamic": ("dynamic", {"k": 1}),
+        "diffusion": ("diffusion", {"k": 1}),
+        "diffusion_k2": ("diffusion", {"k": 2}),
+        "one_step_parallel": ("one_step_parallel", {"k": 1}),
+        "ar_prefix": ("ar_baseline", {}),
+    }[method]
+    trace = collect(run_decoder(mode, model, plan, base=base, **options))
     lo, hi = example["span"]
     return trace.final_ids[lo:hi]
 
 
-def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test",
-             methods=METHODS, data_dir=None) -> dict:
-    from rouge_score import rouge_scorer
+class InfillScores:
+    """ROUGE and suffix coherence per method, accumulated over examples."""
+
+    def __init__(self, methods, base):
+        from rouge_score import rouge_scorer
+
+        self.methods, self.base = methods, base
+        self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+        self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
+        self.suffix = {m: [] for m in (*methods, "reference")}
+        self.samples: list[dict] = []
+
+    def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool) -> None:
+        lo, hi = example["span"]
+        fills = {"reference": example["ids"][lo:hi].tolist()}
+        texts = {"reference": example["reference"]}
+        for method in self.methods:
+            fills[method] = fill(method, model, self.base, example)
+            texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
+            for key, value in self.scorer.score(example["reference"], texts[method]).items():
+                self.rouge[method][key].append(value.fmeasure * 100)
+        if self.base is not None and example["suffix"]:
+            for name, tokens in fills.items():
+                self.suffix[name].append(suffix_nll(self.base, example["prefix"], tokens, example["suffix"]))
+        if keep_sample:
+            self.samples.append({"id": sample_id, **texts})
+
+    def summary(self) -> dict:
+        def mean(xs):
+            return round(sum(xs) / len(xs), 3) if xs else None
+
+        out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m])}
+               for m in self.methods}
+        out["reference"] = {"suffix_nll": mean(self.suffix["reference"])}
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def _base_or_none(loaded):
+    """The base AR model, or (None, why) when the checkpoint names none."""
+    try:
+        return loaded.base(), None
+    except Exception as error:  # BaseUnavailableError (model.loading); never a silent stand-in
+        from model.loading import ModelLoadError
+
+        if not isinstance(error, ModelLoadError):
+            raise
+        return None, str(error)
+
+
+class Perplexities:
+    def __init__(self, model, base, rng):
+        self.model, self.base, self.rng = model, base, rng
+        self.nll = {"base_ar": 0.0, "a3_ar": 0.0, "a3_random_s4": 0.0}
+        self.n_tokens = 0
+
+    def add(self, ids: list[int]) -> None:
+        n = len(ids)
+        if n < 2:
+            return
+        if self.base is not None:
+            self.nll["base_ar"] -= ar_log_likelihood(self.base, ids)
+        self.nll["a3_ar"] -= sequence_log_likelihood(self.model, ids, torch.arange(n))[0]
+        groups = sample_training_groups(n, "perm4", self.rng)
+        self.nll["a3_random_s4"] -= sequence_log_likelihood(self.model, ids, groups)[0]
+        self.n_tokens += n - 1
+
+    def summary(self) -> dict:
+        def ppl(key):
+            return round(math.exp(self.nll[key] / self.n_tokens), 3) if self.n_tokens else None
+
+        return {"ppl_base_ar": ppl("base_ar") if self.base is not None else None,
+                "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4")}
+
+
+def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=METHODS,
+             data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
+             general_dir=None) -> dict:
+    """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
+    `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part)."""
+    base, why_no_base = _base_or_none(loaded)
+    if base is None:
+        methods = tuple(m for m in methods if m not in BASE_METHODS)
+    model, tok, start = loaded.model, loaded.tokenizer, loaded.start_token_id
+    rng = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
 
     stories = read_stories(split, data_dir, limit=limit)
-    model, base, tok, start = loaded.model, loaded.base(), loaded.tokenizer, loaded.start_token_id
-    rng = torch.Generator().manual_seed(seed)
-    nll = {"base_ar": 0.0, "a3_ar": 0.0, "a3_random_s4": 0.0}
-    n_tokens = 0
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = {m: {"rouge1": [], "rouge2": [], "rougeL": []} for m in methods}
-    samples = []
-    t0 = time.perf_counter()
+    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base)
     for story in stories:
-        ids = [start] + tok(story["text"], add_special_tokens=False).input_ids
-        ids = ids[: loaded.max_length]
-        n = len(ids)
-        nll["base_ar"] -= ar_log_likelihood(base, ids)
-        nll["a3_ar"] -= sequence_log_likelihood(model, ids, torch.arange(n))[0]
-        nll["a3_random_s4"] -= sequence_log_likelihood(model, ids, sample_training_groups(n, "perm4", rng))[0]
-        n_tokens += n - 1
+        ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
+        ppl.add(ids)
         example = infill_example(tok, start, story["text"], rng)
-        if example is None:
-            continue
-        filled = {}
-        for method in methods:
-            text = tok.decode(fill(method, model, base, example), skip_special_tokens=True).strip()
-            filled[method] = text
-            for key, value in scorer.score(example["reference"], text).items():
-                scores[method][key].append(value.fmeasure * 100)
-        if len(samples) < 5:
-            samples.append({"id": story["id"], "reference": example["reference"], **filled})
-    mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else float("nan")  # noqa: E731
-    return {
-        "model": loaded.name, "trained": loaded.trained, "split": split,
-        "ppl_base_ar": round(math.exp(nll["base_ar"] / n_tokens), 3),
-        "ppl_a3_ar_order": round(math.exp(nll["a3_ar"] / n_tokens), 3),
-        "ppl_a3_random_s4": round(math.exp(nll["a3_random_s4"] / n_tokens), 3),
-        "infill": {m: {k: mean(v) for k, v in s.items()} for m, s in scores.items()},
-        "n_examples": len(stories), "n_infill": len(scores[methods[0]]["rouge1"]), "n_tokens": n_tokens,
-        "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "samples": samples,
-    }
+        if example is not None:
+            infill.add(model, tok, example, story["id"], keep_sample=len(infill.samples) < 5)
+    result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
+              "infill": infill.summary(), "n_examples": len(stories),
+              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": ppl.n_tokens, "seed": seed}
+    samples = infill.samples
+    if general_limit != 0:
+        result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
+                                                              limit=general_limit, n_infill=general_infill,
+                                                              directory=general_dir)
+        samples = samples + general_samples
+    if why_no_base:
+        result["base_unavailable"] = why_no_base
+    result.update({"seconds": round(time.perf_counter() - t0, 1), "samples": samples})
+    return result
+
+
+def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
+                     directory=None) -> tuple[dict, list[dict]]:
+    from model.general import SOURCES, interleave_sources, read_general, sentence_for_infill
+
+    tok, start = loaded.tokenizer, loaded.start_token_id
+    docs = interleave_sources(read_general("test", directory), limit)
+    rng = torch.Generator().manual_seed(seed + 1)
+    overall = Perplexities(model, base, rng)
+    by_source = {s: Perplexities(model, base, torch.Generator().manual_seed(seed + 1)) for s in SOURCES}
+    infill = InfillScores(methods, base)
+    for doc in docs:
+        ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
+        overall.add(ids)
+        by_source[doc["source"]].add(ids)
+    for doc in docs:
+        if len(infill.rouge[methods[0]]["rouge1"]) >= n_infill:
+            break
+        sentence = sentence_for_infill(doc["text"])
+        example = middle_infill_example(tok, start, sentence) if sentence else None
+        if example is not None:
+            infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
+    result = {**overall.summary(), "infill": infill.summary(), "n_documents": len(docs),
+              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": overall.n_tokens,
+              "by_source": {s: {**p.summary(), "n_tokens": p.n_tokens} for s, p in by_source.items()}}
+    return result, infill.samples
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pathlib import Path
+
     from model.loading import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
+    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test stories")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=["test", "validation"])
-    ap.add_argument("--data-dir", default=None, help="a corpus directory (default assets/stories)")
+    ap.add_argument("--data-dir", default=None, help="a story corpus directory (default assets/stories)")
+    ap.add_argument("--general-dir", default=None, help="a general corpus directory (default assets/general)")
+    ap.add_argument("--general-limit", type=int, default=300,
+                    help="general documents for perplexity, balanced over sources (0: skip general text)")
+    ap.add_argument("--general-infill", type=int, default=120, help="general sentences for infilling")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pathlib import Path
-
     loaded = load_model(args.model)
     result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split,
-                      data_dir=Path(args.data_dir) if args.data_dir else None)
+                      data_dir=Path(args.data_dir) if args.data_dir else None,
+                      general_limit=args.general_limit, general_infill=args.general_infill,
+                      general_dir=Path(args.general_dir) if args.general_dir else None)
     if not args.json:
         for sample in result["samples"]:
             print(json.dumps(sample, indent=1))

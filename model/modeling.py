@@ -44,10 +44,15 @@ BLOCK_LAYOUTS = ("prenorm", "official")
 
 @strict
 class A3Config(LlamaConfig):
-    """LLaMA hyperparameters plus the block layout. Hyperparameters only: no behaviour here."""
+    """LLaMA hyperparameters plus the block layout. Hyperparameters only: no behaviour here.
+
+    `a3_base` is metadata: the AR model this checkpoint was adapted from ("default", a directory or a
+    hub id), which model.loading loads as the AR baseline; None = not named, no baseline.
+    """
 
     model_type = "a3"
     block_layout: str = "prenorm"  # "prenorm" (LLaMA) | "official" (residual re-normalised, paper §6.2)
+    a3_base: str | None = None
 
     def validate_architecture(self):
         super().validate_architecture()
@@ -305,8 +310,17 @@ class A3ForAnyOrderLM(A3PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,  # (B, L) -100 = not scored; scored against position i
         return_content_logits: bool = False,
-        **_unused,
+        return_dict: bool | None = None,  # accepted for transformers callers; the output is always an A3Output
+        use_cache: bool | None = None,  # accepted and ignored: decoding caches through A3Cache (model.decoding)
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **unknown,
     ) -> A3Output:
+        if unknown:
+            raise TypeError(_unknown_arguments_message(unknown, self.forward))
+        if output_attentions or output_hidden_states:
+            raise ValueError("A3ForAnyOrderLM does not return attentions or hidden states; use "
+                             "model.model(...) (A3Model) with return_content=True for the final hidden rows.")
         B, L = input_ids.shape
         if self.config.max_position_embeddings < L:
             raise ValueError(f"sequence length {L} exceeds max_position_embeddings "
@@ -325,6 +339,20 @@ class A3ForAnyOrderLM(A3PreTrainedModel):
             loss, n_scored = a3_loss(logits, labels, group_ids, attention_mask)
         content_logits = self.lm_head(streams.content) if return_content_logits else None
         return A3Output(loss=loss, logits=logits, content_logits=content_logits, n_scored=n_scored)
+
+
+def _unknown_arguments_message(unknown: dict, method) -> str:
+    """Name the unknown keyword arguments and the closest accepted ones (a typo must not decode AR)."""
+    import difflib
+    import inspect
+
+    known = [n for n, p in inspect.signature(method).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"A3ForAnyOrderLM.forward got unknown keyword argument(s) {', '.join(parts)}; "
+            f"it accepts {', '.join(known)}.")
 
 
 def scored_positions(group_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 A plan is data computed before any decoding loop: token ids (open positions hold a placeholder),
 a `given` mask and `group_ids`. Given positions come first: by default they are grouped left to right
-(group = rank among the given positions), which is what the content stream saw in training; with
-`given_grouping="joint"` they form one bidirectional group, as in the official code. Open positions
-get the groups of an *order*:
+(group = rank among the given positions), which is what our curriculum trains the content stream on;
+with `given_grouping="joint"` they form one bidirectional group, as the official code's inference does.
+Pass the loaded model's own convention, `LoadedModel.given_grouping` ("joint" for checkpoints of the
+official code, "causal" otherwise). Open positions get the groups of an *order*:
 
     left_to_right   open positions left to right, s per group (s = 1 is ordinary AR order)
     right_to_left   right to left, s per group
@@ -13,11 +14,17 @@ get the groups of an *order*:
     outside_in      nearest to the given context first (both ends of every span), s per group
     span_left_to_right  each masked span left to right in groups of s that never straddle spans
 
-plus `custom_plan` for any integer group ids. The training curriculum's group sampler lives here too.
+plus `custom_plan` for any integer group ids (|id| < 2^31; only their order matters). The training
+curriculum's group sampler lives here too.
+
+Every plan needs context: an open position in the lowest group would be predicted by a query row that
+sees nothing, i.e. from one constant output that training never scores (every such position would get
+the same token). Plans and decoders refuse it (`blind_positions`); give at least one token first.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +33,7 @@ from model.masks import as_group_ids
 
 ORDERS = ("left_to_right", "right_to_left", "blocks", "random", "outside_in", "span_left_to_right")
 GIVEN_GROUPINGS = ("causal", "joint")
+GROUP_ID_LIMIT = 2**31  # group ids lie in [-GROUP_ID_LIMIT, GROUP_ID_LIMIT): exact in JSON and JavaScript
 
 
 class PlanError(ValueError):
@@ -111,17 +119,39 @@ def _check_open(given: torch.Tensor) -> None:
         raise PlanError("the open set is empty: mask at least one position (e.g. [MASK] or [MASK:N]) to decode.")
 
 
+def blind_positions(given: torch.Tensor, group_ids: torch.Tensor) -> list[int]:
+    """Open positions in the lowest group: their query rows see nothing (no context to predict from)."""
+    lowest = group_ids.min()
+    return ((group_ids == lowest) & ~given).nonzero(as_tuple=True)[0].tolist()
+
+
+def check_context(given: torch.Tensor, group_ids: torch.Tensor) -> None:
+    """Refuse plans with open positions that would be decoded from no context (see the module docstring)."""
+    blind = blind_positions(given, group_ids)
+    if blind:
+        where = ("nothing is given" if not bool(given.any()) else
+                 f"they are in the lowest group ({int(group_ids.min())}), with no given token before them")
+        raise PlanError(f"open positions {blind[:8]} would be predicted from no context ({where}): the model was "
+                        "never trained to predict from nothing and gives all such positions the same token. "
+                        "Give at least one token first: a given token (such as the start token) in a group "
+                        "before every open position.")
+
+
 def make_plan_from_groups(token_ids, given, group_ids, *, name: str = "custom") -> Plan:
     tokens = _as_tokens(token_ids)
     given = _as_given(given, tokens.numel())
     _check_open(given)
     try:
         groups = as_group_ids(group_ids)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise PlanError(str(err)) from None
     if groups.shape != tokens.shape:
         raise PlanError(f"group_ids must give one group per position: expected {tokens.numel()} values, "
                         f"got shape {tuple(groups.shape)}.")
+    if bool((groups < -GROUP_ID_LIMIT).any() | (groups >= GROUP_ID_LIMIT).any()):
+        raise PlanError(f"group ids must lie in [-{GROUP_ID_LIMIT}, {GROUP_ID_LIMIT}) (only their order matters); "
+                        f"got {int(groups.min())} .. {int(groups.max())}.")
+    check_context(given, groups)
     return Plan(tokens, given, groups, name)
 
 
@@ -196,6 +226,7 @@ def make_plan(token_ids, *, given=None, open_positions=None, order: str = "left_
     first_open_group = int(groups[given].max()) + 1 if bool(given.any()) else 0
     for k, members in enumerate(open_groups_in_order(given, order, group_size, generator)):
         groups[members] = first_open_group + k
+    check_context(given, groups)
     name = order if group_size == 1 else f"{order} (groups of {group_size})"
     return Plan(tokens, given, groups, name)
 
@@ -205,16 +236,22 @@ def custom_plan(token_ids, *, given, group_ids) -> Plan:
     return make_plan_from_groups(token_ids, given, group_ids, name="custom groups")
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+
+
 def parse_group_ids(text: str, length: int) -> list[int]:
     """Group ids typed as text ("0 0 1 2" or "0,0,1,2") for a sequence of `length` positions."""
+    if not isinstance(text, str):
+        raise PlanError(f"custom group ids must be text; got {type(text).__name__}.")
     pieces = text.replace(",", " ").split()
     if not pieces:
         raise PlanError("custom group ids are empty: type one integer per position, e.g. '0 0 0 2 1 1'.")
-    try:
-        values = [int(p) for p in pieces]
-    except ValueError:
-        bad = next(p for p in pieces if not p.lstrip("-").isdigit())
-        raise PlanError(f"custom group ids must be integers; {bad!r} is not.") from None
+    bad = next((p for p in pieces if not _INTEGER.fullmatch(p)), None)
+    if bad is not None:
+        raise PlanError(f"custom group ids must be integers (ASCII digits); {bad[:20]!r} is not.")
+    values = [int(p) for p in pieces]
+    if any(not -GROUP_ID_LIMIT <= v < GROUP_ID_LIMIT for v in values):
+        raise PlanError(f"group ids must lie in [-{GROUP_ID_LIMIT}, {GROUP_ID_LIMIT}) (only their order matters).")
     if len(values) != length:
         raise PlanError(f"custom group ids: expected {length} values (one per position), got {len(values)}.")
     return values

@@ -1,8 +1,11 @@
 """Text with blanks -> token ids and a given mask; token ids -> display strings.
 
-`[MASK]` is one masked token, `[MASK:N]` is N masked tokens (case-insensitive, 1 <= N <= 512).
-Every sequence starts with the start token (model.loading.START_TOKEN), which is always given: it is
-the one position every row can attend to.
+`[MASK]` is one masked token, `[MASK:N]` is N masked tokens (case-insensitive, 1 <= N <= 512, N in
+ASCII digits). Every sequence starts with the start token (model.loading.START_TOKEN), which is always
+given: it is the one position every row can attend to.
+
+Input errors are `TextInputError` (empty, too long, not encodable text) and its subclass
+`BlankSyntaxError` (a malformed blank); both are ValueErrors whose message is meant for the user.
 """
 
 from __future__ import annotations
@@ -15,11 +18,28 @@ import torch
 MAX_BLANK = 512
 # Anything that starts like a blank: "[MASK" followed by anything up to the next "]" (or the end).
 _BLANK_LIKE = re.compile(r"\[\s*mask\b[^\]\[]*\]?", re.IGNORECASE)
-_BLANK = re.compile(r"\[mask(?::(\d+))?\]", re.IGNORECASE)
+_BLANK = re.compile(r"\[mask(?::([0-9]+))?\]", re.IGNORECASE)
 
 
-class BlankSyntaxError(ValueError):
+class TextInputError(ValueError):
+    """Text that cannot be encoded: empty, too long for the model, or not valid Unicode."""
+
+
+class BlankSyntaxError(TextInputError):
     """A malformed blank such as `[MASK:0]`, `[MASK:x]` or an unclosed `[MASK`."""
+
+
+def check_text(text) -> str:
+    """The text itself, if it is a string the tokenizer can take (valid Unicode: no lone surrogates)."""
+    if not isinstance(text, str):
+        raise TextInputError(f"the text must be a string; got {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise TextInputError(
+            f"the text holds an invalid character {text[err.start]!r} at position {err.start} (a lone UTF-16 "
+            "surrogate, e.g. half of an emoji): remove it or paste the text again.") from None
+    return text
 
 
 @dataclass
@@ -31,6 +51,7 @@ class MaskedText:
 
 def parse_blanks(text: str) -> list[str | int]:
     """Split text into pieces: strings are given text, ints are blanks of that many tokens."""
+    check_text(text)
     pieces: list[str | int] = []
     pos = 0
     for match in _BLANK_LIKE.finditer(text):
@@ -40,7 +61,8 @@ def parse_blanks(text: str) -> list[str | int]:
                 f"malformed blank {match.group(0)!r} at character {match.start()}: write [MASK] for one "
                 "token or [MASK:N] for N tokens, e.g. [MASK:5]."
             )
-        n = int(blank.group(1)) if blank.group(1) is not None else 1
+        digits = blank.group(1)
+        n = (int(digits) if len(digits) <= 4 else MAX_BLANK + 1) if digits is not None else 1
         if not 1 <= n <= MAX_BLANK:
             raise BlankSyntaxError(f"blank {match.group(0)!r}: N must be between 1 and {MAX_BLANK}.")
         if match.start() > pos:
@@ -55,8 +77,9 @@ def parse_blanks(text: str) -> list[str | int]:
 def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder_id: int | None = None,
                        max_length: int | None = None) -> MaskedText:
     """Tokenize text with blanks. Text pieces are tokenized separately, so blanks never split a word."""
-    if not text or not text.strip():
-        raise ValueError("the text is empty: type a text, with [MASK] or [MASK:N] where tokens should be generated.")
+    if not check_text(text).strip():
+        raise TextInputError("the text is empty: type a text, with [MASK] or [MASK:N] where tokens should be "
+                             "generated.")
     pieces = parse_blanks(text)
     placeholder = start_token_id if placeholder_id is None else placeholder_id
     ids, given = [start_token_id], [True]
@@ -73,7 +96,7 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
             ids += piece_ids
             given += [True] * len(piece_ids)
     if max_length is not None and len(ids) > max_length:
-        raise ValueError(f"the text is too long: {len(ids)} tokens (with the blanks) but the model takes at most "
+        raise TextInputError(f"the text is too long: {len(ids)} tokens (with the blanks) but the model takes at most "
                          f"{max_length}. Shorten the text or the blanks.")
     n_blanks = sum(isinstance(p, int) for p in pieces)
     return MaskedText(torch.tensor(ids, dtype=torch.long), torch.tensor(given), n_blanks)
@@ -81,11 +104,11 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
 
 def encode_plain_text(tokenizer, text: str, *, start_token_id: int, max_length: int | None = None) -> torch.Tensor:
     """Token ids of plain text (no blank syntax), start token first: the chips a user masks by clicking."""
-    if not text or not text.strip():
-        raise ValueError("the text is empty: type a text first.")
+    if not check_text(text).strip():
+        raise TextInputError("the text is empty: type a text first.")
     ids = [start_token_id] + tokenizer(text, add_special_tokens=False).input_ids
     if max_length is not None and len(ids) > max_length:
-        raise ValueError(f"the text is too long: {len(ids)} tokens but the model takes at most {max_length}.")
+        raise TextInputError(f"the text is too long: {len(ids)} tokens but the model takes at most {max_length}.")
     return torch.tensor(ids, dtype=torch.long)
 
 

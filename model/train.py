@@ -11,8 +11,15 @@ loss (model.modeling.a3_loss). accelerate appears only here.
 
 Curriculum (one grouping per sequence): left to right -> contiguous groups of 2 -> of 4 -> random
 groups of 4 in random order -> of 8, then a mix of all of them with infill-shaped plans (a given
-prefix and suffix, an open middle span in a random order). Trainable: LoRA adapters on every linear
-layer, plus the query vector and the RMSNorm weights.
+prefix and suffix, an open middle span in a random order) and short spans (1-16 tokens anywhere,
+both sides given). Trainable: LoRA adapters on every linear layer, plus the query vector and the
+RMSNorm weights.
+
+Keeping the base's general ability (recipe v2): `--general` adds the human-written general corpus
+(assets/general, packed into sequences) to the stories, and `--distill-weight w` adds w * KL(base ||
+A3) on left-to-right batches: under left-to-right grouping the A3 query stream predicts exactly what
+the base AR model predicts, so the base is the teacher there. `--init-adapter DIR` warm-starts from
+a trained adapter (e.g. the shipped one).
 
 A checkpoint (adapter + optimizer state, safetensors + JSON, no pickle) is written every
 `save_every` steps and when the wall-clock budget runs out; the next run resumes from it exactly.
@@ -31,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from model.plans import sample_training_groups
+from model.plans import CURRICULUM, make_plan, sample_training_groups
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -71,6 +78,10 @@ class TrainConfig:
     seed: int = 0
     limit_stories: int | None = None
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    general: bool = False  # add the general corpus (assets/general) to the stories, packed to seq_len
+    general_dir: str | None = None  # a general corpus directory; None = assets/general
+    distill_weight: float = 0.0  # weight of KL(base || A3) on left-to-right batches
+    init_adapter: str | None = None  # warm start: an adapter directory (weights only, no optimizer)
 
 
 PRESETS = {
@@ -79,6 +90,16 @@ PRESETS = {
     "cpu": dict(seq_len=256, batch_size=8, max_steps=2400, warmup_steps=40, eval_every=200, eval_batches=2,
                 save_every=25, log_every=5, precision="bf16"),
     "gpu": dict(seq_len=256, batch_size=64, max_steps=4000, warmup_steps=100, eval_every=250, save_every=250),
+    # recipe v2 on a CPU: warm start from the shipped adapter, stories + general text, distillation
+    # to the base on left-to-right batches, many short infill spans; no fixed stages (already done)
+    # (fp32: on this CPU bf16 autocast makes the backward pass ~25x slower, a slow bf16 matmul path)
+    "cpu-v2": dict(seq_len=256, batch_size=8, max_steps=60, warmup_steps=4, lr=2e-4, eval_every=30,
+                   eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
+                   distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
+                   mix={"ar": 0.4, "infill": 0.2, "span": 0.4}),
+    "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
+                   save_every=250, general=True, distill_weight=1.0,
+                   mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.2, "span": 0.3}),
 }
 
 
@@ -106,13 +127,38 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def load_sequences(tokenizer, start_token_id: int, split: str, cfg: TrainConfig) -> list[list[int]]:
-    """Stories as token ids: start token + story, cut to seq_len."""
+    """Stories as token ids: start token + story, cut to seq_len; plus the packed general corpus."""
     from model.stories import read_stories
 
     directory = Path(cfg.data_dir) if cfg.data_dir else None
     stories = read_stories(split, directory, limit=cfg.limit_stories)
     ids = tokenizer([s["text"] for s in stories], add_special_tokens=False).input_ids
-    return [[start_token_id] + seq[: cfg.seq_len - 1] for seq in ids if seq]
+    sequences = [[start_token_id] + seq[: cfg.seq_len - 1] for seq in ids if seq]
+    if cfg.general:
+        sequences += general_sequences(tokenizer, start_token_id, split, cfg)
+    return sequences
+
+
+def general_sequences(tokenizer, start_token_id: int, split: str, cfg: TrainConfig) -> list[list[int]]:
+    """The general corpus packed into sequences: documents in a seeded order, each sequence a start
+    token and whole documents joined by a newline, up to seq_len (a longer document is cut)."""
+    from model.general import read_general
+
+    directory = Path(cfg.general_dir) if cfg.general_dir else None
+    docs = read_general(split, directory, limit=cfg.limit_stories)
+    order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    ids = tokenizer([docs[i]["text"] for i in order], add_special_tokens=False).input_ids
+    newline = tokenizer("\n", add_special_tokens=False).input_ids
+    packed, current = [], [start_token_id]
+    for doc in ids:
+        piece = (newline if len(current) > 1 else []) + doc
+        if len(current) > 1 and len(current) + len(piece) > cfg.seq_len:
+            packed.append(current)
+            current, piece = [start_token_id], doc
+        current += piece[: cfg.seq_len - len(current)]
+    if len(current) > 1:
+        packed.append(current)
+    return packed
 
 
 class EpochOrder(torch.utils.data.Dataset):
@@ -145,14 +191,52 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+STAGES = (*CURRICULUM, "span")
+
+
+def sample_span_groups(length: int, generator: torch.Generator | None = None, max_span: int = 16) -> torch.Tensor:
+    """A short-span infill grouping: 1..max_span open tokens anywhere after the start token, the rest
+    given (left to right); the span decoded left to right (half the time) or in a random or
+    outside-in order, one token per group half the time. This is the shape of a blank in the app
+    and in the evaluation, where the plan decoder fills it left to right with both sides given."""
+    n = length - 1
+    span = int(torch.randint(1, min(max_span, n) + 1, (1,), generator=generator))
+    start = 1 + int(torch.randint(0, n - span + 1, (1,), generator=generator))
+    given = torch.ones(length, dtype=torch.bool)
+    given[start : start + span] = False
+    r = float(torch.rand(1, generator=generator))
+    order = "left_to_right" if r < 0.5 else ("random" if r < 0.75 else "outside_in")
+    size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else (2, 4)[int(torch.randint(0, 2, (1,),
+                                                                                  generator=generator))]
+    plan = make_plan(torch.zeros(length, dtype=torch.long), given=given, order=order, group_size=size,
+                     generator=generator)
+    return plan.group_ids
+
+
+def sample_groups(length: int, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    if stage == "span":
+        return sample_span_groups(length, generator)
+    return sample_training_groups(length, stage, generator)
+
+
 def batch_groups(attention_mask: torch.Tensor, stage: str, generator: torch.Generator) -> torch.Tensor:
     """One grouping per sequence, over its real tokens; padding gets the largest group (never seen)."""
     B, L = attention_mask.shape
     groups = torch.full((B, L), L + 1, dtype=torch.long)
     for b in range(B):
         n = int(attention_mask[b].sum())
-        groups[b, :n] = sample_training_groups(n, stage, generator)
+        groups[b, :n] = sample_groups(n, stage, generator)
     return groups
+
+
+def distill_kl(query_logits: torch.Tensor, teacher_content_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher || student) per scored token, for a left-to-right batch: the base's content row
+    i-1 and the A3 query row i both predict token i (positions 1..L-1 where labels are real)."""
+    keep = labels[:, 1:] != -100  # (B, L-1)
+    student = query_logits[:, 1:][keep].float().log_softmax(-1)
+    teacher = teacher_content_logits[:, :-1][keep].float().log_softmax(-1)
+    kl = (teacher.exp() * (teacher - student)).sum(-1)
+    return kl.mean() if kl.numel() else query_logits.sum() * 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,7 +262,37 @@ def build_model(cfg: TrainConfig):
     for name, param in model.named_parameters():
         if name.endswith("query_embed") or "layernorm" in name or name.endswith("norm.weight"):
             param.requires_grad_(True)
+    if cfg.init_adapter:
+        load_adapter_weights(model, Path(cfg.init_adapter))
     return model, tokenizer, _start_token_id(tokenizer)
+
+
+def build_teacher(cfg: TrainConfig):
+    """The base AR model (frozen) whose left-to-right predictions the distillation term follows."""
+    from model.loading import _base_a3, _base_tokenizer, tiny_model
+
+    if cfg.base == "tiny":
+        teacher = tiny_model(len(_base_tokenizer()), seed=cfg.seed)
+    else:
+        teacher = _base_a3(torch.float32)
+    return teacher.requires_grad_(False).eval()
+
+
+def load_adapter_weights(model, directory: Path) -> None:
+    """Copy an adapter's weights (LoRA + query vector + norms) into the peft model; shapes must match."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    lora = {k: v.float() for k, v in load_file(directory / "adapter_model.safetensors").items()}
+    result = set_peft_model_state_dict(model, lora)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"{directory}: adapter keys that this model lacks (a different rank or base?): "
+                         f"{unexpected[:3]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in load_file(directory / "a3_extra.safetensors").items():
+            params["base_model.model." + name].copy_(value.float())
 
 
 def extra_state(model) -> dict[str, torch.Tensor]:
@@ -294,8 +408,10 @@ def train(cfg: TrainConfig) -> dict:
     if (out_dir / "checkpoint" / "trainer_state.json").is_file():
         step, tokens_seen = load_checkpoint(model, optimizer, out_dir / "checkpoint")
         accelerator.print(f"resumed from {out_dir / 'checkpoint'} at step {step}")
+    teacher = build_teacher(cfg).to(accelerator.device) if cfg.distill_weight > 0 else None
     train_seqs = load_sequences(tokenizer, start_id, "train", cfg)
-    val_seqs = load_sequences(tokenizer, start_id, "validation", cfg)
+    val_seqs = load_sequences(tokenizer, start_id, "validation", dataclasses.replace(cfg, general=False))
+    general_val = (general_sequences(tokenizer, start_id, "validation", cfg) if cfg.general else [])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
     global_batch = cfg.batch_size * accelerator.num_processes
     dataset = EpochOrder(train_seqs, cfg.seed, cfg.max_steps * cfg.grad_accum * global_batch)
@@ -304,8 +420,11 @@ def train(cfg: TrainConfig) -> dict:
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if step:
         loader = accelerator.skip_first_batches(loader, step * cfg.grad_accum)
-    val_batches = [pad_batch(val_seqs[i : i + cfg.batch_size], pad_id)
-                   for i in range(0, min(len(val_seqs), cfg.eval_batches * cfg.batch_size), cfg.batch_size)]
+    def first_batches(seqs):
+        return [pad_batch(seqs[i : i + cfg.batch_size], pad_id)
+                for i in range(0, min(len(seqs), cfg.eval_batches * cfg.batch_size), cfg.batch_size)]
+
+    val_batches, general_val_batches = first_batches(val_seqs), first_batches(general_val)
 
     # the loop
     log_file = out_dir / "loss_log.jsonl"
@@ -326,13 +445,19 @@ def train(cfg: TrainConfig) -> dict:
             groups = batch_groups(batch["attention_mask"].cpu(), stage, rng).to(accelerator.device)
             with accelerator.accumulate(model):
                 out = model(**batch, group_ids=groups)
-                accelerator.backward(out.loss)
+                loss = out.loss
+                if teacher is not None and stage == "ar":
+                    with torch.no_grad(), accelerator.autocast():
+                        teacher_logits = teacher(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                 return_content_logits=True).content_logits
+                    loss = loss + cfg.distill_weight * distill_kl(out.logits, teacher_logits, batch["labels"])
+                accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad()
             tokens_seen += int(accelerator.gather(batch["attention_mask"].sum()).sum())
-            running.append(float(out.loss.detach()))
+            running.append(float(loss.detach()))
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -346,7 +471,10 @@ def train(cfg: TrainConfig) -> dict:
                                          "minutes": round((time.time() - start_time) / 60, 2)}) + "\n")
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             val = {s: validation_loss(model, val_batches, s, cfg.seed, accelerator.device)
-                   for s in ("ar", "perm4", "infill")}
+                   for s in ("ar", "perm4", "infill", "span")}
+            if general_val_batches:
+                val.update({f"general_{s}": validation_loss(model, general_val_batches, s, cfg.seed,
+                                                            accelerator.device) for s in ("ar", "span")})
             if accelerator.is_main_process:
                 with log_file.open("a") as fh:
                     fh.write(json.dumps({"step": step, "validation": val}) + "\n")
@@ -373,7 +501,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     defaults = TrainConfig()
     optional_types = {"data_dir": str, "max_minutes": float, "limit_stories": int, "threads": int,
-                      "stop_at_step": int}
+                      "stop_at_step": int, "general_dir": str, "init_adapter": str,
+                      "general": lambda text: text.strip().lower() in ("1", "true", "yes", "on")}
     for f in dataclasses.fields(TrainConfig):
         flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
         if isinstance(default, dict):

@@ -46,3 +46,17 @@ def test_model_events_share_one_concurrency_group(app_url):
     assert all(f.concurrency_limit == 1 for f in model_fns)
     public = sorted(f.api_name for f in fns if getattr(f, "api_visibility", "public") == "public")
     assert public == ["infill"]
+
+
+def test_page_opens_on_a_playing_example_with_math_and_slide_exports(app_url):
+    from app.layout import HOW_A3_WORKS, slides_module
+
+    _, demo = app_url
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    stage = blocks["stage"].value  # decoded before any page loads; the page only draws it
+    assert not stage["empty"] and stage["autoplay"] and stage["loop"] and len(stage["steps"]) >= 1
+    assert stage["headline"].startswith("A3 dynamic:") and "AR needs" in stage["headline"]
+    assert any(d["left"] == "$" for d in blocks["how"].latex_delimiters) and "$$" in HOW_A3_WORKS
+    assert {"export-trace", "compare-table", "compare-plot", "candidates", "tabs"} <= set(blocks)
+    if slides_module() is not None:
+        assert blocks["export-gif"].visible and blocks["export-player"].visible

@@ -14,12 +14,13 @@ from model.decoding import (
     decode_diffusion,
     decode_dynamic,
     decode_official_dynamic,
+    decode_one_step_parallel,
     decode_plan,
     run_decoder,
     sequence_log_likelihood,
 )
 from model.loading import tiny_model
-from model.plans import ORDERS, PlanError, custom_plan, make_plan
+from model.plans import ORDERS, Plan, PlanError, custom_plan, make_plan
 
 L = 24
 
@@ -159,9 +160,10 @@ def test_official_dynamic_groups_committed_tokens_together_and_recomputes(tiny):
         assert set(s.candidates) == still_open
 
 
-def test_diffusion_baseline_never_conditions_on_its_own_commits(tiny):
+def test_one_step_parallel_never_conditions_on_its_own_reveals(tiny):
     plan = infill_plan()
-    trace = collect(decode_diffusion(tiny, plan, k=2))
+    trace = collect(decode_one_step_parallel(tiny, plan, k=2))
+    assert trace.mode == "one_step_parallel"
     first = trace.steps[0]
     for s in trace.steps[1:]:
         for p, cands in s.candidates.items():
@@ -170,6 +172,48 @@ def test_diffusion_baseline_never_conditions_on_its_own_commits(tiny):
     dynamic = collect(decode_dynamic(tiny, plan, k=2))
     later = dynamic.steps[1]
     assert any(later.candidates[p] != dynamic.steps[0].candidates[p] for p in later.candidates)
+
+
+def first_reveal_varied(decoder, tiny, plan):
+    """Two runs whose first reveal is the same position with different tokens (sampled, k=1)."""
+    runs = [collect(decoder(tiny, plan, k=1, sampler=Sampler(temperature=1.0), seed=s)) for s in range(8)]
+    base = runs[0]
+    for other in runs[1:]:
+        if other.steps[0].positions == base.steps[0].positions and other.steps[0].tokens != base.steps[0].tokens:
+            return base, other
+    raise AssertionError("no two seeds revealed different tokens first")
+
+
+def test_a_revealed_token_changes_later_predictions_only_in_diffusion(tiny):
+    plan = infill_plan()
+    a, b = first_reveal_varied(decode_diffusion, tiny, plan)
+    assert a.steps[1].candidates != b.steps[1].candidates  # fed back: the reveal conditions step 2
+    a, b = first_reveal_varied(decode_one_step_parallel, tiny, plan)
+    assert a.steps[1].candidates == b.steps[1].candidates  # never fed back
+
+
+def test_diffusion_feeds_revealed_tokens_back(tiny):
+    plan = infill_plan()
+    trace = collect(decode_diffusion(tiny, plan, k=2))
+    assert trace.mode == "diffusion" and trace.model_calls == len(trace.steps) == 5
+    first, second = trace.steps[0], trace.steps[1]
+    assert set(second.candidates) == set(first.candidates) - set(first.positions)
+    assert any(second.candidates[p] != first.candidates[p] for p in second.candidates)
+    # a revealed token changes later predictions: the next step sees it (group 0 with the given)
+    assert all(trace.group_ids_at(1)[p] == 0 for p in first.positions)
+
+
+def test_diffusion_is_the_official_dynamic_computation(tiny):
+    plan = infill_plan()
+    for strategy in ("confidence", "entropy"):
+        diffusion = collect(decode_diffusion(tiny, plan, k=3, strategy=strategy))
+        official = collect(decode_official_dynamic(tiny, plan, k=3, strategy=strategy))
+        assert diffusion.mode == "diffusion" and official.mode == "official_dynamic"
+        assert diffusion.final_ids == official.final_ids
+        assert probs_of(diffusion) == probs_of(official)
+        assert [s.group_ids for s in diffusion.steps] == [s.group_ids for s in official.steps]
+    via_mode = collect(run_decoder("diffusion", tiny, plan, k=3))
+    assert via_mode.final_ids == collect(decode_diffusion(tiny, plan, k=3)).final_ids
 
 
 def test_ar_baseline_is_the_base_model_continuing_from_the_left(tiny_llama):
@@ -230,4 +274,87 @@ def test_bad_decoder_arguments_raise(tiny):
     with pytest.raises(PlanError, match="force_tokens"):
         collect(decode_plan(tiny, plan, force_tokens=[1, 2]))
     with pytest.raises(PlanError, match="needs a given first position"):
-        collect(decode_ar_baseline(tiny, make_plan(torch.arange(5), open_positions=[0, 1])))
+        collect(decode_ar_baseline(tiny, Plan(torch.arange(5), torch.tensor([False, False, True, True, True]),
+                                              torch.arange(5))))
+
+
+# --------------------------------------------------------------------------------------------------
+# no context, no prediction: positions that would be decoded from a constant output are refused
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_decoder_refuses_to_predict_from_no_context(tiny, mode):
+    tokens = torch.arange(8)
+    nothing_given = Plan(tokens, torch.zeros(8, dtype=torch.bool), torch.arange(8))
+    with pytest.raises(PlanError, match="Give at least one token first|needs a given first position"):
+        collect(run_decoder(mode, tiny, nothing_given))
+
+
+def test_plan_decoding_refuses_open_positions_in_the_lowest_group(tiny):
+    given = torch.tensor([False, True, True, False, False, True])
+    lowest_open = Plan(torch.arange(6), given, torch.tensor([0, 0, 1, 2, 2, 1]))
+    with pytest.raises(PlanError, match=r"open positions \[0\] would be predicted from no context.*Give at least"):
+        collect(decode_plan(tiny, lowest_open))
+    # the dynamic decoders regroup the open positions after the given ones, so the same plan is fine
+    assert sorted(collect(decode_dynamic(tiny, lowest_open)).decided_step()) == [-1, -1, -1, 0, 1, 2]
+
+
+def test_a_trace_log_prob_is_the_likelihood_conditional_on_the_first_group(tiny):
+    plan = infill_plan("random", 2)
+    trace = collect(decode_plan(tiny, plan))
+    total, _ = sequence_log_likelihood(tiny, trace.final_ids, plan.group_ids, scored=plan.open)
+    assert abs(trace.logprob - total) < 1e-4
+    with_given, per_position = sequence_log_likelihood(tiny, trace.final_ids, plan.group_ids)  # every scored row
+    lowest = plan.group_ids == plan.group_ids.min()
+    assert torch.isnan(per_position[lowest]).all()  # the first group is the condition: never scored
+    assert not torch.isnan(per_position[~lowest]).any() and with_given <= total + 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# realised plans hold plain numbers at every step
+
+
+def _steps_with_traces(gen):
+    """Drive a decoder and look at its trace after every step (what a streaming caller sees)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration:
+            return
+        yield gen.gi_frame.f_locals["trace"]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "official_dynamic", "diffusion"])
+def test_mid_run_traces_export_exactly_and_undecided_positions_come_last(tiny, mode):
+    plan = infill_plan()
+    for trace in _steps_with_traces(run_decoder(mode, tiny, plan, k=3)):
+        groups = torch.tensor(trace.group_ids)
+        assert int(groups.abs().max()) < 2**53  # exact in JavaScript
+        decided = {p for s in trace.steps for p in s.positions}
+        undecided = [p for p in plan.open_positions if p not in decided]
+        if undecided:
+            assert int(groups[undecided].min()) > int(groups[sorted(decided)].max())
+        again = DecodeTrace.from_dict(json.loads(trace.to_json()))
+        assert again.group_ids == trace.group_ids
+
+
+# --------------------------------------------------------------------------------------------------
+# dynamic decoders rank on the distribution they sample from (temperature, top-k, top-p), as the official code
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "official_dynamic", "diffusion"])
+def test_selection_scores_use_the_filtered_distribution(tiny, mode):
+    plan = infill_plan()
+    greedy = collect(run_decoder(mode, tiny, plan, k=2))
+    for s in greedy.steps:  # greedy: scored at temperature 1 without filters = the recorded confidence
+        assert all(abs(s.selection_scores[p] - s.confidence[p]) < 1e-6 for p in s.confidence)
+    top2 = collect(run_decoder(mode, tiny, plan, k=2, sampler=Sampler(temperature=1.0, top_k=2), seed=1))
+    for s in top2.steps:
+        for p, cands in s.candidates.items():  # top-2 renormalised: p1 / (p1 + p2)
+            (_, p1), (_, p2) = cands[:2]
+            assert abs(s.selection_scores[p] - p1 / (p1 + p2)) < 1e-4
+        best = sorted(s.selection_scores.values(), reverse=True)[len(s.positions) - 1]
+        assert all(s.selection_scores[p] >= best for p in s.positions)
+    entropy = collect(run_decoder(mode, tiny, plan, k=2, strategy="entropy",
+                                  sampler=Sampler(temperature=0.5, top_k=1), seed=1))
+    assert all(v == 0 for s in entropy.steps for v in s.selection_scores.values())  # one token left: H = 0

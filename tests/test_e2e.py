@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium (Debian's package, driven by Playwright; no browser download):
-load the page, mask a span by dragging over token chips, run, step forward and back with the keyboard
-and the buttons, and save a screenshot."""
+the stage moves by itself on the first visit and fits one screen at 1366x768 and 1920x1080; masking by
+dragging, running, stepping with the keyboard and the buttons; presentation mode; compare and load a
+compared run onto the stage; bad input as a warning."""
 
 import os
 import re
@@ -15,6 +16,11 @@ pytestmark = pytest.mark.browser
 
 if CHROMIUM is None and REQUIRED:
     raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
+
+# what must be visible together, without scrolling
+STAGE_PARTS = {"text": "#sentence", "order grid": "#stage-grid", "DAG": "#stage-dag",
+               "content mask": "#stage-content", "query mask": "#stage-query", "play": "#play-btn",
+               "previous": "#prev-btn", "next": "#next-btn", "slider": "#stage-step", "counter": "#stage-counter"}
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +42,72 @@ def browser():
         b.close()
 
 
-def step_value(page) -> int:
-    return int(page.locator("#step input[type=number]").input_value())
+def stage_step(page) -> int:
+    return int(page.locator("#stage-counter").get_attribute("data-step"))
+
+
+def open_tab(page, name: str) -> None:
+    page.locator("button[role=tab]", has_text=name).first.click()
+
+
+def outside_viewport(page, width: int, height: int) -> dict:
+    out = {}
+    for name, selector in STAGE_PARTS.items():
+        box = page.locator(selector).bounding_box()
+        if box is None or box["width"] < 4 or box["height"] < 4:
+            out[name] = "not drawn"
+        elif (box["x"] < 0 or box["y"] < 0 or box["x"] + box["width"] > width + 1
+              or box["y"] + box["height"] > height + 1):
+            out[name] = box
+    return out
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_first_visit_moves_by_itself_and_the_stage_fits_one_screen(page_url, browser, width, height):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    # no click anywhere: the example plays by itself
+    expect(page.locator("#stage-counter")).to_have_text(re.compile(r"^Step [1-9]\d*/\d+$"), timeout=15_000)
+    first = stage_step(page)
+    page.wait_for_function(f"() => Number(document.querySelector('#stage-counter').dataset.step) > {first}",
+                           timeout=10_000)
+    assert outside_viewport(page, width, height) == {}
+    assert page.evaluate("() => window.scrollY") == 0
+    assert page.locator("#sentence .tok.decided").count() >= 1
+    # the masks and the grid really are drawn (non-blank canvases, one cell per position)
+    assert page.evaluate("() => document.querySelector('#stage-content').toDataURL().length") > 2000
+    assert page.locator("#stage-grid .cell").count() == len(page.evaluate("() => window.__a3stage.state.P.labels"))
+    page.close()
+
+
+def test_presentation_mode_has_larger_type_and_still_fits(page_url, browser):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    size = lambda: page.evaluate(  # noqa: E731
+        "() => parseFloat(getComputedStyle(document.querySelector('#sentence .sentence')).fontSize)")
+    page.wait_for_selector("#sentence .sentence")
+    before = size()
+    page.locator("#stage-counter").click()
+    page.keyboard.press("p")
+    page.wait_for_function("() => document.documentElement.classList.contains('a3-present')")
+    page.wait_for_timeout(300)
+    assert size() >= before * 1.4
+    assert not page.locator("#header").is_visible()
+    assert outside_viewport(page, 1366, 768) == {}
+    page.close()
 
 
 def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(page_url)
-    page.wait_for_selector("gradio-app .gradio-container")
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Your text")
     page.wait_for_selector("#picker .chip")
 
     # a plain sentence, tokenized into chips
@@ -69,45 +131,80 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     chips.nth(5).click()
     expect(page.locator("#picker .chip.masked")).to_have_count(4)
 
+    page.locator("#method label", has_text="A3 plan").click()
     page.locator("#run-btn").click()
-    expect(page.locator("#summary")).to_contain_text("Step", timeout=60_000)
-    # playback runs to the last step by itself (4 open tokens, one per group -> 4 steps)
-    expect(page.locator("#summary")).to_contain_text("Step 4/4", timeout=30_000)
-    expect(page.locator("#grid-plot .js-plotly-plot")).to_have_count(1)
-    expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1)
+    # Run opens the stage and plays the new trace to its end by itself (4 open tokens, groups of 1)
+    expect(page.locator("#stage-counter")).to_have_text("Step 4/4", timeout=60_000)
     expect(page.locator("#verdict")).to_contain_text("No leak")
-    assert step_value(page) == 3
+    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan: 4 model calls for 4 tokens")
+    assert stage_step(page) == 3
 
     # back and forward with the keyboard (focus outside any text field) and the buttons
-    page.locator("#summary").click()
+    page.locator("#stage-counter").click()
     page.keyboard.press("ArrowLeft")
-    expect(page.locator("#summary")).to_contain_text("Step 3/4")
+    expect(page.locator("#stage-counter")).to_have_text("Step 3/4")
     page.keyboard.press("Home")
     expect(page.locator("#summary")).to_contain_text("Before decoding")
-    assert step_value(page) == -1 and page.locator("#sentence .tok.open").count() == 4
+    assert stage_step(page) == -1 and page.locator("#sentence .tok.open").count() == 4
     page.locator("#next-btn").click()
-    expect(page.locator("#summary")).to_contain_text("Step 1/4")
+    expect(page.locator("#stage-counter")).to_have_text("Step 1/4")
     assert page.locator("#sentence .tok.current").count() == 1
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#summary")).to_contain_text("Step 2/4")
+    expect(page.locator("#stage-counter")).to_have_text("Step 2/4")
     assert page.locator("#sentence .tok.open").count() == 2
     page.keyboard.press("End")
-    expect(page.locator("#summary")).to_contain_text("Step 4/4")
+    expect(page.locator("#stage-counter")).to_have_text("Step 4/4")
     assert page.locator("#sentence .tok.open").count() == 0
+    # space plays from the start again
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.__a3stage.state.playing || window.__a3stage.state.step < 3")
+
+    # the step the stage settles on is detailed in its tab (server-rendered reference figures)
+    page.keyboard.press(" ")  # pause
+    page.keyboard.press("End")
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text("Step 4/4", timeout=15_000)
+    expect(page.locator("#details-verdict")).to_contain_text("No leak")
+    expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1)
 
     shot = Path(os.environ.get("A3_SCREENSHOT", tmp_path / "a3-explorer.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
+    open_tab(page, "Stage")
+    page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
+    page.close()
+
+
+def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Compare")
+    expect(page.locator("#compare-hint")).to_contain_text("Compare all methods")  # the empty state says what to do
+    open_tab(page, "Your text")
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds.")
+    page.locator("#compare-btn").click()
+    table = page.locator("#compare-table")
+    expect(table).to_contain_text("one-step parallel", timeout=60_000)
+    for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p (A3 left-to-right)"):
+        expect(table).to_contain_text(header)
+    expect(page.locator("#compare-plot .js-plotly-plot")).to_have_count(1)
+    expect(page.locator("#compare-texts")).to_contain_text("diffusion:")
+    page.locator("#compare-load button", has_text="diffusion").first.click()
+    expect(page.locator(".a3s-headline")).to_contain_text("diffusion:", timeout=15_000)
+    expect(page.locator("#stage-counter")).to_have_text(re.compile(r"^Step \d+/\d+$"), timeout=15_000)
     page.close()
 
 
 def test_bad_input_shows_a_warning_and_keeps_the_page(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1300, "height": 1200})
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
     page.goto(page_url)
-    page.wait_for_selector("#picker .chip")
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Your text")
     page.locator("#text textarea").fill("A broken blank [MASK:zero] here.")
     page.locator("#run-btn").click()
     expect(page.locator("#warning")).to_contain_text("Malformed blank", timeout=30_000)

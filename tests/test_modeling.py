@@ -235,3 +235,18 @@ def test_config_and_input_errors_name_the_problem():
     model = tiny_model(VOCAB, max_position_embeddings=8)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_forward_refuses_unknown_keyword_arguments(tiny):
+    ids = torch.arange(6)[None]
+    with pytest.raises(TypeError, match=r"'group_id' \(did you mean 'group_ids'\?\)"):
+        tiny(ids, group_id=torch.zeros(6, dtype=torch.long))
+    with pytest.raises(TypeError, match="unknown keyword"):
+        tiny(ids, attn_mask=torch.ones(1, 6))
+    with pytest.raises(ValueError, match="does not return attentions"):
+        tiny(ids, output_attentions=True)
+    # what transformers callers pass routinely still works, and changes nothing
+    plain = tiny(ids, group_ids=torch.zeros(6, dtype=torch.long)).logits
+    same = tiny(ids, group_ids=torch.zeros(6, dtype=torch.long), return_dict=True, use_cache=False,
+                output_attentions=False, output_hidden_states=None).logits
+    assert torch.equal(plain, same)

@@ -155,3 +155,48 @@ def test_training_groups_are_seeded_and_vary():
 def test_open_groups_helper_validates_group_size_type():
     with pytest.raises(PlanError, match="group_size"):
         open_groups_in_order(torch.tensor([True, False]), "left_to_right", 1.5)
+
+
+def test_plans_refuse_open_positions_with_no_context():
+    tokens = torch.arange(6)
+    with pytest.raises(PlanError, match=r"nothing is given.*Give at least one token first"):
+        make_plan(tokens, given=torch.zeros(6, dtype=torch.bool))
+    given = torch.tensor([False, True, True, False, False, True])
+    with pytest.raises(PlanError, match=r"open positions \[0\] .*lowest group \(-3\)"):
+        custom_plan(tokens, given=given, group_ids=[-3, -3, 0, 1, 1, 0])
+    # a given token before every open group is all it takes; any labels
+    assert custom_plan(tokens, given=given, group_ids=[-2, -3, 0, 1, 1, 0]).open_groups == [-2, 1]
+    assert make_plan(tokens, given=given, order="outside_in").open_groups == [3, 4, 5]
+
+
+def test_group_ids_are_bounded_and_parsed_strictly():
+    tokens, given = torch.arange(3), torch.tensor([True, False, False])
+    with pytest.raises(PlanError, match=r"group ids must lie in \[-2147483648, 2147483648\)"):
+        custom_plan(tokens, given=given, group_ids=[0, 1, 2**40])
+    with pytest.raises(PlanError, match="must be an integer tensor"):
+        custom_plan(tokens, given=given, group_ids=[[0, 1], [2]])
+    with pytest.raises(PlanError, match="could not convert"):
+        custom_plan(tokens, given=given, group_ids=[0, 1, 2**70])
+    assert parse_group_ids("+1, -2 3", 3) == [1, -2, 3]
+    for text in ("1 ² 3", "1 1_0 3", "1 ٣ 3", "1 0x1 3", "1 - 3", "1 " + "9" * 5000 + " 3"):
+        with pytest.raises(PlanError, match="must be integers"):
+            parse_group_ids(text, 3)
+    with pytest.raises(PlanError, match="must lie in"):
+        parse_group_ids("1 99999999999999999999999 3", 3)
+    with pytest.raises(PlanError, match="must be text"):
+        parse_group_ids(None, 3)
+
+
+def test_the_given_grouping_convention_of_each_layout():
+    """Checkpoints of the official code were run with the given tokens in one joint group, ours causally:
+    `LoadedModel.given_grouping` names the convention and make_plan applies it."""
+    from model.loading import LoadedModel, tiny_model
+
+    def loaded(layout):
+        return LoadedModel(tiny_model(11, block_layout=layout), None, layout, "", True, 0)
+
+    for layout, grouping in (("prenorm", "causal"), ("official", "joint")):
+        assert loaded(layout).given_grouping == grouping
+        plan = make_plan(torch.arange(L), given=infill_given(), given_grouping=loaded(layout).given_grouping)
+        n_given = int(infill_given().sum())
+        assert torch.unique(plan.group_ids[plan.given]).numel() == (1 if grouping == "joint" else n_given)

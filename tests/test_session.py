@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.session import METHODS, ORDER_NAMES, Explorer, InputError, Request
+from app.session import COMPARE_METHODS, METHODS, ORDER_NAMES, Explorer, InputError, Request
 from model.masks import two_stream_masks
 
 
@@ -52,8 +52,9 @@ def test_every_method_decodes_and_fills_exactly_the_blanks(explorer, method):
 
 @pytest.mark.parametrize("order", list(ORDER_NAMES))
 def test_every_order_preset_runs(explorer, order):
-    n = len(explorer.picker_from_text(TEXT)["ids"])
-    groups = " ".join(str(g) for g in [0] * (n - 4) + [3, 1, 2, 1]) if order == "custom group ids" else ""
+    mask = explorer.picker_from_text(TEXT)["mask"]
+    blank_groups = iter([3, 1, 2, 1])  # the four blanks: two groups of one, one of two, out of order
+    groups = " ".join(str(next(blank_groups)) if m else "0" for m in mask) if order == "custom group ids" else ""
     result = explorer.decode(Request(text=TEXT, order=order, group_size=2, custom_groups=groups))
     assert result.n_steps >= 1
 
@@ -104,10 +105,40 @@ def test_infill_api_returns_text_and_a_trace_with_steps(explorer):
     assert filled.startswith("The cat sat on the mat and")
 
 
-def test_compare_runs_four_methods_on_the_same_input(explorer):
-    headers, rows = explorer.compare(Request(text=TEXT, k=2))
-    assert [r[0] for r in rows] == ["A3 plan", "A3 dynamic", "diffusion-style", "AR baseline"]
-    assert headers[0] == "method" and all(r[2] >= 1 and r[3] >= 1 for r in rows)
+def test_compare_runs_every_method_on_the_same_input_and_keeps_each_run(explorer):
+    comparison = explorer.compare(Request(text=TEXT, k=2))
+    assert [r[0] for r in comparison.rows] == list(COMPARE_METHODS)
+    assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline"]
+    assert comparison.headers == ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
+                                  "log p (A3 left-to-right)"]
+    for method, steps, calls, seconds, per_s, own, reference in comparison.rows:
+        result = comparison.results[method]  # the run itself: the stage can step through it, no re-decoding
+        assert steps == result.n_steps >= 1 and calls == result.trace.model_calls >= 1
+        assert seconds >= 0 and (per_s is None or per_s > 0) and own <= 0 and reference <= 0
+    texts = comparison.texts_markdown()
+    assert all(f"**{m}:**" in texts for m in COMPARE_METHODS)
+
+
+def test_ar_baseline_without_a_base_is_a_visible_warning_not_a_crash(tiny_loaded, monkeypatch):
+    from app.session import Explorer as _Explorer
+
+    class NoBase:  # the loaded model, minus its base
+        def __init__(self, loaded):
+            self.__dict__["_loaded"] = loaded
+
+        def __getattr__(self, name):
+            return getattr(self._loaded, name)
+
+        has_base = False
+        no_base_reason = "this checkpoint names no base model."
+
+    explorer = _Explorer(NoBase(tiny_loaded))
+    assert "AR baseline" in explorer.base_note() and "no base model" in explorer.base_note()
+    with pytest.raises(InputError, match="AR baseline"):
+        explorer.decode(Request(text=TEXT, method="AR baseline"))
+    comparison = explorer.compare(Request(text=TEXT, k=2))
+    assert "AR baseline" not in comparison.results and comparison.rows[-1][1] is None
+    assert any("AR baseline not run" in note for note in comparison.notes)
 
 
 def test_mask_exports_match_two_stream_masks(explorer):
@@ -137,3 +168,19 @@ def test_sentence_view_and_render_follow_the_trace(explorer):
     rendered = render_step(result, 99)  # out of range: clamped to the last step
     assert rendered.grid.layout.meta["step"] == result.n_steps - 1 == clamp_step(result, "99")
     assert clamp_step(result, None) == -1
+
+
+def test_given_tokens_follow_the_model_layouts_convention(tiny_loaded):
+    """Ours: given tokens left to right (causal groups); the official code's: one joint group."""
+    import dataclasses
+
+    from model.loading import tiny_model
+
+    official = dataclasses.replace(tiny_loaded, model=tiny_model(len(tiny_loaded.tokenizer), block_layout="official"))
+    for loaded, expect_distinct in ((tiny_loaded, True), (official, False)):
+        explorer = Explorer(loaded)
+        plan = explorer.plan(Request(text=TEXT))
+        given_groups = plan.group_ids[plan.given].tolist()
+        assert (len(set(given_groups)) == len(given_groups)) is expect_distinct
+        assert explorer.given_grouping == ("causal" if expect_distinct else "joint")
+        assert int(plan.group_ids[plan.open].min()) > max(given_groups)  # blanks after every given token

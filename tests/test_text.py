@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from model.text import BlankSyntaxError, decode_text, encode_masked_text, encode_plain_text, parse_blanks, token_strings
+from model.text import (
+    BlankSyntaxError,
+    TextInputError,
+    decode_text,
+    encode_masked_text,
+    encode_plain_text,
+    parse_blanks,
+    token_strings,
+)
 
 
 def test_parse_blanks():
@@ -11,7 +19,7 @@ def test_parse_blanks():
 
 
 @pytest.mark.parametrize("text", ["a [MASK:0] b", "a [MASK:x] b", "a [MASK b", "[MASK:-2]", "[MASK:3:4]",
-                                  "[MASK:9999]", "a [ mask ] b"])
+                                  "[MASK:9999]", "a [ mask ] b", "[MASK:٣]", "[MASK:" + "9" * 5000 + "]"])
 def test_malformed_blanks_raise_a_message_that_shows_the_syntax(text):
     with pytest.raises(BlankSyntaxError, match=r"\[MASK"):
         parse_blanks(text)
@@ -40,3 +48,16 @@ def test_decode_text_drops_the_start_token(tokenizer):
     ids = encode_plain_text(tokenizer, "Hello there, friend.", start_token_id=0)
     assert decode_text(tokenizer, ids) == "Hello there, friend."
     assert isinstance(ids, torch.Tensor)
+
+
+@pytest.mark.parametrize("text", ["\ud83d", "a \udc00 [MASK] b", "[MASK:2] \ud800"])
+def test_lone_surrogates_are_an_input_error_not_a_tokenizer_crash(tokenizer, text):
+    for encode in (lambda: encode_masked_text(tokenizer, text, start_token_id=0),
+                   lambda: encode_plain_text(tokenizer, text, start_token_id=0), lambda: parse_blanks(text)):
+        with pytest.raises(TextInputError, match="invalid character .* surrogate"):
+            encode()
+    assert issubclass(TextInputError, ValueError) and issubclass(BlankSyntaxError, TextInputError)
+    with pytest.raises(TextInputError, match="must be a string"):
+        encode_masked_text(tokenizer, None, start_token_id=0)
+    # a complete surrogate pair is a real character and encodes
+    assert len(encode_plain_text(tokenizer, "smile \U0001F600", start_token_id=0)) > 1

@@ -1,0 +1,121 @@
+"""The example the page opens with, decoded ahead of time so the first visit moves at once.
+
+    python -m app.demo_trace            # re-decode with the default model, write assets/demo_trace.json
+
+Run it again whenever the default model (assets/a3-smollm2-135m) changes: the file records a
+fingerprint of the adapter, tests/test_demo_trace.py fails while the two disagree, and the app
+decodes the example at start-up instead of showing a stale trace. For any other model (the tiny
+test model, a checkpoint of your own) the app decodes the example once at start-up. Either way the
+model never runs when a page loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from app.session import Explorer, Request, Result
+from model.decoding import DecodeTrace
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+PATH = ROOT / "assets" / "demo_trace.json"
+
+# A3 dynamic: the model picks its own order, so the first thing a visitor sees is any-order decoding.
+DEMO_REQUEST = {
+    "text": "Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
+            "She read it twice and smiled.",
+    "method": "A3 dynamic", "order": "left to right", "group_size": 1, "strategy": "confidence", "k": 1,
+}
+
+
+def model_fingerprint(name: str) -> str:
+    """A short hash of the default model's adapter files ("" for other models)."""
+    if name != "default":
+        return ""
+    from model.loading import DEFAULT_ADAPTER
+
+    digest = hashlib.sha256()
+    for path in sorted(DEFAULT_ADAPTER.glob("*.safetensors")) + [DEFAULT_ADAPTER / "adapter_config.json"]:
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def demo_record(explorer: Explorer) -> dict:
+    """Decode the example and return what the JSON file holds."""
+    loaded = explorer.loaded
+    result = explorer.decode(Request(**DEMO_REQUEST))
+    return {
+        "request": DEMO_REQUEST, "model": loaded.name, "fingerprint": model_fingerprint(loaded.name),
+        "method": result.method, "text": result.text, "labels": result.labels,
+        "vocab": {str(k): v for k, v in sorted(result.vocab.items())},
+        "trace": result.trace.to_dict(loaded.tokenizer),
+    }
+
+
+def result_from_record(record: dict) -> Result:
+    trace = DecodeTrace.from_dict(record["trace"])
+    trace.settings.setdefault("method", record["method"])
+    return Result(trace, list(record["labels"]), {int(k): v for k, v in record["vocab"].items()},
+                  record["method"], record["text"], record["model"])
+
+
+def read_record(path: Path = PATH) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def matches(record: dict, explorer: Explorer) -> bool:
+    """The shipped trace belongs to this model and this tokenizer."""
+    loaded = explorer.loaded
+    if record.get("model") != loaded.name or record.get("fingerprint") != model_fingerprint(loaded.name):
+        return False
+    try:
+        ids = explorer.picker_from_text(record["request"]["text"])["ids"]
+    except Exception:  # noqa: BLE001 - any failure means: do not trust the file
+        return False
+    plan = record["trace"]["plan"]
+    return len(ids) == len(plan["token_ids"]) and all(
+        a == b for a, b, given in zip(ids, plan["token_ids"], plan["given"], strict=True) if given)
+
+
+def load_demo(explorer: Explorer, path: Path = PATH) -> tuple[Result | None, str]:
+    """(the example's result, a note saying where it came from); (None, why) when there is none."""
+    record = read_record(path)
+    if record is not None and matches(record, explorer):
+        return result_from_record(record), "Example decoded ahead of time: press ✎ your text to run your own."
+    if record is not None and explorer.loaded.name == "default":
+        log.warning("%s is stale for the current default model; decoding the example now "
+                    "(regenerate it with `python -m app.demo_trace`)", path)
+    try:
+        result = explorer.decode(Request(**DEMO_REQUEST))
+    except Exception as err:  # noqa: BLE001 - the page still opens, with an empty stage that says what to do
+        log.warning("could not decode the example at start-up: %s", err)
+        return None, ""
+    return result, "Example decoded at start-up: press ✎ your text to run your own."
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", type=Path, default=PATH)
+    args = ap.parse_args(argv)
+    from model.loading import load_model
+
+    explorer = Explorer(load_model(args.model, device="cpu"))
+    record = demo_record(explorer)
+    args.out.write_text(json.dumps(record, indent=None, separators=(",", ":")) + "\n")
+    steps = record["trace"]["steps"]
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB): {record['method']}, {len(steps)} steps, "
+          f"{record['text']!r}")
+
+
+if __name__ == "__main__":
+    main()

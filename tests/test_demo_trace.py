@@ -1,0 +1,64 @@
+"""The example the page opens with (assets/demo_trace.json, written by `python -m app.demo_trace`) is a
+consistent trace of the current default model: its plan is valid, its steps fill exactly the blanks,
+its tokens re-decode into its text, and it was decoded by the adapter that ships today."""
+
+import pytest
+import torch
+
+from app.demo_trace import DEMO_REQUEST, PATH, load_demo, model_fingerprint, read_record, result_from_record
+from app.session import Explorer, Request
+from model.masks import check_masks, two_stream_masks
+from model.text import decode_text, encode_masked_text
+
+REGENERATE = "regenerate it with `python -m app.demo_trace`"
+
+
+@pytest.fixture(scope="module")
+def record():
+    record = read_record(PATH)
+    assert record is not None, f"{PATH} is missing or unreadable: {REGENERATE}"
+    return record
+
+
+def test_shipped_trace_is_a_valid_plan_filled_step_by_step(record):
+    result = result_from_record(record)
+    trace = result.trace
+    plan = trace.plan
+    open_positions = plan.open_positions
+    committed = [p for s in trace.steps for p in s.positions]
+    assert sorted(committed) == open_positions and len(committed) == len(set(committed))  # each blank once
+    assert [s.step for s in trace.steps] == list(range(len(trace.steps)))
+    groups = torch.tensor(trace.group_ids)
+    assert all(int(groups[p]) > int(groups[plan.given].max()) for p in open_positions)  # given groups first
+    for s in trace.steps:  # each step commits one group, and groups come in decoding order
+        assert len({int(groups[p]) for p in s.positions}) == 1
+    order = [int(groups[s.positions[0]]) for s in trace.steps]
+    assert order == sorted(order)
+    content, query = two_stream_masks(groups)
+    assert check_masks(content, query, groups).ok
+    assert trace.tokens_at(len(trace.steps) - 1) == trace.final_ids
+    assert len(result.labels) == len(trace.final_ids) and record["method"] == DEMO_REQUEST["method"]
+
+
+def test_shipped_tokens_re_decode_into_its_text(record, tokenizer):
+    trace = result_from_record(record).trace
+    assert decode_text(tokenizer, trace.final_ids) == record["text"] == record["trace"]["final_text"]
+    masked = encode_masked_text(tokenizer, DEMO_REQUEST["text"], start_token_id=trace.final_ids[0])
+    assert masked.token_ids.tolist()[:1] == trace.final_ids[:1]
+    given = masked.given.tolist()
+    assert given == trace.given
+    assert [t for t, g in zip(masked.token_ids.tolist(), given, strict=True) if g] == \
+        [t for t, g in zip(trace.final_ids, given, strict=True) if g]
+
+
+def test_shipped_trace_comes_from_the_adapter_that_ships(record):
+    assert record["model"] == "default"
+    assert record["fingerprint"] == model_fingerprint("default"), f"the default model changed: {REGENERATE}"
+
+
+def test_other_models_decode_the_example_at_start_up(tiny_loaded):
+    explorer = Explorer(tiny_loaded)
+    result, note = load_demo(explorer)
+    assert result is not None and "start-up" in note
+    assert result.n_steps == len(result.trace.plan.open_positions)  # A3 dynamic, k = 1
+    assert result.text == explorer.decode(Request(**DEMO_REQUEST)).text

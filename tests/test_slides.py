@@ -1,0 +1,228 @@
+"""Exports for slides (app.slides): the GIF has one frame per step at slide size; the HTML player is
+self-contained, and opened from file:// in headless Chromium with the network cut off it steps with the
+keyboard, shows the trace's tokens at every step, and draws mask cells equal to two_stream_masks."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from app.slides import GIF_SIZE, display, export_gif, export_player, gif_frames
+from model.decoding import DecodeTrace, collect, run_decoder
+from model.masks import two_stream_masks
+from model.plans import make_plan
+from model.text import encode_masked_text, token_strings
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
+REQUIRED = os.environ.get("A3_REQUIRE_BROWSER") == "1"
+if CHROMIUM is None and REQUIRED:
+    raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
+
+TEXT = "The old fisherman rowed his [MASK:5] across the quiet lake at [MASK:3]."
+# mode -> decoder arguments; "plan" uses random groups of 2, so the order is neither AR nor contiguous
+MODES = {"plan": {}, "dynamic": {"k": 2}, "official_dynamic": {"k": 2}, "ar_baseline": {}}
+
+
+def _decode(loaded, mode: str) -> DecodeTrace:
+    masked = encode_masked_text(loaded.tokenizer, TEXT, start_token_id=loaded.start_token_id)
+    order, size = ("random", 2) if mode == "plan" else ("left_to_right", 1)
+    plan = make_plan(masked.token_ids, given=masked.given, order=order, group_size=size,
+                     generator=torch.Generator().manual_seed(0))
+    # ar_baseline runs the tiny model itself as its "base": the export only reads the trace
+    return collect(run_decoder(mode, loaded.model, plan, seed=0, **MODES[mode]))
+
+
+@pytest.fixture(scope="module")
+def traces(tiny_loaded):
+    """mode -> (DecodeTrace, its dict with token strings)."""
+    out = {}
+    for mode in MODES:
+        trace = _decode(tiny_loaded, mode)
+        out[mode] = trace, trace.to_dict(tiny_loaded.tokenizer)
+    return out
+
+
+def expected_tokens(loaded, trace: DecodeTrace, step: int) -> dict[int, str]:
+    """position -> the string the player must show after `step`: the token, or ▢ where still open."""
+    start = loaded.start_token_id
+    return {p: "▢" if t is None else display(token_strings(loaded.tokenizer, [t], start_token_id=start)[0])
+            for p, t in enumerate(trace.tokens_at(step))}
+
+
+# --------------------------------------------------------------------------------------------------
+# GIF
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_gif_has_one_frame_per_step_at_slide_size(traces, mode, tmp_path):
+    trace, data = traces[mode]
+    path = export_gif(data, tmp_path / f"{mode}.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.size == GIF_SIZE == (1280, 720)
+        assert gif.n_frames == len(trace.steps) > 1
+        assert gif.info.get("loop") == 0  # loops on a slide
+        durations = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            durations.append(gif.info["duration"])
+    assert all(d > 0 for d in durations) and durations[-1] >= durations[0]  # the last frame holds longer
+
+
+def test_gif_frames_tint_each_step_in_the_page_palette(traces):
+    from app.figures import step_colors
+
+    trace, data = traces["plan"]
+    frames = gif_frames(data)
+    colours = {tuple(round(float(c)) for c in s[4:-1].split(",")) for s in step_colors(len(trace.steps))}
+    above_legend = (0, 0, GIF_SIZE[0], GIF_SIZE[1] - 50)  # the legend's colour ramp shows every step
+    first, last = ({px for _, px in f.crop(above_legend).getcolors(1 << 20)} for f in (frames[0], frames[-1]))
+    # the last frame shows every step's colour, the first only the first step's
+    assert colours <= last
+    assert len(colours & first) < len(colours)
+    assert frames[0].tobytes() != frames[1].tobytes()
+
+
+def test_gif_refuses_an_empty_trace(traces, tmp_path):
+    _, data = traces["plan"]
+    with pytest.raises(ValueError, match="no steps"):
+        export_gif({**data, "steps": []}, tmp_path / "empty.gif")
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML player: static checks
+
+
+def test_player_is_one_self_contained_file(traces, tmp_path):
+    _, data = traces["official_dynamic"]
+    page = export_player(data, tmp_path / "player.html").read_text()
+    assert "{{" not in page  # every placeholder filled
+    assert not re.search(r"<(script|img|iframe)[^>]*\bsrc=|<link\b|@import|https?://", page)
+    assert "window.A3Player" in page and "grid-template-areas" in page  # player.js and player.css inlined
+    # a token can never close the data script early
+    tricky = {**data, "final_tokens": [*data["final_tokens"][:-1], "</script><b>"]}
+    page = export_player(tricky, tmp_path / "tricky.html").read_text()
+    assert page.count("</script>") == 2 and "<b>" not in page
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML player in a real browser, from file://, offline
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium (apt-get install chromium); set A3_REQUIRE_BROWSER=1 to fail instead")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-background-networking",
+                                                              "--disable-component-update", "--no-first-run"])
+        yield b
+        b.close()
+
+
+READ_CELLS = """(id) => {
+  // the colour drawn at the centre of every mask cell, in display order: 1 = the "may attend" blue
+  const c = document.getElementById(id), d = c.dataset, ctx = c.getContext("2d");
+  const r = c.width / parseFloat(c.style.width), n = +d.n, cell = +d.cell;
+  const px = ctx.getImageData(0, 0, c.width, c.height).data, out = [];
+  for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) {
+    const x = Math.floor((+d.x0 + (b + 0.5) * cell) * r), y = Math.floor((+d.y0 + (a + 0.5) * cell) * r);
+    const k = 4 * (y * c.width + x);
+    out.push(px[k + 2] - px[k] > 60 ? 1 : 0);
+  }
+  return {cells: out, order: d.order.split(",").map(Number), step: +d.step};
+}"""
+
+
+def shown_tokens(page) -> dict[int, str]:
+    return page.eval_on_selector_all("#sentence [data-pos]", "els => els.map(e => [+e.dataset.pos, e.textContent])")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("mode", list(MODES))
+def test_player_offline_steps_with_keys_like_the_trace(traces, tiny_loaded, browser, mode, tmp_path):
+    trace, data = traces[mode]
+    path = export_player(data, tmp_path / f"{mode}.html")
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, offline=True)
+    attempted, errors = [], []
+
+    def block(route):  # the network is off: anything that is not the file itself is aborted and noted
+        if not route.request.url.startswith("file://"):
+            attempted.append(route.request.url)
+            return route.abort()
+        return route.continue_()
+
+    context.route("**/*", block)
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_selector("#sentence [data-pos]")
+    n_steps = len(trace.steps)
+    hidden = {0} if data["final_tokens"][0] == "⟨s⟩" else set()
+
+    def check(step: int) -> None:
+        assert page.evaluate("window.A3Player.step") == step
+        assert page.get_attribute("#player", "data-step") == str(step)
+        want = {p: s for p, s in expected_tokens(tiny_loaded, trace, step).items() if p not in hidden}
+        assert dict(shown_tokens(page)) == want, f"tokens differ at step {step}"
+        content, query = two_stream_masks(torch.tensor(trace.group_ids_at(step)))
+        for canvas, mask in (("mask-content", content), ("mask-query", query)):
+            drawn = page.evaluate(READ_CELLS, canvas)
+            assert drawn["step"] == step and drawn["order"] == list(range(trace.plan.length))
+            assert drawn["cells"] == mask.flatten().int().tolist(), f"{canvas} differs at step {step}"
+        grid_open = page.locator("#grid .cell.open").count()
+        assert grid_open == sum(1 for t in trace.tokens_at(step) if t is None)
+
+    check(-1)  # opens before decoding: only the given tokens
+    for step in range(n_steps):
+        page.keyboard.press("ArrowRight")
+        check(step)
+    page.keyboard.press("ArrowRight")  # past the end it stays on the last step
+    check(n_steps - 1)
+    page.keyboard.press("ArrowLeft")
+    check(n_steps - 2)
+    page.keyboard.press("Home")
+    check(-1)
+    page.keyboard.press("End")
+    check(n_steps - 1)
+    assert "Step" in page.text_content("#summary") and f"/{n_steps}" in page.text_content("#summary")
+
+    # the slider scrubs; the DAG draws the page's edges
+    page.locator("#slider").fill("0")
+    check(0)
+    assert int(page.get_attribute("#dag", "data-edges")) == len(data_edges(trace))
+    assert not attempted and not errors
+    context.close()
+
+
+def data_edges(trace: DecodeTrace) -> list:
+    from app.figures import dependency_graph
+
+    return list(dependency_graph(trace).edges())
+
+
+@pytest.mark.browser
+def test_player_plays_by_itself_and_space_pauses(traces, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    trace, data = traces["plan"]
+    page = browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.goto(export_player(data, tmp_path / "player.html").as_uri())
+    page.select_option("#speed", "0.25")
+    page.locator("#summary").click()
+    page.keyboard.press(" ")
+    expect(page.locator("#player")).to_have_attribute("data-step", str(len(trace.steps) - 1), timeout=10_000)
+    expect(page.locator("#play")).to_have_attribute("aria-label", "play")  # stopped at the end
+    page.keyboard.press(" ")  # from the end, play starts over
+    expect(page.locator("#player")).not_to_have_attribute("data-step", str(len(trace.steps) - 1))
+    page.keyboard.press(" ")
+    paused = page.get_attribute("#player", "data-step")
+    page.wait_for_timeout(600)
+    assert page.get_attribute("#player", "data-step") == paused
+    # one screen: nothing scrolls at 1920x1080
+    assert page.evaluate("document.documentElement.scrollHeight <= innerHeight")
+    page.close()
