@@ -289,7 +289,7 @@ def dag_figure(trace: DecodeTrace, step: int, labels: list[str], *, reduce: bool
     """The dependency DAG as an arc diagram: nodes on one line in decoding order, edges as arcs above it.
 
     All edges of an A3 plan make a fan (every group sees every earlier one); the transitive reduction
-    is a chain. A diffusion-style trace has edges from "given" only.
+    is a chain. A one-step parallel trace has edges from "given" only.
     """
     step = _check_step(trace, step)
     graph = dependency_graph(trace)

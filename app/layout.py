@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from app import figures
+from app import order_lab as lab_logic
 from app.picker import TokenPicker
 from app.render import clamp_step, render_step
 from app.session import (
@@ -108,8 +109,20 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
     def compare(request: Request) -> Comparison:
         return explorer.compare(request)
 
+    @gpu
+    def compute_lab(text_, n_random, size, seed_, custom):
+        return lab_logic.compute(explorer, text_, n_random=int(n_random if n_random is not None else 14),
+                                 group_size=int(size or 4), seed=int(seed_ or 0), custom_groups=custom or "")
+
+    @gpu
+    def stepper(make):
+        return make()
+
+    initial_gallery = gallery_outputs(explorer, lab_logic.LAB_TEXT, lab_logic.DEFAULT_GROUP_SIZE, 0)
+
     with gr.Blocks(title="A3 Explorer") as page:
         result_state = gr.State(demo_result)
+        lab_state = gr.State(None)
         compare_state = gr.State({})
         details_step = gr.State(-1)
         gr.Markdown(header_markdown(explorer, device_note), elem_id="header")
@@ -176,6 +189,45 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                     load_btns = [gr.Button(f"▶ {m}", size="sm", elem_id=f"load-{i}", min_width=80)
                                  for i, m in enumerate(COMPARE_METHODS)]
                 compare_texts = gr.Markdown("", elem_id="compare-texts")
+
+            with gr.Tab("≋ Order lab", id="orders", elem_id="tab-orders"):
+                gr.Markdown(ORDER_LAB_INTRO, elem_id="lab-intro")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        lab_text = gr.Textbox(label="A complete text (no blanks): every order scores these same tokens",
+                                              lines=2, value=lab_logic.LAB_TEXT, elem_id="lab-text")
+                        lab_btn = gr.Button("Score the text under every order", variant="primary", elem_id="lab-btn")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            lab_random = gr.Slider(0, 40, value=lab_logic.DEFAULT_RANDOM, step=1,
+                                                   label="random orders N",
+                                                   elem_id="lab-random")
+                            lab_size = gr.Slider(1, 8, value=lab_logic.DEFAULT_GROUP_SIZE, step=1,
+                                                 label="group size s", elem_id="lab-size")
+                        with gr.Row():
+                            lab_seed = gr.Number(value=0, precision=0, label="seed", elem_id="lab-seed", min_width=80)
+                            lab_custom = gr.Textbox(label="your group ids (optional)",
+                                                    placeholder="e.g. 0 2 2 1 1 3 ...", elem_id="lab-custom")
+                lab_summary = gr.Markdown("Nothing scored yet: press **Score the text under every order**.",
+                                          elem_id="lab-summary")
+                lab_plot = gr.Plot(show_label=False, elem_id="lab-plot", visible=False)
+                with gr.Row(equal_height=True):
+                    lab_a = gr.Dropdown([], label="order A", elem_id="lab-a", scale=2)
+                    lab_b = gr.Dropdown([], label="order B", elem_id="lab-b", scale=2)
+                    lab_load_a = gr.Button("▶ Step through A", elem_id="lab-load-a", size="sm", scale=1)
+                    lab_load_b = gr.Button("▶ Step through B", elem_id="lab-load-b", size="sm", scale=1)
+                lab_tokens = gr.Plot(show_label=False, elem_id="lab-tokens", visible=False)
+                with gr.Accordion("Mask gallery: one rule, many models", open=True, elem_id="gallery"):
+                    gr.Markdown(GALLERY_INTRO)
+                    gallery_plot = gr.Plot(initial_gallery[0], show_label=False, elem_id="gallery-plot")
+                    gallery_table = gr.Markdown(initial_gallery[1], elem_id="gallery-table")
+                    with gr.Row(equal_height=True):
+                        gallery_scheme = gr.Dropdown(initial_gallery[2], value="paper_figure_1", label="scheme",
+                                                     elem_id="gallery-scheme", scale=2)
+                        gallery_stage = gr.Button("▶ Step through it on this text", elem_id="gallery-stage",
+                                                  size="sm", scale=1)
+                        gallery_use = gr.Button("✎ Use it in Your text (custom group ids)", elem_id="gallery-use",
+                                                size="sm", scale=1)
 
             with gr.Tab("⌕ Step details", id="details", elem_id="tab-details"):
                 details_summary = gr.Markdown("Step through the stage; the step it stops on is detailed here.",
@@ -337,10 +389,119 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                 raise gr.Error(str(err)) from None
 
         gr.api(infill, api_name="infill", **model_events)
+
+        # ------------------------------------------------------------------------- order lab
+        def on_lab(text_, n_random, size, seed_, custom):
+            skip = (gr.skip(),) * 10
+            try:
+                lab = compute_lab(text_, n_random, size, seed_, custom)
+                shown = gallery_outputs(explorer, text_, int(size or 4), int(seed_ or 0))
+            except InputError as err:
+                return (*skip, warn(err))
+            except Exception as err:  # never a stack trace in the page
+                log.exception("order lab failed")
+                return (*skip, warn(f"Something went wrong: {err}"))
+            best, worst = lab.best(), lab.worst()
+            plot = lab_logic.distribution_figure(lab.names, [o.logp for o in lab.orders],
+                                                 [o.n_scored for o in lab.orders],
+                                                 ar_logp=lab.ar[0] if lab.ar else None)
+            tokens_ = lab_logic.per_token_figure(lab.labels, best, worst)
+            return (lab, lab_logic.summary_markdown(lab), gr.Plot(value=plot, visible=True),
+                    gr.Dropdown(choices=lab.names, value=best.name), gr.Dropdown(choices=lab.names, value=worst.name),
+                    gr.Plot(value=tokens_, visible=True), shown[0], shown[1],
+                    gr.Dropdown(choices=shown[2]), "")
+
+        def on_pair(lab, a, b):
+            if lab is None or not a or not b:
+                return gr.skip()
+            try:
+                return gr.Plot(value=lab_logic.per_token_figure(lab.labels, lab.get(a), lab.get(b)), visible=True)
+            except InputError as err:
+                warn(err)
+                return gr.skip()
+
+        def on_load_order(lab, name):
+            try:
+                result = stepper(lambda: lab_logic.load_order(explorer, lab, name))
+            except InputError as err:
+                return gr.skip(), gr.skip(), gr.skip(), warn(err)
+            except Exception as err:  # never a stack trace in the page
+                log.exception("order load failed")
+                return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
+            return result, stage_payload(result), gr.Tabs(selected="stage"), ""
+
+        def on_gallery_stage(text_, name, size, seed_):
+            try:
+                result = stepper(lambda: lab_logic.load_scheme(explorer, text_, name, group_size=int(size or 4),
+                                                               seed=int(seed_ or 0))[0])
+            except InputError as err:
+                return gr.skip(), gr.skip(), gr.skip(), warn(err)
+            except Exception as err:  # never a stack trace in the page
+                log.exception("gallery load failed")
+                return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
+            return result, stage_payload(result), gr.Tabs(selected="stage"), ""
+
+        def on_gallery_use(text_, name, size, seed_):
+            skip = (gr.skip(),) * 6
+            try:
+                _, schemes = lab_logic.gallery_for(explorer, text_, group_size=int(size or 4), seed=int(seed_ or 0))
+                scheme = next((s for s in schemes if s.name == name), None)
+                if scheme is None:
+                    raise InputError(f"Unknown scheme {name!r}: pick one from the list.")
+                picker_value = lab_logic.scheme_picker(explorer, text_, scheme)
+            except InputError as err:
+                return (*skip, warn(err))
+            return (text_, picker_value, "A3 plan", "custom group ids", " ".join(map(str, scheme.group_ids)),
+                    gr.Tabs(selected="input"), "")
+
+        lab_btn.click(on_lab, [lab_text, lab_random, lab_size, lab_seed, lab_custom],
+                      [lab_state, lab_summary, lab_plot, lab_a, lab_b, lab_tokens, gallery_plot, gallery_table,
+                       gallery_scheme, warning], api_visibility="private", **model_events)
+        gr.on([lab_a.input, lab_b.input], on_pair, [lab_state, lab_a, lab_b], lab_tokens,
+              trigger_mode="always_last", api_visibility="private")
+        lab_load_a.click(on_load_order, [lab_state, lab_a], [result_state, stage, tabs, warning],
+                         api_visibility="private", **model_events)
+        lab_load_b.click(on_load_order, [lab_state, lab_b], [result_state, stage, tabs, warning],
+                         api_visibility="private", **model_events)
+        gallery_stage.click(on_gallery_stage, [lab_text, gallery_scheme, lab_size, lab_seed],
+                            [result_state, stage, tabs, warning], api_visibility="private", **model_events)
+        gallery_use.click(on_gallery_use, [lab_text, gallery_scheme, lab_size, lab_seed],
+                          [text, picker, method, order, custom_groups, tabs, warning], api_visibility="private")
+
+        def order_likelihoods(text: str, orders_json: str = "") -> dict:
+            """Exact log-likelihood of `text` (tokenized as the page does, start token first) under each order:
+            `orders_json` empty = the default set (left_to_right, right_to_left, outside_in, blocks_of_4,
+            random_i, random_groups_of_4_i); else a JSON list of those names and/or {"name", "group_ids"}.
+            Returns {"orders": [{"name", "group_ids", "logp", "token_logps"}, ...]}; logp is the log p of every
+            token after the first (lowest) group, given that group; token_logps is null there."""
+            try:
+                return gpu(lab_logic.api)(explorer, text, orders_json or "")
+            except InputError as err:
+                raise gr.Error(str(err)) from None
+
+        gr.api(order_likelihoods, api_name="order_likelihoods", **model_events)
         page.load(on_tokenize, text, [picker, warning], api_visibility="private")
     page.queue(default_concurrency_limit=4, max_size=64)
     page.loaded_model = loaded
     return page
+
+
+ORDER_LAB_INTRO = (
+    "A3 gives the **exact** likelihood of a text under any grouping and order, in one forward pass. Here the "
+    "same tokens are scored under many orders at once: how much does the order matter? Pick two orders to see "
+    "which tokens are easy in which, and step through any order on the stage, teacher-forced (each step "
+    "commits the true tokens and shows their probabilities).")
+GALLERY_INTRO = (
+    "Common attention schemes written as A3 group ids, at the length of the text above, each through the same "
+    "two-stream rule (content: g[j] ≤ g[i], query: g[j] < g[i]) and the mask checker. Top row: content stream "
+    "(the scheme's usual mask); bottom row: query stream (what predicts each token). Blue = may attend.")
+
+
+def gallery_outputs(explorer: Explorer, text: str, size: int, seed: int):
+    """The gallery's figure, table and scheme choices for a text (no model call)."""
+    _, schemes = lab_logic.gallery_for(explorer, text, group_size=size, seed=seed)
+    return (lab_logic.gallery_figure(schemes), lab_logic.gallery_markdown(schemes),
+            [(s.title, s.name) for s in schemes])
 
 
 def warn(message) -> str:

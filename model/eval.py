@@ -8,7 +8,8 @@ Perplexities (exact likelihoods, start token excluded):
     ppl_a3_ar_order    the A3 model under left-to-right grouping
     ppl_a3_random_s4   the A3 model under random groups of 4 in random order (seeded)
 Infilling, greedy, the blank's length given. Stories: one whole sentence masked (as in the paper's
-ROCStories task). General text (assets/general, human-written, never trained on): the middle 40% of
+ROCStories task). General text (assets/general, human-written, never used to train the adapter; the
+base model may well have seen such text in pretraining): the middle 40% of
 the tokens of one sentence masked, the sentence alone. Methods:
     a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
     a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
@@ -110,11 +111,11 @@ def prefix_only(example: dict) -> dict:
     return {**example, "ids": example["ids"][:hi], "given": example["given"][:hi], "suffix": []}
 
 
-def fill(method: str, model, base, example: dict) -> list[int]:
-    """The tokens a method puts in the example's blank."""
+def fill(method: str, model, base, example: dict, given_grouping: str = "causal") -> list[int]:
+    """The tokens a method puts in the example's blank (given tokens grouped as the model was trained)."""
     if method == "a3_prefix_only":
-        return fill("a3_plan", model, base, prefix_only(example))
-    plan = make_plan(example["ids"], given=example["given"], order="left_to_right")
+        return fill("a3_plan", model, base, prefix_only(example), given_grouping)
+    plan = make_plan(example["ids"], given=example["given"], order="left_to_right", given_grouping=given_grouping)
     mode, options = {
         "a3_plan": ("plan", {"preview_open": False}),
         "a3_dynamic": ("dynamic", {"k": 1}),
@@ -131,10 +132,10 @@ def fill(method: str, model, base, example: dict) -> list[int]:
 class InfillScores:
     """ROUGE and suffix coherence per method, accumulated over examples."""
 
-    def __init__(self, methods, base):
+    def __init__(self, methods, base, given_grouping: str = "causal"):
         from rouge_score import rouge_scorer
 
-        self.methods, self.base = methods, base
+        self.methods, self.base, self.given_grouping = methods, base, given_grouping
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
         self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
         self.suffix = {m: [] for m in (*methods, "reference")}
@@ -145,7 +146,7 @@ class InfillScores:
         fills = {"reference": example["ids"][lo:hi].tolist()}
         texts = {"reference": example["reference"]}
         for method in self.methods:
-            fills[method] = fill(method, model, self.base, example)
+            fills[method] = fill(method, model, self.base, example, self.given_grouping)
             texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
             for key, value in self.scorer.score(example["reference"], texts[method]).items():
                 self.rouge[method][key].append(value.fmeasure * 100)
@@ -187,16 +188,23 @@ class Perplexities:
         self.nll = {"base_ar": 0.0, "a3_ar": 0.0, "a3_random_s4": 0.0}
         self.n_tokens = 0
 
-    def add(self, ids: list[int]) -> None:
+    def add(self, ids: list[int]) -> dict:
+        """Score one sequence; returns its NLLs (to merge into another tally)."""
         n = len(ids)
         if n < 2:
-            return
-        if self.base is not None:
-            self.nll["base_ar"] -= ar_log_likelihood(self.base, ids)
-        self.nll["a3_ar"] -= sequence_log_likelihood(self.model, ids, torch.arange(n))[0]
-        groups = sample_training_groups(n, "perm4", self.rng)
-        self.nll["a3_random_s4"] -= sequence_log_likelihood(self.model, ids, groups)[0]
-        self.n_tokens += n - 1
+            return {"nll": {}, "n_tokens": 0}
+        nll = {"base_ar": -ar_log_likelihood(self.base, ids) if self.base is not None else 0.0,
+               "a3_ar": -sequence_log_likelihood(self.model, ids, torch.arange(n))[0],
+               "a3_random_s4": -sequence_log_likelihood(self.model, ids,
+                                                        sample_training_groups(n, "perm4", self.rng))[0]}
+        one = {"nll": nll, "n_tokens": n - 1}
+        self.merge(one)
+        return one
+
+    def merge(self, scored: dict) -> None:
+        for key, value in scored["nll"].items():
+            self.nll[key] += value
+        self.n_tokens += scored["n_tokens"]
 
     def summary(self) -> dict:
         def ppl(key):
@@ -219,7 +227,8 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     t0 = time.perf_counter()
 
     stories = read_stories(split, data_dir, limit=limit)
-    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base)
+    grouping = getattr(loaded, "given_grouping", "causal")
+    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping)
     for story in stories:
         ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         ppl.add(ids)
@@ -249,12 +258,11 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     docs = interleave_sources(read_general("test", directory), limit)
     rng = torch.Generator().manual_seed(seed + 1)
     overall = Perplexities(model, base, rng)
-    by_source = {s: Perplexities(model, base, torch.Generator().manual_seed(seed + 1)) for s in SOURCES}
-    infill = InfillScores(methods, base)
+    by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
+    infill = InfillScores(methods, base, getattr(loaded, "given_grouping", "causal"))
     for doc in docs:
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
-        overall.add(ids)
-        by_source[doc["source"]].add(ids)
+        by_source[doc["source"]].merge(overall.add(ids))
     for doc in docs:
         if len(infill.rouge[methods[0]]["rouge1"]) >= n_infill:
             break

@@ -15,7 +15,7 @@ prefix and suffix, an open middle span in a random order) and short spans (1-16 
 both sides given). Trainable: LoRA adapters on every linear layer, plus the query vector and the
 RMSNorm weights.
 
-Keeping the base's general ability (recipe v2): `--general` adds the human-written general corpus
+Keeping the base's general ability (recipe v2): `--general true` adds the human-written general corpus
 (assets/general, packed into sequences) to the stories, and `--distill-weight w` adds w * KL(base ||
 A3) on left-to-right batches: under left-to-right grouping the A3 query stream predicts exactly what
 the base AR model predicts, so the base is the teacher there. `--init-adapter DIR` warm-starts from
@@ -145,8 +145,9 @@ def general_sequences(tokenizer, start_token_id: int, split: str, cfg: TrainConf
     from model.general import read_general
 
     directory = Path(cfg.general_dir) if cfg.general_dir else None
-    docs = read_general(split, directory, limit=cfg.limit_stories)
+    docs = read_general(split, directory)  # the file is grouped by source: shuffle before any limit
     order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    order = order[: cfg.limit_stories] if cfg.limit_stories is not None else order
     ids = tokenizer([docs[i]["text"] for i in order], add_special_tokens=False).input_ids
     newline = tokenizer("\n", add_special_tokens=False).input_ids
     packed, current = [], [start_token_id]
@@ -199,11 +200,7 @@ def sample_span_groups(length: int, generator: torch.Generator | None = None, ma
     given (left to right); the span decoded left to right (half the time) or in a random or
     outside-in order, one token per group half the time. This is the shape of a blank in the app
     and in the evaluation, where the plan decoder fills it left to right with both sides given."""
-    n = length - 1
-    span = int(torch.randint(1, min(max_span, n) + 1, (1,), generator=generator))
-    start = 1 + int(torch.randint(0, n - span + 1, (1,), generator=generator))
-    given = torch.ones(length, dtype=torch.bool)
-    given[start : start + span] = False
+    given = sample_span(length, generator, max_span)
     r = float(torch.rand(1, generator=generator))
     order = "left_to_right" if r < 0.5 else ("random" if r < 0.75 else "outside_in")
     size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else (2, 4)[int(torch.randint(0, 2, (1,),
@@ -211,6 +208,16 @@ def sample_span_groups(length: int, generator: torch.Generator | None = None, ma
     plan = make_plan(torch.zeros(length, dtype=torch.long), given=given, order=order, group_size=size,
                      generator=generator)
     return plan.group_ids
+
+
+def sample_span(length: int, generator: torch.Generator | None = None, max_span: int = 16) -> torch.Tensor:
+    """A given mask (L,) with one open run of 1..max_span tokens anywhere after the start token."""
+    n = length - 1
+    span = int(torch.randint(1, min(max_span, n) + 1, (1,), generator=generator))
+    start = 1 + int(torch.randint(0, n - span + 1, (1,), generator=generator))
+    given = torch.ones(length, dtype=torch.bool)
+    given[start : start + span] = False
+    return given
 
 
 def sample_groups(length: int, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -283,6 +290,15 @@ def load_adapter_weights(model, directory: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    saved = json.loads((directory / "adapter_config.json").read_text())
+    lora_config = model.peft_config["default"]
+    for key in ("r", "lora_alpha"):
+        if saved.get(key) != getattr(lora_config, key):
+            raise ValueError(f"{directory}: the adapter has {key}={saved.get(key)}, this run {key}="
+                             f"{getattr(lora_config, key)}; set --lora-rank / --lora-alpha to match it.")
+    if set(saved.get("target_modules") or []) != set(lora_config.target_modules):
+        raise ValueError(f"{directory}: the adapter targets {sorted(saved.get('target_modules') or [])}, "
+                         f"this run {sorted(lora_config.target_modules)}.")
     lora = {k: v.float() for k, v in load_file(directory / "adapter_model.safetensors").items()}
     result = set_peft_model_state_dict(model, lora)
     unexpected = getattr(result, "unexpected_keys", [])
@@ -389,6 +405,9 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    unknown = (set(cfg.stages) | set(cfg.mix)) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown curriculum stages {sorted(unknown)}; choose from {STAGES}.")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start_time = time.time()

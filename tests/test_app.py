@@ -42,10 +42,10 @@ def test_model_events_share_one_concurrency_group(app_url):
     _, demo = app_url
     fns = list(demo.fns.values())
     model_fns = [f for f in fns if getattr(f, "concurrency_id", None) == "model"]
-    assert len(model_fns) >= 3  # run, compare, infill
+    assert len(model_fns) >= 4  # run, compare, infill, order lab
     assert all(f.concurrency_limit == 1 for f in model_fns)
     public = sorted(f.api_name for f in fns if getattr(f, "api_visibility", "public") == "public")
-    assert public == ["infill"]
+    assert public == ["infill", "order_likelihoods"]
 
 
 def test_page_opens_on_a_playing_example_with_math_and_slide_exports(app_url):
@@ -60,3 +60,57 @@ def test_page_opens_on_a_playing_example_with_math_and_slide_exports(app_url):
     assert {"export-trace", "compare-table", "compare-plot", "candidates", "tabs"} <= set(blocks)
     if slides_module() is not None:
         assert blocks["export-gif"].visible and blocks["export-player"].visible
+
+
+LAB_TEXT = "The cat sat on the mat and looked at the birds in the old tree."
+
+
+def test_order_likelihoods_endpoint_through_gradio_client(app_url):
+    import torch
+
+    from model.decoding import sequence_log_likelihood
+
+    url, demo = app_url
+    client = Client(url, verbose=False, analytics_enabled=False)
+    assert "/order_likelihoods" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    result = client.predict(LAB_TEXT, "", api_name="/order_likelihoods")
+    result = json.loads(result) if isinstance(result, str) else result
+    orders = {o["name"]: o for o in result["orders"]}
+    assert "left_to_right" in orders and len(orders) >= 4
+    loaded = demo.loaded_model
+    ids = [loaded.start_token_id] + loaded.tokenizer(LAB_TEXT, add_special_tokens=False).input_ids
+    ltr = orders["left_to_right"]
+    assert ltr["group_ids"] == list(range(len(ids))) and len(ltr["token_logps"]) == len(ids)
+    assert ltr["token_logps"][0] is None and all(isinstance(v, float) for v in ltr["token_logps"][1:])
+    for order in result["orders"]:
+        reference, _ = sequence_log_likelihood(loaded.model, torch.tensor(ids), order["group_ids"])
+        assert order["logp"] == pytest.approx(reference, abs=1e-3)
+    custom = [0] + [2] * (len(ids) - 3) + [1, 1]  # the last two tokens first, then the rest at once
+    chosen = client.predict(LAB_TEXT, json.dumps(["right_to_left", {"name": "mine", "group_ids": custom}]),
+                            api_name="/order_likelihoods")
+    chosen = json.loads(chosen) if isinstance(chosen, str) else chosen
+    assert [o["name"] for o in chosen["orders"]] == ["right_to_left", "mine"]
+    assert chosen["orders"][0]["logp"] == pytest.approx(orders["right_to_left"]["logp"], abs=1e-3)
+
+
+def test_order_likelihoods_endpoint_reports_bad_input_as_an_error_message(app_url):
+    from gradio_client.exceptions import AppError
+
+    client = Client(app_url[0], verbose=False, analytics_enabled=False)
+    with pytest.raises(AppError, match="remove the .MASK. blanks"):
+        client.predict(TEXT, "", api_name="/order_likelihoods")
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict(LAB_TEXT, "[left_to_right", api_name="/order_likelihoods")
+    with pytest.raises(AppError, match="expected .* integers"):
+        client.predict(LAB_TEXT, json.dumps([{"name": "short", "group_ids": [0, 1]}]), api_name="/order_likelihoods")
+    with pytest.raises(AppError, match="Unknown order name"):
+        client.predict(LAB_TEXT, json.dumps(["sideways"]), api_name="/order_likelihoods")
+
+
+def test_order_lab_tab_is_wired(app_url):
+    _, demo = app_url
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert {"tab-orders", "lab-text", "lab-btn", "lab-plot", "lab-a", "lab-b", "lab-load-a", "lab-tokens",
+            "gallery-plot", "gallery-scheme", "gallery-stage", "gallery-use"} <= set(blocks)
+    gallery = blocks["gallery-plot"].value  # drawn at build time, without the model
+    assert gallery is not None

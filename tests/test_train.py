@@ -81,3 +81,74 @@ def test_tiny_training_run_logs_resumes_exactly_and_exports_a_loadable_adapter(t
     with torch.no_grad():
         ref, got = merged(ids, groups).logits, half(ids, groups).logits
     assert got.dtype == torch.float32 and torch.allclose(ref, got, atol=5e-2)
+
+
+# --------------------------------------------------------------------------------------------------
+# recipe v2: distillation to the base, the general corpus, short spans, warm starts
+
+
+def test_distill_kl_compares_query_row_i_with_base_row_i_minus_1_and_skips_padding():
+    from model.train import distill_kl
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 6, 11, generator=g)
+    labels = torch.tensor([[1, 2, 3, 4, 5, 6], [1, 2, 3, -100, -100, -100]])
+    student = torch.randn(2, 6, 11, generator=g)
+    student[:, 1:] = teacher[:, :-1]  # the A3 query row i predicts what the base's row i-1 predicts
+    student[1, 3:] = 100 * torch.randn(3, 11, generator=g)  # padding rows: anything
+    assert float(distill_kl(student, teacher, labels)) < 1e-6
+    student[0, 2] += torch.randn(11, generator=g)  # one real row off: a positive KL
+    assert float(distill_kl(student, teacher, labels)) > 1e-3
+
+
+def test_general_sequences_pack_whole_documents_from_every_source(tokenizer):
+    from model.train import general_sequences
+
+    cfg = TrainConfig(seq_len=64, limit_stories=300)
+    packed = general_sequences(tokenizer, 0, "validation", cfg)
+    assert packed and all(seq[0] == 0 and 2 < len(seq) <= 64 for seq in packed)
+    assert sum(len(s) for s in packed) > 300 * 5  # about every document went in
+    text = tokenizer.decode([t for s in packed for t in s[1:]])
+    from model.general import read_general
+
+    docs = read_general("validation")
+    chosen = [d for d in docs if d["text"] in text]
+    assert {d["source"] for d in chosen} == {"wordnet", "pydocs", "jargon"}  # shuffled before the limit
+
+
+def test_span_groupings_open_one_short_run_after_the_start_token():
+    from model.train import sample_groups, sample_span, sample_span_groups
+
+    g = torch.Generator().manual_seed(0)
+    lengths = set()
+    for _ in range(300):
+        n = int(torch.randint(2, 80, (1,), generator=g))
+        open_at = (~sample_span(n, g)).nonzero(as_tuple=True)[0].tolist()
+        assert open_at and open_at[0] >= 1 and len(open_at) <= 16
+        assert open_at == list(range(open_at[0], open_at[-1] + 1))  # one contiguous run
+        lengths.add(len(open_at))
+        groups = sample_span_groups(n, g)
+        assert int(groups[0]) < int(groups[1:].min())  # the start token alone in the lowest group
+    assert lengths == set(range(1, 17))
+    assert sample_groups(10, "ar", g).tolist()[1:] == list(range(9))
+
+
+def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):
+    import pytest
+
+    from model.train import build_model, load_adapter_weights
+
+    run_tiny(tmp_path, tmp_path / "first", max_steps=3, eval_every=100, save_every=100)
+    final = tmp_path / "first" / "final"
+    cfg = TrainConfig(**{**PRESETS["tiny"], "init_adapter": str(final)})
+    warm, _, _ = build_model(cfg)
+    trained = apply_adapter(tiny_model(len(tokenizer), seed=0), final)
+    ids = torch.randint(0, len(tokenizer), (1, 10), generator=torch.Generator().manual_seed(1))
+    groups = torch.arange(10).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.allclose(warm(ids, group_ids=groups).logits, trained(ids, group_ids=groups).logits, atol=1e-5)
+    other, _, _ = build_model(TrainConfig(**{**PRESETS["tiny"], "lora_alpha": 64}))
+    with pytest.raises(ValueError, match="lora_alpha"):
+        load_adapter_weights(other, final)
+    with pytest.raises(ValueError, match="unknown curriculum stages"):
+        run_tiny(tmp_path, tmp_path / "bad", mix={"spam": 1.0})
