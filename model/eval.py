@@ -37,8 +37,8 @@ from model.decoding import collect, run_decoder, sequence_log_likelihood
 from model.plans import make_plan, sample_training_groups
 from model.stories import read_stories, split_sentences
 
-METHODS = ("a3_plan", "a3_dynamic", "diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix",
-           "a3_prefix_only")
+METHODS = ("a3_plan", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix", "a3_prefix_only")
+EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
 BASE_METHODS = ("ar_prefix",)  # need the base AR model
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -170,6 +170,13 @@ class InfillScores:
 # the evaluation
 
 
+def _progress(what: str) -> None:
+    """One line per example on stderr (the JSON stays alone on stdout's last line)."""
+    import sys
+
+    print(f"[eval {time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def _base_or_none(loaded):
     """The base AR model, or (None, why) when the checkpoint names none."""
     try:
@@ -229,7 +236,8 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     stories = read_stories(split, data_dir, limit=limit)
     grouping = getattr(loaded, "given_grouping", "causal")
     ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping)
-    for story in stories:
+    for n, story in enumerate(stories):
+        _progress(f"story {n + 1}/{len(stories)}")
         ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         ppl.add(ids)
         example = infill_example(tok, start, story["text"], rng)
@@ -266,6 +274,7 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     for doc in docs:
         if len(infill.rouge[methods[0]]["rouge1"]) >= n_infill:
             break
+        _progress(f"general infill {len(infill.rouge[methods[0]]['rouge1']) + 1}/{n_infill}")
         sentence = sentence_for_infill(doc["text"])
         example = middle_infill_example(tok, start, sentence) if sentence else None
         if example is not None:
@@ -291,13 +300,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--general-limit", type=int, default=300,
                     help="general documents for perplexity, balanced over sources (0: skip general text)")
     ap.add_argument("--general-infill", type=int, default=120, help="general sentences for infilling")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    if unknown or not methods:
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS + EXTRA_METHODS)}")
     loaded = load_model(args.model)
-    result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split,
+    result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split, methods=methods,
                       data_dir=Path(args.data_dir) if args.data_dir else None,
                       general_limit=args.general_limit, general_infill=args.general_infill,
                       general_dir=Path(args.general_dir) if args.general_dir else None)
