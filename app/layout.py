@@ -547,7 +547,7 @@ def header_markdown(explorer: Explorer, device_note: str) -> str:
     loaded = explorer.loaded
     line = ("**A3 Explorer** · any-order, any-subset autoregressive generation "
             "([arXiv 2601.13228](https://arxiv.org/abs/2601.13228)) · "
-            f"model: {loaded.description} · given tokens: {explorer.given_grouping} groups · "
+            f"model: {loaded.description} · given tokens: {explorer.given_grouping} · "
             f"{device_note or 'cpu'}")
     if not loaded.trained:
         line += f"\n\n> ⚠️ {loaded.notes[0] if loaded.notes else 'This model is untrained.'}"

@@ -257,7 +257,8 @@
   // ------------------------------------------------------------------------------ size and load
   function fit() {  // the stage fills the window below its top edge: everything visible at once
     const top = root.getBoundingClientRect().top + window.scrollY;
-    root.style.height = Math.max(460, window.innerHeight - Math.max(0, top) - 12) + 'px';
+    const height = Math.max(460, window.innerHeight - Math.max(0, top) - 12) + 'px';
+    if (root.style.height !== height) root.style.height = height;
   }
 
   function load(P) {
@@ -288,6 +289,8 @@
   resized.observe(root);
   element.querySelectorAll('.a3s-canvasbox, .a3s-gridbox').forEach((box) => resized.observe(box));
   window.addEventListener('resize', fit);
+  // what sits above the stage (the header, a warning) may render after the stage: fit again when it does
+  new ResizeObserver(() => fit()).observe(document.body);
   window.__a3stage.play = play; window.__a3stage.pause = pause; window.__a3stage.setStep = (s) => userStep(s);
   watch('value', () => load(props.value));
   load(props.value);
