@@ -20,8 +20,10 @@ the tokens of one sentence masked, the sentence alone. Methods:
     ar_prefix          the base AR model from the prefix only, cut to the blank's length
     a3_prefix_only     the A3 model, left to right, with the text after the blank removed
 Scores per method: ROUGE-1/2/L F1 x 100 of the fill against the original (Google's rouge-score,
-stemming on), and suffix_nll, the base AR model's mean NLL per token of the text after the blank given
-the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's).
+stemming on); suffix_nll, the base AR model's mean NLL per token of the text after the blank given
+the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's);
+and text_nll, the same over the fill and the text after it together (a degenerate fill that merely ends a
+sentence gets a low suffix_nll but pays for itself here).
 """
 
 from __future__ import annotations
@@ -60,12 +62,20 @@ def ar_log_likelihood(base, token_ids) -> float:
     return float(_content_logp(base, torch.as_tensor(token_ids, dtype=torch.long)).sum())
 
 
+def continuation_nll(base, prefix: list[int], fill: list[int], suffix: list[int]) -> tuple[float, float]:
+    """(suffix_nll, text_nll) under the base AR model, from one forward pass: the mean NLL per token of
+    `suffix` given `prefix + fill`, and of `fill + suffix` given `prefix` (nan where empty)."""
+    if not suffix and not fill:
+        return float("nan"), float("nan")
+    logp = _content_logp(base, torch.tensor(prefix + fill + suffix))
+    after = len(fill) + len(suffix)
+    suffix_part = float(-logp[-len(suffix):].mean()) if suffix else float("nan")
+    return suffix_part, float(-logp[-after:].mean())
+
+
 def suffix_nll(base, prefix: list[int], fill: list[int], suffix: list[int]) -> float:
     """Mean NLL per token of `suffix` given `prefix + fill` under the base AR model (nan if no suffix)."""
-    if not suffix:
-        return float("nan")
-    logp = _content_logp(base, torch.tensor(prefix + fill + suffix))
-    return float(-logp[-len(suffix):].mean())
+    return continuation_nll(base, prefix, fill, suffix)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,6 +149,7 @@ class InfillScores:
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
         self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
         self.suffix = {m: [] for m in (*methods, "reference")}
+        self.text = {m: [] for m in (*methods, "reference")}
         self.samples: list[dict] = []
 
     def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool) -> None:
@@ -152,7 +163,9 @@ class InfillScores:
                 self.rouge[method][key].append(value.fmeasure * 100)
         if self.base is not None and example["suffix"]:
             for name, tokens in fills.items():
-                self.suffix[name].append(suffix_nll(self.base, example["prefix"], tokens, example["suffix"]))
+                after, together = continuation_nll(self.base, example["prefix"], tokens, example["suffix"])
+                self.suffix[name].append(after)
+                self.text[name].append(together)
         if keep_sample:
             self.samples.append({"id": sample_id, **texts})
 
@@ -160,9 +173,9 @@ class InfillScores:
         def mean(xs):
             return round(sum(xs) / len(xs), 3) if xs else None
 
-        out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m])}
-               for m in self.methods}
-        out["reference"] = {"suffix_nll": mean(self.suffix["reference"])}
+        out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
+                   "text_nll": mean(self.text[m])} for m in self.methods}
+        out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"])}
         return out
 
 

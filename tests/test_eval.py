@@ -10,6 +10,7 @@ from model.decoding import collect, decode_plan
 from model.eval import (
     METHODS,
     _content_logp,
+    continuation_nll,
     evaluate,
     fill,
     infill_example,
@@ -21,7 +22,7 @@ from model.plans import make_plan
 from model.stories import split_sentences
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll"}
+SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll"}
 
 
 def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
@@ -56,6 +57,9 @@ def test_suffix_nll_of_the_reference_equals_a_direct_computation(tiny_loaded):
     logp = logits.log_softmax(-1)
     direct = -sum(float(logp[i - 1, ids[i]]) for i in range(hi, len(ids))) / (len(ids) - hi)
     assert suffix_nll(base, ex["prefix"], ids[lo:hi].tolist(), ex["suffix"]) == pytest.approx(direct, abs=1e-5)
+    together = -sum(float(logp[i - 1, ids[i]]) for i in range(lo, len(ids))) / (len(ids) - lo)
+    assert continuation_nll(base, ex["prefix"], ids[lo:hi].tolist(), ex["suffix"]) == pytest.approx(
+        (direct, together), abs=1e-5)
     assert _content_logp(base, ids).shape == (len(ids) - 1,)
     other = [(t + 1) % len(tok) for t in ids[lo:hi].tolist()]  # another fill gives another score
     assert suffix_nll(base, ex["prefix"], other, ex["suffix"]) != pytest.approx(direct, abs=1e-5)
@@ -91,7 +95,7 @@ def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
             assert set(part[method]) == SCORES
             assert all(0 <= part[method][k] <= 100 for k in ("rouge1", "rouge2", "rougeL"))
             assert part[method]["suffix_nll"] > 0
-        assert part["reference"]["suffix_nll"] > 0
+        assert part["reference"]["suffix_nll"] > 0 and part["reference"]["text_nll"] > 0
     general = result["general"]
     assert general["n_documents"] == 6 and general["n_infill"] == 3
     assert {s for s, v in general["by_source"].items() if v["n_tokens"]} == {"wordnet", "pydocs", "jargon"}
