@@ -420,26 +420,23 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                 warn(err)
                 return gr.skip()
 
-        def on_load_order(lab, name):
+        def onto_stage(make_result, what: str):
+            """(result, stage, tabs, warning) for a teacher-forced result put on the stage."""
             try:
-                result = stepper(lambda: lab_logic.load_order(explorer, lab, name))
+                result = stepper(make_result)
             except InputError as err:
                 return gr.skip(), gr.skip(), gr.skip(), warn(err)
             except Exception as err:  # never a stack trace in the page
-                log.exception("order load failed")
+                log.exception("%s failed", what)
                 return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
             return result, stage_payload(result), gr.Tabs(selected="stage"), ""
 
+        def on_load_order(lab, name):
+            return onto_stage(lambda: lab_logic.load_order(explorer, lab, name), "order load")
+
         def on_gallery_stage(text_, name, size, seed_):
-            try:
-                result = stepper(lambda: lab_logic.load_scheme(explorer, text_, name, group_size=int(size or 4),
-                                                               seed=int(seed_ or 0))[0])
-            except InputError as err:
-                return gr.skip(), gr.skip(), gr.skip(), warn(err)
-            except Exception as err:  # never a stack trace in the page
-                log.exception("gallery load failed")
-                return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
-            return result, stage_payload(result), gr.Tabs(selected="stage"), ""
+            return onto_stage(lambda: lab_logic.load_scheme(explorer, text_, name, group_size=int(size or 4),
+                                                            seed=int(seed_ or 0))[0], "gallery load")
 
         def on_gallery_use(text_, name, size, seed_):
             skip = (gr.skip(),) * 6

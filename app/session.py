@@ -16,13 +16,7 @@ import numpy as np
 import torch
 
 from model.decoding import DecodeTrace, Sampler, collect, run_decoder, sequence_log_likelihood
-from model.loading import LoadedModel
-
-try:
-    from model.loading import BaseUnavailableError
-except ImportError:  # older model package: every model has a base
-    class BaseUnavailableError(RuntimeError):
-        """The model has no AR base to run the AR baseline with."""
+from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
@@ -195,13 +189,13 @@ class Explorer:
     def given_grouping(self) -> str:
         """How given tokens are grouped: the model layout's own convention ("causal" for ours, "joint",
         one bidirectional group, for checkpoints of the official code, as its inference does)."""
-        return getattr(self.loaded, "given_grouping", "causal")
+        return self.loaded.given_grouping
 
     def base_note(self) -> str:
         """Why the AR baseline cannot run with this model ("" when it can)."""
-        if getattr(self.loaded, "has_base", True):
+        if self.loaded.has_base:
             return ""
-        reason = getattr(self.loaded, "no_base_reason", "") or "this model names no AR base model."
+        reason = self.loaded.no_base_reason or "this model names no AR base model."
         return f"The AR baseline needs the plain AR model this one was adapted from: {reason}"
 
     def base(self):

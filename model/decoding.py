@@ -588,6 +588,15 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
 
 
 @torch.no_grad()
+def causal_log_probs(base: A3ForAnyOrderLM, token_ids) -> torch.Tensor:
+    """log p(x_i | x_<i) for i = 1..L-1 under an AR base model, shape (L-1,) on the CPU: its content
+    stream under left-to-right grouping, row i-1 predicting token i."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long).to(next(base.parameters()).device).view(1, -1)
+    logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0].cpu()
+
+
+@torch.no_grad()
 def sequence_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=None) -> tuple[float, torch.Tensor]:
     """log p(x_{G_2..G_K} | x_{G_1}) = sum over groups after the first of log p(x_G | x_<G), in one pass.
 

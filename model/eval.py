@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from model.decoding import collect, run_decoder, sequence_log_likelihood
+from model.decoding import causal_log_probs, collect, run_decoder, sequence_log_likelihood
 from model.plans import make_plan, sample_training_groups
 from model.stories import read_stories, split_sentences
 
@@ -49,17 +49,9 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 # likelihoods
 
 
-def _content_logp(base, ids: torch.Tensor) -> torch.Tensor:
-    """log p(x_i | x_<i) for i = 1..n-1 under the base AR model (content stream: row i-1 predicts i)."""
-    ids = ids.to(next(base.parameters()).device).view(1, -1)
-    with torch.no_grad():
-        logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()
-    return logits.log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0].cpu()
-
-
 def ar_log_likelihood(base, token_ids) -> float:
     """log p(x_1..n | x_0) under the base AR model."""
-    return float(_content_logp(base, torch.as_tensor(token_ids, dtype=torch.long)).sum())
+    return float(causal_log_probs(base, token_ids).sum())
 
 
 def continuation_nll(base, prefix: list[int], fill: list[int], suffix: list[int]) -> tuple[float, float]:
@@ -67,7 +59,7 @@ def continuation_nll(base, prefix: list[int], fill: list[int], suffix: list[int]
     `suffix` given `prefix + fill`, and of `fill + suffix` given `prefix` (nan where empty)."""
     if not suffix and not fill:
         return float("nan"), float("nan")
-    logp = _content_logp(base, torch.tensor(prefix + fill + suffix))
+    logp = causal_log_probs(base, prefix + fill + suffix)
     after = len(fill) + len(suffix)
     suffix_part = float(-logp[-len(suffix):].mean()) if suffix else float("nan")
     return suffix_part, float(-logp[-after:].mean())
@@ -247,7 +239,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     t0 = time.perf_counter()
 
     stories = read_stories(split, data_dir, limit=limit)
-    grouping = getattr(loaded, "given_grouping", "causal")
+    grouping = loaded.given_grouping
     ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping)
     for n, story in enumerate(stories):
         _progress(f"story {n + 1}/{len(stories)}")
@@ -280,7 +272,7 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     rng = torch.Generator().manual_seed(seed + 1)
     overall = Perplexities(model, base, rng)
     by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
-    infill = InfillScores(methods, base, getattr(loaded, "given_grouping", "causal"))
+    infill = InfillScores(methods, base, loaded.given_grouping)
     for doc in docs:
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         by_source[doc["source"]].merge(overall.add(ids))

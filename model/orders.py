@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.decoding import DecodeTrace, collect, decode_plan
+from model.decoding import DecodeTrace, causal_log_probs, collect, decode_plan
 from model.masks import as_group_ids
 from model.modeling import A3ForAnyOrderLM, scored_positions
 from model.plans import Plan, make_plan_from_groups
@@ -189,8 +189,5 @@ def ar_log_likelihood(base: A3ForAnyOrderLM, token_ids) -> tuple[float, list[flo
     token i. The same tokens are scored as by `left_to_right`, so the two are directly comparable; they
     differ by how far the A3 query stream is from the AR model it was adapted from (for a model that was
     never adapted, such as the tiny random one, by whatever its random query stream does)."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long).view(1, -1).to(next(base.parameters()).device)
-    logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()  # (L-1, V): rows 0..L-2
-    target = ids[0, 1:]
-    logp = (logits.gather(-1, target[:, None])[:, 0] - logits.logsumexp(-1)).cpu()
+    logp = causal_log_probs(base, token_ids)
     return float(logp.sum()), [None] + logp.tolist()

@@ -21,6 +21,36 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 torch.set_num_threads(int(os.environ.get("A3_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 VOCAB = 101
+# Debian's Chromium, driven by Playwright (no browser download); A3_REQUIRE_BROWSER=1 (CI) makes a
+# missing browser a failure instead of a skip
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
+REQUIRE_BROWSER = os.environ.get("A3_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for one test module."""
+    if CHROMIUM is None:
+        if REQUIRE_BROWSER:
+            raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
+        pytest.skip("no chromium (apt-get install chromium); set A3_REQUIRE_BROWSER=1 to fail instead")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-background-networking",
+                                                              "--disable-component-update", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models decode fastest on one thread: a second one only waits (100x slower on a busy CPU).
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

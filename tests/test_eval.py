@@ -6,10 +6,9 @@ import pytest
 import torch
 from stories_fixture import STORIES, write_corpus
 
-from model.decoding import collect, decode_plan
+from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval import (
     METHODS,
-    _content_logp,
     continuation_nll,
     evaluate,
     fill,
@@ -60,7 +59,7 @@ def test_suffix_nll_of_the_reference_equals_a_direct_computation(tiny_loaded):
     together = -sum(float(logp[i - 1, ids[i]]) for i in range(lo, len(ids))) / (len(ids) - lo)
     assert continuation_nll(base, ex["prefix"], ids[lo:hi].tolist(), ex["suffix"]) == pytest.approx(
         (direct, together), abs=1e-5)
-    assert _content_logp(base, ids).shape == (len(ids) - 1,)
+    assert causal_log_probs(base, ids).shape == (len(ids) - 1,)
     other = [(t + 1) % len(tok) for t in ids[lo:hi].tolist()]  # another fill gives another score
     assert suffix_nll(base, ex["prefix"], other, ex["suffix"]) != pytest.approx(direct, abs=1e-5)
 

@@ -14,6 +14,8 @@ from model.decoding import MODES, collect, run_decoder
 from model.masks import group_order, two_stream_masks
 from model.plans import custom_plan, make_plan
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LENGTH = 40
 
 
@@ -30,15 +32,6 @@ def decode(model, mode: str, *, length: int = LENGTH, k: int = 2, group_size: in
                      generator=torch.Generator().manual_seed(1))
     extra = {"k": k} if mode in ("dynamic", "official_dynamic", "diffusion", "one_step_parallel") else {}
     return collect(run_decoder(mode, model, plan, **extra))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread: a second one only waits (100x slower on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

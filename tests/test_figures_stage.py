@@ -5,7 +5,6 @@ classes, both masks and their highlighted rows, and the tinted text. Also: the s
 distinguishable under simulated colour-vision deficiencies."""
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from app.session import Explorer, Request
 from app.stage import calls_summary, stage_payload
 
 STATIC = Path(__file__).resolve().parent.parent / "app" / "static"
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
-REQUIRED = os.environ.get("A3_REQUIRE_BROWSER") == "1"
 TEXT = "The cat sat on the mat and [MASK:5] at the birds in the [MASK:2] tree."
 
 RUNS = {  # method settings covering: groups of 2 in random order, model-chosen order, per-step groupings
@@ -38,20 +35,12 @@ def explorer(tiny_loaded):
 
 
 @pytest.fixture(scope="module")
-def core_page():
-    if CHROMIUM is None:
-        if REQUIRED:
-            raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found")
-        pytest.skip("no chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        page = browser.new_page()
-        page.set_content("<html><body></body></html>")
-        page.add_script_tag(content=(STATIC / "stage_core.js").read_text() + "\nwindow.A3Core = A3Core;")
-        yield page
-        browser.close()
+def core_page(browser):
+    page = browser.new_page()
+    page.set_content("<html><body></body></html>")
+    page.add_script_tag(content=(STATIC / "stage_core.js").read_text() + "\nwindow.A3Core = A3Core;")
+    yield page
+    page.close()
 
 
 ALL_STEPS = """([P, sorted]) => {

@@ -29,19 +29,12 @@ from model.plans import (
 )
 from model.text import MAX_BLANK, TextInputError, encode_masked_text, parse_blanks
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def fuzz(max_examples: int):
     return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread (a second one only waits on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------

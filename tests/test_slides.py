@@ -2,9 +2,7 @@
 self-contained, and opened from file:// in headless Chromium with the network cut off it steps with the
 keyboard, shows the trace's tokens at every step, and draws mask cells equal to two_stream_masks."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +13,6 @@ from model.decoding import DecodeTrace, collect, run_decoder
 from model.masks import two_stream_masks
 from model.plans import make_plan
 from model.text import encode_masked_text, token_strings
-
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
-REQUIRED = os.environ.get("A3_REQUIRE_BROWSER") == "1"
-if CHROMIUM is None and REQUIRED:
-    raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
 
 TEXT = "The old fisherman rowed his [MASK:5] across the quiet lake at [MASK:3]."
 # mode -> decoder arguments; "plan" uses random groups of 2, so the order is neither AR nor contiguous
@@ -109,19 +102,6 @@ def test_player_is_one_self_contained_file(traces, tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # HTML player in a real browser, from file://, offline
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("no chromium (apt-get install chromium); set A3_REQUIRE_BROWSER=1 to fail instead")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-background-networking",
-                                                              "--disable-component-update", "--no-first-run"])
-        yield b
-        b.close()
 
 
 READ_CELLS = """(id) => {
