@@ -250,7 +250,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
 
             with gr.Tab("⤓ Export", id="export", elem_id="tab-export"):
                 gr.Markdown("The trace on the stage, and the step the stage stopped on. Each Plotly figure under "
-                            "**🔍 Step details** also has a camera button that saves it as PNG.")
+                            "**⌕ Step details** also has a camera button that saves it as PNG.")
                 with gr.Row():
                     export_gif = gr.DownloadButton("Animated GIF", elem_id="export-gif", visible=slides is not None)
                     export_player = gr.DownloadButton("HTML player", elem_id="export-player",
