@@ -16,8 +16,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import branching as branch_logic
 from app import figures
 from app import order_lab as lab_logic
+from app.attention_view import attention_figure
 from app.picker import TokenPicker
 from app.render import clamp_step, render_step
 from app.session import (
@@ -33,6 +35,7 @@ from app.session import (
 )
 from app.stage import stage_payload
 from app.stage_component import Stage
+from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -45,6 +48,9 @@ EXAMPLES = [
      "A3 plan", "outside-in", 1, 1, ""],
     ["Tom went to the market early in the morning to buy [MASK:10] for the family dinner.",
      "A3 plan", "random", 2, 1, ""],
+    # a blank of any length: decoded at several lengths, the best whole text kept (model.flexible)
+    ["The old dog slept by the fire. [MASK:?] The children laughed and gave him a treat.",
+     "A3 plan", "left to right", 1, 1, ""],
     # the paper's Figure 1: G1 = {1,2,3} given, G2 = {5,6}, G3 = {4} (position 0 is the start token)
     ["The cat sat [MASK:3]", "A3 plan", "custom group ids", 1, 1, "0 1 1 1 3 2 2"],
     ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
@@ -54,6 +60,20 @@ EXAMPLES = [
 ]
 
 HOW_A3_WORKS = (STATIC / "how_a3_works.md").read_text()
+BRANCH_INTRO = (
+    "Replace a decision of the step on show, or decode the rest another way, and keep both runs. **Token**: "
+    "commit another of this step's candidates at a position (one decided here, or one still open, which "
+    "then joins this step). **Order** (A3 plan) or **strategy** (A3 dynamic) and group size: decode the "
+    "still-open positions that way from this step on. The first steps are shared with the parent and not "
+    "recomputed: the branch starts from the parent's content cache (*new model calls* counts only its own). "
+    "Every branch stays in the table with its log p; show any of them on the stage and branch again.")
+ATTENTION_INTRO = (
+    "The probabilities each row of this step really put on each key, read out of one forward pass "
+    "(model.attention), averaged over layers and heads or for one of each. **Query** rows are the positions "
+    "decided at this step (what made the decision); **content** rows are the same positions' content, what "
+    "later steps read. They are drawn over the mask: allowed cells are coloured by weight, blocked cells are "
+    "grey and their weight is **exactly 0** (the figure refuses data that is not). Rows of the lowest group see "
+    "nothing and are all 0. The AR baseline's step is the base model's row before each position.")
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 # Keyboard: ← / → step, space plays or pauses, Home / End, P presentation (ignored while typing in a field).
@@ -125,6 +145,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
         lab_state = gr.State(None)
         compare_state = gr.State({})
         details_step = gr.State(-1)
+        tree_state = gr.State(None)  # model.branching.BranchTree of the runs grown from the stage's result
         gr.Markdown(header_markdown(explorer, device_note), elem_id="header")
         warning = gr.Markdown("", elem_id="warning")
 
@@ -135,7 +156,8 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             with gr.Tab("✎ Your text", id="input", elem_id="tab-input"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
-                        text = gr.Textbox(label="Text: [MASK] is one blank token, [MASK:N] is N of them", lines=3,
+                        text = gr.Textbox(label="Text: [MASK] is one blank token, [MASK:N] is N of them, "
+                                                "[MASK:?] any length", lines=3,
                                           value=EXAMPLES[0][0], elem_id="text")
                         with gr.Row():
                             tokenize_btn = gr.Button("Tokenize (then click or drag over tokens to mask them)",
@@ -145,6 +167,16 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                         with gr.Row():
                             run_btn = gr.Button("Run ▶ (opens the stage)", variant="primary", elem_id="run-btn")
                             compare_btn = gr.Button("Compare all methods", elem_id="compare-btn")
+                        with gr.Group(visible=False, elem_id="lengths-box") as lengths_box:
+                            lengths_note = gr.Markdown("", elem_id="lengths-note")
+                            lengths_table = gr.Dataframe(headers=LENGTH_HEADERS, interactive=False, wrap=True,
+                                                         elem_id="lengths-table",
+                                                         column_widths=["11%", "47%", "15%", "15%", "12%"])
+                            with gr.Row():
+                                lengths_pick = gr.Dropdown([], label="Length (tokens)", elem_id="lengths-pick",
+                                                           scale=1)
+                                lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn",
+                                                        size="sm", scale=1)
                     with gr.Column(scale=2):
                         method = gr.Radio(list(METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
                         if explorer.base_note():
@@ -236,6 +268,27 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                 candidates = gr.Dataframe(headers=figures.CANDIDATE_HEADERS, interactive=False,
                                           elem_id="candidates", wrap=True, visible=False,
                                           label="Candidates the model weighed at this step")
+                with gr.Accordion("Branch from this step: another candidate, or another order for the rest",
+                                  open=False, elem_id="branching"):
+                    gr.Markdown(BRANCH_INTRO, elem_id="branch-intro")
+                    with gr.Row(equal_height=True):
+                        br_position = gr.Dropdown([], label="position", elem_id="br-position", scale=2)
+                        br_token = gr.Dropdown([], label="token (this step's candidates)", elem_id="br-token",
+                                               scale=2)
+                        br_token_btn = gr.Button("Branch with this token", elem_id="br-token-btn", scale=1)
+                    with gr.Row(equal_height=True):
+                        br_order = gr.Dropdown(branch_logic.PLAN_ORDERS, value="left to right",
+                                               label="order of the rest (A3 plan)", elem_id="br-order", scale=2)
+                        br_size = gr.Slider(1, 8, value=1, step=1, label="group size / tokens per step",
+                                            elem_id="br-size", scale=2)
+                        br_order_btn = gr.Button("Branch: decode the rest this way", elem_id="br-order-btn",
+                                                 scale=1)
+                    br_table = gr.Dataframe(headers=branch_logic.TREE_HEADERS, interactive=False, wrap=True,
+                                            elem_id="br-tree", visible=False, label="Branches (▶ = on the stage)",
+                                            column_widths=["6%", "30%", "7%", "9%", "8%", "9%", "31%"])
+                    with gr.Row(equal_height=True):
+                        br_pick = gr.Dropdown([], label="branch", elem_id="br-pick", scale=2)
+                        br_show = gr.Button("Show this branch on the stage", elem_id="br-show", scale=1)
                 with gr.Row(equal_height=False):
                     logprob = gr.Plot(show_label=False, elem_id="logprob-plot")
                     grid = gr.Plot(show_label=False, elem_id="grid-plot")
@@ -247,6 +300,19 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                         masks = gr.Plot(show_label=False, elem_id="mask-plot")
                         sort_toggle = gr.Checkbox(False, label="sort positions by group", elem_id="sort")
                 details_verdict = gr.Markdown("", elem_id="details-verdict")
+                with gr.Accordion("Attention weights at this step: what the model really attended to", open=False,
+                                  elem_id="attention"):
+                    gr.Markdown(ATTENTION_INTRO, elem_id="attention-intro")
+                    config = loaded.model.config
+                    with gr.Row(equal_height=True):
+                        attn_stream = gr.Radio(["query", "content"], value="query", label="rows",
+                                               elem_id="attn-stream", scale=2)
+                        attn_layer = gr.Dropdown(["mean", *map(str, range(config.num_hidden_layers))], value="mean",
+                                                 label="layer", elem_id="attn-layer", scale=1)
+                        attn_head = gr.Dropdown(["mean", *map(str, range(config.num_attention_heads))],
+                                                value="mean", label="head", elem_id="attn-head", scale=1)
+                        attn_btn = gr.Button("Draw the attention at this step", elem_id="attn-btn", scale=2)
+                    attn_plot = gr.Plot(show_label=False, elem_id="attn-plot", visible=False)
 
             with gr.Tab("⤓ Export", id="export", elem_id="tab-export"):
                 gr.Markdown("The trace on the stage, and the step the stage stopped on. Each Plotly figure under "
@@ -287,18 +353,48 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             return {**picker_, "mask": keep}
 
         def on_run(*values):
-            skip = (gr.skip(),) * 4
+            skip = (gr.skip(),) * 8
             try:
                 request = request_of(*values)
                 result = decode(request)
                 picker_value = explorer.picker_from_text(request.text)
                 picker_value["mask"] = [not g for g in result.trace.given]
+                if result.flexible is not None:  # the chips of the length kept (the guess's may not fit)
+                    picker_value = {"text": request.text, **_chips_of(result)}
             except InputError as err:
                 return (*skip, warn(err))
             except Exception as err:  # never a stack trace in the page
                 log.exception("decode failed")
                 return (*skip, warn(f"Something went wrong: {err}"))
-            return result, stage_payload(result), picker_value, gr.Tabs(selected="stage"), ""
+            return (result, stage_payload(result), picker_value, *lengths_outputs(result), gr.Tabs(selected="stage"),
+                    "")
+
+        def _chips_of(result: Result) -> dict:
+            """The picker's chips for a result's own sequence (a [MASK:?] run's length is the kept one)."""
+            strings = list(result.labels)
+            mask = [not g for g in result.trace.given]
+            for p, open_ in enumerate(mask):
+                if open_:
+                    strings[p] = "▢"
+            return {"ids": list(result.trace.final_ids), "tokens": strings, "mask": mask,
+                    "locked": [0, *[p for p, m in enumerate(mask) if m]]}
+
+        def lengths_outputs(result: Result | None):
+            """(box, note, table, dropdown) for a [MASK:?] run; hidden otherwise."""
+            choice = result.flexible if result is not None else None
+            if choice is None:
+                return gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()
+            note = f"**Any-length blank:** {choice.summary()}"
+            lengths = [c.length for c in choice.candidates]
+            return (gr.Group(visible=True), note, gr.Dataframe(value=choice.rows(), headers=LENGTH_HEADERS),
+                    gr.Dropdown(choices=lengths, value=choice.best.length))
+
+        def on_length(result, length):
+            try:
+                shown = explorer.flexible_candidate(result, int(length) if length is not None else -1)
+            except InputError as err:
+                return gr.skip(), gr.skip(), gr.skip(), warn(err)
+            return shown, stage_payload(shown), gr.Tabs(selected="stage"), ""
 
         def on_compare(*values):
             hidden = (gr.skip(),) * 7
@@ -325,17 +421,87 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                 return gr.skip(), gr.skip(), gr.skip(), warn(f"{method_} has no run to show: compare first.")
             return result, stage_payload(result), gr.Tabs(selected="stage"), ""
 
+        @gpu
+        def preview(result, step_):
+            explorer.preview(result, step_)
+
+        @gpu
+        def attention_of(result, step_, stream_):
+            return explorer.attention(result, step_, stream_)
+
+        def on_attention(result, step_, stream_, layer_, head_):
+            try:
+                step_ = clamp_step(result, step_) if result is not None else -1
+                weights = attention_of(result, step_, stream_)
+                pick = {name: None if value in (None, "mean") else int(value)
+                        for name, value in (("layer", layer_), ("head", head_))}
+                fig = attention_figure(weights.probs, weights.allowed, result.labels, list(weights.rows),
+                                       stream=weights.stream, step=step_, **pick)
+            except InputError as err:
+                return gr.skip(), warn(err)
+            except Exception as err:  # never a stack trace in the page
+                log.exception("attention failed")
+                return gr.skip(), warn(f"Something went wrong: {err}")
+            return gr.Plot(value=fig, visible=True), ""
+
+        def branch_controls(result, step_):
+            """The branch controls for the step on show: its positions, their candidates, what can follow."""
+            positions = branch_logic.open_positions(result, step_)
+            first = positions[0][1] if positions else None
+            tokens = branch_logic.token_choices(result, step_, first)
+            orders, label = branch_logic.continuation_choices(result)
+            return (gr.Dropdown(choices=positions, value=first),
+                    gr.Dropdown(choices=tokens, value=tokens[1][1] if len(tokens) > 1 else None),
+                    gr.Dropdown(choices=orders, value=orders[0], label=label))
+
+        def tree_outputs(tree, shown):
+            rows = branch_logic.tree_rows(explorer, tree, shown)
+            picks = [(row[1], i) for i, row in enumerate(rows)]
+            current = next((i for i, row in enumerate(rows) if str(row[0]).startswith("▶")), None)
+            return (gr.Dataframe(value=rows or None, headers=branch_logic.TREE_HEADERS, visible=bool(rows)),
+                    gr.Dropdown(choices=picks, value=current))
+
+        @gpu
+        def branch_of(tree, result, step_, **change):
+            return branch_logic.branch(explorer, tree, result, step_, **change)
+
+        def on_branch(tree, result, step_, change):
+            skip = (gr.skip(),) * 6
+            try:
+                tree, shown = branch_of(tree, result, clamp_step(result, step_) if result is not None else -1,
+                                        **change)
+            except InputError as err:
+                return (*skip, warn(err))
+            except Exception as err:  # never a stack trace in the page
+                log.exception("branch failed")
+                return (*skip, warn(f"Something went wrong: {err}"))
+            return (tree, shown, stage_payload(shown), *tree_outputs(tree, shown), gr.Tabs(selected="stage"), "")
+
+        def on_show_branch(tree, index):
+            if tree is None or index is None:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn("No branch yet: branch from a step first.")
+            try:
+                shown = branch_logic.branch_result(explorer, tree, index, tree_method(tree))
+            except InputError as err:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(err)
+            return shown, stage_payload(shown), tree_outputs(tree, shown)[0], gr.Tabs(selected="stage"), ""
+
+        def tree_method(tree) -> str:
+            return {"plan": "A3 plan", "dynamic": "A3 dynamic"}[tree[0].trace.mode]
+
         def on_details(result, step_, reduce_, sort_):
             if result is None:
-                return (gr.skip(),) * 9
+                return (gr.skip(),) * 12
             step_ = clamp_step(result, step_)
+            preview(result, step_)
             rendered = render_step(result, step_, reduce=reduce_, sort_by_group=sort_)
             headers, rows = rendered.candidates
             hint = ("Before the first step nothing has been predicted yet: step forward (→) on the stage to see "
                     "the candidates the model weighed." if not rows else "")
             return (f"**{result.method}** · {rendered.summary}", hint,
                     gr.Dataframe(value=rows or None, headers=headers, visible=bool(rows)), rendered.logprob,
-                    rendered.grid, rendered.dag, rendered.masks, explorer.verdict(result, step_), step_)
+                    rendered.grid, rendered.dag, rendered.masks, explorer.verdict(result, step_), step_,
+                    *branch_controls(result, step_))
 
         def on_step_settled(result, reduce_, sort_, evt: gr.EventData):
             data = getattr(evt, "_data", None) or {}
@@ -343,12 +509,14 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
 
         model_events = dict(concurrency_id="model", concurrency_limit=2 if loaded.device.type == "cuda" else 1)
         details_outputs = [details_summary, candidates_hint, candidates, logprob, grid, dag, masks, details_verdict,
-                           details_step]
+                           details_step, br_position, br_token, br_order]
         tokenize_btn.click(on_tokenize, text, [picker, warning], api_visibility="private")
         text.submit(on_tokenize, text, [picker, warning], api_visibility="private")
         unmask_btn.click(on_unmask, picker, picker, api_visibility="private")
-        run_btn.click(on_run, settings, [result_state, stage, picker, tabs, warning], api_visibility="private",
-                      **model_events)
+        run_btn.click(on_run, settings, [result_state, stage, picker, lengths_box, lengths_note, lengths_table,
+                                         lengths_pick, tabs, warning], api_visibility="private", **model_events)
+        lengths_btn.click(on_length, [result_state, lengths_pick], [result_state, stage, tabs, warning],
+                          api_visibility="private")
         compare_btn.click(on_compare, settings,
                           [compare_state, compare_table, compare_plot, compare_texts, load_row, compare_hint, tabs,
                            warning],
@@ -363,6 +531,22 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
         gr.on([reduce_toggle.change, sort_toggle.change], on_details,
               [result_state, details_step, reduce_toggle, sort_toggle], details_outputs,
               trigger_mode="always_last", show_progress="hidden", concurrency_limit=None, api_visibility="private")
+
+        br_position.change(lambda r, s_, p_: gr.Dropdown(choices=branch_logic.token_choices(r, clamp_step(r, s_)
+                                                                                       if r is not None else -1, p_)),
+                           [result_state, details_step, br_position], br_token, api_visibility="private",
+                           show_progress="hidden")
+        branch_outputs = [tree_state, result_state, stage, br_table, br_pick, tabs, warning]
+        br_token_btn.click(lambda t, r, s_, p_, k_: on_branch(t, r, s_, {"position": p_, "token": k_}),
+                           [tree_state, result_state, details_step, br_position, br_token], branch_outputs,
+                           api_visibility="private", **model_events)
+        br_order_btn.click(lambda t, r, s_, o_, z_: on_branch(t, r, s_, {"order": o_, "group_size": z_}),
+                           [tree_state, result_state, details_step, br_order, br_size], branch_outputs,
+                           api_visibility="private", **model_events)
+        br_show.click(on_show_branch, [tree_state, br_pick], [result_state, stage, br_table, tabs, warning],
+                      api_visibility="private")
+        attn_btn.click(on_attention, [result_state, details_step, attn_stream, attn_layer, attn_head],
+                       [attn_plot, warning], api_visibility="private", **model_events)
 
         export_trace.click(lambda r: export(r, "trace.json", explorer.trace_json), result_state, export_trace,
                            api_visibility="private")

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.decoding import DecodeTrace, Sampler, collect, run_decoder, sequence_log_likelihood
+from model.decoding import DecodeTrace, Sampler, collect, fill_preview, run_decoder, sequence_log_likelihood
+from model.flexible import (
+    FlexibleBlank,
+    FlexibleChoice,
+    blank_span,
+    candidate_lengths,
+    find_flexible,
+    flexible_infill,
+    with_length,
+)
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
@@ -67,6 +76,7 @@ class Result:
     method: str = "A3 plan"
     text: str = ""  # the final text
     model: str = ""
+    flexible: FlexibleChoice | None = None  # for a [MASK:?] blank: every length tried, and the one kept
 
     def token_text(self, token_id: int) -> str:
         return self.vocab.get(int(token_id), f"#{token_id}")
@@ -105,8 +115,10 @@ class Explorer:
     # ---------------------------------------------------------------------------------------- input
 
     def picker_from_text(self, text: str) -> dict:
-        """Chips for a text with optional [MASK] / [MASK:N] blanks (blanks become masked chips)."""
-        masked = self._encode(text)
+        """Chips for a text with optional [MASK] / [MASK:N] blanks (blanks become masked chips); a
+        [MASK:?] blank shows at its guessed length."""
+        blank = self._flexible(text)
+        masked = self._encode(with_length(text, blank, blank.guess) if blank else text)
         tok = self.loaded.tokenizer
         strings = token_strings(tok, masked.token_ids, start_token_id=self.loaded.start_token_id)
         blanks = (~masked.given).nonzero(as_tuple=True)[0].tolist()
@@ -115,6 +127,13 @@ class Explorer:
         # the start token is always given and a blank always open: neither can be toggled
         return {"text": text, "ids": masked.token_ids.tolist(), "tokens": strings,
                 "mask": (~masked.given).tolist(), "locked": [0, *blanks]}
+
+    @staticmethod
+    def _flexible(text: str) -> FlexibleBlank | None:
+        try:
+            return find_flexible(text or "")
+        except ValueError as err:
+            raise InputError(f"Malformed blank: {err}") from None
 
     def _encode(self, text: str):
         try:
@@ -161,6 +180,40 @@ class Explorer:
     # --------------------------------------------------------------------------------------- decode
 
     def decode(self, request: Request) -> Result:
+        blank = self._flexible(request.text)
+        if blank is not None:
+            return self.decode_flexible(request, blank)
+        return self._decode_fixed(request)
+
+    def decode_flexible(self, request: Request, blank: FlexibleBlank) -> Result:
+        """A [MASK:?] blank: decoded at every candidate length with the request's method; the result
+        on show is the best whole text (model.flexible), and it carries every candidate."""
+        tok, start = self.loaded.tokenizer, self.loaded.start_token_id
+        guess_picker = self.picker_from_text(request.text)
+        sent = (request.picker or {}).get("mask")
+        clicked = sent if (request.picker or {}).get("text") == request.text and isinstance(sent, list) \
+            and len(sent) == len(guess_picker["mask"]) else guess_picker["mask"]
+        lo, hi = blank_span(tok, request.text, blank, blank.guess, start_token_id=start)
+
+        def decode_one(text_n: str, length: int):
+            mask = [*clicked[:lo], *([True] * length), *clicked[hi:]]  # the user's clicks, shifted
+            result = self._decode_fixed(Request(**{**request.__dict__, "text": text_n,
+                                                   "picker": {"text": text_n, "mask": mask}}))
+            final = result.trace.final_ids
+            return result.trace, final, result.text, tok.decode(final[lo : lo + length], skip_special_tokens=True)
+
+        room = self.max_tokens - (len(guess_picker["ids"]) - blank.guess)  # the longest blank that fits
+        lengths = [n for n in candidate_lengths(blank.guess) if n <= room]
+        if not lengths:
+            raise InputError(f"The text is too long for a blank of flexible length: it leaves room for {room} "
+                             f"blank tokens (at most {self.max_tokens} tokens in all). Shorten the text.")
+        try:
+            choice = flexible_infill(self.loaded.model, request.text, decode_one, lengths=lengths)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        return self.result(choice.best.trace, request.method, flexible=choice)
+
+    def _decode_fixed(self, request: Request) -> Result:
         mode = METHODS.get(request.method)
         if mode is None:
             raise InputError(f"Unknown method {request.method!r}; choose one of {', '.join(METHODS)}.")
@@ -177,6 +230,10 @@ class Explorer:
             extra = {"strategy": request.strategy, "k": int(request.k)}
         elif mode == "one_step_parallel":
             extra = {"k": int(request.k)}
+        elif mode == "plan":
+            # the decision needs only each group's own rows: the other open positions' candidates are
+            # computed when a step is first shown (`preview`), one forward each, not at every step
+            extra = {"preview_open": False}
         try:
             trace = collect(run_decoder(mode, self.loaded.model, plan, base=base, sampler=sampler,
                                         seed=int(request.seed), **extra))
@@ -207,19 +264,32 @@ class Explorer:
         except BaseUnavailableError as err:
             raise InputError(f"The AR baseline is not available for this model: {err}") from None
 
-    def result(self, trace: DecodeTrace, method: str) -> Result:
+    def result(self, trace: DecodeTrace, method: str, *, flexible: FlexibleChoice | None = None) -> Result:
         tok = self.loaded.tokenizer
         ids = {int(c[0]) for s in trace.steps for cands in s.candidates.values() for c in cands}
         start = self.loaded.start_token_id
         vocab = dict(zip(sorted(ids), token_strings(tok, sorted(ids), start_token_id=start), strict=True))
         return Result(trace, token_strings(tok, trace.final_ids, start_token_id=start), vocab, method,
-                      decode_text(tok, trace.final_ids), self.loaded.name)
+                      decode_text(tok, trace.final_ids), self.loaded.name, flexible)
+
+    def flexible_candidate(self, result: Result, length: int) -> Result:
+        """Another length of a [MASK:?] search, as a result of its own (no decoding: its trace is kept)."""
+        choice = result.flexible if result is not None else None
+        if choice is None:
+            raise InputError("This run has no blank of flexible length: write [MASK:?] in the text and run it.")
+        for candidate in choice.candidates:
+            if candidate.length == int(length):
+                return self.result(candidate.trace, result.method, flexible=choice)
+        lengths = ", ".join(str(c.length) for c in choice.candidates)
+        raise InputError(f"Length {length} was not tried; the search tried {lengths} tokens.")
 
     def infill(self, text: str, method: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
         """The named API endpoint: (filled text, trace JSON with a top-level `steps` list)."""
         result = self.decode(Request(text=text, method=method, seed=int(seed)))
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"] = method
+        if result.flexible is not None:
+            data["flexible"] = result.flexible.to_dict()
         return result.text, json.dumps(data)
 
     def compare(self, request: Request) -> Comparison:
@@ -244,6 +314,41 @@ class Explorer:
                                     round(n_open / seconds, 1) if seconds > 0 else None,
                                     round(trace.logprob, 2), round(reference, 2)])
         return comparison
+
+    def preview(self, result: Result | None, step: int) -> None:
+        """Candidates for every position open at a step, computed the first time the step is shown (plan
+        runs decode without them: model.decoding.fill_preview); their tokens join the result's vocab."""
+        if result is None or not 0 <= int(step) < result.n_steps:
+            return
+        record = fill_preview(self.loaded.model, result.trace, int(step))
+        missing = sorted({int(t) for c in record.candidates.values() for t, _ in c} - set(result.vocab))
+        if missing:
+            strings = token_strings(self.loaded.tokenizer, missing, start_token_id=self.loaded.start_token_id)
+            result.vocab.update(zip(missing, strings, strict=True))
+
+    def preview_all(self, result: Result | None) -> None:
+        for step in range(result.n_steps if result is not None else 0):
+            self.preview(result, step)
+
+    # ------------------------------------------------------------------------------------ attention
+
+    def attention(self, result: Result | None, step: int, stream: str = "query"):
+        """The attention probabilities behind one step of a result (model.attention.AttentionWeights):
+        one uncached forward with the tap open; the query rows the step decided, or their content rows.
+        The AR baseline's step is the base model's content row before each position (shown as is)."""
+        from model.attention import step_attention
+
+        if result is None:
+            raise InputError("Run a decoding first; then step to the step whose attention you want to see.")
+        if not 0 <= int(step) < result.n_steps:
+            raise InputError("Before the first step nothing has been predicted: step forward (→) on the stage, "
+                             "then draw the attention again.")
+        trace = result.trace
+        model = self.base() if trace.mode == "ar_baseline" else self.loaded.model
+        try:
+            return step_attention(model, trace, int(step), stream=None if trace.mode == "ar_baseline" else stream)
+        except ValueError as err:
+            raise InputError(str(err)) from None
 
     # --------------------------------------------------------------------------------------- export
 
@@ -278,6 +383,7 @@ class Explorer:
         return buffer.getvalue()
 
     def trace_json(self, result: Result) -> str:
+        self.preview_all(result)  # an exported trace has every step's candidates, as the page shows them
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"], data["model"] = result.method, result.model
         return json.dumps(data, indent=1)

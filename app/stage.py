@@ -58,6 +58,8 @@ def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = 
                 "note": note or "Nothing to show yet: type a text with [MASK] blanks under “✎ Your text”, "
                                 "then press Run."}
     trace, labels = result.trace, result.labels
+    if not note and result.flexible is not None:
+        note = result.flexible.summary() + " Every length with its fill: under ✎ Your text."
     n = result.n_steps
     colors = figures.step_colors(n)
     graph = figures.dependency_graph(trace)

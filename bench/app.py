@@ -3,10 +3,12 @@
     python -m bench.app --json [--model default|tiny] [--length 128] [--open 64]
 
 A `length`-token text with `open` blank tokens in the middle is decoded through `Explorer.decode`
-(what the Run button calls) with the app's defaults (A3 plan, left to right, groups of 1, candidates
-for every open position), plus groups of 2 and dynamic decoding (k = 2). Then every step of the
-trace is rendered as the page does it (figures, checker verdict, candidates table, and each figure
-serialised to JSON as Gradio sends it). Prints one JSON object on its last line; asserts nothing.
+(what the Run button calls) with the app's defaults (A3 plan, left to right, groups of 1; each
+group's own rows only), plus groups of 2 and dynamic decoding (k = 2). Then every step of the
+trace is rendered as the page does it when the stage settles on it: the other open positions'
+candidates computed on first view (`Explorer.preview`, one forward), figures, checker verdict,
+candidates table, and each figure serialised to JSON as Gradio sends it. Prints one JSON object on
+its last line; asserts nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None) -
     render_ms = []
     for step in range(-1, result.n_steps):
         start = time.perf_counter()
+        explorer.preview(result, step)  # the other open positions' candidates, computed on first view
         rendered = render_step(result, step)
         explorer.verdict(result, step)
         for fig in (rendered.grid, rendered.dag, rendered.masks, rendered.logprob):

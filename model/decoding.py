@@ -18,6 +18,11 @@
 `collect(gen)` runs a decoder into a `DecodeTrace` (JSON-exportable). `sequence_log_likelihood` gives
 the exact log-likelihood of a complete sequence under any grouping in one forward pass.
 
+Resuming (what model/branching.py builds on): decode_plan and decode_dynamic take `keep_cache=True`,
+which leaves the engine's content cache on the returned trace (`trace.cache`), and `prefix=DecodePrefix`,
+which starts after steps already decided (their records are copied, their cached keys reused, so the
+shared prefix is never recomputed) and may dictate what the first new step commits.
+
 Dynamic decoders (dynamic, official_dynamic, diffusion, one_step_parallel) rank open positions on the
 distribution tokens are drawn from, as the official code does: temperature (1 when greedy), then
 top-k / top-p (`selection_scores`). Step records keep the model's own temperature-1 statistics too.
@@ -118,6 +123,8 @@ class DecodeTrace:
     steps: list[DecodeStep] = field(default_factory=list)
     final_ids: list[int] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    # decode_plan / decode_dynamic with keep_cache=True: the content cache at the end (never exported)
+    cache: A3Cache | None = field(default=None, repr=False, compare=False)
 
     @property
     def group_ids(self) -> list[int]:
@@ -200,6 +207,24 @@ def _step_dict(step: DecodeStep) -> dict:
     return d
 
 
+@dataclass
+class DecodePrefix:
+    """Where decode_plan / decode_dynamic start again: after `steps`, decided earlier (by a parent trace).
+
+    steps: the first steps of the new trace, kept as they are (the caller passes copies it may share).
+    cache: content keys/values of exactly the context of the first new step (given and decided
+      positions in groups before its group), e.g. a parent's kept cache truncated; the decoder appends
+      to it, so pass a copy. None: that context is recomputed by the first new call.
+    commit: what the first new step commits instead of choosing (position -> token): plan decoding
+      forces these tokens in its group (the positions must belong to it; others are sampled), dynamic
+      decoding commits exactly these positions whatever its strategy ranks first.
+    """
+
+    steps: list[DecodeStep] = field(default_factory=list)
+    cache: A3Cache | None = None
+    commit: dict[int, int] | None = None
+
+
 def collect(steps: Iterator[DecodeStep]) -> DecodeTrace:
     """Run a decoder to the end; the generator's return value is the trace."""
     while True:
@@ -275,6 +300,17 @@ class _Engine:
         self.cached = torch.zeros(plan.length, dtype=torch.bool)
         self.calls = 0
 
+    def resume(self, prefix: DecodePrefix) -> None:
+        """Continue after `prefix`: its tokens are decided, its cache (if any) already holds its context,
+        and its model calls count as calls so far (they were made once, by whoever decided the prefix)."""
+        for s in prefix.steps:
+            self.tokens[s.positions] = torch.as_tensor(s.tokens, dtype=torch.long)
+        self.calls = prefix.steps[-1].model_calls if prefix.steps else 0
+        if self.use_cache and prefix.cache is not None:
+            self.cache = prefix.cache
+            self.cached[:] = False
+            self.cached[prefix.cache.positions[0, : prefix.cache.length].cpu()] = True
+
     @torch.no_grad()
     def query_logits(self, groups: torch.Tensor, content_positions: list[int], query_positions: list[int],
                      query_groups: list[int]) -> torch.Tensor:
@@ -306,10 +342,14 @@ class _Engine:
 
 def _commit(engine: _Engine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
             sampler: Sampler, generator, force: torch.Tensor | None) -> tuple[list[int], list[float]]:
-    if force is not None:
-        chosen = force[positions]
+    """Commit tokens at `positions`: forced ones (force >= 0) as given, the others chosen by the sampler."""
+    forced = force[positions] if force is not None else None
+    if forced is not None and bool((forced >= 0).all()):
+        chosen = forced  # all forced: the generator is not touched
     else:
         chosen = choose_tokens(logits_rows, sampler, generator)
+        if forced is not None:
+            chosen = torch.where(forced >= 0, forced, chosen)
     engine.tokens[positions] = chosen
     return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())]
 
@@ -333,13 +373,36 @@ def _settings(sampler: Sampler, seed, **extra) -> dict:
             **extra}
 
 
-def _force(force_tokens, plan: Plan) -> torch.Tensor | None:
-    if force_tokens is None:
+def _force(force_tokens, plan: Plan, commit: dict[int, int] | None = None) -> torch.Tensor | None:
+    """Full-length forced tokens, -1 where not forced; a prefix's `commit` is forced on top."""
+    if force_tokens is None and not commit:
         return None
-    force = torch.as_tensor(force_tokens, dtype=torch.long)
-    if force.shape != (plan.length,):
-        raise PlanError(f"force_tokens must have one token per position ({plan.length}); got {tuple(force.shape)}.")
+    if force_tokens is None:
+        force = torch.full((plan.length,), -1, dtype=torch.long)
+    else:
+        force = torch.as_tensor(force_tokens, dtype=torch.long).clone()
+        if force.shape != (plan.length,):
+            raise PlanError(f"force_tokens must have one token per position ({plan.length}); "
+                            f"got {tuple(force.shape)}.")
+    for p, t in (commit or {}).items():
+        force[p] = t
     return force
+
+
+def _start(engine: _Engine, trace: DecodeTrace, prefix: DecodePrefix | None) -> tuple[int, float]:
+    """Resume the engine and the trace after a prefix: (steps already decided, the clock's start), so
+    step numbers, model calls and elapsed times continue from the prefix's last step."""
+    if prefix is None:
+        return 0, time.perf_counter()
+    engine.resume(prefix)
+    trace.steps = list(prefix.steps)
+    return len(prefix.steps), time.perf_counter() - trace.elapsed_s
+
+
+def _check_commit(prefix: DecodePrefix | None, allowed: list[int], what: str) -> None:
+    extra = sorted(set((prefix.commit or {}) if prefix else ()) - set(allowed))
+    if extra:
+        raise PlanError(f"prefix.commit names positions {extra[:8]} that are not {what} {allowed[:16]}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,22 +412,34 @@ def _force(force_tokens, plan: Plan) -> torch.Tensor | None:
 def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sampler(),
                 generator: torch.Generator | None = None, seed: int | None = None, cache: bool = True,
                 full_forward: bool = False, preview_open: bool = True, top_k_candidates: int = 5,
-                force_tokens=None) -> Iterator[DecodeStep]:
+                force_tokens=None, keep_cache: bool = False,
+                prefix: DecodePrefix | None = None) -> Iterator[DecodeStep]:
     """Decode the plan's open groups in order, one model call per group.
 
     cache=False recomputes every content row at every step; with full_forward=True it also runs
     the query stream and LM head on every position, exactly the work of the official code.
     preview_open: also compute query rows for every other still-open position (as if it were decided
     now), so each step carries candidates for all open positions; off, only the group's own rows.
-    force_tokens: teacher forcing, commits these tokens instead of sampling (for likelihoods).
+    force_tokens: teacher forcing, commits these tokens instead of sampling (for likelihoods); -1 at a
+    position leaves it to the sampler.
+    keep_cache: leave the content cache on the trace (`trace.cache`), for branching.
+    prefix: start after these steps, which must be the plan's first open groups (see DecodePrefix).
     """
     _check_plan(model, plan, own_groups=True)
-    generator, force = _as_generator(generator, seed), _force(force_tokens, plan)
-    engine, start = _Engine(model, plan, cache=cache, full_forward=full_forward), time.perf_counter()
+    generator = _as_generator(generator, seed)
+    force = _force(force_tokens, plan, prefix.commit if prefix else None)
+    engine = _Engine(model, plan, cache=cache, full_forward=full_forward)
     groups, still_open = plan.group_ids, plan.open.clone()
     trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name))
+    done, start = _start(engine, trace, prefix)
     for step, target in enumerate(plan.open_groups):
         members = ((groups == target) & plan.open).nonzero(as_tuple=True)[0].tolist()
+        if step < done:  # decided by the prefix: its content is cached (or recomputed as context)
+            _check_prefix_step(trace.steps[step], target, members)
+            still_open[members] = False
+            continue
+        if step == done:
+            _check_commit(prefix, members, "in the first new step's group")
         context = (groups < target).nonzero(as_tuple=True)[0].tolist()
         others = still_open.clone()
         others[members] = False
@@ -374,7 +449,14 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
         tokens, logps = _commit(engine, members, logits[: len(members)], stats, sampler, generator, force)
         still_open[members] = False
         yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start))
-    return _finish(trace, engine)
+    return _finish(trace, engine, keep_cache)
+
+
+def _check_prefix_step(step: DecodeStep, group: int, members: list[int]) -> None:
+    if step.group != group or sorted(step.positions) != members:
+        raise PlanError(f"prefix step {step.step} committed group {step.group} at {step.positions}, but the plan's "
+                        f"open group number {step.step} is {group} at {members}: resume a plan that keeps "
+                        "the prefix's groups.")
 
 
 def _record(trace: DecodeTrace, step: DecodeStep) -> DecodeStep:
@@ -382,8 +464,10 @@ def _record(trace: DecodeTrace, step: DecodeStep) -> DecodeStep:
     return step
 
 
-def _finish(trace: DecodeTrace, engine: _Engine) -> DecodeTrace:
+def _finish(trace: DecodeTrace, engine: _Engine, keep_cache: bool = False) -> DecodeTrace:
     trace.final_ids = engine.tokens.tolist()
+    if keep_cache:
+        trace.cache = engine.cache
     return trace
 
 
@@ -424,23 +508,33 @@ def _check_dynamic(strategy: str, k: int) -> None:
 
 def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confidence", k: int = 1,
                    sampler: Sampler = Sampler(), generator: torch.Generator | None = None, seed: int | None = None,
-                   cache: bool = True, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+                   cache: bool = True, top_k_candidates: int = 5, keep_cache: bool = False,
+                   prefix: DecodePrefix | None = None) -> Iterator[DecodeStep]:
     """Algorithm 2 with incremental groups: step t scores every open position given everything
     decided so far and commits the best k as group (first open group + t). The plan's order for
-    open positions is ignored; its given grouping is kept."""
+    open positions is ignored; its given grouping is kept.
+
+    keep_cache: leave the content cache on the trace (`trace.cache`), for branching.
+    prefix: start after these steps (step t committed group first + t); `prefix.commit` overrides
+    what the first new step commits (see DecodePrefix)."""
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
-    engine, start = _Engine(model, plan, cache=cache), time.perf_counter()
+    engine = _Engine(model, plan, cache=cache)
     groups = plan.group_ids.clone()
     first = int(groups[plan.given].max()) + 1
     open_now = plan.open_positions
+    n_open = len(open_now)
     # Undecided positions sit in a group after every step's (a plain number, exact in JSON); decoding never
     # reads it: each step's query rows get the step's own group, content rows are only decided positions.
-    groups[plan.open] = first + len(open_now)
+    groups[plan.open] = first + n_open
     realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
     trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache))
-    for step in range(len(open_now)):
+    done, start = _start(engine, trace, prefix)
+    open_now = _replay_dynamic_prefix(trace.steps, groups, first, open_now)
+    _check_commit(prefix, open_now, "open after the prefix:")
+    force = _force(None, plan, prefix.commit if prefix else None)
+    for step in range(done, n_open):
         if not open_now:
             break
         target = first + step
@@ -448,13 +542,28 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
         logits = engine.query_logits(groups, decided, open_now, [target] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
+        if step == done and force is not None:  # the prefix dictates this step's commits
+            chosen = sorted(prefix.commit)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+                                force if step == done else None)
         groups[chosen] = target
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
                                         scores=scores))
-    return _finish(trace, engine)
+    return _finish(trace, engine, keep_cache)
+
+
+def _replay_dynamic_prefix(steps: list[DecodeStep], groups: torch.Tensor, first: int,
+                           open_now: list[int]) -> list[int]:
+    """Give a prefix's committed positions their groups (step t: first + t); the positions still open."""
+    for t, s in enumerate(steps):
+        if s.group != first + t or not set(s.positions) <= set(open_now):
+            raise PlanError(f"prefix step {t} committed group {s.group} at {s.positions}; dynamic decoding of this "
+                            f"plan commits group {first + t} at positions still open ({open_now[:16]}).")
+        groups[s.positions] = s.group
+        open_now = [p for p in open_now if p not in set(s.positions)]
+    return open_now
 
 
 def _rows(stats: _StepStats, rows: list[int]) -> _StepStats:
@@ -594,6 +703,44 @@ def causal_log_probs(base: A3ForAnyOrderLM, token_ids) -> torch.Tensor:
     ids = torch.as_tensor(token_ids, dtype=torch.long).to(next(base.parameters()).device).view(1, -1)
     logits = base(ids, return_content_logits=True).content_logits[0, :-1].float()
     return logits.log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0].cpu()
+
+
+def open_at(trace: DecodeTrace, step: int) -> list[int]:
+    """The positions still open when step `step` is taken (its own included)."""
+    decided = trace.decided_step()
+    return [p for p in range(trace.plan.length) if not trace.plan.given[p] and decided[p] >= step]
+
+
+def has_preview(trace: DecodeTrace, step: int) -> bool:
+    """Whether step `step` carries candidates for every position open at it (not only its own)."""
+    return set(open_at(trace, step)) <= set(trace.steps[step].candidates)
+
+
+@torch.no_grad()
+def fill_preview(model: A3ForAnyOrderLM, trace: DecodeTrace, step: int, *, top_k_candidates: int = 5) -> DecodeStep:
+    """Add, on demand, the candidates decode_plan's `preview_open` would have recorded at one step.
+
+    A plan decoded with preview_open=False computes only each group's own query rows (all the decision
+    needs). When a page shows the step, the other open positions' candidates are computed here in one
+    uncached forward: the sequence as it stood before the step, every still-open position put in the
+    step's group, so each of their query rows sees exactly the step's context (groups below it), as the
+    preview rows do. The step's own entries are kept as decoded. Returns the (updated) step record.
+    """
+    record = trace.steps[step]
+    if trace.mode != "plan" or has_preview(trace, step):
+        return record  # other decoders score every open position already
+    rows = [p for p in open_at(trace, step) if p not in record.candidates]
+    placeholders = trace.plan.token_ids.tolist()
+    tokens = [t if t is not None else placeholders[p] for p, t in enumerate(trace.tokens_at(step - 1))]
+    groups = torch.as_tensor(trace.group_ids, dtype=torch.long).clone()
+    groups[rows] = record.group
+    device = next(model.parameters()).device
+    logits = model(torch.tensor([tokens], device=device), group_ids=groups.view(1, -1).to(device)).logits[0, rows]
+    stats = _stats(logits, rows, max(top_k_candidates, max((len(c) for c in record.candidates.values()), default=0)))
+    record.candidates.update(stats.candidates)
+    record.entropy.update(stats.entropy)
+    record.confidence.update(stats.confidence)
+    return record
 
 
 @torch.no_grad()

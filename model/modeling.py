@@ -107,6 +107,9 @@ class A3Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=bias)
+        # Read-only tap for model/attention.py: called with the exact q, k and mask `attend` gets. None
+        # except inside `model.attention.capture_attention`, so a normal forward pays one `is None` check.
+        self.observer = None
 
     def forward(self, rows, n_content, rope, visible, cache=None, layer=0):
         """rows (B, R, H): the first n_content rows are content, the rest query rows.
@@ -124,6 +127,8 @@ class A3Attention(nn.Module):
         q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[:, :n_content], sin[:, :n_content])
         if cache is not None:
             k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
+        if self.observer is not None:
+            self.observer(q, k, visible)  # reads only; never changes what follows
         out = attend(q, k, v, visible)  # (B, Hq, R, D)
         out = out.transpose(1, 2).reshape(B, R, self.n_heads * self.head_dim)
         return self.o_proj(out)

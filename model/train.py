@@ -97,6 +97,13 @@ PRESETS = {
                    eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
                    distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
                    mix={"ar": 0.4, "infill": 0.2, "span": 0.4}),
+    # recipe v3 on a CPU: warm start from v2; most batches mask whole sentences and short runs with
+    # text on both sides and score only them (the evaluation's infill shape); distillation on the
+    # left-to-right batches keeps general text; random groups of 4 keep any-order likelihoods
+    "cpu-v3": dict(seq_len=256, batch_size=8, max_steps=40, warmup_steps=2, lr=2e-4, eval_every=20,
+                   eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
+                   distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
+                   mix={"ar": 0.25, "perm4": 0.15, "sentences": 0.6}),
     "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
                    save_every=250, general=True, distill_weight=1.0,
                    mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.2, "span": 0.3}),
@@ -192,7 +199,9 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-STAGES = (*CURRICULUM, "span")
+STAGES = (*CURRICULUM, "span", "sentences")
+# stages whose loss scores only the open positions (the given ones are context, as at inference)
+FOCUS_STAGES = ("sentences",)
 
 
 def sample_span_groups(length: int, generator: torch.Generator | None = None, max_span: int = 16) -> torch.Tensor:
@@ -201,11 +210,17 @@ def sample_span_groups(length: int, generator: torch.Generator | None = None, ma
     outside-in order, one token per group half the time. This is the shape of a blank in the app
     and in the evaluation, where the plan decoder fills it left to right with both sides given."""
     given = sample_span(length, generator, max_span)
+    return _open_order_groups(given, generator)
+
+
+def _open_order_groups(given: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Given positions left to right, then the open ones: left to right half the time, else random or
+    outside-in; one token per group half the time, else groups of 2 or 4."""
     r = float(torch.rand(1, generator=generator))
     order = "left_to_right" if r < 0.5 else ("random" if r < 0.75 else "outside_in")
     size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else (2, 4)[int(torch.randint(0, 2, (1,),
                                                                                   generator=generator))]
-    plan = make_plan(torch.zeros(length, dtype=torch.long), given=given, order=order, group_size=size,
+    plan = make_plan(torch.zeros(given.numel(), dtype=torch.long), given=given, order=order, group_size=size,
                      generator=generator)
     return plan.group_ids
 
@@ -220,20 +235,93 @@ def sample_span(length: int, generator: torch.Generator | None = None, max_span:
     return given
 
 
-def sample_groups(length: int, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
+def sentence_end_ids(tokenizer) -> torch.Tensor:
+    """(V,) bool: the tokens that end a sentence (their text ends in . ! or ?, maybe with a quote)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return torch.tensor([t.rstrip().rstrip("\"'”").endswith((".", "!", "?")) for t in texts])
+
+
+def sample_sentence_spans(ends: torch.Tensor, generator: torch.Generator | None = None,
+                          fraction: tuple[float, float] = (0.15, 0.5), max_span: int = 40) -> torch.Tensor:
+    """A given mask (L,) with several open runs covering a `fraction` of positions 1..L-1: half the
+    runs whole sentences (after a sentence end up to the next one, as the evaluation masks them), the
+    rest random runs of 2..24 tokens; runs never touch, so each has text on both sides.
+
+    ends: (L,) bool, True where the token ends a sentence."""
+    length = ends.numel()
+    n = length - 1
+    given = torch.ones(length, dtype=torch.bool)
+    if n < 3:
+        given[length - 1] = False
+        return given
+    stops = ends.nonzero(as_tuple=True)[0].tolist()
+    starts = [0, *stops[:-1]] if stops else []  # the token before each sentence
+    sentences = [(a + 1, b + 1) for a, b in zip(starts, stops, strict=True) if 1 <= b - a <= max_span]
+    lo, hi = fraction
+    target = max(1, int(n * (lo + (hi - lo) * float(torch.rand(1, generator=generator)))))
+    for _ in range(64):
+        if int((~given).sum()) >= target:
+            break
+        if sentences and float(torch.rand(1, generator=generator)) < 0.5:
+            start, stop = sentences[int(torch.randint(0, len(sentences), (1,), generator=generator))]
+        else:
+            span = int(torch.randint(2, min(24, n) + 1, (1,), generator=generator))
+            start = 1 + int(torch.randint(0, n - span + 1, (1,), generator=generator))
+            stop = start + span
+        stop = min(stop, length)
+        # keep one given token between runs (and after the start token)
+        if bool((~given[max(1, start - 1) : min(length, stop + 1)]).any()) or start < 1:
+            continue
+        given[start:stop] = False
+    if bool(given[1:].all()):
+        given[1 + int(torch.randint(0, n, (1,), generator=generator))] = False
+    return given
+
+
+def sample_groups(length: int, stage: str, generator: torch.Generator | None = None,
+                  ends: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(group ids (L,), open mask (L,) or None): the open positions are returned for the stages that
+    score only them (FOCUS_STAGES)."""
     if stage == "span":
-        return sample_span_groups(length, generator)
-    return sample_training_groups(length, stage, generator)
+        return sample_span_groups(length, generator), None
+    if stage == "sentences":
+        ends = ends if ends is not None else torch.zeros(length, dtype=torch.bool)
+        given = sample_sentence_spans(ends[:length], generator)
+        return _open_order_groups(given, generator), ~given
+    return sample_training_groups(length, stage, generator), None
 
 
-def batch_groups(attention_mask: torch.Tensor, stage: str, generator: torch.Generator) -> torch.Tensor:
-    """One grouping per sequence, over its real tokens; padding gets the largest group (never seen)."""
+def batch_plan(attention_mask: torch.Tensor, stage: str, generator: torch.Generator,
+               ends: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One grouping per sequence, over its real tokens; padding gets the largest group (never seen).
+    Returns (groups (B, L), the positions to score (B, L) for a focus stage, else None).
+    ends: (B, L) bool, the sentence-ending tokens (for the sentence stage)."""
     B, L = attention_mask.shape
     groups = torch.full((B, L), L + 1, dtype=torch.long)
+    targets = torch.zeros((B, L), dtype=torch.bool) if stage in FOCUS_STAGES else None
     for b in range(B):
         n = int(attention_mask[b].sum())
-        groups[b, :n] = sample_groups(n, stage, generator)
-    return groups
+        groups[b, :n], open_ = sample_groups(n, stage, generator, None if ends is None else ends[b, :n])
+        if targets is not None:
+            targets[b, :n] = open_
+    return groups, targets
+
+
+def batch_groups(attention_mask: torch.Tensor, stage: str, generator: torch.Generator,
+                 ends: torch.Tensor | None = None) -> torch.Tensor:
+    return batch_plan(attention_mask, stage, generator, ends)[0]
+
+
+def staged_batch(batch: dict, stage: str, generator: torch.Generator, end_ids: torch.Tensor | None) -> dict:
+    """The model's inputs for one stage: group ids added; in a focus stage the given labels are -100."""
+    mask = batch["attention_mask"].cpu()
+    ends = end_ids[batch["input_ids"].cpu()] if end_ids is not None else None
+    groups, targets = batch_plan(mask, stage, generator, ends)
+    device = batch["input_ids"].device
+    out = {**batch, "group_ids": groups.to(device)}
+    if targets is not None:
+        out["labels"] = batch["labels"].masked_fill(~targets.to(device), -100)
+    return out
 
 
 def distill_kl(query_logits: torch.Tensor, teacher_content_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -384,13 +472,14 @@ def load_checkpoint(model, optimizer, directory: Path) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def validation_loss(model, batches: list[dict], stage: str, seed: int, device) -> float:
+def validation_loss(model, batches: list[dict], stage: str, seed: int, device,
+                    end_ids: torch.Tensor | None = None) -> float:
     model.eval()
     g = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for batch in batches:
-        groups = batch_groups(batch["attention_mask"], stage, g)
-        out = model(**{k: v.to(device) for k, v in batch.items()}, group_ids=groups.to(device))
+        inputs = staged_batch({k: v.to(device) for k, v in batch.items()}, stage, g, end_ids)
+        out = model(**inputs)
         total += float(out.loss) * int(out.n_scored)
         count += int(out.n_scored)
     model.train()
@@ -432,6 +521,8 @@ def train(cfg: TrainConfig) -> dict:
     val_seqs = load_sequences(tokenizer, start_id, "validation", dataclasses.replace(cfg, general=False))
     general_val = (general_sequences(tokenizer, start_id, "validation", cfg) if cfg.general else [])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+    uses_sentences = "sentences" in (set(cfg.stages) | {k for k, v in cfg.mix.items() if v > 0})
+    end_ids = sentence_end_ids(tokenizer) if uses_sentences else None
     global_batch = cfg.batch_size * accelerator.num_processes
     dataset = EpochOrder(train_seqs, cfg.seed, cfg.max_steps * cfg.grad_accum * global_batch)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
@@ -461,9 +552,9 @@ def train(cfg: TrainConfig) -> dict:
             group["lr"] = lr_at(step, cfg)
         for _ in range(cfg.grad_accum):
             batch = next(batches)
-            groups = batch_groups(batch["attention_mask"].cpu(), stage, rng).to(accelerator.device)
+            inputs = staged_batch(batch, stage, rng, end_ids)
             with accelerator.accumulate(model):
-                out = model(**batch, group_ids=groups)
+                out = model(**inputs)
                 loss = out.loss
                 if teacher is not None and stage == "ar":
                     with torch.no_grad(), accelerator.autocast():
@@ -489,11 +580,13 @@ def train(cfg: TrainConfig) -> dict:
                                          "lr": lr_at(step - 1, cfg), "tokens": tokens_seen,
                                          "minutes": round((time.time() - start_time) / 60, 2)}) + "\n")
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            val = {s: validation_loss(model, val_batches, s, cfg.seed, accelerator.device)
-                   for s in ("ar", "perm4", "infill", "span")}
+            val_stages = ("ar", "perm4", "infill", "span") + (("sentences",) if end_ids is not None else ())
+            val = {s: validation_loss(model, val_batches, s, cfg.seed, accelerator.device, end_ids)
+                   for s in val_stages}
             if general_val_batches:
                 val.update({f"general_{s}": validation_loss(model, general_val_batches, s, cfg.seed,
-                                                            accelerator.device) for s in ("ar", "span")})
+                                                            accelerator.device, end_ids)
+                            for s in ("ar", "span") + (("sentences",) if end_ids is not None else ())})
             if accelerator.is_main_process:
                 with log_file.open("a") as fh:
                     fh.write(json.dumps({"step": step, "validation": val}) + "\n")

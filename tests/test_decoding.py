@@ -358,3 +358,34 @@ def test_selection_scores_use_the_filtered_distribution(tiny, mode):
     entropy = collect(run_decoder(mode, tiny, plan, k=2, strategy="entropy",
                                   sampler=Sampler(temperature=0.5, top_k=1), seed=1))
     assert all(v == 0 for s in entropy.steps for v in s.selection_scores.values())  # one token left: H = 0
+
+
+@pytest.mark.parametrize("order, size", [("left_to_right", 1), ("random", 3), ("outside_in", 2)])
+def test_preview_on_demand_equals_the_preview_decoded_with_every_step(tiny, order, size):
+    from model.decoding import fill_preview, has_preview, open_at
+
+    plan = infill_plan(order, size)
+    full = collect(decode_plan(tiny, plan, preview_open=True))
+    lean = collect(decode_plan(tiny, plan, preview_open=False))
+    assert lean.final_ids == full.final_ids
+    for step, (a, b) in enumerate(zip(full.steps, lean.steps, strict=True)):
+        assert set(b.candidates) == set(b.positions) and (step == len(lean.steps) - 1 or not has_preview(lean, step))
+        own = {p: list(b.candidates[p]) for p in b.positions}
+        fill_preview(tiny, lean, step)
+        assert has_preview(lean, step) and set(b.candidates) == set(a.candidates) == set(open_at(full, step))
+        for p in a.candidates:
+            assert [t for t, _ in a.candidates[p]] == [t for t, _ in b.candidates[p]]
+            assert max(abs(x - y) for (_, x), (_, y) in zip(a.candidates[p], b.candidates[p], strict=True)) < 1e-4
+            assert abs(a.entropy[p] - b.entropy[p]) < 1e-4 and abs(a.confidence[p] - b.confidence[p]) < 1e-4
+        assert {p: b.candidates[p] for p in b.positions} == own  # the decoded entries are kept as they were
+        assert fill_preview(tiny, lean, step) is b  # a second call computes nothing new
+
+
+def test_preview_on_demand_leaves_other_decoders_alone(tiny):
+    from model.decoding import fill_preview
+
+    trace = collect(decode_dynamic(tiny, infill_plan(), k=2))
+    before = [dict(s.candidates) for s in trace.steps]
+    for step in range(len(trace.steps)):
+        fill_preview(tiny, trace, step)
+    assert [dict(s.candidates) for s in trace.steps] == before

@@ -148,6 +148,12 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     expect(page.locator("#details-summary")).to_contain_text("Step 4/4", timeout=15_000)
     expect(page.locator("#details-verdict")).to_contain_text("No leak")
     expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1)
+    # the real attention weights of that step, drawn over the mask on request
+    page.locator("#attention").get_by_text("Attention weights at this step").click()
+    page.locator("#attn-btn").click()
+    expect(page.locator("#attn-plot .js-plotly-plot")).to_have_count(1, timeout=30_000)
+    expect(page.locator("#attn-plot")).to_contain_text("Attention weights at step 4 · query stream")
+    expect(page.locator("#attn-plot")).to_contain_text("blocked (exactly 0)")
 
     shot = Path(os.environ.get("A3_SCREENSHOT", tmp_path / "a3-explorer.png"))
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -191,4 +197,81 @@ def test_bad_input_shows_a_warning_and_keeps_the_page(page_url, browser):
     page.locator("#run-btn").click()
     expect(page.locator("#warning")).to_contain_text("Malformed blank", timeout=30_000)
     assert "Traceback" not in page.content()
+    page.close()
+
+
+def test_any_length_blank_shows_every_length_and_loads_another(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Your text")
+    expect(page.locator("#lengths-box")).to_be_hidden()  # only a [MASK:?] run shows the lengths
+    page.locator("#text textarea").fill("The old dog slept by the fire. [MASK:?4] The children laughed.")
+    page.locator("#run-btn").click()
+    expect(page.locator(".a3s-note")).to_contain_text("[MASK:?] tried 2, 3, 4, 5, 6, 8 tokens", timeout=60_000)
+    kept = int(re.search(r"kept (\d+)", page.locator(".a3s-note").inner_text()).group(1))
+    expect(page.locator("#stage-counter")).to_have_text(f"Step {kept}/{kept}", timeout=30_000)
+    open_tab(page, "Your text")
+    table = page.locator("#lengths-table")
+    expect(table).to_contain_text("log p / token")
+    expect(table).to_contain_text("✓")
+    other = 2 if kept != 2 else 3
+    page.locator("#lengths-pick input").click()
+    page.get_by_role("option", name=str(other), exact=True).click()
+    page.locator("#lengths-btn").click()
+    expect(page.locator("#stage-counter")).to_have_text(f"Step {other}/{other}", timeout=30_000)
+    page.close()
+
+
+def test_order_lab_scores_orders_and_loads_one_onto_the_stage(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Order lab")
+    expect(page.locator("#gallery-plot .js-plotly-plot")).to_have_count(1)  # drawn before any scoring
+    page.locator("#lab-btn").click()
+    expect(page.locator("#lab-plot .js-plotly-plot")).to_have_count(1, timeout=60_000)
+    expect(page.locator("#lab-summary")).to_contain_text("Best:")
+    expect(page.locator("#lab-tokens .js-plotly-plot")).to_have_count(1)
+    page.locator("#lab-load-a").click()
+    expect(page.locator("#stage-counter")).to_have_text(re.compile(r"^Step \d+/\d+$"), timeout=30_000)
+    expect(page.locator(".a3s-headline")).to_be_visible()
+    page.close()
+
+
+def test_branch_from_a_step_and_switch_between_branches(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(page_url)
+    page.wait_for_selector("#stage .a3s")
+    open_tab(page, "Your text")
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds.")
+    page.locator("#method label", has_text="A3 plan").click()
+    page.locator("#run-btn").click()
+    expect(page.locator("#stage-counter")).to_have_text("Step 4/4", timeout=60_000)
+    page.locator("#stage-counter").click()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#stage-counter")).to_have_text("Step 2/4")
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text("Step 2/4", timeout=15_000)
+    page.locator("#branching").get_by_text("Branch from this step").click()
+    expect(page.locator("#br-position input")).to_have_value(re.compile(r"decided here"), timeout=15_000)
+    page.locator("#br-token-btn").click()
+    # the branch opens on the stage; its first step is the parent's, its own start at step 2
+    expect(page.locator("#stage-counter")).to_have_text("Step 4/4", timeout=60_000)
+    open_tab(page, "Step details")
+    tree = page.locator("#br-tree")
+    expect(tree).to_contain_text("main run", timeout=15_000)
+    expect(tree).to_contain_text("▶ 1")
+    page.locator("#br-pick input").click()
+    page.get_by_role("option", name=re.compile(r"^0: main run")).click()
+    page.locator("#br-show").click()
+    expect(page.locator("#br-tree")).to_contain_text("▶ 0", timeout=15_000)
     page.close()

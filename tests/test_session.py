@@ -184,3 +184,35 @@ def test_given_tokens_follow_the_model_layouts_convention(tiny_loaded):
         assert (len(set(given_groups)) == len(given_groups)) is expect_distinct
         assert explorer.given_grouping == ("causal" if expect_distinct else "joint")
         assert int(plan.group_ids[plan.open].min()) > max(given_groups)  # blanks after every given token
+
+
+def test_attention_at_a_step_is_the_steps_rows_and_bad_steps_say_what_to_do(explorer):
+    result = explorer.decode(Request(text=TEXT, method="A3 dynamic"))
+    step = 2
+    weights = explorer.attention(result, step)
+    assert list(weights.rows) == result.trace.steps[step].positions and weights.stream == "query"
+    rows = weights.probs[:, :, list(weights.rows)]  # (layers, heads, R, L)
+    allowed = weights.allowed[list(weights.rows)]
+    assert np.allclose(rows.sum(-1), 1.0, atol=1e-5) and not rows[..., ~allowed].any()
+    content = explorer.attention(result, step, "content")
+    assert content.stream == "content" and list(content.rows) == list(weights.rows)
+    for bad in (-1, result.n_steps):
+        with pytest.raises(InputError, match="step forward"):
+            explorer.attention(result, bad)
+    with pytest.raises(InputError, match="Run a decoding first"):
+        explorer.attention(None, 0)
+
+
+def test_plan_runs_compute_the_other_candidates_when_a_step_is_first_shown(explorer):
+    from model.decoding import has_preview
+
+    result = explorer.decode(Request(text=TEXT))  # A3 plan, left to right
+    trace = result.trace
+    assert not has_preview(trace, 0) and set(trace.steps[0].candidates) == set(trace.steps[0].positions)
+    explorer.preview(result, 0)
+    assert has_preview(trace, 0) and len(trace.steps[0].candidates) == 4
+    shown = {int(t) for c in trace.steps[0].candidates.values() for t, _ in c}
+    assert shown <= set(result.vocab)  # every candidate has its display string
+    explorer.preview(result, -1)  # before any step: nothing to compute, no error
+    data = json.loads(explorer.trace_json(result))  # an export carries every step's candidates
+    assert all(len(s["candidates"]) == 4 - i for i, s in enumerate(data["steps"]))

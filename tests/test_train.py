@@ -130,7 +130,58 @@ def test_span_groupings_open_one_short_run_after_the_start_token():
         groups = sample_span_groups(n, g)
         assert int(groups[0]) < int(groups[1:].min())  # the start token alone in the lowest group
     assert lengths == set(range(1, 17))
-    assert sample_groups(10, "ar", g).tolist()[1:] == list(range(9))
+    assert sample_groups(10, "ar", g)[0].tolist()[1:] == list(range(9))
+
+
+def test_sentence_spans_are_separate_runs_many_of_them_whole_sentences(tokenizer):
+    from model.train import sample_sentence_spans, sentence_end_ids
+
+    ends_of = sentence_end_ids(tokenizer)
+    assert bool(ends_of[tokenizer(".", add_special_tokens=False).input_ids[0]])
+    assert not bool(ends_of[tokenizer(" the", add_special_tokens=False).input_ids[0]])
+    text = " ".join(f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six", "seven"))
+    ids = torch.tensor([0] + tokenizer(text, add_special_tokens=False).input_ids)
+    ends = ends_of[ids]
+    starts = {0, *(ends.nonzero(as_tuple=True)[0] + 1).tolist()}  # sentence starts
+    g = torch.Generator().manual_seed(0)
+    whole, fractions = 0, []
+    for _ in range(200):
+        given = sample_sentence_spans(ends, g)
+        assert bool(given[0]) and not bool(given.all())
+        opened = (~given).int()
+        run_starts = ((opened[1:] == 1) & (opened[:-1] == 0)).nonzero(as_tuple=True)[0] + 1
+        run_stops = ((opened[1:] == 0) & (opened[:-1] == 1)).nonzero(as_tuple=True)[0] + 1
+        for a in run_starts.tolist():  # runs never touch: a given token before each run
+            assert bool(given[a - 1])
+        whole += sum(1 for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=False)
+                     if a in starts and b in starts)
+        fractions.append(float(opened.sum()) / (len(ids) - 1))
+    assert whole > 50  # whole sentences are masked often (the evaluation's blank)
+    assert min(fractions) > 0.1 and max(fractions) < 0.75
+
+
+def test_sentence_stage_scores_only_the_open_positions(tokenizer):
+    from model.plans import check_context
+    from model.train import staged_batch
+
+    seqs = [[0] + tokenizer("A cat sat. A dog ran. The sun was warm.", add_special_tokens=False).input_ids,
+            [0] + tokenizer("Short one. Yes.", add_special_tokens=False).input_ids]
+    batch = pad_batch(seqs, 0)
+    from model.train import sentence_end_ids
+
+    out = staged_batch(batch, "sentences", torch.Generator().manual_seed(3), sentence_end_ids(tokenizer))
+    for b, seq in enumerate(seqs):
+        n = len(seq)
+        groups = out["group_ids"][b, :n]
+        scored = (out["labels"][b, :n] != -100)
+        given = ~scored
+        check_context(given, groups)  # a valid plan: every open position sees something
+        # the given positions come first (lower groups) and are not scored; the open ones are, with their tokens
+        assert int(groups[given].max()) < int(groups[scored].min())
+        assert out["labels"][b, :n][scored].tolist() == [seq[i] for i in scored.nonzero(as_tuple=True)[0].tolist()]
+        assert bool((out["labels"][b, n:] == -100).all())
+    plain = staged_batch(batch, "ar", torch.Generator().manual_seed(3), None)
+    assert torch.equal(plain["labels"], batch["labels"])  # other stages score every position
 
 
 def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):

@@ -1,0 +1,121 @@
+"""Branching on the page: the tree of runs grown from the result on the stage, without the UI.
+
+The stage stops on step k; the user picks another candidate for a position open at k, or another order
+(plan) / strategy (dynamic) and group size for the rest, and `model.branching.BranchTree` decodes the rest
+from the parent's cache (the shared prefix is never recomputed). Every branch stays in the tree; any of
+them can be put on the stage and branched again. Plain values in, plain values out; no gradio here.
+"""
+
+from __future__ import annotations
+
+from app.session import ORDER_NAMES, STRATEGIES, Explorer, InputError, Result
+from model.branching import BRANCHABLE, BranchTree
+from model.plans import PlanError
+
+TREE_HEADERS = ["#", "branch", "parent", "shared steps", "log p", "new calls", "text"]
+PLAN_ORDERS = [name for name in ORDER_NAMES if ORDER_NAMES[name] != "custom"]
+
+
+def can_branch(result: Result | None) -> str:
+    """Why this result cannot be branched ("" when it can)."""
+    if result is None:
+        return "Run a decoding first; then stop the stage on the step to branch from."
+    if result.trace.mode not in BRANCHABLE:
+        return (f"{result.method} cannot branch: only A3 plan and A3 dynamic decode one cached order (the others "
+                "regroup or recompute every step, or run another model). Run with one of those two.")
+    return ""
+
+
+def tree_of(explorer: Explorer, result: Result, tree: BranchTree | None) -> tuple[BranchTree, int]:
+    """The tree the result belongs to and its index there; a result from elsewhere starts a new tree."""
+    why = can_branch(result)
+    if why:
+        raise InputError(why)
+    if tree is not None:
+        for index, branch in enumerate(tree.branches):
+            if branch.trace is result.trace:
+                return tree, index
+    return BranchTree(explorer.loaded.model, result.trace, name="0: main run"), 0
+
+
+def continuation_choices(result: Result | None) -> tuple[list[str], str]:
+    """(choices, label) for "decode the rest": orders for a plan run, strategies for a dynamic one."""
+    if result is not None and result.trace.mode == "dynamic":
+        return list(STRATEGIES), "commit the rest by (dynamic)"
+    return PLAN_ORDERS, "order of the rest (A3 plan)"
+
+
+def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:
+    """(label, position) of every position with candidates at this step: the ones decided at it first."""
+    if result is None or not 0 <= step < result.n_steps:
+        return []
+    record = result.trace.steps[step]
+    decided = [p for p in record.positions if p in record.candidates]
+    rest = sorted(p for p in record.candidates if p not in record.positions)
+    chosen = dict(zip(record.positions, record.tokens, strict=True))
+    labels = []
+    for p in decided + rest:
+        now = f" (decided here: {result.token_text(chosen[p]).strip() or '␣'})" if p in chosen else " (open)"
+        labels.append((f"position {p}{now}", p))
+    return labels
+
+
+def token_choices(result: Result | None, step: int, position) -> list[tuple[str, int]]:
+    """(label, token id) of the step's candidates for a position, most probable first."""
+    if result is None or position is None or not 0 <= step < result.n_steps:
+        return []
+    candidates = result.trace.steps[step].candidates.get(int(position), [])
+    return [(f"{result.token_text(t)!r} p={p:.3f}", int(t)) for t, p in candidates]
+
+
+def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: int, *, position=None, token=None,
+           order: str | None = None, group_size: int | None = None) -> tuple[BranchTree, Result]:
+    """Branch the result on the stage at `step`; returns the tree and the new branch as a Result."""
+    tree, parent = tree_of(explorer, result, tree)
+    if not 0 <= int(step) < result.n_steps:
+        raise InputError("Stop the stage on a step first (→): a branch replaces a decision of that step or "
+                         "decodes the rest from it.")
+    if order is not None and result.trace.mode == "plan":
+        if order not in ORDER_NAMES or ORDER_NAMES[order] == "custom":
+            raise InputError(f"Unknown order {order!r}; choose one of {', '.join(PLAN_ORDERS)}.")
+        order = ORDER_NAMES[order]
+    try:
+        index = tree.branch(int(step), parent=parent, position=None if position is None else int(position),
+                            token=None if token is None else int(token), order=order,
+                            group_size=None if group_size is None else int(group_size),
+                            name=_name(result, len(tree), int(step), position, token, order, group_size))
+    except PlanError as err:
+        raise InputError(f"Cannot branch: {err}") from None
+    return tree, branch_result(explorer, tree, index, result.method)
+
+
+def _name(result: Result, index: int, step: int, position, token, order, group_size) -> str:
+    """A branch's name in the page's words: what changed, at which step (1-based, as the stage counts)."""
+    if token is not None:
+        text = result.token_text(int(token)).strip() or repr(result.token_text(int(token)))
+        what = f"'{text}' at position {position}"
+    else:
+        what = f"rest {order or 'as before'}" + (f", {group_size} per group" if group_size else "")
+    return f"{index}: {what}, from step {step + 1}"
+
+
+def branch_result(explorer: Explorer, tree: BranchTree, index: int, method: str) -> Result:
+    try:
+        trace = tree[int(index)].trace
+    except (IndexError, ValueError, TypeError, PlanError):
+        raise InputError(f"There is no branch {index!r}: pick one of the tree's rows.") from None
+    return explorer.result(trace, method)
+
+
+def tree_rows(explorer: Explorer, tree: BranchTree | None, shown: Result | None) -> list[list]:
+    """One row per branch: index (▶ on the one shown), name, parent, step it leaves at, log p, calls, text."""
+    if tree is None:
+        return []
+    from model.text import decode_text
+
+    rows = []
+    for i, b in enumerate(tree.branches):
+        mark = "▶ " if shown is not None and b.trace is shown.trace else ""
+        rows.append([f"{mark}{i}", b.name, "—" if b.parent is None else b.parent, b.at_step, round(b.logprob, 2),
+                     b.new_model_calls, decode_text(explorer.loaded.tokenizer, b.trace.final_ids)])
+    return rows
