@@ -12,6 +12,7 @@ from app.session import ORDER_NAMES, STRATEGIES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
 from model.plans import PlanError
 
+MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model)
 TREE_HEADERS = ["#", "branch", "parent", "shared steps", "log p", "new calls", "text"]
 PLAN_ORDERS = [name for name in ORDER_NAMES if ORDER_NAMES[name] != "custom"]
 
@@ -72,6 +73,11 @@ def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: in
            order: str | None = None, group_size: int | None = None) -> tuple[BranchTree, Result]:
     """Branch the result on the stage at `step`; returns the tree and the new branch as a Result."""
     tree, parent = tree_of(explorer, result, tree)
+    if len(tree) >= MAX_BRANCHES:
+        raise InputError(f"This run has {MAX_BRANCHES} branches, the most the page keeps: run again to start a "
+                         "new tree.")
+    if order is None and group_size is None and (position is None or token is None):
+        raise InputError("Pick a position and one of its candidates first (or an order for the rest).")
     if not 0 <= int(step) < result.n_steps:
         raise InputError("Stop the stage on a step first (→): a branch replaces a decision of that step or "
                          "decodes the rest from it.")

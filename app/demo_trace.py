@@ -50,6 +50,7 @@ def demo_record(explorer: Explorer) -> dict:
     """Decode the example and return what the JSON file holds."""
     loaded = explorer.loaded
     result = explorer.decode(Request(**DEMO_REQUEST))
+    explorer.preview_all(result)  # every step's candidates in the file (a no-op for dynamic decoding)
     return {
         "request": DEMO_REQUEST, "model": loaded.name, "fingerprint": model_fingerprint(loaded.name),
         "method": result.method, "text": result.text, "labels": result.labels,

@@ -35,6 +35,7 @@ from app.session import (
 )
 from app.stage import stage_payload
 from app.stage_component import Stage
+from model.decoding import has_preview
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ BRANCH_INTRO = (
     "commit another of this step's candidates at a position (one decided here, or one still open, which "
     "then joins this step). **Order** (A3 plan) or **strategy** (A3 dynamic) and group size: decode the "
     "still-open positions that way from this step on. The first steps are shared with the parent and not "
-    "recomputed: the branch starts from the parent's content cache (*new model calls* counts only its own). "
+    "decoded again: their content is rebuilt in one model call the first time a run is branched, then the "
+    "branch starts from that cache (*new calls* counts the branch's own calls, that one included). "
     "Every branch stays in the table with its log p; show any of them on the stage and branch again.")
 ATTENTION_INTRO = (
     "The probabilities each row of this step really put on each key, read out of one forward pass "
@@ -352,15 +354,18 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             keep = [m if i in locked else False for i, m in enumerate(picker_["mask"])]
             return {**picker_, "mask": keep}
 
+        def reset_branches():
+            """A new run starts a new tree: the old branches leave the table."""
+            return None, gr.Dataframe(value=None, visible=False), gr.Dropdown(choices=[], value=None)
+
         def on_run(*values):
             skip = (gr.skip(),) * 8
             try:
                 request = request_of(*values)
                 result = decode(request)
-                picker_value = explorer.picker_from_text(request.text)
+                picker_value = (explorer.picker_at_length(request.text, result.flexible.best.length)
+                                if result.flexible is not None else explorer.picker_from_text(request.text))
                 picker_value["mask"] = [not g for g in result.trace.given]
-                if result.flexible is not None:  # the chips of the length kept (the guess's may not fit)
-                    picker_value = {"text": request.text, **_chips_of(result)}
             except InputError as err:
                 return (*skip, warn(err))
             except Exception as err:  # never a stack trace in the page
@@ -368,16 +373,6 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                 return (*skip, warn(f"Something went wrong: {err}"))
             return (result, stage_payload(result), picker_value, *lengths_outputs(result), gr.Tabs(selected="stage"),
                     "")
-
-        def _chips_of(result: Result) -> dict:
-            """The picker's chips for a result's own sequence (a [MASK:?] run's length is the kept one)."""
-            strings = list(result.labels)
-            mask = [not g for g in result.trace.given]
-            for p, open_ in enumerate(mask):
-                if open_:
-                    strings[p] = "▢"
-            return {"ids": list(result.trace.final_ids), "tokens": strings, "mask": mask,
-                    "locked": [0, *[p for p, m in enumerate(mask) if m]]}
 
         def lengths_outputs(result: Result | None):
             """(box, note, table, dropdown) for a [MASK:?] run; hidden otherwise."""
@@ -422,8 +417,27 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             return result, stage_payload(result), gr.Tabs(selected="stage"), ""
 
         @gpu
-        def preview(result, step_):
+        def preview_of(result, step_):
+            """The step's records with every open position's candidates (returned, not only changed in
+            place: on ZeroGPU this runs in another process, on a copy)."""
             explorer.preview(result, step_)
+            record = result.trace.steps[step_]
+            return record.candidates, record.entropy, record.confidence, result.vocab
+
+        def on_preview(result, step_):
+            """After the details render: the other open positions' candidates of a plan run, computed
+            on first view (one forward), then the candidates table and the branch controls again."""
+            if result is None or not 0 <= step_ < result.n_steps or has_preview(result.trace, step_):
+                return gr.skip(), gr.skip(), gr.skip()
+            try:
+                record = result.trace.steps[step_]
+                record.candidates, record.entropy, record.confidence, result.vocab = preview_of(result, step_)
+            except Exception:  # the table keeps the step's own candidates; never a stack trace
+                log.exception("preview failed")
+                return gr.skip(), gr.skip(), gr.skip()
+            headers, rows = figures.candidate_rows(result.trace, step_, result.labels, result.token_text)
+            positions, tokens, _ = branch_controls(result, step_)
+            return gr.Dataframe(value=rows or None, headers=headers, visible=bool(rows)), positions, tokens
 
         @gpu
         def attention_of(result, step_, stream_):
@@ -487,13 +501,12 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             return shown, stage_payload(shown), tree_outputs(tree, shown)[0], gr.Tabs(selected="stage"), ""
 
         def tree_method(tree) -> str:
-            return {"plan": "A3 plan", "dynamic": "A3 dynamic"}[tree[0].trace.mode]
+            return next(name for name, mode in METHODS.items() if mode == tree[0].trace.mode)
 
         def on_details(result, step_, reduce_, sort_):
             if result is None:
                 return (gr.skip(),) * 12
             step_ = clamp_step(result, step_)
-            preview(result, step_)
             rendered = render_step(result, step_, reduce=reduce_, sort_by_group=sort_)
             headers, rows = rendered.candidates
             hint = ("Before the first step nothing has been predicted yet: step forward (→) on the stage to see "
@@ -514,7 +527,9 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
         text.submit(on_tokenize, text, [picker, warning], api_visibility="private")
         unmask_btn.click(on_unmask, picker, picker, api_visibility="private")
         run_btn.click(on_run, settings, [result_state, stage, picker, lengths_box, lengths_note, lengths_table,
-                                         lengths_pick, tabs, warning], api_visibility="private", **model_events)
+                                         lengths_pick, tabs, warning], api_visibility="private", **model_events
+                      ).then(reset_branches, None, [tree_state, br_table, br_pick], api_visibility="private",
+                             queue=False)
         lengths_btn.click(on_length, [result_state, lengths_pick], [result_state, stage, tabs, warning],
                           api_visibility="private")
         compare_btn.click(on_compare, settings,
@@ -526,16 +541,22 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                       [result_state, stage, tabs, warning], api_visibility="private")
         stage.step_settled(on_step_settled, [result_state, reduce_toggle, sort_toggle], details_outputs,
                            trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
-                           api_visibility="private")
+                           api_visibility="private").then(
+            on_preview, [result_state, details_step], [candidates, br_position, br_token], show_progress="hidden",
+            api_visibility="private", **model_events)
         stage.edit(lambda: gr.Tabs(selected="input"), None, tabs, api_visibility="private", queue=False)
         gr.on([reduce_toggle.change, sort_toggle.change], on_details,
               [result_state, details_step, reduce_toggle, sort_toggle], details_outputs,
               trigger_mode="always_last", show_progress="hidden", concurrency_limit=None, api_visibility="private")
 
-        br_position.change(lambda r, s_, p_: gr.Dropdown(choices=branch_logic.token_choices(r, clamp_step(r, s_)
-                                                                                       if r is not None else -1, p_)),
-                           [result_state, details_step, br_position], br_token, api_visibility="private",
-                           show_progress="hidden")
+        def on_position(result, step_, position):
+            tokens = branch_logic.token_choices(result, clamp_step(result, step_) if result is not None else -1,
+                                                position)
+            return gr.Dropdown(choices=tokens, value=tokens[1][1] if len(tokens) > 1 else
+                               (tokens[0][1] if tokens else None))
+
+        br_position.change(on_position, [result_state, details_step, br_position], br_token,
+                           api_visibility="private", show_progress="hidden")
         branch_outputs = [tree_state, result_state, stage, br_table, br_pick, tabs, warning]
         br_token_btn.click(lambda t, r, s_, p_, k_: on_branch(t, r, s_, {"position": p_, "token": k_}),
                            [tree_state, result_state, details_step, br_position, br_token], branch_outputs,

@@ -118,7 +118,11 @@ class Explorer:
         """Chips for a text with optional [MASK] / [MASK:N] blanks (blanks become masked chips); a
         [MASK:?] blank shows at its guessed length."""
         blank = self._flexible(text)
-        masked = self._encode(with_length(text, blank, blank.guess) if blank else text)
+        return self._picker(with_length(text, blank, blank.guess) if blank else text, text)
+
+    def _picker(self, fixed_text: str, text: str) -> dict:
+        """Chips of a text whose blanks all have a length; `text` is what the page's box holds."""
+        masked = self._encode(fixed_text)
         tok = self.loaded.tokenizer
         strings = token_strings(tok, masked.token_ids, start_token_id=self.loaded.start_token_id)
         blanks = (~masked.given).nonzero(as_tuple=True)[0].tolist()
@@ -189,11 +193,17 @@ class Explorer:
         """A [MASK:?] blank: decoded at every candidate length with the request's method; the result
         on show is the best whole text (model.flexible), and it carries every candidate."""
         tok, start = self.loaded.tokenizer, self.loaded.start_token_id
-        guess_picker = self.picker_from_text(request.text)
-        sent = (request.picker or {}).get("mask")
-        clicked = sent if (request.picker or {}).get("text") == request.text and isinstance(sent, list) \
-            and len(sent) == len(guess_picker["mask"]) else guess_picker["mask"]
-        lo, hi = blank_span(tok, request.text, blank, blank.guess, start_token_id=start)
+        # the room left for the blank, from the text around it (a 1-token blank), so that shorter lengths
+        # are still tried when the guess itself does not fit
+        around = self._encode(with_length(request.text, blank, 1)).token_ids.numel() - 1
+        room = self.max_tokens - around
+        lengths = [n for n in candidate_lengths(blank.guess) if n <= room]
+        if not lengths:
+            raise InputError(f"The text is too long for a blank of flexible length: it leaves room for {room} "
+                             f"blank tokens (at most {self.max_tokens} tokens in all). Shorten the text.")
+        clicked, shown = self._flexible_clicks(request, blank, lengths[-1] if blank.guess > room else blank.guess)
+        lo, _ = blank_span(tok, request.text, blank, 1, start_token_id=start)
+        hi = lo + shown  # the blank's chips in the picker the clicks came from
 
         def decode_one(text_n: str, length: int):
             mask = [*clicked[:lo], *([True] * length), *clicked[hi:]]  # the user's clicks, shifted
@@ -202,16 +212,34 @@ class Explorer:
             final = result.trace.final_ids
             return result.trace, final, result.text, tok.decode(final[lo : lo + length], skip_special_tokens=True)
 
-        room = self.max_tokens - (len(guess_picker["ids"]) - blank.guess)  # the longest blank that fits
-        lengths = [n for n in candidate_lengths(blank.guess) if n <= room]
-        if not lengths:
-            raise InputError(f"The text is too long for a blank of flexible length: it leaves room for {room} "
-                             f"blank tokens (at most {self.max_tokens} tokens in all). Shorten the text.")
         try:
             choice = flexible_infill(self.loaded.model, request.text, decode_one, lengths=lengths)
         except ValueError as err:
             raise InputError(str(err)) from None
         return self.result(choice.best.trace, request.method, flexible=choice)
+
+    def picker_at_length(self, text: str, length: int) -> dict:
+        """Chips of a [MASK:?] text with its blank at `length` tokens (what a run kept); the picker says
+        which length it shows, so the next run can carry the clicks over."""
+        blank = self._flexible(text)
+        if blank is None:
+            return self.picker_from_text(text)
+        return {**self._picker(with_length(text, blank, length), text), "flexible_length": int(length)}
+
+    def _flexible_clicks(self, request: Request, blank: FlexibleBlank, guess: int) -> tuple[list[bool], int]:
+        """(the chips' mask the user sent, the blank's length in it): the picker of the last run's kept
+        length or of the guess; anything else (another text, a stale picker) counts as no clicks."""
+        picker = request.picker or {}
+        shown = picker.get("flexible_length", guess)
+        sent = picker.get("mask")
+        if picker.get("text") == request.text and isinstance(shown, int) and isinstance(sent, list):
+            try:
+                expected = self._picker(with_length(request.text, blank, shown), request.text)["mask"]
+            except InputError:
+                expected = None
+            if expected is not None and len(sent) == len(expected):
+                return [bool(m) for m in sent], shown
+        return self._picker(with_length(request.text, blank, guess), request.text)["mask"], guess
 
     def _decode_fixed(self, request: Request) -> Result:
         mode = METHODS.get(request.method)
@@ -296,6 +324,12 @@ class Explorer:
         """The same input under every method of COMPARE_METHODS, side by side. Each run's result is kept,
         so the page can step through any of them without decoding again."""
         comparison = Comparison()
+        blank = self._flexible(request.text)
+        if blank is not None:  # one search (the request's method), then every method at the length it kept
+            kept = self.decode_flexible(request, blank).flexible.best.length
+            comparison.notes.append(f"[MASK:?] searched with {request.method}, which kept {kept} tokens: every "
+                                    f"method decoded a blank of {kept}.")
+            request = Request(**{**request.__dict__, "text": with_length(request.text, blank, kept), "picker": None})
         for method in COMPARE_METHODS:
             try:
                 result = self.decode(Request(**{**request.__dict__, "method": method}))
@@ -383,7 +417,6 @@ class Explorer:
         return buffer.getvalue()
 
     def trace_json(self, result: Result) -> str:
-        self.preview_all(result)  # an exported trace has every step's candidates, as the page shows them
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"], data["model"] = result.method, result.model
         return json.dumps(data, indent=1)

@@ -66,18 +66,23 @@ def attention_layers(model: nn.Module) -> list[A3Attention]:
     return layers
 
 
+_CAPTURE_LOCK = threading.Lock()  # one capture at a time in the process; others wait for it
+_capturing: set[int] = set()  # the thread holding it (to refuse nesting rather than deadlock)
+
+
 @contextmanager
 def capture_attention(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
     """While open, every forward of `model` from this thread records its attention probabilities.
 
     Yields one list per layer; each forward appends one (B, Hq, R, K) float32 tensor to each. Calls
-    from other threads (another request sharing the model) are not recorded. The taps are removed on
-    exit, even after an error; opening a second capture on the same model is refused.
+    from other threads (another request sharing the model) are not recorded. A capture opened by another
+    thread meanwhile waits until this one closes (two users drawing attention at once both get theirs);
+    one nested in the same thread is refused. The taps are removed on exit, even after an error.
     """
     layers = attention_layers(model)
-    if any(layer.observer is not None for layer in layers):
-        raise RuntimeError("attention is already being captured on this model; captures do not nest.")
     owner = threading.get_ident()
+    if owner in _capturing:
+        raise RuntimeError("attention is already being captured in this thread; captures do not nest.")
     captured: list[list[torch.Tensor]] = [[] for _ in layers]
 
     def observer_for(store: list[torch.Tensor]):
@@ -86,13 +91,16 @@ def capture_attention(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
                 store.append(attention_probabilities(q, k, visible))
         return observe
 
-    try:
-        for layer, store in zip(layers, captured, strict=True):
-            layer.observer = observer_for(store)
-        yield captured
-    finally:
-        for layer in layers:
-            layer.observer = None
+    with _CAPTURE_LOCK:
+        _capturing.add(owner)
+        try:
+            for layer, store in zip(layers, captured, strict=True):
+                layer.observer = observer_for(store)
+            yield captured
+        finally:
+            for layer in layers:
+                layer.observer = None
+            _capturing.discard(owner)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,8 +218,7 @@ def step_inputs(trace: DecodeTrace, step: int) -> StepInputs:
     """
     if not 0 <= step < len(trace.steps):
         raise ValueError(f"step must lie in [0, {len(trace.steps) - 1}]: there is no model call before step 0.")
-    placeholders = trace.plan.token_ids.tolist()
-    tokens = [p if t is None else t for t, p in zip(trace.tokens_at(step), placeholders, strict=True)]
+    tokens = trace.sequence_at(step)
     record = trace.steps[step]
     if trace.mode == "ar_baseline":
         return StepInputs(step, tokens, list(range(len(tokens))), [p - 1 for p in record.positions], "content")

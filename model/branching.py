@@ -37,6 +37,7 @@ from model.decoding import (
     collect,
     decode_dynamic,
     decode_plan,
+    open_at,
     run_decoder,
 )
 from model.modeling import A3Cache, A3ForAnyOrderLM
@@ -55,7 +56,8 @@ class Branch:
     at_step: int  # steps shared with the parent (0 for the root)
     trace: DecodeTrace
     change: dict = field(default_factory=dict)  # what differs from the parent from at_step on
-    new_model_calls: int = 0  # calls this branch made itself (the shared prefix's were made once, earlier)
+    new_model_calls: int = 0  # calls this branch made itself (the shared prefix's were made once, earlier;
+    # the first branch of a trace decoded without keep_cache also counts the one call rebuilding its cache)
 
     @property
     def logprob(self) -> float:
@@ -122,6 +124,7 @@ class BranchTree:
         run_seed = _as_int(seed, "seed") if seed is not None else parent_trace.settings.get("seed")
         run_sampler = sampler if sampler is not None else _sampler_of(parent_trace)
         # everything is checked: only now copy the cache and decode
+        rebuilt = parent_trace.cache is None  # then one call rebuilds the parent's cache: counted below
         prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), self._prefix_cache(index, k), commit)
         decode = _plan_branch if parent_trace.mode == "plan" else _dynamic_branch
         trace = collect(decode(self.model, parent_trace, k, prefix, rest, run_sampler, run_seed))
@@ -133,7 +136,7 @@ class BranchTree:
             change["sampler"] = {"temperature": sampler.temperature, "top_k": sampler.top_k, "top_p": sampler.top_p}
         new_index = len(self.branches)
         self.branches.append(Branch(name or _describe(new_index, k, change), index, k, trace, change,
-                                    trace.model_calls - shared_calls))
+                                    trace.model_calls - shared_calls + int(rebuilt)))
         return new_index
 
     def to_dict(self, tokenizer=None) -> dict:
@@ -198,8 +201,7 @@ def _commit_at(trace: DecodeTrace, k: int, position, token, vocab: int) -> dict[
                             "the token.")
         position = step.positions[0]
     position = _as_int(position, "position")
-    decided_before = {p for s in trace.steps[:k] for p in s.positions}
-    open_at_k = [p for p in trace.plan.open_positions if p not in decided_before]
+    open_at_k = open_at(trace, k)
     if position not in open_at_k:
         raise PlanError(f"position {position} is not open at step {k} (it is given or decided earlier); "
                         f"pick one of the positions open there: {open_at_k}.")
@@ -295,12 +297,12 @@ def _dynamic_branch(model: A3ForAnyOrderLM, trace: DecodeTrace, k: int, prefix: 
 
 
 def _candidate_settings(trace: DecodeTrace) -> tuple[int, bool]:
-    """(top_k_candidates, preview_open) of the parent, read off its steps, so a branch's new steps look
-    like the ones it shares: preview is off only if a step with positions left after it listed none."""
-    width = max((len(c) for s in trace.steps for c in s.candidates.values()), default=5)
-    first = trace.steps[0]
-    preview = len(trace.steps) < 2 or set(first.candidates) != set(first.positions)
-    return width, preview
+    """(top_k_candidates, preview_open) the parent was decoded with (its settings), so a branch's new steps
+    look like the ones it shares. Read from the settings, never from the step records: those may have
+    gained candidates later (model.decoding.fill_preview). A trace from elsewhere without them: 5, on."""
+    settings = trace.settings or {}
+    width = int(settings.get("top_k_candidates", 5))
+    return width, bool(settings.get("preview_open", trace.mode == "plan"))
 
 
 def _describe(index: int, k: int, change: dict) -> str:

@@ -163,6 +163,11 @@ class DecodeTrace:
                 ids[p] = t
         return ids
 
+    def sequence_at(self, step: int) -> list[int]:
+        """The tokens after `step` steps with the plan's placeholder where a position is still open."""
+        placeholders = self.plan.token_ids.tolist()
+        return [p if t is None else t for t, p in zip(self.tokens_at(step), placeholders, strict=True)]
+
     def group_ids_at(self, step: int) -> list[int]:
         """The grouping the model used at `step` (it changes per step in the official variant)."""
         if 0 <= step < len(self.steps) and self.steps[step].group_ids is not None:
@@ -430,7 +435,8 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
     force = _force(force_tokens, plan, prefix.commit if prefix else None)
     engine = _Engine(model, plan, cache=cache, full_forward=full_forward)
     groups, still_open = plan.group_ids, plan.open.clone()
-    trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name))
+    trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name,
+                                                         preview_open=preview_open, top_k_candidates=top_k_candidates))
     done, start = _start(engine, trace, prefix)
     for step, target in enumerate(plan.open_groups):
         members = ((groups == target) & plan.open).nonzero(as_tuple=True)[0].tolist()
@@ -529,7 +535,8 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     # reads it: each step's query rows get the step's own group, content rows are only decided positions.
     groups[plan.open] = first + n_open
     realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
-    trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache))
+    trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache,
+                                                                top_k_candidates=top_k_candidates))
     done, start = _start(engine, trace, prefix)
     open_now = _replay_dynamic_prefix(trace.steps, groups, first, open_now)
     _check_commit(prefix, open_now, "open after the prefix:")
@@ -730,16 +737,16 @@ def fill_preview(model: A3ForAnyOrderLM, trace: DecodeTrace, step: int, *, top_k
     if trace.mode != "plan" or has_preview(trace, step):
         return record  # other decoders score every open position already
     rows = [p for p in open_at(trace, step) if p not in record.candidates]
-    placeholders = trace.plan.token_ids.tolist()
-    tokens = [t if t is not None else placeholders[p] for p, t in enumerate(trace.tokens_at(step - 1))]
+    tokens = trace.sequence_at(step - 1)
     groups = torch.as_tensor(trace.group_ids, dtype=torch.long).clone()
     groups[rows] = record.group
     device = next(model.parameters()).device
     logits = model(torch.tensor([tokens], device=device), group_ids=groups.view(1, -1).to(device)).logits[0, rows]
     stats = _stats(logits, rows, max(top_k_candidates, max((len(c) for c in record.candidates.values()), default=0)))
-    record.candidates.update(stats.candidates)
-    record.entropy.update(stats.entropy)
-    record.confidence.update(stats.confidence)
+    # new dicts, not .update(): a reader iterating the old ones (an export, a branch copying steps) is safe
+    record.candidates = {**record.candidates, **stats.candidates}
+    record.entropy = {**record.entropy, **stats.entropy}
+    record.confidence = {**record.confidence, **stats.confidence}
     return record
 
 

@@ -6,10 +6,11 @@ An A3 model fills a blank of a fixed number of tokens. When the length is not kn
 by its exact log-likelihood under the model, left to right from the start token (one forward pass), and
 the candidate with the best score under the named normalisation is kept:
 
-    per token  the mean log-probability per token of the whole text (length-fair: a longer fill adds
-               tokens to the count as well as to the sum, and a fill that does not lead into the text
-               after it is paid for by that text's tokens)
-    total      the sum (favours short fills: every extra token costs log-probability)
+    per token  the mean log-probability per token of the whole text: a longer fill adds tokens to the
+               count as well as to the sum, and a fill that does not lead into the text after it is
+               paid for by that text's tokens; but a fill more predictable than the text around it
+               raises the mean, so it leans to longer fills where the model is confident
+    total      the sum (leans to short fills: every extra token costs log-probability)
 
 Every candidate is returned with its fill and both scores, so the choice can be shown, not hidden.
 One flexible blank per text; fixed blanks (`[MASK]`, `[MASK:N]`) may sit beside it and are decoded

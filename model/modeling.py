@@ -127,8 +127,9 @@ class A3Attention(nn.Module):
         q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[:, :n_content], sin[:, :n_content])
         if cache is not None:
             k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
-        if self.observer is not None:
-            self.observer(q, k, visible)  # reads only; never changes what follows
+        observer = self.observer  # read once: another thread may clear it meanwhile
+        if observer is not None:
+            observer(q, k, visible)  # reads only; never changes what follows
         out = attend(q, k, v, visible)  # (B, Hq, R, D)
         out = out.transpose(1, 2).reshape(B, R, self.n_heads * self.head_dim)
         return self.o_proj(out)

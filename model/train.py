@@ -243,16 +243,17 @@ def sentence_end_ids(tokenizer) -> torch.Tensor:
 
 def sample_sentence_spans(ends: torch.Tensor, generator: torch.Generator | None = None,
                           fraction: tuple[float, float] = (0.15, 0.5), max_span: int = 40) -> torch.Tensor:
-    """A given mask (L,) with several open runs covering a `fraction` of positions 1..L-1: half the
-    runs whole sentences (after a sentence end up to the next one, as the evaluation masks them), the
-    rest random runs of 2..24 tokens; runs never touch, so each has text on both sides.
+    """A given mask (L,) with several open runs covering about a `fraction` of positions 1..L-1 (a last
+    whole sentence may overshoot it): half the attempts place a whole sentence (after a sentence end up to
+    the next one, as the evaluation masks them), the others a random run of 2..24 tokens. Runs never touch
+    and the last token stays given, so every run has given text on both sides.
 
     ends: (L,) bool, True where the token ends a sentence."""
     length = ends.numel()
     n = length - 1
     given = torch.ones(length, dtype=torch.bool)
-    if n < 3:
-        given[length - 1] = False
+    if n < 3:  # too short for text on both sides: one open token after the start
+        given[1] = False
         return given
     stops = ends.nonzero(as_tuple=True)[0].tolist()
     starts = [0, *stops[:-1]] if stops else []  # the token before each sentence
@@ -268,13 +269,13 @@ def sample_sentence_spans(ends: torch.Tensor, generator: torch.Generator | None 
             span = int(torch.randint(2, min(24, n) + 1, (1,), generator=generator))
             start = 1 + int(torch.randint(0, n - span + 1, (1,), generator=generator))
             stop = start + span
-        stop = min(stop, length)
+        stop = min(stop, length - 1)  # the last token stays given: every run has text after it
         # keep one given token between runs (and after the start token)
-        if bool((~given[max(1, start - 1) : min(length, stop + 1)]).any()) or start < 1:
+        if stop <= start or bool((~given[start - 1 : stop + 1]).any()):
             continue
         given[start:stop] = False
     if bool(given[1:].all()):
-        given[1 + int(torch.randint(0, n, (1,), generator=generator))] = False
+        given[1 + int(torch.randint(0, n - 1, (1,), generator=generator))] = False
     return given
 
 

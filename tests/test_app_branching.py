@@ -27,7 +27,8 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     assert len(tree) == 2 and shown.trace is tree[1].trace
     assert shown.trace.final_ids[decided] == other
     assert [s.tokens for s in shown.trace.steps[:step]] == [s.tokens for s in result.trace.steps[:step]]
-    assert tree[1].new_model_calls == result.n_steps - step  # the shared prefix is not decoded again
+    # the shared prefix is not decoded again: one call rebuilds its content (the page keeps no cache)
+    assert tree[1].new_model_calls == result.n_steps - step + 1
 
     # branching the branch (now on the stage) adds a child of branch 1, not of the root
     tree, again = branching.branch(explorer, tree, shown, 3, order="right to left", group_size=2)
@@ -65,4 +66,14 @@ def test_what_cannot_branch_says_why(explorer):
         branching.branch(explorer, None, result, 0, position=0, token=5)  # the start token is given
     with pytest.raises(InputError, match="Run a decoding first"):
         branching.branch(explorer, None, None, 0, order="left to right")
+    with pytest.raises(InputError, match="Pick a position and one of its candidates"):
+        branching.branch(explorer, None, result, 0, position=5, token=None)
     assert branching.open_positions(result, -1) == [] and branching.token_choices(None, 0, 1) == []
+
+
+def test_the_tree_is_capped(explorer, monkeypatch):
+    monkeypatch.setattr(branching, "MAX_BRANCHES", 2)
+    result = explorer.decode(Request(text=TEXT))
+    tree, _ = branching.branch(explorer, None, result, 1, order="right to left")
+    with pytest.raises(InputError, match="the most the page keeps"):
+        branching.branch(explorer, tree, result, 2, order="outside-in")

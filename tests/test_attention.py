@@ -12,6 +12,7 @@ from conftest import VOCAB, random_groups
 from app.attention_view import attention_figure, reduction_label
 from model.attention import (
     BLOCKED_NOTE,
+    attention_layers,
     attention_probabilities,
     attention_weights,
     capture_attention,
@@ -77,6 +78,27 @@ def test_captures_do_not_nest_and_ignore_other_threads(tiny):
         with torch.no_grad():
             tiny(ids[None], group_ids=groups)
     assert all(len(calls) == 1 for calls in captured)
+
+
+def test_captures_from_two_threads_at_once_both_get_their_own(tiny):
+    """Two users drawing attention at the same moment: the second waits for the first, neither fails."""
+    ids, groups = sequence(3)
+    alone = attention_weights(tiny, ids, groups)
+    results, errors = [None, None], []
+
+    def draw(i):
+        try:
+            results[i] = attention_weights(tiny, ids, groups)
+        except Exception as err:  # noqa: BLE001 - a failure in a thread must reach the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=draw, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(np.array_equal(r.probs, alone.probs) for r in results)
+    assert all(layer.observer is None for layer in attention_layers(tiny))
 
 
 # --------------------------------------------------------------------------------------------------

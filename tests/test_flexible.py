@@ -130,10 +130,34 @@ def test_two_flexible_blanks_are_a_page_error(explorer):
 
 
 def test_lengths_that_do_not_fit_are_skipped_and_none_fitting_is_an_error(tiny_loaded):
-    small = Explorer(tiny_loaded, max_tokens=20)
-    text = "The cat sat on the mat and [MASK:?6] at birds."  # 11 text tokens + the start token
-    room = 20 - (len(small.picker_from_text(text)["ids"]) - 6)
+    small = Explorer(tiny_loaded, max_tokens=17)
+    text = "The cat sat on the mat and [MASK:?8] at birds."
+    around = len(small.picker_from_text(text.replace("[MASK:?8]", "[MASK:1]"))["ids"]) - 1
+    room = 17 - around
+    assert room < 8  # the guess itself does not fit, shorter lengths do
     result = small.decode(Request(text=text))
-    assert [c.length for c in result.flexible.candidates] == [n for n in candidate_lengths(6) if n <= room]
-    with pytest.raises(InputError, match="too long"):  # the guess itself does not fit
-        small.decode(Request(text="word " * 19 + "[MASK:?]"))
+    assert [c.length for c in result.flexible.candidates] == [n for n in candidate_lengths(8) if n <= room]
+    with pytest.raises(InputError, match="too long for a blank of flexible length"):
+        small.decode(Request(text="word " * 15 + "[MASK:?]"))  # room for 1 token; 3 is the least tried
+
+
+def test_clicks_carry_over_from_the_picker_of_the_kept_length(explorer):
+    text = "The [MASK] sat on the mat and [MASK:?2] at the birds."
+    first = explorer.decode(Request(text=text))
+    kept = first.flexible.best.length
+    picker = explorer.picker_at_length(text, kept)
+    assert picker["flexible_length"] == kept and sum(picker["mask"]) == 1 + kept
+    picker["mask"][-2] = True  # a click on the chips shown after that run
+    again = explorer.decode(Request(text=text, picker=picker))
+    for cand in again.flexible.candidates:
+        assert not cand.trace.given[-2] and sum(not g for g in cand.trace.given) == 1 + cand.length + 1
+    stale = {**picker, "flexible_length": kept + 1}  # a picker that does not match its length: no clicks
+    assert all(c.trace.given[-2] for c in explorer.decode(Request(text=text, picker=stale)).flexible.candidates)
+
+
+def test_compare_searches_once_and_decodes_every_method_at_the_kept_length(explorer):
+    comparison = explorer.compare(Request(text=TEXT))
+    kept = explorer.decode(Request(text=TEXT)).flexible.best.length
+    assert any(f"kept {kept} tokens" in note for note in comparison.notes)
+    for result in comparison.results.values():
+        assert len(result.trace.plan.open_positions) == kept

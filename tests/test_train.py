@@ -151,9 +151,10 @@ def test_sentence_spans_are_separate_runs_many_of_them_whole_sentences(tokenizer
         opened = (~given).int()
         run_starts = ((opened[1:] == 1) & (opened[:-1] == 0)).nonzero(as_tuple=True)[0] + 1
         run_stops = ((opened[1:] == 0) & (opened[:-1] == 1)).nonzero(as_tuple=True)[0] + 1
-        for a in run_starts.tolist():  # runs never touch: a given token before each run
-            assert bool(given[a - 1])
-        whole += sum(1 for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=False)
+        assert bool(given[-1]) and len(run_starts) == len(run_stops)  # every run ends before the last token
+        for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+            assert bool(given[a - 1]) and bool(given[b])  # given text on both sides of every run
+        whole += sum(1 for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True)
                      if a in starts and b in starts)
         fractions.append(float(opened.sum()) / (len(ids) - 1))
     assert whole > 50  # whole sentences are masked often (the evaluation's blank)
