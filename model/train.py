@@ -106,7 +106,8 @@ PRESETS = {
                    mix={"ar": 0.25, "perm4": 0.15, "sentences": 0.6}),
     "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
                    save_every=250, general=True, distill_weight=1.0,
-                   mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.2, "span": 0.3}),
+                   mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.1, "span": 0.1,
+                        "sentences": 0.3}),
 }
 
 
