@@ -123,10 +123,6 @@ class AttentionWeights:
     group_ids: np.ndarray  # (L,) int64
     rows: tuple[int, ...]
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.probs.shape
-
     def select(self, layer: int | None = None, head: int | None = None) -> np.ndarray:
         """(L, L): one layer / head, or the mean over all of them where None (see `select_weights`)."""
         return select_weights(self.probs, layer=layer, head=head)

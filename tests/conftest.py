@@ -110,6 +110,18 @@ def tiny_loaded():
     return load_model("tiny", device="cpu")
 
 
+def two_span_plan(order: str = "left_to_right", size: int = 1, seed: int = 0, length: int = 24):
+    """Random tokens with two open spans (positions 5-10 and 15-18), planned in `order`, groups of `size`."""
+    from model.plans import make_plan
+
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, VOCAB, (length,), generator=g)
+    given = torch.ones(length, dtype=torch.bool)
+    given[5:11] = False
+    given[15:19] = False
+    return make_plan(tokens, given=given, order=order, group_size=size, generator=g)
+
+
 def random_groups(length: int, generator: torch.Generator, n_groups: int | None = None) -> torch.Tensor:
     """A random non-monotone grouping: random subsets, random order, arbitrary integer labels."""
     n_groups = n_groups or int(torch.randint(1, length + 1, (1,), generator=generator))

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from conftest import VOCAB
+from conftest import VOCAB, two_span_plan
 
 from model.branching import BranchTree
 from model.decoding import (
@@ -19,7 +19,7 @@ from model.decoding import (
     decode_plan,
     sequence_log_likelihood,
 )
-from model.plans import PlanError, make_plan
+from model.plans import PlanError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,12 +29,7 @@ MODES = [("plan", {}), ("dynamic", {"k": 2})]
 
 def infill_plan(order="random", size=2, seed=0):
     """Two masked spans (10 open positions) in a 24-token sequence; random groups of 2: 5 steps."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, VOCAB, (L,), generator=g)
-    given = torch.ones(L, dtype=torch.bool)
-    given[5:11] = False
-    given[15:19] = False
-    return make_plan(tokens, given=given, order=order, group_size=size, generator=g)
+    return two_span_plan(order, size, seed, L)
 
 
 def tree_of(model, mode, kwargs, **decode):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import VOCAB, random_groups
+from conftest import VOCAB, random_groups, two_span_plan
 
 from model.decoding import (
     MODES,
@@ -26,12 +26,7 @@ L = 24
 
 
 def infill_plan(order="left_to_right", size=1, seed=0, length=L):
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, VOCAB, (length,), generator=g)
-    given = torch.ones(length, dtype=torch.bool)
-    given[5:11] = False
-    given[15:19] = False
-    return make_plan(tokens, given=given, order=order, group_size=size, generator=g)
+    return two_span_plan(order, size, seed, length)
 
 
 def probs_of(trace):

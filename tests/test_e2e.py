@@ -28,6 +28,14 @@ def stage_step(page) -> int:
     return int(page.locator("#stage-counter").get_attribute("data-step"))
 
 
+def open_page(browser, url: str, width: int = 1366, height: int = 768):
+    """A new page at this size, once the stage has drawn."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_selector("#stage .a3s")
+    return page
+
+
 def open_tab(page, name: str) -> None:
     page.locator("button[role=tab]", has_text=name).first.click()
 
@@ -48,9 +56,7 @@ def outside_viewport(page, width: int, height: int) -> dict:
 def test_first_visit_moves_by_itself_and_the_stage_fits_one_screen(page_url, browser, width, height):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, width, height)
     # no click anywhere: the example plays by itself
     expect(page.locator("#stage-counter")).to_have_text(re.compile(r"^Step [1-9]\d*/\d+$"), timeout=15_000)
     first = stage_step(page)
@@ -66,9 +72,7 @@ def test_first_visit_moves_by_itself_and_the_stage_fits_one_screen(page_url, bro
 
 
 def test_presentation_mode_has_larger_type_and_still_fits(page_url, browser):
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     size = lambda: page.evaluate(  # noqa: E731
         "() => parseFloat(getComputedStyle(document.querySelector('#sentence .sentence')).fontSize)")
     page.wait_for_selector("#sentence .sentence")
@@ -86,9 +90,7 @@ def test_presentation_mode_has_larger_type_and_still_fits(page_url, browser):
 def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     open_tab(page, "Your text")
     page.wait_for_selector("#picker .chip")
 
@@ -166,9 +168,7 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
 def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     open_tab(page, "Compare")
     expect(page.locator("#compare-hint")).to_contain_text("Compare all methods")  # the empty state says what to do
     open_tab(page, "Your text")
@@ -189,9 +189,7 @@ def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, brow
 def test_bad_input_shows_a_warning_and_keeps_the_page(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1300, 900)
     open_tab(page, "Your text")
     page.locator("#text textarea").fill("A broken blank [MASK:zero] here.")
     page.locator("#run-btn").click()
@@ -203,9 +201,7 @@ def test_bad_input_shows_a_warning_and_keeps_the_page(page_url, browser):
 def test_any_length_blank_shows_every_length_and_loads_another(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     open_tab(page, "Your text")
     expect(page.locator("#lengths-box")).to_be_hidden()  # only a [MASK:?] run shows the lengths
     page.locator("#text textarea").fill("The old dog slept by the fire. [MASK:?4] The children laughed.")
@@ -228,9 +224,7 @@ def test_any_length_blank_shows_every_length_and_loads_another(page_url, browser
 def test_order_lab_scores_orders_and_loads_one_onto_the_stage(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     open_tab(page, "Order lab")
     expect(page.locator("#gallery-plot .js-plotly-plot")).to_have_count(1)  # drawn before any scoring
     page.locator("#lab-btn").click()
@@ -246,9 +240,7 @@ def test_order_lab_scores_orders_and_loads_one_onto_the_stage(page_url, browser)
 def test_branch_from_a_step_and_switch_between_branches(page_url, browser):
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(page_url)
-    page.wait_for_selector("#stage .a3s")
+    page = open_page(browser, page_url, 1366, 768)
     open_tab(page, "Your text")
     page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds.")
     page.locator("#method label", has_text="A3 plan").click()
