@@ -18,10 +18,12 @@ def gpu_decorator():
 def device_note(loaded) -> str:
     import torch
 
-    device, dtype = loaded.device, str(loaded.dtype).removeprefix("torch.")
+    from model.precision import precision_note
+
+    device, precision = loaded.device, precision_note(loaded.device, loaded.dtype)
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} ({dtype})"
-    return f"CPU, {torch.get_num_threads()} threads ({dtype})"
+        return f"{torch.cuda.get_device_name(device)} ({precision})"
+    return f"CPU, {torch.get_num_threads()} threads ({precision})"
 
 
 def build(model: str = "default", *, device: str | None = None):

@@ -15,6 +15,9 @@ config.json as `"a3_base": "default" | "<directory>" | "<owner/name>"` (a direct
 relative to the checkpoint first); `load_model(..., base=...)` overrides both. A checkpoint that names
 none has no base: `has_base` is False and `base()` raises BaseUnavailableError saying how to name one.
 
+Without a `dtype`, a model runs in bf16 on a GPU and in float32 on a CPU, where bf16 was measured to change
+greedy fills (`model.precision`; A3_CPU_DTYPE=bfloat16 opts in on a CPU).
+
 Weights load from safetensors only; nothing runs remote code. Converting a LLaMA checkpoint is a key
 table plus checks (`LLAMA_TO_A3`; each failure raises ModelLoadError, so they hold under `python -O`):
 every tensor lands on an A3 parameter of the same shape, and the one tensor LLaMA lacks, the query
@@ -36,6 +39,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from model.modeling import A3Config, A3ForAnyOrderLM, A3Model
+from model.precision import auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +322,7 @@ def _resolve_device(device, dtype):
     device = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = auto_dtype(device)  # bf16 on a GPU, float32 on a CPU (A3_CPU_DTYPE can ask for bf16)
     return device, dtype
 
 

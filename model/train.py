@@ -104,10 +104,16 @@ PRESETS = {
                    eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
                    distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
                    mix={"ar": 0.25, "perm4": 0.15, "sentences": 0.6}),
+    # recipe v4 on a CPU (v7): as v3, plus whole sentences filled left to right one token at a time (the
+    # app's default plan and the evaluation's a3_plan); warm start from the best adapter so far
+    "cpu-v4": dict(seq_len=256, batch_size=8, max_steps=80, warmup_steps=2, lr=2e-4, eval_every=40,
+                   eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
+                   distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
+                   mix={"ar": 0.2, "perm4": 0.15, "sentences": 0.25, "whole_sentences": 0.4}),
     "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
                    save_every=250, general=True, distill_weight=1.0,
                    mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.1, "span": 0.1,
-                        "sentences": 0.3}),
+                        "sentences": 0.15, "whole_sentences": 0.15}),
 }
 
 
@@ -200,9 +206,10 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-STAGES = (*CURRICULUM, "span", "sentences")
+STAGES = (*CURRICULUM, "span", "sentences", "whole_sentences")
 # stages whose loss scores only the open positions (the given ones are context, as at inference)
-FOCUS_STAGES = ("sentences",)
+FOCUS_STAGES = ("sentences", "whole_sentences")
+SENTENCE_STAGES = FOCUS_STAGES  # stages that need the sentence-ending tokens
 
 
 def sample_span_groups(length: int, generator: torch.Generator | None = None, max_span: int = 16) -> torch.Tensor:
@@ -214,9 +221,13 @@ def sample_span_groups(length: int, generator: torch.Generator | None = None, ma
     return _open_order_groups(given, generator)
 
 
-def _open_order_groups(given: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _open_order_groups(given: torch.Tensor, generator: torch.Generator | None,
+                       left_to_right: bool = False) -> torch.Tensor:
     """Given positions left to right, then the open ones: left to right half the time, else random or
-    outside-in; one token per group half the time, else groups of 2 or 4."""
+    outside-in; one token per group half the time, else groups of 2 or 4. left_to_right: always left
+    to right, one token per group (the app's default plan and the evaluation's `a3_plan`)."""
+    if left_to_right:
+        return make_plan(torch.zeros(given.numel(), dtype=torch.long), given=given).group_ids
     r = float(torch.rand(1, generator=generator))
     order = "left_to_right" if r < 0.5 else ("random" if r < 0.75 else "outside_in")
     size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else (2, 4)[int(torch.randint(0, 2, (1,),
@@ -243,11 +254,13 @@ def sentence_end_ids(tokenizer) -> torch.Tensor:
 
 
 def sample_sentence_spans(ends: torch.Tensor, generator: torch.Generator | None = None,
-                          fraction: tuple[float, float] = (0.15, 0.5), max_span: int = 40) -> torch.Tensor:
+                          fraction: tuple[float, float] = (0.15, 0.5), max_span: int = 40,
+                          whole: bool = False) -> torch.Tensor:
     """A given mask (L,) with several open runs covering about a `fraction` of positions 1..L-1 (a last
     whole sentence may overshoot it): half the attempts place a whole sentence (after a sentence end up to
     the next one, as the evaluation masks them), the others a random run of 2..24 tokens. Runs never touch
     and the last token stays given, so every run has given text on both sides.
+    whole: every run is a whole sentence with text after it (random runs only where there is none).
 
     ends: (L,) bool, True where the token ends a sentence."""
     length = ends.numel()
@@ -259,12 +272,15 @@ def sample_sentence_spans(ends: torch.Tensor, generator: torch.Generator | None 
     stops = ends.nonzero(as_tuple=True)[0].tolist()
     starts = [0, *stops[:-1]] if stops else []  # the token before each sentence
     sentences = [(a + 1, b + 1) for a, b in zip(starts, stops, strict=True) if 1 <= b - a <= max_span]
+    if whole:
+        sentences = [(a, b) for a, b in sentences if b <= length - 1]
+    sentence_share = 1.0 if whole else 0.5
     lo, hi = fraction
     target = max(1, int(n * (lo + (hi - lo) * float(torch.rand(1, generator=generator)))))
     for _ in range(64):
         if int((~given).sum()) >= target:
             break
-        if sentences and float(torch.rand(1, generator=generator)) < 0.5:
+        if sentences and float(torch.rand(1, generator=generator)) < sentence_share:
             start, stop = sentences[int(torch.randint(0, len(sentences), (1,), generator=generator))]
         else:
             span = int(torch.randint(2, min(24, n) + 1, (1,), generator=generator))
@@ -286,10 +302,12 @@ def sample_groups(length: int, stage: str, generator: torch.Generator | None = N
     score only them (FOCUS_STAGES)."""
     if stage == "span":
         return sample_span_groups(length, generator), None
-    if stage == "sentences":
+    if stage in SENTENCE_STAGES:
+        # whole_sentences: only whole sentences, each filled left to right one token at a time
+        whole = stage == "whole_sentences"
         ends = ends if ends is not None else torch.zeros(length, dtype=torch.bool)
-        given = sample_sentence_spans(ends[:length], generator)
-        return _open_order_groups(given, generator), ~given
+        given = sample_sentence_spans(ends[:length], generator, whole=whole)
+        return _open_order_groups(given, generator, left_to_right=whole), ~given
     return sample_training_groups(length, stage, generator), None
 
 
@@ -523,7 +541,7 @@ def train(cfg: TrainConfig) -> dict:
     val_seqs = load_sequences(tokenizer, start_id, "validation", dataclasses.replace(cfg, general=False))
     general_val = (general_sequences(tokenizer, start_id, "validation", cfg) if cfg.general else [])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
-    uses_sentences = "sentences" in (set(cfg.stages) | {k for k, v in cfg.mix.items() if v > 0})
+    uses_sentences = bool(set(SENTENCE_STAGES) & (set(cfg.stages) | {k for k, v in cfg.mix.items() if v > 0}))
     end_ids = sentence_end_ids(tokenizer) if uses_sentences else None
     global_batch = cfg.batch_size * accelerator.num_processes
     dataset = EpochOrder(train_seqs, cfg.seed, cfg.max_steps * cfg.grad_accum * global_batch)
@@ -582,7 +600,7 @@ def train(cfg: TrainConfig) -> dict:
                                          "lr": lr_at(step - 1, cfg), "tokens": tokens_seen,
                                          "minutes": round((time.time() - start_time) / 60, 2)}) + "\n")
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            val_stages = ("ar", "perm4", "infill", "span") + (("sentences",) if end_ids is not None else ())
+            val_stages = ("ar", "perm4", "infill", "span") + (SENTENCE_STAGES if end_ids is not None else ())
             val = {s: validation_loss(model, val_batches, s, cfg.seed, accelerator.device, end_ids)
                    for s in val_stages}
             if general_val_batches:

@@ -185,6 +185,28 @@ def test_sentence_stage_scores_only_the_open_positions(tokenizer):
     assert torch.equal(plain["labels"], batch["labels"])  # other stages score every position
 
 
+def test_whole_sentence_stage_masks_whole_sentences_filled_left_to_right(tokenizer):
+    from model.train import sentence_end_ids, staged_batch
+
+    text = " ".join(f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six"))
+    seq = [0] + tokenizer(text, add_special_tokens=False).input_ids
+    ends = sentence_end_ids(tokenizer)[torch.tensor(seq)]
+    starts = {1, *(ends.nonzero(as_tuple=True)[0] + 1).tolist()}  # where each sentence begins
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        out = staged_batch(pad_batch([seq], 0), "whole_sentences", g, sentence_end_ids(tokenizer))
+        groups, scored = out["group_ids"][0], out["labels"][0] != -100
+        opened = scored.int()
+        run_starts = ((opened[1:] == 1) & (opened[:-1] == 0)).nonzero(as_tuple=True)[0] + 1
+        run_stops = ((opened[1:] == 0) & (opened[:-1] == 1)).nonzero(as_tuple=True)[0] + 1
+        assert len(run_starts) >= 1 and bool(~scored[-1])
+        for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+            assert a in starts and b in starts  # exactly a whole sentence (or several in a row)
+        open_groups = groups[scored]
+        assert open_groups.tolist() == sorted(set(open_groups.tolist()))  # one token per group, left to right
+        assert int(groups[~scored].max()) < int(open_groups.min())  # after all the given text
+
+
 def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):
     import pytest
 
