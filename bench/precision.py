@@ -7,8 +7,9 @@ The same checkpoint loaded twice, in float32 and in bfloat16, on `--device`:
                            teacher-forced: left-to-right A3 logits over the story test split's first
                            `--examples` stories, every position scored
     max_abs_logprob_diff   the largest |log p_bf16 - log p_fp32| of the reference token there
-    infill_exact_fills     share of story-infilling blanks (model.eval's examples, seed 0; A3 plan, greedy)
-                           filled with exactly the same tokens in both
+    infill_exact_fills     share of story-infilling blanks (one sentence of each of those stories, masked by
+                           model.eval's infill_example from a seed-0 generator; A3 plan, greedy) filled
+                           with exactly the same tokens in both
     infill_token_agreement share of the blanks' tokens that agree
     bf16_cached_equals_recomputed   bf16 plan decoding with the content cache and with every step
                            recomputed chose the same tokens on every blank (the cache is exact in bf16 too)

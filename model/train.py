@@ -84,6 +84,13 @@ class TrainConfig:
     init_adapter: str | None = None  # warm start: an adapter directory (weights only, no optimizer)
 
 
+# recipe v3 on a CPU: warm start from v2; most batches mask whole sentences and short runs with
+# text on both sides and score only them (the evaluation's infill shape); distillation on the
+# left-to-right batches keeps general text; random groups of 4 keep any-order likelihoods
+_CPU_V3 = dict(seq_len=256, batch_size=8, max_steps=40, warmup_steps=2, lr=2e-4, eval_every=20, eval_batches=2,
+               save_every=5, log_every=5, precision="fp32", general=True, distill_weight=1.0,
+               init_adapter="assets/a3-smollm2-135m", stages={}, mix={"ar": 0.25, "perm4": 0.15, "sentences": 0.6})
+
 PRESETS = {
     "tiny": dict(base="tiny", seq_len=64, batch_size=4, max_steps=12, warmup_steps=2, eval_every=6,
                  eval_batches=1, save_every=5, log_every=2, lora_rank=4, lora_alpha=8, limit_stories=64),
@@ -97,19 +104,11 @@ PRESETS = {
                    eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
                    distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
                    mix={"ar": 0.4, "infill": 0.2, "span": 0.4}),
-    # recipe v3 on a CPU: warm start from v2; most batches mask whole sentences and short runs with
-    # text on both sides and score only them (the evaluation's infill shape); distillation on the
-    # left-to-right batches keeps general text; random groups of 4 keep any-order likelihoods
-    "cpu-v3": dict(seq_len=256, batch_size=8, max_steps=40, warmup_steps=2, lr=2e-4, eval_every=20,
-                   eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
-                   distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
-                   mix={"ar": 0.25, "perm4": 0.15, "sentences": 0.6}),
+    "cpu-v3": _CPU_V3,  # recipe v3 (see above)
     # recipe v4 on a CPU (v7): as v3, plus whole sentences filled left to right one token at a time (the
     # app's default plan and the evaluation's a3_plan); warm start from the best adapter so far
-    "cpu-v4": dict(seq_len=256, batch_size=8, max_steps=80, warmup_steps=2, lr=2e-4, eval_every=40,
-                   eval_batches=2, save_every=5, log_every=5, precision="fp32", general=True,
-                   distill_weight=1.0, init_adapter="assets/a3-smollm2-135m", stages={},
-                   mix={"ar": 0.2, "perm4": 0.15, "sentences": 0.25, "whole_sentences": 0.4}),
+    "cpu-v4": {**_CPU_V3, "max_steps": 80, "eval_every": 40,
+               "mix": {"ar": 0.2, "perm4": 0.15, "sentences": 0.25, "whole_sentences": 0.4}},
     "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
                    save_every=250, general=True, distill_weight=1.0,
                    mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.1, "span": 0.1,

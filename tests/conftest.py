@@ -17,8 +17,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-# every test machine runs float32 on the CPU, whatever its bf16 support (tests/test_precision.py checks the choice)
-os.environ.setdefault("A3_CPU_DTYPE", "float32")
 
 torch.set_num_threads(int(os.environ.get("A3_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
