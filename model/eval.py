@@ -12,6 +12,7 @@ ROCStories task). General text (assets/general, human-written, never used to tra
 base model may well have seen such text in pretraining): the middle 40% of
 the tokens of one sentence masked, the sentence alone. Methods:
     a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
+    a3_outside_in      the same, in the outside-in order: the blank's two ends first, then inwards
     a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
     diffusion          masked diffusion with the A3 model: every step predicts every blank from all
                        known tokens (given + revealed, one bidirectional group), reveals the most
@@ -23,7 +24,8 @@ Scores per method: ROUGE-1/2/L F1 x 100 of the fill against the original (Google
 stemming on); suffix_nll, the base AR model's mean NLL per token of the text after the blank given
 the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's);
 and text_nll, the same over the fill and the text after it together (a degenerate fill that merely ends a
-sentence gets a low suffix_nll but pays for itself here).
+sentence gets a low suffix_nll but pays for itself here); ends_sentence, the % of fills whose text ends
+in . ! or ? (a masked story sentence always does; `reference` gives the rate of the originals).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from model.decoding import causal_log_probs, collect, run_decoder, sequence_log_
 from model.plans import make_plan, sample_training_groups
 from model.stories import read_stories, split_sentences
 
-METHODS = ("a3_plan", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix", "a3_prefix_only")
+METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix",
+           "a3_prefix_only")
 EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
 BASE_METHODS = ("ar_prefix",)  # need the base AR model
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -117,9 +120,11 @@ def fill(method: str, model, base, example: dict, given_grouping: str = "causal"
     """The tokens a method puts in the example's blank (given tokens grouped as the model was trained)."""
     if method == "a3_prefix_only":
         return fill("a3_plan", model, base, prefix_only(example), given_grouping)
-    plan = make_plan(example["ids"], given=example["given"], order="left_to_right", given_grouping=given_grouping)
+    order = "outside_in" if method == "a3_outside_in" else "left_to_right"
+    plan = make_plan(example["ids"], given=example["given"], order=order, given_grouping=given_grouping)
     mode, options = {
         "a3_plan": ("plan", {"preview_open": False}),
+        "a3_outside_in": ("plan", {"preview_open": False}),
         "a3_dynamic": ("dynamic", {"k": 1}),
         "diffusion": ("diffusion", {"k": 1}),
         "diffusion_k2": ("diffusion", {"k": 2}),
@@ -129,6 +134,11 @@ def fill(method: str, model, base, example: dict, given_grouping: str = "causal"
     trace = collect(run_decoder(mode, model, plan, base=base, **options))
     lo, hi = example["span"]
     return trace.final_ids[lo:hi]
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a fill's text ends a sentence: . ! or ? last, maybe inside a closing quote or bracket."""
+    return text.rstrip().rstrip("\"'”’)]").endswith((".", "!", "?"))
 
 
 class InfillScores:
@@ -142,6 +152,7 @@ class InfillScores:
         self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
         self.suffix = {m: [] for m in (*methods, "reference")}
         self.text = {m: [] for m in (*methods, "reference")}
+        self.ends = {m: [] for m in (*methods, "reference")}
         self.samples: list[dict] = []
 
     def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool) -> None:
@@ -153,6 +164,8 @@ class InfillScores:
             texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
             for key, value in self.scorer.score(example["reference"], texts[method]).items():
                 self.rouge[method][key].append(value.fmeasure * 100)
+        for name, text in texts.items():
+            self.ends[name].append(100.0 * ends_sentence(text))
         if self.base is not None and example["suffix"]:
             for name, tokens in fills.items():
                 after, together = continuation_nll(self.base, example["prefix"], tokens, example["suffix"])
@@ -166,8 +179,9 @@ class InfillScores:
             return round(sum(xs) / len(xs), 3) if xs else None
 
         out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
-                   "text_nll": mean(self.text[m])} for m in self.methods}
-        out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"])}
+                   "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m])} for m in self.methods}
+        out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"]),
+                            "ends_sentence": mean(self.ends["reference"])}
         return out
 
 

@@ -106,13 +106,18 @@ PRESETS = {
                    mix={"ar": 0.4, "infill": 0.2, "span": 0.4}),
     "cpu-v3": _CPU_V3,  # recipe v3 (see above)
     # recipe v4 on a CPU (v7): as v3, plus whole sentences filled left to right one token at a time (the
-    # app's default plan and the evaluation's a3_plan); warm start from the best adapter so far
+    # evaluation's a3_plan); warm start from the best adapter so far
     "cpu-v4": {**_CPU_V3, "max_steps": 80, "eval_every": 40,
                "mix": {"ar": 0.2, "perm4": 0.15, "sentences": 0.25, "whole_sentences": 0.4}},
+    # recipe v5 on a CPU: as v4, with whole sentences also filled outside-in (the blank's two ends
+    # first, then inwards: `a3_outside_in` in the evaluation)
+    "cpu-v5": {**_CPU_V3, "max_steps": 80, "eval_every": 40,
+               "mix": {"ar": 0.2, "perm4": 0.15, "sentences": 0.2, "whole_sentences": 0.2,
+                       "whole_outside_in": 0.25}},
     "gpu-v2": dict(seq_len=256, batch_size=64, max_steps=3000, warmup_steps=100, eval_every=250,
                    save_every=250, general=True, distill_weight=1.0,
                    mix={"ar": 0.2, "block4": 0.05, "perm4": 0.15, "perm8": 0.1, "infill": 0.1, "span": 0.1,
-                        "sentences": 0.15, "whole_sentences": 0.15}),
+                        "sentences": 0.1, "whole_sentences": 0.1, "whole_outside_in": 0.1}),
 }
 
 
@@ -205,9 +210,11 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-STAGES = (*CURRICULUM, "span", "sentences", "whole_sentences")
+STAGES = (*CURRICULUM, "span", "sentences", "whole_sentences", "whole_outside_in")
 # stages whose loss scores only the open positions (the given ones are context, as at inference)
-FOCUS_STAGES = ("sentences", "whole_sentences")
+FOCUS_STAGES = ("sentences", "whole_sentences", "whole_outside_in")
+# the whole-sentence stages and the one order each fills its sentences in (one token per group)
+WHOLE_SENTENCE_ORDERS = {"whole_sentences": "left_to_right", "whole_outside_in": "outside_in"}
 SENTENCE_STAGES = FOCUS_STAGES  # stages that need the sentence-ending tokens
 
 
@@ -221,12 +228,12 @@ def sample_span_groups(length: int, generator: torch.Generator | None = None, ma
 
 
 def _open_order_groups(given: torch.Tensor, generator: torch.Generator | None,
-                       left_to_right: bool = False) -> torch.Tensor:
+                       fixed_order: str | None = None) -> torch.Tensor:
     """Given positions left to right, then the open ones: left to right half the time, else random or
-    outside-in; one token per group half the time, else groups of 2 or 4. left_to_right: always left
-    to right, one token per group (the app's default plan and the evaluation's `a3_plan`)."""
-    if left_to_right:
-        return make_plan(torch.zeros(given.numel(), dtype=torch.long), given=given).group_ids
+    outside-in; one token per group half the time, else groups of 2 or 4. fixed_order: always that
+    order, one token per group (left_to_right: the evaluation's `a3_plan`; outside_in: its `a3_outside_in`)."""
+    if fixed_order is not None:
+        return make_plan(torch.zeros(given.numel(), dtype=torch.long), given=given, order=fixed_order).group_ids
     r = float(torch.rand(1, generator=generator))
     order = "left_to_right" if r < 0.5 else ("random" if r < 0.75 else "outside_in")
     size = 1 if float(torch.rand(1, generator=generator)) < 0.5 else (2, 4)[int(torch.randint(0, 2, (1,),
@@ -302,11 +309,12 @@ def sample_groups(length: int, stage: str, generator: torch.Generator | None = N
     if stage == "span":
         return sample_span_groups(length, generator), None
     if stage in SENTENCE_STAGES:
-        # whole_sentences: only whole sentences, each filled left to right one token at a time
-        whole = stage == "whole_sentences"
+        # whole_sentences / whole_outside_in: only whole sentences, each filled one token at a time,
+        # left to right / outside-in
+        order = WHOLE_SENTENCE_ORDERS.get(stage)
         ends = ends if ends is not None else torch.zeros(length, dtype=torch.bool)
-        given = sample_sentence_spans(ends[:length], generator, whole=whole)
-        return _open_order_groups(given, generator, left_to_right=whole), ~given
+        given = sample_sentence_spans(ends[:length], generator, whole=order is not None)
+        return _open_order_groups(given, generator, fixed_order=order), ~given
     return sample_training_groups(length, stage, generator), None
 
 

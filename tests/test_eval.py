@@ -10,6 +10,7 @@ from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval import (
     METHODS,
     continuation_nll,
+    ends_sentence,
     evaluate,
     fill,
     infill_example,
@@ -21,7 +22,7 @@ from model.plans import make_plan
 from model.stories import split_sentences
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll"}
+SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence"}
 
 
 def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
@@ -83,6 +84,27 @@ def test_a3_prefix_only_never_sees_the_suffix(tiny_loaded):
     assert step_logprobs(ex) != step_logprobs(changed)
 
 
+def test_ends_sentence_reads_the_last_mark():
+    for text in ("He went home.", "Did she?", "Run!", 'He said "stop."', "(It was late.)", "Done. "):
+        assert ends_sentence(text), text
+    for text in ("He decided to visit the library and find out what", "", "a, b", "e.g", "Mr"):
+        assert not ends_sentence(text), text
+
+
+def test_a3_outside_in_decodes_the_blank_ends_first(tiny_loaded):
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[0], torch.Generator().manual_seed(1))
+    lo, hi = ex["span"]
+    plan = make_plan(ex["ids"], given=ex["given"], order="outside_in")
+    trace = collect(decode_plan(model, plan, preview_open=False))
+    first_two = sorted(p for step in trace.steps[:2] for p in step.positions)
+    assert first_two == [lo, hi - 1]  # the blank's two ends, before its inside
+    assert fill("a3_outside_in", model, None, ex) == trace.final_ids[lo:hi]
+    # the same model and blank, only the order differs: the fills are not the same decode
+    ltr = collect(decode_plan(model, make_plan(ex["ids"], given=ex["given"]), preview_open=False))
+    assert [s.positions for s in ltr.steps] != [s.positions for s in trace.steps]
+
+
 def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
     result = evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=2, general_limit=6, general_infill=3)
     assert result["n_examples"] == 2 and result["n_infill"] == 2 and result["seed"] == 0
@@ -94,7 +116,9 @@ def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
             assert set(part[method]) == SCORES
             assert all(0 <= part[method][k] <= 100 for k in ("rouge1", "rouge2", "rougeL"))
             assert part[method]["suffix_nll"] > 0
+            assert 0 <= part[method]["ends_sentence"] <= 100
         assert part["reference"]["suffix_nll"] > 0 and part["reference"]["text_nll"] > 0
+    assert result["infill"]["reference"]["ends_sentence"] == 100.0  # a masked story sentence ends itself
     general = result["general"]
     assert general["n_documents"] == 6 and general["n_infill"] == 3
     assert {s for s, v in general["by_source"].items() if v["n_tokens"]} == {"wordnet", "pydocs", "jargon"}

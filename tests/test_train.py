@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from stories_fixture import write_corpus
@@ -185,8 +186,10 @@ def test_sentence_stage_scores_only_the_open_positions(tokenizer):
     assert torch.equal(plain["labels"], batch["labels"])  # other stages score every position
 
 
-def test_whole_sentence_stage_masks_whole_sentences_filled_left_to_right(tokenizer):
-    from model.train import sentence_end_ids, staged_batch
+@pytest.mark.parametrize("stage", ["whole_sentences", "whole_outside_in"])
+def test_whole_sentence_stages_mask_whole_sentences_filled_in_their_order(tokenizer, stage):
+    from model.plans import make_plan
+    from model.train import WHOLE_SENTENCE_ORDERS, sentence_end_ids, staged_batch
 
     text = " ".join(f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six"))
     seq = [0] + tokenizer(text, add_special_tokens=False).input_ids
@@ -194,7 +197,7 @@ def test_whole_sentence_stage_masks_whole_sentences_filled_left_to_right(tokeniz
     starts = {1, *(ends.nonzero(as_tuple=True)[0] + 1).tolist()}  # where each sentence begins
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
-        out = staged_batch(pad_batch([seq], 0), "whole_sentences", g, sentence_end_ids(tokenizer))
+        out = staged_batch(pad_batch([seq], 0), stage, g, sentence_end_ids(tokenizer))
         groups, scored = out["group_ids"][0], out["labels"][0] != -100
         opened = scored.int()
         run_starts = ((opened[1:] == 1) & (opened[:-1] == 0)).nonzero(as_tuple=True)[0] + 1
@@ -203,8 +206,16 @@ def test_whole_sentence_stage_masks_whole_sentences_filled_left_to_right(tokeniz
         for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
             assert a in starts and b in starts  # exactly a whole sentence (or several in a row)
         open_groups = groups[scored]
-        assert open_groups.tolist() == sorted(set(open_groups.tolist()))  # one token per group, left to right
+        assert len(set(open_groups.tolist())) == len(open_groups)  # one token per group
         assert int(groups[~scored].max()) < int(open_groups.min())  # after all the given text
+        # the open tokens come in the stage's order: the plan decoder's order for the same blanks
+        plan = make_plan(torch.tensor(seq), given=~scored, order=WHOLE_SENTENCE_ORDERS[stage])
+        order = torch.argsort(groups[scored]).tolist()
+        assert order == torch.argsort(plan.group_ids[scored]).tolist()
+        if stage == "whole_outside_in":  # each run's two ends come before its inside
+            for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+                if b - a >= 3:
+                    assert max(groups[a], groups[b - 1]) < int(groups[a + 1 : b - 1].min())
 
 
 def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):
