@@ -219,8 +219,6 @@ def test_whole_sentence_stages_mask_whole_sentences_filled_in_their_order(tokeni
 
 
 def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):
-    import pytest
-
     from model.train import build_model, load_adapter_weights
 
     run_tiny(tmp_path, tmp_path / "first", max_steps=3, eval_every=100, save_every=100)
