@@ -347,6 +347,13 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
             except InputError as err:
                 return gr.skip(), warn(err)
 
+        def on_typed(text_):
+            """Re-chip while typing; a half-typed blank ("[MASK:") waits quietly for the next key or Run."""
+            try:
+                return explorer.picker_from_text(text_)
+            except InputError:
+                return gr.skip()
+
         def on_unmask(picker_):
             if not picker_ or not picker_.get("mask"):
                 return gr.skip()
@@ -525,6 +532,8 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
                            details_step, br_position, br_token, br_order]
         tokenize_btn.click(on_tokenize, text, [picker, warning], api_visibility="private")
         text.submit(on_tokenize, text, [picker, warning], api_visibility="private")
+        text.input(on_typed, text, picker, trigger_mode="always_last", show_progress="hidden",
+                   api_visibility="private")
         unmask_btn.click(on_unmask, picker, picker, api_visibility="private")
         run_btn.click(on_run, settings, [result_state, stage, picker, lengths_box, lengths_note, lengths_table,
                                          lengths_pick, tabs, warning], api_visibility="private", **model_events

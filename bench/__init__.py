@@ -5,12 +5,44 @@ import json
 
 
 def arg_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every benchmark takes: --model, --threads, --json."""
+    """The options every benchmark takes: --model, --device, --dtype, --threads, --json."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                    help="the model's weights (default: the library's choice for the device)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     return ap
+
+
+def device_and_dtype(args):
+    """(torch.device, torch.dtype | None) from --device / --dtype; a clear exit where CUDA is missing."""
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False).")
+    return torch.device(args.device), (getattr(torch, args.dtype) if args.dtype else None)
+
+
+def synchronize(device) -> None:
+    """Wait for queued GPU work, so that a wall time measures it (nothing to wait for on a CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device) -> dict:
+    """The process's peak resident memory and, on a GPU, the peak memory torch allocated there."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.device(device).type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
 
 
 def report(result: dict, *, as_json: bool) -> None:

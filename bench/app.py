@@ -1,6 +1,6 @@
 """App speed: server time to render one step, and a full decode through the app's code path.
 
-    python -m bench.app --json [--model default|tiny] [--length 128] [--open 64]
+    python -m bench.app --json [--model default|tiny] [--length 128] [--open 64] [--device cuda] [--decode-only]
 
 A `length`-token text with `open` blank tokens in the middle is decoded through `Explorer.decode`
 (what the Run button calls) with the app's defaults (A3 plan, left to right, groups of 1; each
@@ -8,8 +8,9 @@ group's own rows only), plus groups of 2 and dynamic decoding (k = 2). Then ever
 trace is rendered as the page does it when the stage settles on it: figures, checker verdict,
 candidates table, and each figure serialised to JSON as Gradio sends it (`render_ms`); then, as the
 page does next, the other open positions' candidates computed on first view (`preview_ms`:
-`Explorer.preview`, one forward). Prints one JSON object on
-its last line; asserts nothing.
+`Explorer.preview`, one forward). `--decode-only` skips the rendering (no plotly needed: the GPU
+check's machine has no app dependencies), keeping the decodes and the previews. Prints one JSON
+object on its last line; asserts nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from bench import arg_parser, report
+from bench import arg_parser, device_and_dtype, peak_memory_mb, report, synchronize
 
 
 def masked_text(tokenizer, length: int, n_open: int) -> str:
@@ -36,51 +37,61 @@ def masked_text(tokenizer, length: int, n_open: int) -> str:
     return text
 
 
-def run(model_name: str, length: int, n_open: int, threads: int | None = None) -> dict:
+def run(model_name: str, length: int, n_open: int, threads: int | None = None, *, device="cpu", dtype=None,
+        decode_only: bool = False) -> dict:
     from app import device_note, settle
-    from app.render import render_step
     from app.session import Explorer, Request
     from model.loading import load_model
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model_name, device="cpu")
+    loaded = load_model(model_name, device=device, dtype=dtype)
     explorer = Explorer(loaded)
     settle()  # as app.build() does
     text = masked_text(loaded.tokenizer, length, n_open)
     explorer.decode(Request(text=text[:200] + " [MASK:2]"))  # warm-up
 
     def decode_seconds(**kwargs) -> tuple[float, object]:
+        synchronize(loaded.device)
         start = time.perf_counter()
         result = explorer.decode(Request(text=text, **kwargs))
+        synchronize(loaded.device)
         return time.perf_counter() - start, result
 
     decode_s, result = decode_seconds(method="A3 plan", order="left to right", group_size=1)
     decode_s2, _ = decode_seconds(method="A3 plan", order="left to right", group_size=2)
     dynamic_s, _ = decode_seconds(method="A3 dynamic", k=2)
 
-    render_step(result, 0).grid.to_json()  # warm-up (first plotly validation is slow)
     render_ms, preview_ms = [], []
+    if not decode_only:
+        from app.render import render_step
+
+        render_step(result, 0).grid.to_json()  # warm-up (first plotly validation is slow)
     for step in range(-1, result.n_steps):
         start = time.perf_counter()
         explorer.preview(result, step)  # the other open positions' candidates, computed on first view
+        synchronize(loaded.device)
         if step >= 0:
             preview_ms.append(1000 * (time.perf_counter() - start))
+        if decode_only:
+            continue
         start = time.perf_counter()
         rendered = render_step(result, step)
         explorer.verdict(result, step)
         for fig in (rendered.grid, rendered.dag, rendered.masks, rendered.logprob):
             fig.to_json()
         render_ms.append(1000 * (time.perf_counter() - start))
+    rendering = {} if decode_only else {
+        "render_ms_mean": round(statistics.mean(render_ms), 1), "render_ms_max": round(max(render_ms), 1),
+        "render_ms_median": round(statistics.median(render_ms), 1)}
     return {
         "model": model_name, "device": device_note(loaded), "length": len(result.trace.final_ids),
         "open": len(result.trace.plan.open_positions), "steps": result.n_steps,
         "decode_s": round(decode_s, 3), "decode_s_group_size_2": round(decode_s2, 3),
         "decode_s_dynamic_k2": round(dynamic_s, 3),
-        "render_ms_mean": round(statistics.mean(render_ms), 1), "render_ms_max": round(max(render_ms), 1),
-        "render_ms_median": round(statistics.median(render_ms), 1),
+        **rendering,
         "preview_ms_mean": round(statistics.mean(preview_ms), 1), "preview_ms_max": round(max(preview_ms), 1),
-        "targets": {"render_ms": 150, "decode_s": 5},
+        **peak_memory_mb(loaded.device), "targets": {"render_ms": 150, "decode_s": 5},
     }
 
 
@@ -88,8 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--open", type=int, default=64)
+    ap.add_argument("--decode-only", action="store_true", help="time the decodes and previews, no rendering")
     args = ap.parse_args(argv)
-    result = run(args.model, args.length, args.open, args.threads)
+    device, dtype = device_and_dtype(args)
+    result = run(args.model, args.length, args.open, args.threads, device=device, dtype=dtype,
+                 decode_only=args.decode_only)
     report(result, as_json=args.json)
 
 

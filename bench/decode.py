@@ -1,6 +1,6 @@
 """Decoding speed: A3 plan decoding with the content KV cache vs full recompute vs the base AR model.
 
-    python -m bench.decode --json [--model default|tiny] [--length 256] [--group-size 4]
+    python -m bench.decode --json [--model default|tiny] [--length 256] [--group-size 4] [--device cuda]
 
 One input of `length` tokens (stories from the corpus, concatenated): the first quarter given, the rest
 open, decoded greedily in left-to-right groups of `group_size` three ways on this machine:
@@ -14,13 +14,13 @@ Prints one JSON object on its last line. Numbers, not assertions: nothing here f
 
 from __future__ import annotations
 
-import resource
 import time
 
 import torch
 
-from bench import arg_parser, report
+from bench import arg_parser, device_and_dtype, peak_memory_mb, report, synchronize
 from model.decoding import collect, decode_plan
+from model.loading import llama_from_a3
 from model.plans import make_plan
 
 
@@ -43,29 +43,24 @@ def bench_input(tokenizer, start_id: int, length: int) -> torch.Tensor:
     return torch.tensor(ids[:length])
 
 
-def llama_from_a3(model):
-    """The transformers LlamaForCausalLM with an A3 model's weights (its content stream, as a causal LM)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("model_type", "block_layout", "architectures")}
-    llama = LlamaForCausalLM(LlamaConfig(**cfg))
-    state = {k: v for k, v in model.state_dict().items() if k != "model.query_embed"}
-    llama.load_state_dict(state, strict=False)
-    return llama.eval()
-
-
-def timed(fn):
+def timed(fn, device="cpu"):
+    synchronize(device)
     start = time.perf_counter()
     result = fn()
+    synchronize(device)
     return result, time.perf_counter() - start
 
 
-def run(model_name: str, length: int, group_size: int, threads: int | None = None) -> dict:
+def run(model_name: str, length: int, group_size: int, threads: int | None = None, *,
+        device="cpu", dtype=None) -> dict:
     from model.loading import load_model
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model_name, device="cpu", dtype=torch.float32)
+    device = torch.device(device)
+    if dtype is None and device.type == "cpu":
+        dtype = torch.float32
+    loaded = load_model(model_name, device=device, dtype=dtype)
     model, tok = loaded.model, loaded.tokenizer
     ids = bench_input(tok, loaded.start_token_id, length)
     n_given = length // 4
@@ -78,21 +73,24 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
         ar_model = load_base_causal_lm()[0]
     else:
         ar_model = llama_from_a3(loaded.base())
+    ar_model = ar_model.to(device=device, dtype=loaded.dtype)
+    prompt = ids[None, :n_given].to(device)
 
     # warm-up (allocator, thread pool) on a short plan
     warm = make_plan(ids[: n_given + 8], given=given[: n_given + 8], group_size=group_size)
     collect(decode_plan(model, warm, preview_open=False))
     with torch.no_grad():
-        ar_model.generate(ids[None, :n_given], max_new_tokens=4, do_sample=False, pad_token_id=0)
+        ar_model.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
 
-    cached, cached_s = timed(lambda: collect(decode_plan(model, plan, preview_open=False)))
+    cached, cached_s = timed(lambda: collect(decode_plan(model, plan, preview_open=False)), device)
     recomputed, recompute_s = timed(lambda: collect(decode_plan(model, plan, cache=False, full_forward=True,
-                                                                preview_open=False)))
-    rows_only, recompute_rows_s = timed(lambda: collect(decode_plan(model, plan, cache=False, preview_open=False)))
+                                                                preview_open=False)), device)
+    rows_only, recompute_rows_s = timed(lambda: collect(decode_plan(model, plan, cache=False, preview_open=False)),
+                                        device)
     new_tokens = length - n_given
     with torch.no_grad():
-        _, ar_s = timed(lambda: ar_model.generate(ids[None, :n_given], max_new_tokens=new_tokens,
-                                                  min_new_tokens=new_tokens, do_sample=False, pad_token_id=0))
+        _, ar_s = timed(lambda: ar_model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                                  do_sample=False, pad_token_id=0), device)
     return {
         "model": model_name, "length": length, "given": n_given, "group_size": group_size,
         "new_tokens": new_tokens, "steps": len(cached.steps),
@@ -104,9 +102,14 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
         "max_logprob_diff": round(max(abs(a.logprob - b.logprob)
                                       for a, b in zip(cached.steps, recomputed.steps, strict=True)), 6),
         "ar_generate_s": round(ar_s, 3), "speedup_vs_ar": round(ar_s / cached_s, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__,
+        **peak_memory_mb(device), "threads": torch.get_num_threads(), "device": device_name(device),
+        "dtype": str(loaded.dtype).removeprefix("torch."), "torch": torch.__version__,
     }
+
+
+def device_name(device) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--group-size", type=int, default=4)
     args = ap.parse_args(argv)
-    result = run(args.model, args.length, args.group_size, args.threads)
+    device, dtype = device_and_dtype(args)
+    result = run(args.model, args.length, args.group_size, args.threads, device=device, dtype=dtype)
     report(result, as_json=args.json)
 
 

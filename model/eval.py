@@ -26,6 +26,13 @@ the text before it and the fill (lower: the fill leads into what follows; `refer
 and text_nll, the same over the fill and the text after it together (a degenerate fill that merely ends a
 sentence gets a low suffix_nll but pays for itself here); ends_sentence, the % of fills whose text ends
 in . ! or ? (a masked story sentence always does; `reference` gives the rate of the originals).
+
+How much a mean can be trusted (a split of ~50 blanks is small): `rougeL_ci95` and `suffix_nll_ci95`,
+the 95% bootstrap interval of each method's mean (2,000 resamples of the examples, seeded), and
+`infill_paired["<a3 method>-<baseline>"]`, the mean per-example difference of the A3 method minus the
+baseline on the same blanks, with its own interval: an interval that holds 0 means the split does not tell
+the two apart. `--per-example` adds each method's per-example rougeL and suffix_nll lists, for comparing
+two models on the same blanks afterwards (`paired_difference`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_para
 EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
 BASE_METHODS = ("ar_prefix",)  # need the base AR model
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic")  # compared, paired, with every baseline present
+BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
+RESAMPLES = 2000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,6 +151,25 @@ def ends_sentence(text: str) -> bool:
     return text.rstrip().rstrip("\"'”’)]").endswith((".", "!", "?"))
 
 
+def bootstrap_ci(values, *, seed: int = 0, resamples: int = RESAMPLES) -> list[float] | None:
+    """The 95% percentile bootstrap interval of the mean of `values` (None under two values)."""
+    if len(values) < 2:
+        return None
+    x = torch.tensor(values, dtype=torch.float64)
+    picks = torch.randint(len(x), (resamples, len(x)), generator=torch.Generator().manual_seed(seed))
+    lo, hi = torch.quantile(x[picks].mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return [round(lo, 3), round(hi, 3)]
+
+
+def paired_difference(a, b, *, seed: int = 0) -> dict:
+    """Mean of a[i] - b[i] over the same examples, with its 95% bootstrap interval."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same examples: {len(a)} vs {len(b)} values")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    return {"mean": round(sum(diffs) / len(diffs), 3) if diffs else None, "ci95": bootstrap_ci(diffs, seed=seed),
+            "n": len(diffs)}
+
+
 class InfillScores:
     """ROUGE and suffix coherence per method, accumulated over examples."""
 
@@ -174,15 +203,27 @@ class InfillScores:
         if keep_sample:
             self.samples.append({"id": sample_id, **texts})
 
-    def summary(self) -> dict:
+    def summary(self, *, per_example: bool = False) -> dict:
         def mean(xs):
             return round(sum(xs) / len(xs), 3) if xs else None
 
         out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
-                   "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m])} for m in self.methods}
+                   "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m]),
+                   "rougeL_ci95": bootstrap_ci(self.rouge[m]["rougeL"]),
+                   "suffix_nll_ci95": bootstrap_ci(self.suffix[m])} for m in self.methods}
         out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"]),
                             "ends_sentence": mean(self.ends["reference"])}
+        if per_example:
+            for m in self.methods:
+                out[m]["per_example"] = {"rougeL": [round(v, 3) for v in self.rouge[m]["rougeL"]],
+                                         "suffix_nll": [round(v, 4) for v in self.suffix[m]]}
         return out
+
+    def paired(self) -> dict:
+        """Each A3 method minus each baseline on the same blanks: rougeL and suffix_nll differences."""
+        return {f"{a}-{b}": {"rougeL": paired_difference(self.rouge[a]["rougeL"], self.rouge[b]["rougeL"]),
+                             "suffix_nll": paired_difference(self.suffix[a], self.suffix[b])}
+                for a in A3_METHODS if a in self.methods for b in BASELINES if b in self.methods}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,7 +283,7 @@ class Perplexities:
 
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=METHODS,
              data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
-             general_dir=None) -> dict:
+             general_dir=None, per_example: bool = False) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
     `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part)."""
     base, why_no_base = _base_or_none(loaded)
@@ -263,13 +304,14 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
         if example is not None:
             infill.add(model, tok, example, story["id"], keep_sample=len(infill.samples) < 5)
     result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
-              "infill": infill.summary(), "n_examples": len(stories),
+              "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
+              "n_examples": len(stories),
               "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": ppl.n_tokens, "seed": seed}
     samples = infill.samples
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
                                                               limit=general_limit, n_infill=general_infill,
-                                                              directory=general_dir)
+                                                              directory=general_dir, per_example=per_example)
         samples = samples + general_samples
     if why_no_base:
         result["base_unavailable"] = why_no_base
@@ -278,7 +320,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 
 
 def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
-                     directory=None) -> tuple[dict, list[dict]]:
+                     directory=None, per_example: bool = False) -> tuple[dict, list[dict]]:
     from model.general import SOURCES, interleave_sources, read_general, sentence_for_infill
 
     tok, start = loaded.tokenizer, loaded.start_token_id
@@ -298,7 +340,8 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
         example = middle_infill_example(tok, start, sentence) if sentence else None
         if example is not None:
             infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
-    result = {**overall.summary(), "infill": infill.summary(), "n_documents": len(docs),
+    result = {**overall.summary(), "infill": infill.summary(per_example=per_example),
+              "infill_paired": infill.paired(), "n_documents": len(docs),
               "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": overall.n_tokens,
               "by_source": {s: {**p.summary(), "n_tokens": p.n_tokens} for s, p in by_source.items()}}
     return result, infill.samples
@@ -321,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--general-infill", type=int, default=120, help="general sentences for infilling")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
+    ap.add_argument("--per-example", action="store_true",
+                    help="add each method's per-example rougeL and suffix_nll (to compare two models later)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
@@ -334,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split, methods=methods,
                       data_dir=Path(args.data_dir) if args.data_dir else None,
                       general_limit=args.general_limit, general_infill=args.general_infill,
-                      general_dir=Path(args.general_dir) if args.general_dir else None)
+                      general_dir=Path(args.general_dir) if args.general_dir else None,
+                      per_example=args.per_example)
     if not args.json:
         for sample in result["samples"]:
             print(json.dumps(sample, indent=1))

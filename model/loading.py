@@ -243,6 +243,19 @@ def a3_from_llama_model(llama, block_layout: str = "prenorm") -> A3ForAnyOrderLM
     return a3_from_llama_state(dict(llama.state_dict()), config, dtype=next(llama.parameters()).dtype)
 
 
+def llama_from_a3(model: A3ForAnyOrderLM):
+    """The inverse: a transformers LlamaForCausalLM with an A3 model's weights (its content stream as a
+    causal LM; the query vector is dropped), on the model's device and dtype."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    drop = ("model_type", "block_layout", "architectures", BASE_FIELD)
+    llama = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in model.config.to_dict().items() if k not in drop}))
+    state = {k: v for k, v in model.state_dict().items() if k != "model.query_embed"}
+    llama.load_state_dict(state, strict=False)
+    first = next(model.parameters())
+    return llama.to(device=first.device, dtype=first.dtype).eval()
+
+
 # --------------------------------------------------------------------------------------------------
 # the named models
 

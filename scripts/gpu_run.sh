@@ -10,6 +10,9 @@
 #   3  carry [".carry/p3", ".carry/whl"]         bash scripts/gpu_run.sh setup && bash scripts/gpu_run.sh distill 7
 #   4  (nothing)                                 bash scripts/gpu_run.sh train 9      (repeat until it says finished)
 #   5  (nothing)                                 bash scripts/gpu_run.sh finish       (export + files back in $OUT)
+#   6  (nothing)                                 bash scripts/gpu_run.sh check        (issue 10: JSON back in $OUT)
+# `check` needs only `part 1`, `part 2` and `setup` before it (about 3 minutes): the library's properties
+# on CUDA in float32 and bfloat16 (model.selfcheck) and bench.decode / bench.app on the GPU.
 # Back here: copy $OUT/adapter/* to assets/a3-smollm2-135m (after comparing), $OUT/stories/* to
 # assets/stories if the corpus grew, and run `python -m model.eval --json` (CPU; rouge-score).
 # Every step resumes where the last call stopped: a call cut short loses at most a checkpoint interval.
@@ -67,7 +70,18 @@ case "${1:-}" in
     cp "$WORK/run/loss_log.jsonl" "$OUT/"
     ls -la "$OUT" "$OUT/adapter"
     ;;
+  check)  # device: issue 10's GPU checks, one JSON file each in $OUT (a failed check does not stop the rest)
+    env_on_device
+    for dtype in float32 bfloat16; do
+      python3 -m model.selfcheck --device cuda --dtype "$dtype" --json > "$OUT/selfcheck-$dtype.json" 2>&1 || true
+      tail -n 1 "$OUT/selfcheck-$dtype.json"
+    done
+    python3 -m bench.decode --device cuda --json > "$OUT/bench-decode.json" 2>&1 || true
+    python3 -m bench.decode --device cuda --dtype float32 --json > "$OUT/bench-decode-fp32.json" 2>&1 || true
+    python3 -m bench.app --device cuda --decode-only --json > "$OUT/bench-app.json" 2>&1 || true
+    tail -n 1 "$OUT"/bench-*.json
+    ;;
   *)
-    sed -n '2,16p' "$0"; exit 2
+    sed -n '2,18p' "$0"; exit 2
     ;;
 esac

@@ -94,10 +94,11 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     open_tab(page, "Your text")
     page.wait_for_selector("#picker .chip")
 
-    # a plain sentence, tokenized into chips
-    page.locator("#text textarea").fill("The old fisherman rowed his boat across the quiet lake at dawn.")
-    page.locator("#tokenize-btn").click()
+    # a plain sentence: the chips follow the text as it is typed, no Tokenize click needed
+    page.locator("#text textarea").fill("The old fisherman rowed his boat across the quiet lake at dawn")
+    page.locator("#text textarea").press_sequentially(".")  # a key typed as a user would
     expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"^\d+ given · 0 open$"))
+    expect(page.locator("#picker")).to_contain_text("fisherman")
     chips = page.locator("#picker .chip")
     assert chips.count() >= 12
 

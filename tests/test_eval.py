@@ -9,12 +9,14 @@ from stories_fixture import STORIES, write_corpus
 from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval import (
     METHODS,
+    bootstrap_ci,
     continuation_nll,
     ends_sentence,
     evaluate,
     fill,
     infill_example,
     middle_infill_example,
+    paired_difference,
     prefix_only,
     suffix_nll,
 )
@@ -22,7 +24,7 @@ from model.plans import make_plan
 from model.stories import split_sentences
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence"}
+SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence", "rougeL_ci95", "suffix_nll_ci95"}
 
 
 def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
@@ -119,9 +121,43 @@ def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
             assert 0 <= part[method]["ends_sentence"] <= 100
         assert part["reference"]["suffix_nll"] > 0 and part["reference"]["text_nll"] > 0
     assert result["infill"]["reference"]["ends_sentence"] == 100.0  # a masked story sentence ends itself
+    for part in (result, result["general"]):
+        paired = part["infill_paired"]
+        assert set(paired) == {f"{a}-{b}" for a in ("a3_plan", "a3_outside_in", "a3_dynamic")
+                               for b in ("diffusion", "one_step_parallel", "ar_prefix", "a3_prefix_only")}
+        for a, b in (key.split("-") for key in paired):
+            rouge = paired[f"{a}-{b}"]["rougeL"]
+            assert rouge["mean"] == pytest.approx(part["infill"][a]["rougeL"] - part["infill"][b]["rougeL"], abs=2e-3)
+            lo, hi = part["infill"][a]["rougeL_ci95"]
+            assert lo <= part["infill"][a]["rougeL"] <= hi
     general = result["general"]
     assert general["n_documents"] == 6 and general["n_infill"] == 3
     assert {s for s, v in general["by_source"].items() if v["n_tokens"]} == {"wordnet", "pydocs", "jargon"}
+
+
+def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_examples():
+    g = torch.Generator().manual_seed(0)
+    few, many = torch.randn(20, generator=g).tolist(), torch.randn(2000, generator=g).tolist()
+    lo, hi = bootstrap_ci(few)
+    assert lo < sum(few) / len(few) < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert hi2 - lo2 < (hi - lo) / 4  # about 1/sqrt(100) as wide
+    assert bootstrap_ci(few) == [lo, hi]  # seeded
+    assert bootstrap_ci([3.0] * 10) == [3.0, 3.0] and bootstrap_ci([1.0]) is None
+
+
+def test_paired_difference_sees_a_small_consistent_gain_that_unpaired_intervals_hide():
+    g = torch.Generator().manual_seed(1)
+    base = (torch.randn(50, generator=g) * 10).tolist()
+    better = [x + 1.0 + 0.1 * float(torch.randn(1, generator=g)) for x in base]
+    paired = paired_difference(better, base)
+    assert paired["n"] == 50 and paired["mean"] == pytest.approx(1.0, abs=0.1)
+    assert paired["ci95"][0] > 0  # the paired interval excludes 0 ...
+    assert bootstrap_ci(better)[0] < bootstrap_ci(base)[1]  # ... the two methods' own intervals overlap
+    same = paired_difference(base, base)
+    assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same examples"):
+        paired_difference([1.0, 2.0], [1.0])
 
 
 def test_evaluate_without_a_base_drops_the_base_metrics_and_says_why(tmp_path, tiny_loaded):
@@ -149,6 +185,18 @@ def test_cli_prints_one_json_object_on_its_last_line(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"] == "tiny" and "infill" in result and result["n_examples"] == 1
     assert result["general"]["n_documents"] == 3
+    assert "per_example" not in result["infill"]["a3_plan"]
+
+
+def test_per_example_scores_average_to_the_reported_means(tmp_path, tiny_loaded):
+    result = evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=3, general_limit=0,
+                      methods=("a3_plan", "ar_prefix"), per_example=True)
+    for method in ("a3_plan", "ar_prefix"):
+        scores = result["infill"][method]
+        rouge, suffix = scores["per_example"]["rougeL"], scores["per_example"]["suffix_nll"]
+        assert len(rouge) == len(suffix) == result["n_infill"] == 3
+        assert sum(rouge) / 3 == pytest.approx(scores["rougeL"], abs=2e-3)
+        assert sum(suffix) / 3 == pytest.approx(scores["suffix_nll"], abs=2e-3)
 
 
 @pytest.mark.slow

@@ -41,11 +41,12 @@
     const cols = P.columns, rows = Math.ceil(cells.length / cols);
     const box = el.grid.parentElement.getBoundingClientRect();
     // cells fill the panel's width; rows stay short enough for the whole block to fit its height
-    const w = Math.max(14, Math.min(90, Math.floor((box.width - 4) / cols) - 2));
-    const h = Math.max(12, Math.min(Math.floor((box.height - 4) / rows) - 2, 46));
+    // (a short text on a big screen gets big cells, not a small block above an empty panel)
+    const w = Math.max(14, Math.min(130, Math.floor((box.width - 4) / cols) - 2));
+    const h = Math.max(12, Math.min(Math.floor((box.height - 4) / rows) - 2, 68));
     el.grid.style.gridTemplateColumns = 'repeat(' + cols + ', ' + w + 'px)';
     el.grid.style.gridAutoRows = h + 'px';
-    el.grid.style.fontSize = Math.max(8, Math.min(present() ? 22 : 15, Math.floor(h * 0.5), Math.floor(w / 3.8))) + 'px';
+    el.grid.style.fontSize = Math.max(8, Math.min(present() ? 24 : 18, Math.floor(h * 0.45), Math.floor(w / 4.4))) + 'px';
     el.grid.innerHTML = cells.map((c) => '<div class="cell ' + c.state + (c.current ? ' current' : '') +
       '" data-p="' + c.p + '" style="background:' + c.color + ';color:' + c.ink + '" title="position ' + c.p +
       ' · ' + (c.state === 'open' ? 'open' : esc(P.labels[c.p])) + ' · ' +

@@ -1,0 +1,62 @@
+"""model.selfcheck: every check passes on a correct model and fails on the bug it exists to catch."""
+
+import json
+
+import pytest
+import torch
+
+from model import modeling, selfcheck
+
+
+def test_every_check_passes_on_the_tiny_model_and_the_cli_prints_one_json_line(capsys):
+    assert selfcheck.main(["--model", "tiny", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert len(lines) == 1 and result["passed"] and result["dtype"] == "float32"
+    assert {name: r["status"] for name, r in result["checks"].items()} == dict.fromkeys(selfcheck.CHECKS, "pass")
+    leak = result["checks"]["no_leak"]
+    assert leak["earlier_rows_max_change"] == 0.0 and leak["later_rows_max_change"] > 0.01  # it had power
+
+
+def test_a_planted_leak_fails_no_leak(monkeypatch):
+    attend = modeling.attend
+    monkeypatch.setattr(modeling, "attend", lambda q, k, v, visible: attend(q, k, v, torch.ones_like(visible)))
+    check = selfcheck.run("tiny", checks=["no_leak"])["checks"]["no_leak"]
+    assert check["status"] == "fail" and check["earlier_rows_max_change"] > 1e-3
+
+
+def test_a_planted_cache_bug_fails_cached_vs_recomputed(monkeypatch):
+    extend = modeling.A3Cache.extend
+    monkeypatch.setattr(modeling.A3Cache, "extend", lambda self, layer, k, v: extend(self, layer, k, v * 1.1))
+    result = selfcheck.run("tiny", checks=["cached_vs_recomputed", "likelihood_identity"])
+    assert not result["passed"]
+    assert result["checks"]["cached_vs_recomputed"]["status"] == "fail"
+    assert result["checks"]["likelihood_identity"]["status"] == "fail"
+
+
+def test_a_content_stream_that_drops_rope_fails_content_vs_base(monkeypatch):
+    monkeypatch.setattr(modeling, "rope_rotate", lambda x, cos, sin: x)
+    check = selfcheck.run("tiny", checks=["content_vs_base"])["checks"]["content_vs_base"]
+    assert check["status"] == "fail" and check["max_abs_diff"] > 1e-3
+
+
+@pytest.mark.parametrize(("gap", "noise", "verdict"), [
+    (0.05, 0.03, True),   # two ways differ about as much as bf16 differs from float32
+    (0.5, 0.03, False),   # far beyond rounding: a real disagreement
+    (0.05, 3.0, False),   # the model itself is off by nats in bf16
+])
+def test_reduced_precision_verdict_compares_the_gap_with_rounding(gap, noise, verdict):
+    assert selfcheck._reduced_precision_verdict(gap, noise) is verdict
+
+
+def test_bfloat16_measures_rounding_against_float32():
+    result = selfcheck.run("tiny", dtype="bfloat16", checks=["cached_vs_recomputed", "likelihood_identity"])
+    assert result["passed"] and result["dtype"] == "bfloat16"
+    assert "full_forward_vs_float32_mean_logprob_diff" in result["checks"]["cached_vs_recomputed"]
+    assert "one_pass_vs_float32_mean_token_diff" in result["checks"]["likelihood_identity"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_exits_2_with_a_message(capsys):
+    assert selfcheck.main(["--model", "tiny", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
