@@ -4,14 +4,24 @@ import argparse
 import json
 
 
-def arg_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every benchmark takes: --model, --device, --dtype, --threads, --json."""
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def arg_parser(doc: str, *, device: bool = False, dtype: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --model, --threads, --json; and --device / --dtype for the
+    benchmarks that honour them (a flag a benchmark would ignore is not offered)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
-    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                    help="the model's weights (default: the library's choice for the device)")
-    ap.add_argument("--threads", type=int, default=None)
+    if device:
+        ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    if dtype:
+        ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="the model's weights (default: the library's choice for the device)")
+    ap.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     return ap
 
@@ -22,7 +32,8 @@ def device_and_dtype(args):
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False).")
-    return torch.device(args.device), (getattr(torch, args.dtype) if args.dtype else None)
+    dtype = getattr(args, "dtype", None)
+    return torch.device(args.device), (getattr(torch, dtype) if dtype else None)
 
 
 def synchronize(device) -> None:

@@ -96,7 +96,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = arg_parser(__doc__)
+    ap = arg_parser(__doc__, device=True, dtype=True)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--open", type=int, default=64)
     ap.add_argument("--decode-only", action="store_true", help="time the decodes and previews, no rendering")

@@ -113,7 +113,7 @@ def device_name(device) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = arg_parser(__doc__)
+    ap = arg_parser(__doc__, device=True, dtype=True)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--group-size", type=int, default=4)
     args = ap.parse_args(argv)

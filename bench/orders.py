@@ -60,13 +60,13 @@ def run(model: str, n_tokens: int, n_orders: int, batch_size: int, repeats: int)
             "ar_base_logp": None if ar is None else round(ar, 3)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--orders", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     report(run(args.model, args.tokens, args.orders, args.batch_size, args.repeats), as_json=args.json)

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from bench import arg_parser, report
+from bench import arg_parser, device_and_dtype, report
 
 
 def _teacher_forced(model, stories: list[list[int]]) -> list[torch.Tensor]:
@@ -104,13 +104,15 @@ def run(model_name: str, n_examples: int, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = arg_parser(__doc__)
+    ap = arg_parser(__doc__, device=True)  # no --dtype: it always compares float32 with bfloat16
     ap.add_argument("--examples", type=int, default=24)
-    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     args = ap.parse_args(argv)
+    if args.examples < 1:
+        ap.error("--examples must be at least 1")
+    device, _ = device_and_dtype(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report(run(args.model, args.examples, args.device), as_json=args.json)
+    report(run(args.model, args.examples, str(device)), as_json=args.json)
 
 
 if __name__ == "__main__":

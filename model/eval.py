@@ -31,8 +31,15 @@ How much a mean can be trusted (a split of ~50 blanks is small): `rougeL_ci95` a
 the 95% bootstrap interval of each method's mean (2,000 resamples of the examples, seeded), and
 `infill_paired["<a3 method>-<baseline>"]`, the mean per-example difference of the A3 method minus the
 baseline on the same blanks, with its own interval: an interval that holds 0 means the split does not tell
-the two apart. `--per-example` adds each method's per-example rougeL and suffix_nll lists, for comparing
-two models on the same blanks afterwards (`paired_difference`).
+the two apart. `--per-example` adds each method's per-example rougeL and suffix_nll lists (and the story
+of each), for comparing two models on the same blanks afterwards (`paired_difference`).
+`--blanks-per-story N` masks N different sentences of each story, one example each, for narrower
+intervals (at best √N narrower: blanks of one story are correlated, so the intervals resample whole
+stories); the first blank of each story is the default's. Its means weight a story by its blanks (a
+three-sentence story gives two) and cover more sentence positions, so they are a different quantity from
+the default run's: compare runs made with the same N.
+`--compare A.json B.json` pairs two such runs (each made with --per-example, on the same blanks: checked)
+and prints B minus A for every method both hold, with clustered intervals; nothing is loaded or decoded.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -95,17 +103,35 @@ def _example(prefix: list[int], middle: list[int], suffix: list[int], reference:
             "span": (len(prefix), len(prefix) + len(middle)), "prefix": prefix, "suffix": suffix}
 
 
-def infill_example(tokenizer, start_id: int, text: str, rng: torch.Generator) -> dict | None:
-    """Mask one sentence (not the first: there is always a prefix) as a blank of its exact length."""
+def infill_example(tokenizer, start_id: int, text: str, rng: torch.Generator, k: int | None = None) -> dict | None:
+    """Mask one sentence (not the first: there is always a prefix) as a blank of its exact length: the
+    k-th, or one drawn with `rng`."""
     sentences = split_sentences(text)
     if len(sentences) < 3:
         return None
-    k = int(torch.randint(1, len(sentences), (1,), generator=rng))
+    if k is None:
+        k = int(torch.randint(1, len(sentences), (1,), generator=rng))
     before, target, after = " ".join(sentences[:k]), " " + sentences[k], " ".join(sentences[k + 1 :])
     prefix = [start_id] + tokenizer(before, add_special_tokens=False).input_ids
     middle = tokenizer(target, add_special_tokens=False).input_ids
     suffix = tokenizer(" " + after, add_special_tokens=False).input_ids if after else []
-    return _example(prefix, middle, suffix, target.strip())
+    return {**_example(prefix, middle, suffix, target.strip()), "sentence": k}
+
+
+def story_blanks(tokenizer, start_id: int, text: str, rng: torch.Generator, n: int = 1,
+                 extra_rng: torch.Generator | None = None) -> list[dict]:
+    """Up to n blanks of one story, each a different sentence, each its own example. The first is drawn
+    with `rng` exactly as with n = 1 (so the default evaluation never changes); the others with
+    `extra_rng`, which leaves `rng`'s stream (and the perplexities drawn from it) as it was."""
+    if n > 1 and extra_rng is None:
+        raise ValueError("several blanks per story need their own generator (extra_rng), for reproducible draws")
+    first = infill_example(tokenizer, start_id, text, rng)
+    if first is None or n <= 1:
+        return [first] if first is not None else []
+    sentences = split_sentences(text)
+    others = [k for k in (torch.randperm(len(sentences) - 1, generator=extra_rng) + 1).tolist()
+              if k != first["sentence"]]
+    return [first] + [infill_example(tokenizer, start_id, text, rng, k) for k in others[: n - 1]]
 
 
 def middle_infill_example(tokenizer, start_id: int, sentence: str) -> dict | None:
@@ -151,23 +177,62 @@ def ends_sentence(text: str) -> bool:
     return text.rstrip().rstrip("\"'”’)]").endswith((".", "!", "?"))
 
 
-def bootstrap_ci(values, *, seed: int = 0, resamples: int = RESAMPLES) -> list[float] | None:
-    """The 95% percentile bootstrap interval of the mean of `values` (None under two values)."""
-    if len(values) < 2:
+def bootstrap_ci(values, *, clusters=None, seed: int = 0, resamples: int = RESAMPLES) -> list[float] | None:
+    """The 95% percentile bootstrap interval of the mean of `values` (None under two values or clusters).
+
+    clusters: one label per value (e.g. the story of each blank); whole clusters are resampled, so several
+    blanks of one story count as the correlated evidence they are. Without it every value is its own."""
+    if clusters is not None and len(clusters) != len(values):
+        raise ValueError(f"one cluster label per value: {len(clusters)} labels for {len(values)} values")
+    labels = list(range(len(values))) if clusters is None else list(clusters)
+    order = list(dict.fromkeys(labels))  # clusters in order of first appearance
+    if len(order) < 2:
         return None
-    x = torch.tensor(values, dtype=torch.float64)
-    picks = torch.randint(len(x), (resamples, len(x)), generator=torch.Generator().manual_seed(seed))
-    lo, hi = torch.quantile(x[picks].mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    index = {label: i for i, label in enumerate(order)}
+    sums, counts = torch.zeros(len(order), dtype=torch.float64), torch.zeros(len(order), dtype=torch.float64)
+    for value, label in zip(values, labels, strict=True):
+        sums[index[label]] += value
+        counts[index[label]] += 1
+    picks = torch.randint(len(order), (resamples, len(order)), generator=torch.Generator().manual_seed(seed))
+    means = sums[picks].sum(1) / counts[picks].sum(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return [round(lo, 3), round(hi, 3)]
 
 
-def paired_difference(a, b, *, seed: int = 0) -> dict:
-    """Mean of a[i] - b[i] over the same examples, with its 95% bootstrap interval."""
+def paired_difference(a, b, *, clusters=None, seed: int = 0) -> dict:
+    """Mean of a[i] - b[i] over the same examples, with its 95% bootstrap interval (see bootstrap_ci)."""
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same examples: {len(a)} vs {len(b)} values")
     diffs = [x - y for x, y in zip(a, b, strict=True)]
-    return {"mean": round(sum(diffs) / len(diffs), 3) if diffs else None, "ci95": bootstrap_ci(diffs, seed=seed),
-            "n": len(diffs)}
+    return {"mean": round(sum(diffs) / len(diffs), 3) if diffs else None,
+            "ci95": bootstrap_ci(diffs, clusters=clusters, seed=seed), "n": len(diffs)}
+
+
+def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
+    """second minus first, per split ("stories", "general"), method and metric, on the same blanks: two
+    `evaluate(..., per_example=True)` results. Raises ValueError where the blanks differ (another seed,
+    split, --blanks-per-story or corpus) or where neither run kept its per-example scores."""
+    def infill_of(run: dict) -> dict:
+        return {"stories": run.get("infill", {}), "general": run.get("general", {}).get("infill", {})}
+
+    a, b, out = infill_of(first), infill_of(second), {}
+    for split in ("stories", "general"):
+        for method in (m for m in a[split] if "per_example" in a[split][m] and "per_example" in b[split].get(m, {})):
+            pa, pb = a[split][method]["per_example"], b[split][method]["per_example"]
+            result = {}
+            for metric in ("rougeL", "suffix_nll"):
+                # files written before blank ids were kept: the cluster labels (the story of each) stand in
+                key = f"{metric}_id" if f"{metric}_id" in pa and f"{metric}_id" in pb else f"{metric}_cluster"
+                if pa.get(key) != pb.get(key) or len(pa[metric]) != len(pb[metric]):
+                    raise ValueError(f"{split} {method} {metric}: the two runs scored different blanks "
+                                     "(another seed, split, --blanks-per-story or corpus?); compare runs "
+                                     "made with the same options")
+                result[metric] = paired_difference(pb[metric], pa[metric], clusters=pa.get(f"{metric}_cluster"),
+                                                   seed=seed)
+            out[f"{split}.{method}"] = result
+    if not out:
+        raise ValueError("no method has per-example scores in both runs: make both with --per-example")
+    return out
 
 
 class InfillScores:
@@ -182,9 +247,15 @@ class InfillScores:
         self.suffix = {m: [] for m in (*methods, "reference")}
         self.text = {m: [] for m in (*methods, "reference")}
         self.ends = {m: [] for m in (*methods, "reference")}
+        self.clusters: dict[str, list] = {"rouge": [], "suffix": []}  # the source (story) of each value
+        self.ids: dict[str, list] = {"rouge": [], "suffix": []}  # the blank of each value
         self.samples: list[dict] = []
 
-    def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool) -> None:
+    def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool, cluster=None) -> None:
+        """cluster: what the example shares with others (its story); default: the example itself."""
+        cluster = sample_id if cluster is None else cluster
+        self.clusters["rouge"].append(cluster)
+        self.ids["rouge"].append(sample_id)
         lo, hi = example["span"]
         fills = {"reference": example["ids"][lo:hi].tolist()}
         texts = {"reference": example["reference"]}
@@ -196,6 +267,8 @@ class InfillScores:
         for name, text in texts.items():
             self.ends[name].append(100.0 * ends_sentence(text))
         if self.base is not None and example["suffix"]:
+            self.clusters["suffix"].append(cluster)
+            self.ids["suffix"].append(sample_id)
             for name, tokens in fills.items():
                 after, together = continuation_nll(self.base, example["prefix"], tokens, example["suffix"])
                 self.suffix[name].append(after)
@@ -209,20 +282,26 @@ class InfillScores:
 
         out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
                    "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m]),
-                   "rougeL_ci95": bootstrap_ci(self.rouge[m]["rougeL"]),
-                   "suffix_nll_ci95": bootstrap_ci(self.suffix[m])} for m in self.methods}
+                   "rougeL_ci95": bootstrap_ci(self.rouge[m]["rougeL"], clusters=self.clusters["rouge"]),
+                   "suffix_nll_ci95": bootstrap_ci(self.suffix[m], clusters=self.clusters["suffix"])}
+               for m in self.methods}
         out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"]),
                             "ends_sentence": mean(self.ends["reference"])}
         if per_example:
             for m in self.methods:
                 out[m]["per_example"] = {"rougeL": [round(v, 3) for v in self.rouge[m]["rougeL"]],
-                                         "suffix_nll": [round(v, 4) for v in self.suffix[m]]}
+                                         "suffix_nll": [round(v, 4) for v in self.suffix[m]],
+                                         "rougeL_id": self.ids["rouge"], "suffix_nll_id": self.ids["suffix"],
+                                         "rougeL_cluster": self.clusters["rouge"],
+                                         "suffix_nll_cluster": self.clusters["suffix"]}
         return out
 
     def paired(self) -> dict:
         """Each A3 method minus each baseline on the same blanks: rougeL and suffix_nll differences."""
-        return {f"{a}-{b}": {"rougeL": paired_difference(self.rouge[a]["rougeL"], self.rouge[b]["rougeL"]),
-                             "suffix_nll": paired_difference(self.suffix[a], self.suffix[b])}
+        rouge, suffix = self.clusters["rouge"], self.clusters["suffix"]
+        return {f"{a}-{b}": {"rougeL": paired_difference(self.rouge[a]["rougeL"], self.rouge[b]["rougeL"],
+                                                         clusters=rouge),
+                             "suffix_nll": paired_difference(self.suffix[a], self.suffix[b], clusters=suffix)}
                 for a in A3_METHODS if a in self.methods for b in BASELINES if b in self.methods}
 
 
@@ -283,14 +362,21 @@ class Perplexities:
 
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=METHODS,
              data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
-             general_dir=None, per_example: bool = False) -> dict:
+             general_dir=None, per_example: bool = False, blanks_per_story: int = 1) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
-    `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part)."""
+    `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part).
+    blanks_per_story > 1 masks that many different sentences of each story, one example each (the
+    first is the default's blank); the intervals then resample whole stories."""
+    if blanks_per_story < 1:
+        raise ValueError(f"blanks_per_story must be at least 1; got {blanks_per_story}.")
     base, why_no_base = _base_or_none(loaded)
     if base is None:
         methods = tuple(m for m in methods if m not in BASE_METHODS)
+        if not methods:
+            raise ValueError(f"every method asked for needs the AR base, which this model lacks: {why_no_base}")
     model, tok, start = loaded.model, loaded.tokenizer, loaded.start_token_id
     rng = torch.Generator().manual_seed(seed)
+    extra_rng = torch.Generator().manual_seed(seed + 2)  # the general split draws with seed + 1
     t0 = time.perf_counter()
 
     stories = read_stories(split, data_dir, limit=limit)
@@ -300,13 +386,14 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
         _progress(f"story {n + 1}/{len(stories)}")
         ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         ppl.add(ids)
-        example = infill_example(tok, start, story["text"], rng)
-        if example is not None:
-            infill.add(model, tok, example, story["id"], keep_sample=len(infill.samples) < 5)
+        for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
+            sample_id = story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"
+            infill.add(model, tok, example, sample_id, keep_sample=len(infill.samples) < 5, cluster=story["id"])
     result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
               "n_examples": len(stories),
-              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": ppl.n_tokens, "seed": seed}
+              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": ppl.n_tokens, "seed": seed,
+              **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {})}
     samples = infill.samples
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
@@ -347,10 +434,22 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     return result, infill.samples
 
 
-def main(argv: list[str] | None = None) -> None:
-    from pathlib import Path
+def _compare_files(ap, path_a: str, path_b: str) -> dict:
+    runs = []
+    for path in (path_a, path_b):
+        try:
+            lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            runs.append(json.loads(lines[-1]))
+        except (OSError, IndexError, json.JSONDecodeError) as err:
+            ap.error(f"--compare {path}: not a model.eval output (its last line must be the JSON object): {err}")
+    try:
+        return {"first": path_a, "second": path_b, "second_minus_first": compare_runs(*runs)}
+    except ValueError as err:
+        ap.error(f"--compare: {err}")
 
-    from model.loading import load_model
+
+def main(argv: list[str] | None = None) -> None:
+    from model.loading import ModelLoadError, load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
@@ -366,21 +465,36 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
     ap.add_argument("--per-example", action="store_true",
                     help="add each method's per-example rougeL and suffix_nll (to compare two models later)")
+    ap.add_argument("--blanks-per-story", type=int, default=1,
+                    help="mask this many different sentences of each story, one example each (narrower intervals)")
+    ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), default=None,
+                    help="print B minus A for two --per-example runs on the same blanks; evaluates nothing")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(json.dumps(_compare_files(ap, *args.compare)))
+        return
+    for flag, value, least in (("--blanks-per-story", args.blanks_per_story, 1), ("--limit", args.limit, 1),
+                               ("--general-limit", args.general_limit, 0), ("--threads", args.threads, 1),
+                               ("--general-infill", args.general_infill, 0)):
+        if value is not None and value < least:
+            ap.error(f"{flag} must be at least {least}; got {value}")
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = set(methods) - set(METHODS + EXTRA_METHODS)
     if unknown or not methods:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS + EXTRA_METHODS)}")
-    loaded = load_model(args.model)
+    try:
+        loaded = load_model(args.model)
+    except ModelLoadError as err:
+        ap.exit(3, f"--model {args.model}: {err}\n")
     result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split, methods=methods,
                       data_dir=Path(args.data_dir) if args.data_dir else None,
                       general_limit=args.general_limit, general_infill=args.general_infill,
                       general_dir=Path(args.general_dir) if args.general_dir else None,
-                      per_example=args.per_example)
+                      per_example=args.per_example, blanks_per_story=args.blanks_per_story)
     if not args.json:
         for sample in result["samples"]:
             print(json.dumps(sample, indent=1))

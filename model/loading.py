@@ -245,13 +245,21 @@ def a3_from_llama_model(llama, block_layout: str = "prenorm") -> A3ForAnyOrderLM
 
 def llama_from_a3(model: A3ForAnyOrderLM):
     """The inverse: a transformers LlamaForCausalLM with an A3 model's weights (its content stream as a
-    causal LM; the query vector is dropped), on the model's device and dtype."""
+    causal LM; the query vector is dropped), on the model's device and dtype. Only the LLaMA block
+    (`block_layout="prenorm"`) has such a twin; every weight must find its place."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if model.config.block_layout != "prenorm":
+        raise ModelLoadError(f"block_layout {model.config.block_layout!r} has no transformers LLaMA equivalent; "
+                             "only 'prenorm' models convert back.")
     drop = ("model_type", "block_layout", "architectures", BASE_FIELD)
     llama = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in model.config.to_dict().items() if k not in drop}))
     state = {k: v for k, v in model.state_dict().items() if k != "model.query_embed"}
-    llama.load_state_dict(state, strict=False)
+    missing, unexpected = llama.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" or not llama.config.tie_word_embeddings]
+    if missing or unexpected:
+        raise ModelLoadError(f"the A3 model's weights do not map onto LLaMA's: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
     first = next(model.parameters())
     return llama.to(device=first.device, dtype=first.dtype).eval()
 

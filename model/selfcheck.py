@@ -17,12 +17,15 @@ researcher's own checkpoint) and prints one JSON object on its last line:
     likelihood_identity   sequence_log_likelihood in one pass equals the sum of a teacher-forced decode's
                           step log-probs
 
-In float32 the tolerances are absolute (1e-3). In bf16 two correct computations differ by rounding (8
-mantissa bits; a step's log-prob can move by nats), so there the decoding checks compare the gap between
-two ways with one way's own error against the same weights in float32: a cache or mask bug shows as a gap
-far beyond rounding.
-Exit status: 0 every check passed, 1 one failed, 2 the device is missing. A check that cannot run (no AR
-base) is reported as skipped with the reason.
+Tolerances. In float32: log-probs within 1e-3 (teacher-forced, so a near-tie between two tokens cannot
+fail the check; greedy agreement is reported beside it), logits within 1e-3 per 10 units of the largest
+logit, and no_leak exact up to the run-to-run noise of the same input. In bf16 two correct computations
+differ by rounding (8 mantissa bits; a step's log-prob can move by nats), so there the decoding checks
+compare the mean gap between two ways with one way's own mean error against the same weights in float32
+(the gap may be at most twice that error): a cache or mask bug shows as a gap beyond rounding.
+Exit status: 0 every check passed, 1 one failed, 2 a bad command line, 3 the model could not be loaded,
+4 the device is missing. A check that cannot run (no AR base, a block layout transformers does not have) is reported as
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -36,18 +39,15 @@ import time
 import torch
 
 from model.decoding import collect, decode_plan, sequence_log_likelihood
-from model.loading import BaseUnavailableError, LoadedModel, llama_from_a3, load_model
+from model.loading import BaseUnavailableError, LoadedModel, ModelLoadError, llama_from_a3, load_model
 from model.plans import custom_plan, make_plan
 
-# (absolute tolerance on logits, on a log-probability) per dtype; below float32 the decoding checks
-# measure rounding against a float32 copy instead (see _reduced_precision_verdict)
-TOLERANCE = {torch.float32: (1e-3, 1e-3), torch.bfloat16: (0.25, 0.1), torch.float16: (0.05, 0.02)}
+# tolerance on logits (per 10 units of the largest logit) per dtype; on log-probs only float32 has one:
+# below it the decoding checks measure rounding against a float32 copy (see _reduced_precision_verdict)
+LOGIT_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25, torch.float16: 0.05}
+LOGPROB_TOLERANCE = 1e-3
 TEXT = ("Once upon a time, a little fox named Pip lived at the edge of a quiet forest. Every morning he "
         "ran to the river to drink, and every evening he told the owl what he had seen.")
-
-
-def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
-    return TOLERANCE.get(dtype, TOLERANCE[torch.float32])
 
 
 def _tokens(loaded: LoadedModel) -> torch.Tensor:
@@ -66,6 +66,9 @@ def check_content_vs_base(loaded: LoadedModel) -> dict:
         base = loaded.base()
     except BaseUnavailableError as err:
         return {"status": "skipped", "why": str(err)}
+    if base.config.block_layout != "prenorm":
+        return {"status": "skipped", "why": f"the base's block layout is {base.config.block_layout!r}, which "
+                "transformers' LlamaForCausalLM does not have: there is no reference to compare with"}
     if loaded.name == "default":
         from model.base import load_base_causal_lm
 
@@ -78,7 +81,7 @@ def check_content_vs_base(loaded: LoadedModel) -> dict:
         content = base(ids, return_content_logits=True).content_logits[0].float()
     diff = float((content - reference).abs().max())
     agree = float((content.argmax(-1) == reference.argmax(-1)).float().mean())
-    atol, _ = _tolerance(loaded.dtype)
+    atol = LOGIT_TOLERANCE.get(loaded.dtype, LOGIT_TOLERANCE[torch.float32])
     scale = float(reference.abs().max())
     passed = diff <= atol * max(1.0, scale / 10) and agree >= (1.0 if loaded.dtype == torch.float32 else 0.9)
     return {"status": "pass" if passed else "fail", "reference": source, "positions": ids.shape[1],
@@ -134,10 +137,12 @@ def _max_gap(a: dict[int, float], b: dict[int, float]) -> float:
 
 
 def _reduced_precision_verdict(gap: float, noise: float) -> bool:
-    """In bf16 two correct computations differ by rounding, as each differs from float32: the gap between
-    two ways may be up to about twice one way's own error against float32 (plus a little), never more;
-    and that error itself stays under a nat per token (a model broken in bf16 is off by several)."""
-    return gap <= 2 * noise + 0.01 and noise <= 1.0
+    """In bf16 two correct computations differ by rounding, as each differs from float32: the mean gap
+    between two ways may be up to twice one way's own mean error against float32 (1e-4 guards only
+    against an exact zero), never more; and that error itself stays under a nat per token (a model broken
+    in bf16 is off by several). A bug of a few rounding errors' size fails: on the tiny model a cache that
+    stores v x 1.1 gives a gap 5.6 times the rounding error."""
+    return gap <= 2 * noise + 1e-4 and noise <= 1.0
 
 
 def check_cached_vs_recomputed(loaded: LoadedModel, reference=None) -> dict:
@@ -157,14 +162,14 @@ def check_cached_vs_recomputed(loaded: LoadedModel, reference=None) -> dict:
            "teacher_forced_max_logprob_diff": max(_max_gap(forced["cached"], forced[n]) for n in ways),
            "teacher_forced_mean_logprob_diff": max(_mean_gap(forced["cached"], forced[n]) for n in ways)}
     if reference is None:
-        _, tol = _tolerance(loaded.dtype)
-        passed = out["teacher_forced_max_logprob_diff"] <= tol and all(a == 1.0 for a in agreement.values())
-        out["tolerance"] = tol
+        passed = out["teacher_forced_max_logprob_diff"] <= LOGPROB_TOLERANCE
+        out["tolerance"] = LOGPROB_TOLERANCE
     else:
         exact = _per_token(collect(decode_plan(reference, plan, preview_open=False, force_tokens=forced_ids,
                                                cache=False, full_forward=True)))
         noise = _mean_gap(forced["full_forward"], exact)
         out["full_forward_vs_float32_mean_logprob_diff"] = noise
+        out["cached_vs_float32_mean_logprob_diff"] = _mean_gap(forced["cached"], exact)
         passed = _reduced_precision_verdict(out["teacher_forced_mean_logprob_diff"], noise)
     return {"status": "pass" if passed else "fail", **out}
 
@@ -188,7 +193,7 @@ def check_likelihood_identity(loaded: LoadedModel, reference=None, cases: int = 
             noises.append(_mean_gap(one_pass, {p: float(exact[p]) for p in one_pass}))
     out = {"cases": cases, "total_diff_per_token": worst, "mean_token_diff": max(gaps)}
     if reference is None:
-        _, tol = _tolerance(loaded.dtype)
+        tol = LOGPROB_TOLERANCE
         passed, out["tolerance"] = worst <= tol and max(gaps) <= tol, tol
     else:
         out["one_pass_vs_float32_mean_token_diff"] = max(noises)
@@ -230,12 +235,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be at least 1; got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False).", file=sys.stderr)
-        return 2
+        return 4
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args.model, args.device, args.dtype, args.check)
+    try:
+        result = run(args.model, args.device, args.dtype, args.check)
+    except ModelLoadError as err:
+        print(f"--model {args.model}: {err}", file=sys.stderr)
+        return 3
     if not args.json:
         for name, r in result["checks"].items():
             detail = ", ".join(f"{k}={v}" for k, v in r.items() if k != "status")

@@ -10,6 +10,7 @@ from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval import (
     METHODS,
     bootstrap_ci,
+    compare_runs,
     continuation_nll,
     ends_sentence,
     evaluate,
@@ -18,6 +19,7 @@ from model.eval import (
     middle_infill_example,
     paired_difference,
     prefix_only,
+    story_blanks,
     suffix_nll,
 )
 from model.plans import make_plan
@@ -160,6 +162,93 @@ def test_paired_difference_sees_a_small_consistent_gain_that_unpaired_intervals_
         paired_difference([1.0, 2.0], [1.0])
 
 
+def test_clustered_interval_counts_a_story_once_however_many_blanks_it_has():
+    g = torch.Generator().manual_seed(2)
+    per_story = torch.randn(30, generator=g).tolist()
+    tripled, stories = [v for v in per_story for _ in range(3)], [i for i in range(30) for _ in range(3)]
+    assert bootstrap_ci(tripled, clusters=stories) == bootstrap_ci(per_story)  # same draws, same evidence
+    lo, hi = bootstrap_ci(tripled)  # as if independent: too narrow
+    lo3, hi3 = bootstrap_ci(tripled, clusters=stories)
+    assert (hi - lo) < 0.7 * (hi3 - lo3)
+    assert bootstrap_ci(per_story, clusters=list(range(30))) == bootstrap_ci(per_story)
+    assert bootstrap_ci([1.0, 2.0], clusters=["a", "a"]) is None  # one story: no interval
+    with pytest.raises(ValueError, match="one cluster label per value"):
+        bootstrap_ci([1.0, 2.0], clusters=["a"])
+
+
+def test_several_blanks_per_story_are_different_sentences_and_keep_the_default_first(tokenizer):
+    for seed in range(4):
+        one = story_blanks(tokenizer, 0, STORIES[0], torch.Generator().manual_seed(seed))
+        three = story_blanks(tokenizer, 0, STORIES[0], torch.Generator().manual_seed(seed), 3,
+                             torch.Generator().manual_seed(99))
+        assert len(one) == 1 and len(three) == 3
+        assert three[0]["reference"] == one[0]["reference"] and torch.equal(three[0]["ids"], one[0]["ids"])
+        assert len({ex["sentence"] for ex in three}) == 3 and all(ex["sentence"] >= 1 for ex in three)
+        for ex in three:
+            lo, hi = ex["span"]
+            assert tokenizer.decode(ex["ids"][lo:hi].tolist()).strip() == ex["reference"]
+    n_sentences = len(split_sentences(STORIES[0]))
+    many = story_blanks(tokenizer, 0, STORIES[0], torch.Generator(), 100, torch.Generator())
+    assert len(many) == n_sentences - 1  # every sentence but the first, once
+
+
+def test_blanks_per_story_multiplies_the_examples_and_leaves_the_default_alone(tmp_path, tiny_loaded):
+    corpus = write_corpus(tmp_path)
+    kw = dict(data_dir=corpus, limit=2, general_limit=0, methods=("a3_plan", "ar_prefix"), per_example=True)
+    one, two = evaluate(tiny_loaded, **kw), evaluate(tiny_loaded, blanks_per_story=2, **kw)
+    assert two["n_infill"] == 2 * one["n_infill"] and two["blanks_per_story"] == 2 and "blanks_per_story" not in one
+    assert two["ppl_a3_random_s4"] == one["ppl_a3_random_s4"]  # the perplexities' random groups are untouched
+    first = two["infill"]["a3_plan"]["per_example"]
+    assert first["rougeL"][::2] == one["infill"]["a3_plan"]["per_example"]["rougeL"]
+    assert first["rougeL_cluster"][0] == first["rougeL_cluster"][1] != first["rougeL_cluster"][2]
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate(tiny_loaded, blanks_per_story=0, **kw)
+    with pytest.raises(ValueError, match="their own generator"):
+        story_blanks(tiny_loaded.tokenizer, 0, STORIES[0], torch.Generator(), 2)
+
+
+def test_compare_runs_pairs_two_runs_on_the_same_blanks_and_refuses_different_ones(tmp_path, tiny_loaded):
+    corpus = write_corpus(tmp_path)
+    kw = dict(data_dir=corpus, limit=3, general_limit=0, methods=("a3_plan", "ar_prefix"), per_example=True,
+              blanks_per_story=2)
+    run = evaluate(tiny_loaded, **kw)
+    per = run["infill"]["a3_plan"]["per_example"]
+    ids = per["rougeL_id"]
+    assert ids[1].startswith(ids[0] + "#") and len(set(ids)) == len(ids)
+    shifted = json.loads(json.dumps(run))
+    shifted["infill"]["a3_plan"]["per_example"]["rougeL"] = [v + 2.0 for v in per["rougeL"]]
+    diff = compare_runs(run, shifted)["stories.a3_plan"]
+    assert diff["rougeL"]["mean"] == pytest.approx(2.0) and diff["rougeL"]["ci95"] == [2.0, 2.0]
+    assert diff["suffix_nll"]["mean"] == 0.0 and set(compare_runs(run, shifted)) == {"stories.a3_plan",
+                                                                                    "stories.ar_prefix"}
+    other = evaluate(tiny_loaded, **{**kw, "blanks_per_story": 1})
+    with pytest.raises(ValueError, match="different blanks"):
+        compare_runs(run, other)
+    with pytest.raises(ValueError, match="--per-example"):
+        compare_runs(evaluate(tiny_loaded, **{**kw, "per_example": False}), run)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("progress\n" + json.dumps(run) + "\n")
+    b.write_text(json.dumps(shifted))
+    out = subprocess.run([sys.executable, "-m", "model.eval", "--compare", str(a), str(b)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["second_minus_first"]["stories.a3_plan"]["rougeL"]["mean"] == pytest.approx(2.0)
+    b.write_text("not json")
+    out = subprocess.run([sys.executable, "-m", "model.eval", "--compare", str(a), str(b)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a model.eval output" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_refuses_bad_numbers_and_an_unloadable_model_with_a_message(tmp_path):
+    for flags, code, words in ((["--limit", "0"], 2, "--limit must be at least 1"),
+                               (["--threads", "-1"], 2, "--threads must be at least 1"),
+                               (["--general-limit", "-1"], 2, "--general-limit must be at least 0"),
+                               (["--model", str(tmp_path / "missing")], 3, "--model")):
+        out = subprocess.run([sys.executable, "-m", "model.eval", "--json", *flags], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == code and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-800:]
+
+
 def test_evaluate_without_a_base_drops_the_base_metrics_and_says_why(tmp_path, tiny_loaded):
     from model.loading import ModelLoadError
 
@@ -174,6 +263,8 @@ def test_evaluate_without_a_base_drops_the_base_metrics_and_says_why(tmp_path, t
     assert "ar_prefix" not in result["infill"] and result["ppl_base_ar"] is None
     assert result["infill"]["a3_plan"]["suffix_nll"] is None
     assert "names no base" in result["base_unavailable"]
+    with pytest.raises(ValueError, match="needs the AR base.*names no base"):
+        evaluate(NoBase(), data_dir=write_corpus(tmp_path), limit=1, general_limit=0, methods=("ar_prefix",))
 
 
 def test_cli_prints_one_json_object_on_its_last_line(tmp_path):

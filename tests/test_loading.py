@@ -13,6 +13,7 @@ from model.loading import (
     ModelLoadError,
     a3_config_from_llama,
     a3_from_llama_state,
+    llama_from_a3,
     load_model,
     tiny_model,
 )
@@ -79,6 +80,20 @@ def test_official_checkpoint_loads_with_its_query_vector_and_layout(tmp_path, to
     loaded = load_model(str(tmp_path), device="cpu")
     assert loaded.model.config.block_layout == "official" and loaded.trained
     assert torch.allclose(loaded.model.model.query_embed, torch.full((1, 1, 32), 0.01))
+
+
+def test_llama_from_a3_is_exact_and_refuses_what_has_no_llama_twin(tmp_path, tokenizer):
+    model = tiny_model(len(tokenizer), seed=5)
+    llama = llama_from_a3(model)
+    ids = torch.arange(3, 19)[None]
+    with torch.no_grad():
+        assert torch.allclose(llama(ids).logits, model(ids, return_content_logits=True).content_logits, atol=1e-5)
+    _save_llama_checkpoint(tmp_path, tokenizer, official=True)
+    with pytest.raises(ModelLoadError, match="no transformers LLaMA equivalent"):
+        llama_from_a3(load_model(str(tmp_path), device="cpu").model)
+    model.model.register_parameter("extra_norm", torch.nn.Parameter(torch.ones(4)))  # a weight with no place
+    with pytest.raises(ModelLoadError, match="unexpected"):
+        llama_from_a3(model)
 
 
 def test_a3_checkpoint_directory_round_trip(tmp_path, tokenizer):

@@ -44,6 +44,8 @@ def test_a_content_stream_that_drops_rope_fails_content_vs_base(monkeypatch):
     (0.05, 0.03, True),   # two ways differ about as much as bf16 differs from float32
     (0.5, 0.03, False),   # far beyond rounding: a real disagreement
     (0.05, 3.0, False),   # the model itself is off by nats in bf16
+    (0.006, 0.001, False),  # small, but six times the rounding: a bug on a small model
+    (0.0005, 0.0, False),   # no rounding measured, yet a gap: the measurement or the ways are wrong
 ])
 def test_reduced_precision_verdict_compares_the_gap_with_rounding(gap, noise, verdict):
     assert selfcheck._reduced_precision_verdict(gap, noise) is verdict
@@ -52,11 +54,31 @@ def test_reduced_precision_verdict_compares_the_gap_with_rounding(gap, noise, ve
 def test_bfloat16_measures_rounding_against_float32():
     result = selfcheck.run("tiny", dtype="bfloat16", checks=["cached_vs_recomputed", "likelihood_identity"])
     assert result["passed"] and result["dtype"] == "bfloat16"
-    assert "full_forward_vs_float32_mean_logprob_diff" in result["checks"]["cached_vs_recomputed"]
-    assert "one_pass_vs_float32_mean_token_diff" in result["checks"]["likelihood_identity"]
+    cached, likelihood = result["checks"]["cached_vs_recomputed"], result["checks"]["likelihood_identity"]
+    assert 0 < cached["full_forward_vs_float32_mean_logprob_diff"] < 0.1  # real rounding, measured
+    assert 0 < likelihood["one_pass_vs_float32_mean_token_diff"] < 0.1
+    assert cached["cached_vs_float32_mean_logprob_diff"] > 0
+
+
+def test_in_bfloat16_the_planted_cache_bug_fails_too(monkeypatch):
+    """The bug is a few rounding errors in size here, so the verdict must not hide it under a floor."""
+    extend = modeling.A3Cache.extend
+    monkeypatch.setattr(modeling.A3Cache, "extend", lambda self, layer, k, v: extend(self, layer, k, v * 1.1))
+    result = selfcheck.run("tiny", dtype="bfloat16", checks=["cached_vs_recomputed", "likelihood_identity"])
+    assert result["checks"]["cached_vs_recomputed"]["status"] == "fail"
+    assert result["checks"]["likelihood_identity"]["status"] == "fail"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_cuda_without_a_gpu_exits_2_with_a_message(capsys):
-    assert selfcheck.main(["--model", "tiny", "--device", "cuda"]) == 2
+def test_cuda_without_a_gpu_exits_4_with_a_message(capsys):
+    assert selfcheck.main(["--model", "tiny", "--device", "cuda"]) == 4
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_load_exits_3_with_the_reason_and_bad_flags_exit_2(tmp_path, capsys):
+    assert selfcheck.main(["--model", str(tmp_path / "missing")]) == 3
+    err = capsys.readouterr().err
+    assert "--model" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        selfcheck.main(["--model", "tiny", "--threads", "0"])
+    assert exit_.value.code == 2 and "at least 1" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""Every benchmark's command line parses, offers only the flags it honours, and refuses what it cannot do."""
+
+import importlib
+
+import pytest
+import torch
+
+BENCHES = ["app", "decode", "orders", "playback", "precision", "screenshot"]
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_benchmark_prints_its_help(name, capsys):
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--json" in capsys.readouterr().out or name == "screenshot"
+
+
+@pytest.mark.parametrize("name", ["orders", "playback"])
+def test_a_benchmark_that_runs_on_the_cpu_only_refuses_device_flags(name, capsys):
+    module = importlib.import_module(f"bench.{name}")
+    for flag in (["--device", "cuda"], ["--dtype", "bfloat16"]):
+        with pytest.raises(SystemExit) as exit_:
+            module.main(flag)
+        assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["app", "decode", "precision"])
+def test_bad_numbers_and_a_missing_gpu_get_a_clear_message(name, capsys):
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--threads", "0"])
+    assert exit_.value.code == 2 and "at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            module.main(["--device", "cuda", "--model", "tiny"])
+
+
+def test_precision_has_no_dtype_flag_because_it_compares_both(capsys):
+    from bench import precision
+
+    with pytest.raises(SystemExit):
+        precision.main(["--dtype", "float32"])
+    assert "unrecognized arguments" in capsys.readouterr().err
