@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N test stories")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N test stories (0: general text only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=["test", "validation"])
     ap.add_argument("--data-dir", default=None, help="a story corpus directory (default assets/stories)")
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         print(json.dumps(_compare_files(ap, *args.compare)))
         return
-    for flag, value, least in (("--blanks-per-story", args.blanks_per_story, 1), ("--limit", args.limit, 1),
+    for flag, value, least in (("--blanks-per-story", args.blanks_per_story, 1), ("--limit", args.limit, 0),
                                ("--general-limit", args.general_limit, 0), ("--threads", args.threads, 1),
                                ("--general-infill", args.general_infill, 0)):
         if value is not None and value < least:

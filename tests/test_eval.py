@@ -240,7 +240,7 @@ def test_compare_runs_pairs_two_runs_on_the_same_blanks_and_refuses_different_on
 
 
 def test_cli_refuses_bad_numbers_and_an_unloadable_model_with_a_message(tmp_path):
-    for flags, code, words in ((["--limit", "0"], 2, "--limit must be at least 1"),
+    for flags, code, words in ((["--limit", "-1"], 2, "--limit must be at least 0"),
                                (["--threads", "-1"], 2, "--threads must be at least 1"),
                                (["--general-limit", "-1"], 2, "--general-limit must be at least 0"),
                                (["--model", str(tmp_path / "missing")], 3, "--model")):
