@@ -221,9 +221,7 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
             pa, pb = a[split][method]["per_example"], b[split][method]["per_example"]
             result = {}
             for metric in ("rougeL", "suffix_nll"):
-                # files written before blank ids were kept: the cluster labels (the story of each) stand in
-                key = f"{metric}_id" if f"{metric}_id" in pa and f"{metric}_id" in pb else f"{metric}_cluster"
-                if pa.get(key) != pb.get(key) or len(pa[metric]) != len(pb[metric]):
+                if pa.get(f"{metric}_id") != pb.get(f"{metric}_id") or len(pa[metric]) != len(pb[metric]):
                     raise ValueError(f"{split} {method} {metric}: the two runs scored different blanks "
                                      "(another seed, split, --blanks-per-story or corpus?); compare runs "
                                      "made with the same options")
@@ -275,6 +273,10 @@ class InfillScores:
                 self.text[name].append(together)
         if keep_sample:
             self.samples.append({"id": sample_id, **texts})
+
+    def __len__(self) -> int:
+        """The examples added so far."""
+        return len(self.ids["rouge"])
 
     def summary(self, *, per_example: bool = False) -> dict:
         def mean(xs):
@@ -392,7 +394,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
               "n_examples": len(stories),
-              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": ppl.n_tokens, "seed": seed,
+              "n_infill": len(infill), "n_tokens": ppl.n_tokens, "seed": seed,
               **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {})}
     samples = infill.samples
     if general_limit != 0:
@@ -420,16 +422,16 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         by_source[doc["source"]].merge(overall.add(ids))
     for doc in docs:
-        if len(infill.rouge[methods[0]]["rouge1"]) >= n_infill:
+        if len(infill) >= n_infill:
             break
-        _progress(f"general infill {len(infill.rouge[methods[0]]['rouge1']) + 1}/{n_infill}")
+        _progress(f"general infill {len(infill) + 1}/{n_infill}")
         sentence = sentence_for_infill(doc["text"])
         example = middle_infill_example(tok, start, sentence) if sentence else None
         if example is not None:
             infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
     result = {**overall.summary(), "infill": infill.summary(per_example=per_example),
               "infill_paired": infill.paired(), "n_documents": len(docs),
-              "n_infill": len(infill.rouge[methods[0]]["rouge1"]), "n_tokens": overall.n_tokens,
+              "n_infill": len(infill), "n_tokens": overall.n_tokens,
               "by_source": {s: {**p.summary(), "n_tokens": p.n_tokens} for s, p in by_source.items()}}
     return result, infill.samples
 
