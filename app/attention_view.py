@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.figures import MAX_TICK_LABELS, _legend_swatch, _mask_ticks
+from app.figures import MAX_TICK_LABELS, legend_swatch, mask_ticks
 from model.attention import BLOCKED_NOTE, STREAMS, select_weights
 
 WEIGHT_COLORSCALE = "Blues"  # sequential, white at 0: an allowed but ignored cell reads as empty
@@ -64,7 +64,7 @@ def attention_figure(weights: np.ndarray, allowed: np.ndarray, labels: Sequence[
     blocked = ~allowed[rows]  # (R, L)
     if np.any(shown[blocked] != 0):
         raise ValueError("weights are non-zero on blocked cells: they do not belong to this mask.")
-    columns, row_ticks = _mask_ticks(list(range(len(labels))), labels), _mask_ticks(rows, labels)
+    columns, row_ticks = mask_ticks(list(range(len(labels))), labels), mask_ticks(rows, labels)
     gap = 1 if len(columns) <= MAX_TICK_LABELS else 0
     zmax = float(shown[~blocked].max(initial=0.0)) or 1.0
     which = reduction_label(layer, head)
@@ -78,7 +78,7 @@ def attention_figure(weights: np.ndarray, allowed: np.ndarray, labels: Sequence[
                    colorscale=[[0, BLOCKED_SHADE], [1, BLOCKED_SHADE]], showscale=False, name="blocked",
                    xgap=gap, ygap=gap, hoverongaps=False,
                    hovertemplate="row %{y} → column %{x}<br>blocked: weight exactly 0<extra></extra>"),
-        _legend_swatch("blocked (exactly 0)", BLOCKED_SHADE),
+        legend_swatch("blocked (exactly 0)", BLOCKED_SHADE),
     ])
     fig.update_layout(
         title=dict(text=f"Attention weights{at_step} · {stream} stream · {which}", x=0, xanchor="left", y=0.98,

@@ -8,8 +8,9 @@ them can be put on the stage and branched again. Plain values in, plain values o
 
 from __future__ import annotations
 
-from app.session import ORDER_NAMES, STRATEGIES, Explorer, InputError, Result
+from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
+from model.config import STRATEGIES
 from model.plans import PlanError
 
 MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model)

@@ -8,6 +8,11 @@ Everything is sized for `gr.Plot`: numpy arrays for heatmap data (plotly sends t
 arrays), a fixed `layout.height`, a constant `uirevision` so zoom survives re-renders, no frames, and
 only plotly.js 3.x attributes (gradio bundles 3.3.1). `layout.meta` says what each figure shows, so tests
 (and the browser tests) can check it without reading pixels.
+
+These figures are the reference drawing of a trace. Their helpers for labels (`display_label`,
+`short_label`), colours (`step_colors`, `ink_on`, the *_COLOR constants), the grid's shape
+(`grid_columns`), the DAG (`node_names`, `dependency_graph`, `transitive_reduction`) and the summary line
+are public: `app.trace_view` builds, with them, the one view the stage, the GIF and the player draw.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ OPEN_COLOR = "#f1f1f1"  # not decided yet
 ATTEND_COLOR = "#3b6fb6"  # the paper's blue: "may attend"
 BLOCKED_COLOR = "#ffffff"
 HIGHLIGHT_COLOR = "#e4572e"  # the current step: orange-red, absent from Viridis
+GIVEN_INK = "#222222"  # text on a given cell
+OPEN_INK = "#9a9a9a"  # the "?" of an open cell
 FADED_OPACITY = 0.25  # steps after the current one
 
 MAX_LABEL_CHARS = 8
@@ -52,14 +59,32 @@ def _check_step(trace: DecodeTrace, step: int) -> int:
     return step
 
 
-def _plain(text: str) -> str:
-    """A label safe inside plotly text, which reads a subset of HTML: escape tags, show line breaks."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("\n", "↵").replace("\r", "").replace("\t", "⇥")
+def display_label(token: str) -> str:
+    """A token as every view shows it: one line, line breaks and tabs made visible (a "\\n" token
+    would otherwise be an empty chip that breaks the line)."""
+    return token.replace("\r", "").replace("\n", "↵").replace("\t", "⇥")
 
 
-def _short(text: str) -> str:
+def short_label(token: str) -> str:
+    """The label of a grid cell or a mask tick: the display label without its surrounding spaces
+    (" cat" reads as "cat" in a cell), cut to MAX_LABEL_CHARS."""
+    text = display_label(token)
+    text = text.strip() or text
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    """Plotly text reads a subset of HTML: a token such as "<b>" must show as itself."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(token: str) -> str:
+    return _escape(display_label(token))
+
+
+def cell_text(token: str) -> str:
+    """`short_label` as Plotly text (escaped): what a grid cell or an axis tick shows."""
+    return _escape(short_label(token))
 
 
 def _listed(items: list) -> str:
@@ -76,6 +101,11 @@ def step_colors(n_steps: int) -> list[str]:
 def is_dark(rgb: str) -> bool:
     r, g, b = (float(c) for c in rgb.removeprefix("rgb(").removesuffix(")").split(","))
     return 0.299 * r + 0.587 * g + 0.114 * b < 140
+
+
+def ink_on(color: str) -> str:
+    """The text colour that reads on a step colour: white on the dark end of Viridis, near-black on the light."""
+    return "#ffffff" if is_dark(color) else "#111111"
 
 
 def _step_zmax(trace: DecodeTrace) -> int:
@@ -128,7 +158,7 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
                                  thickness=14),
                    **layer),
         _grid_text(trace, step, labels, columns),
-        _legend_swatch("given", GIVEN_COLOR),
+        legend_swatch("given", GIVEN_COLOR),
         _outline_cells(current, columns, "this step"),
     ])
     fig.update_layout(
@@ -151,16 +181,16 @@ def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -
     for p, label in enumerate(labels):
         d = decided[p]
         if given[p]:
-            texts.append(_plain(_short(label)))
-            fonts.append("#222222")
+            texts.append(cell_text(label))
+            fonts.append(GIVEN_INK)
             state = "given"
         elif d <= step:
-            texts.append(_plain(_short(label)))
-            fonts.append("#ffffff" if is_dark(colors[d]) else "#111111")
+            texts.append(cell_text(label))
+            fonts.append(ink_on(colors[d]))
             state = f"decided at step {d}"
         else:
             texts.append("?")
-            fonts.append("#9a9a9a")
+            fonts.append(OPEN_INK)
             state = f"open (decided at step {d})" if d >= 0 else "open"
         token = _plain(label) if given[p] or d <= step else "?"
         hovers.append(f"position {p}<br>token: {token}<br>{state}<br>group {groups[p]}")
@@ -170,7 +200,7 @@ def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -
                       marker=dict(symbol="square", size=22, color="rgba(0,0,0,0)"), showlegend=False, name="cells")
 
 
-def _legend_swatch(name: str, color: str) -> go.Scatter:
+def legend_swatch(name: str, color: str) -> go.Scatter:
     """A legend entry for a heatmap layer (heatmaps have no legend item in plotly.js 3)."""
     return go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,
                       marker=dict(symbol="square", size=12, color=color), hoverinfo="skip")
@@ -205,13 +235,13 @@ def outlined_cells(fig: go.Figure, columns: int | None = None) -> list[int]:
 # 2. the group dependency DAG
 
 
-def _node_names(trace: DecodeTrace) -> list[str]:
+def node_names(trace: DecodeTrace) -> list[str]:
     """Decoding order: the given node first (if any), then one node per step."""
     return (["given"] if any(trace.given) else []) + [f"s{t}" for t in range(len(trace.steps))]
 
 
 def _dependency_parents(trace: DecodeTrace) -> list[np.ndarray]:
-    """For each step t, the indices (into `_node_names`) of the nodes its predictions conditioned on.
+    """For each step t, the indices (into `node_names`) of the nodes its predictions conditioned on.
 
     Node u is a parent of step t iff u decoded earlier and holds a position q with g[q] < g[row] under
     the grouping the model used at step t. Per step this is one numpy pass over the positions: the
@@ -245,7 +275,7 @@ def dependency_graph(trace: DecodeTrace) -> nx.DiGraph:
     Nodes are "given" (when the trace has given positions) and "s0", "s1", ... with attributes step,
     group, positions, tokens and logprob (the given node has step -1, group None and logprob 0).
     """
-    names = _node_names(trace)
+    names = node_names(trace)
     graph = nx.DiGraph()
     if names and names[0] == "given":
         positions = [p for p, g in enumerate(trace.given) if g]
@@ -295,7 +325,7 @@ def dag_figure(trace: DecodeTrace, step: int, labels: list[str], *, reduce: bool
     graph = dependency_graph(trace)
     if reduce:
         graph = transitive_reduction(graph)
-    names = _node_names(trace)
+    names = node_names(trace)
     index = {name: i for i, name in enumerate(names)}
     offset = 1 if names and names[0] == "given" else 0
     current = f"s{step}" if step >= 0 else None
@@ -403,7 +433,7 @@ def mask_figure(trace: DecodeTrace, step: int, labels: list[str], *, sort_by_gro
     content, query = two_stream_masks(groups)
     order = group_order(groups) if sort_by_group else torch.arange(groups.numel())
     shown_groups = groups[order].numpy()
-    ticks = _mask_ticks(order.tolist(), labels)
+    ticks = mask_ticks(order.tolist(), labels)
     customdata = _group_pairs(shown_groups)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("content stream (g[j] ≤ g[i])", "query stream (g[j] < g[i])"))
@@ -432,10 +462,10 @@ def mask_figure(trace: DecodeTrace, step: int, labels: list[str], *, sort_by_gro
     return fig
 
 
-def _mask_ticks(order: list[int], labels: list[str]) -> list[str]:
+def mask_ticks(order: list[int], labels: list[str]) -> list[str]:
     """Category names in display order; "p:label" while short enough to read, positions otherwise."""
     if len(order) <= MAX_TICK_LABELS:
-        return [f"{p}:{_plain(_short(labels[p]))}" for p in order]
+        return [f"{p}:{cell_text(labels[p])}" for p in order]
     return [str(p) for p in order]
 
 
@@ -529,16 +559,20 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
     return list(CANDIDATE_HEADERS), rows
 
 
-def step_summary(trace: DecodeTrace, step: int) -> str:
-    """One line of plain text about the current step ("Step 3/12" counts steps from 1)."""
+def step_summary(trace: DecodeTrace, step: int, *, timing: bool = True) -> str:
+    """One line of plain text about the current step ("Step 3/12" counts steps from 1).
+
+    timing=False leaves out the seconds: the trace view (stage, GIF, player) shows the order, not the
+    speed of the machine that decoded it, so a trace and its export read the same.
+    """
     step = _check_step(trace, step)
     if step < 0:
         n_given = sum(trace.given)
         return f"Before decoding: {n_given} given, {trace.plan.length - n_given} open"
     s = trace.steps[step]
-    return (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · committed positions "
-            f"{', '.join(map(str, s.positions))} · log p = {s.logprob:.2f} · model calls {s.model_calls} · "
-            f"{s.elapsed_s:.3f} s")
+    line = (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · committed positions {_listed(s.positions)} · "
+            f"log p = {s.logprob:.2f} · model calls {s.model_calls}")
+    return line + (f" · {s.elapsed_s:.3f} s" if timing else "")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -304,7 +304,7 @@ def distribution_figure(names: list[str], logps: list[float], n_scored: list[int
 
 def per_token_figure(labels: list[str], a: OrderLikelihood, b: OrderLikelihood) -> go.Figure:
     """Surprise (−log p) of every token under two orders, side by side: which tokens are easy where."""
-    xs = [f"{p}:{figures._plain(figures._short(label))}" for p, label in enumerate(labels)]
+    xs = [f"{p}:{figures.cell_text(label)}" for p, label in enumerate(labels)]
     fig = go.Figure()
     for order, color in ((a, A_COLOR), (b, B_COLOR)):
         surprise = [None if v is None else -v for v in order.token_logps]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.decoding import DecodeTrace, Sampler, collect, fill_preview, run_decoder, sequence_log_likelihood
+from model.config import LABELS, DecodeConfig, Sampler
+from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
 from model.flexible import (
     FlexibleBlank,
     FlexibleChoice,
@@ -30,9 +31,7 @@ from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
-# UI names -> library names
-METHODS = {"A3 plan": "plan", "A3 dynamic": "dynamic", "official dynamic": "official_dynamic",
-           "diffusion": "diffusion", "one-step parallel": "one_step_parallel", "AR baseline": "ar_baseline"}
+METHODS = LABELS  # the page's method names -> method ids (model.config.METHODS)
 COMPARE_METHODS = ("A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline")
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
                    "log p (A3 left-to-right)"]
@@ -40,7 +39,6 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
-STRATEGIES = ("confidence", "entropy", "random")
 MAX_TOKENS = 256  # what the figures stay readable and fast at
 
 
@@ -241,34 +239,30 @@ class Explorer:
                 return [bool(m) for m in sent], shown
         return self._picker(with_length(request.text, blank, guess), request.text)["mask"], guess
 
-    def _decode_fixed(self, request: Request) -> Result:
-        mode = METHODS.get(request.method)
-        if mode is None:
-            raise InputError(f"Unknown method {request.method!r}; choose one of {', '.join(METHODS)}.")
-        if request.strategy not in STRATEGIES:
-            raise InputError(f"Unknown strategy {request.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-        plan = self.plan(request)
+    def config(self, request: Request) -> DecodeConfig:
+        """The request's decode config (model.config): method, order or strategy, group size or k, sampler,
+        seed. The page previews a step's other candidates on demand, so plan decoding scores only the
+        rows it decides."""
         try:
             sampler = Sampler(float(request.temperature), int(request.top_k), float(request.top_p))
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid sampling setting: {err}") from None
-        base = self.base() if mode == "ar_baseline" else None
-        extra = {}
-        if mode in ("dynamic", "official_dynamic", "diffusion"):
-            extra = {"strategy": request.strategy, "k": int(request.k)}
-        elif mode == "one_step_parallel":
-            extra = {"k": int(request.k)}
-        elif mode == "plan":
-            # the decision needs only each group's own rows: the other open positions' candidates are
-            # computed when a step is first shown (`preview`), one forward each, not at every step
-            extra = {"preview_open": False}
         try:
-            trace = collect(run_decoder(mode, self.loaded.model, plan, base=base, sampler=sampler,
-                                        seed=int(request.seed), **extra))
+            return DecodeConfig(request.method, order=ORDER_NAMES.get(request.order, request.order),
+                                group_size=int(request.group_size), strategy=request.strategy, k=int(request.k),
+                                sampler=sampler, seed=int(request.seed), preview_open=False)
+        except (TypeError, ValueError) as err:
+            raise InputError(str(err)) from None
+
+    def _decode_fixed(self, request: Request) -> Result:
+        plan = self.plan(request)
+        config = self.config(request)
+        base = self.base() if config.spec.needs_base else None
+        try:
+            trace = collect(decode(self.loaded.model, plan, config, base=base))
         except (PlanError, ValueError) as err:
             raise InputError(str(err)) from None
-        trace.settings["method"] = request.method
-        return self.result(trace, request.method)
+        return self.result(trace, config.label)
 
     @property
     def given_grouping(self) -> str:

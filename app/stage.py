@@ -1,13 +1,13 @@
 """The stage's data: everything the browser needs to draw every step of one trace, sent once.
 
-`stage_payload(result)` turns a decoded `Result` into a plain dict (JSON-ready). The browser
-(app/static/stage_core.js + stage.js) then draws the text, the order grid, the DAG and both masks for
-any step without a server round trip, so playback keeps the speed asked and scrubbing is instant.
+`stage_payload(result)` is the run's trace view (`app.trace_view.view_of_result`: labels, colours, the
+grid's shape, the DAG, summaries, the mask checker's verdicts) plus what only the live stage needs (an
+id, playback settings, the headline, the note). The browser (app/static/stage_core.js + stage.js) then
+draws the text, the order grid, the DAG and both masks for any step without a server round trip, so
+playback keeps the speed asked and scrubbing is instant.
 
-One source of truth: every decision about *what* a figure shows at a step is either taken here with
-the Python figure helpers (colours, short labels, DAG edges, summaries, the checker's verdict) or made
-in stage_core.js by the same rule as the Plotly reference in app.figures; tests/test_figures_stage.py
-runs stage_core.js in Chromium and compares it with the reference figures step by step.
+The GIF and the offline player (app.slides) draw from the same view; tests/test_figures_stage.py runs
+stage_core.js in Chromium and compares it with the Plotly reference in app.figures step by step.
 Nothing here imports gradio.
 """
 
@@ -16,11 +16,8 @@ from __future__ import annotations
 import itertools
 import math
 
-import torch
-
-from app import figures
 from app.session import Result
-from model.masks import check_masks, two_stream_masks
+from app.trace_view import view_of_result
 
 _ids = itertools.count(1)
 
@@ -35,21 +32,6 @@ def calls_summary(result: Result) -> str:
             f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}")
 
 
-def _verdicts(result: Result) -> list[str]:
-    """The mask checker's verdict per step (index step + 1), computed once per distinct grouping."""
-    trace = result.trace
-    seen: dict[tuple, str] = {}
-    out = []
-    for step in range(-1, result.n_steps):
-        groups = tuple(trace.group_ids_at(step))
-        if groups not in seen:
-            g = torch.tensor(groups)
-            content, query = two_stream_masks(g)
-            seen[groups] = check_masks(content, query, g).summary()
-        out.append(seen[groups])
-    return out
-
-
 def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float = 0.5,
                   note: str = "") -> dict:
     """The dict the stage component draws. `result=None` gives the empty stage (with what to do)."""
@@ -57,44 +39,16 @@ def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = 
         return {"id": next(_ids), "empty": True,
                 "note": note or "Nothing to show yet: type a text with [MASK] blanks under “✎ Your text”, "
                                 "then press Run."}
-    trace, labels = result.trace, result.labels
     if not note and result.flexible is not None:
         note = result.flexible.summary() + " Every length with its fill: under ✎ Your text."
-    n = result.n_steps
-    colors = figures.step_colors(n)
-    graph = figures.dependency_graph(trace)
-    names = figures._node_names(trace)
-    index = {name: i for i, name in enumerate(names)}
-    reduced = figures.transitive_reduction(graph)
-    steps = [{"positions": list(s.positions), "group": int(s.group),
-              "groups": list(s.group_ids) if s.group_ids is not None else None} for s in trace.steps]
     return {
+        **view_of_result(result).to_dict(),
         "id": next(_ids),
         "empty": False,
-        "method": result.method,
         "model": result.model,
         "text": result.text,
-        "labels": list(labels),
-        "short": [figures._short(label) for label in labels],
-        "given": [bool(g) for g in trace.given],
-        "decided": trace.decided_step(),
-        "groups": trace.group_ids,
-        "steps": steps,
-        "colors": colors,
-        "ink": ["#ffffff" if figures.is_dark(c) else "#111111" for c in colors],
-        "given_color": figures.GIVEN_COLOR,
-        "open_color": figures.OPEN_COLOR,
-        "attend_color": figures.ATTEND_COLOR,
-        "blocked_color": figures.BLOCKED_COLOR,
-        "highlight_color": figures.HIGHLIGHT_COLOR,
-        "columns": figures.grid_columns(trace.plan.length),
-        "dag": {"nodes": names, "offset": 1 if names and names[0] == "given" else 0,
-                "edges": [[index[u], index[v]] for u, v in graph.edges()],
-                "reduced": [[index[u], index[v]] for u, v in reduced.edges()]},
-        "summaries": [figures.step_summary(trace, step) for step in range(-1, n)],
-        "verdicts": _verdicts(result),
         "headline": calls_summary(result),
-        "autoplay": bool(autoplay and n > 0),
+        "autoplay": bool(autoplay and result.n_steps > 0),
         "loop": bool(loop),
         "speed": float(speed),
         "note": note,

@@ -25,7 +25,7 @@ from model.plans import make_plan
 
 
 def bench_input(tokenizer, start_id: int, length: int) -> torch.Tensor:
-    from model.stories import SPLITS, read_stories
+    from model.data.stories import SPLITS, read_stories
 
     ids = [start_id]
     for split in SPLITS[::-1]:

@@ -40,14 +40,16 @@ def _teacher_forced(model, stories: list[list[int]]) -> list[torch.Tensor]:
 
 def _fills(model, examples: list[dict], *, cache: bool = True) -> tuple[list[list[int]], list[list[float]], float]:
     """Greedy A3-plan fills (tokens, per-token log p) and the mean seconds per decoding step."""
-    from model.decoding import collect, run_decoder
+    from model.config import DecodeConfig
+    from model.decoding import collect, decode
     from model.plans import make_plan
 
+    config = DecodeConfig("plan", order="left_to_right", preview_open=False)
     fills, logps, seconds, steps = [], [], 0.0, 0
     for ex in examples:
         plan = make_plan(ex["ids"], given=ex["given"], order="left_to_right")
         start = time.perf_counter()
-        trace = collect(run_decoder("plan", model, plan, cache=cache, preview_open=False))
+        trace = collect(decode(model, plan, config, cache=cache))
         seconds += time.perf_counter() - start
         steps += len(trace.steps)
         lo, hi = ex["span"]
@@ -57,10 +59,10 @@ def _fills(model, examples: list[dict], *, cache: bool = True) -> tuple[list[lis
 
 
 def run(model_name: str, n_examples: int, device: str) -> dict:
-    from model.eval import infill_example
+    from model.data.stories import read_stories
+    from model.eval.blanks import infill_example
     from model.loading import load_model
     from model.precision import auto_dtype, cpu_native_bf16
-    from model.stories import read_stories
 
     dev = torch.device(device)
     fp32 = load_model(model_name, device=dev, dtype=torch.float32)

@@ -24,26 +24,25 @@ from __future__ import annotations
 import copy
 import numbers
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
+from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
 from model.decoding import (
-    STRATEGIES,
+    DecodeEngine,
     DecodePrefix,
     DecodeTrace,
-    Sampler,
-    _Engine,
     collect,
+    decode,
     decode_dynamic,
     decode_plan,
     open_at,
-    run_decoder,
 )
 from model.modeling import A3Cache, A3ForAnyOrderLM
 from model.plans import ORDERS, Plan, PlanError, open_groups_in_order
 
-BRANCHABLE = ("plan", "dynamic")
+BRANCHABLE = tuple(name for name, spec in METHODS.items() if spec.branchable)  # cached: a prefix is shared
 _PLAN_NAME = re.compile(r"(?P<order>[a-z_]+)(?: \(groups of (?P<size>[0-9]+)\))?")
 
 
@@ -81,11 +80,16 @@ class BranchTree:
         self.branches = [Branch(name, None, 0, root, {}, root.model_calls)]
 
     @classmethod
-    def decode(cls, model: A3ForAnyOrderLM, plan: Plan, *, mode: str = "plan", name: str = "main",
-               **decoder_kwargs) -> BranchTree:
-        """Decode the root with `run_decoder(mode, ...)` (keeping its cache) and start a tree from it."""
-        _check_mode(mode)
-        return cls(model, collect(run_decoder(mode, model, plan, keep_cache=True, **decoder_kwargs)), name=name)
+    def decode(cls, model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig | None = None, *, mode: str | None = None,
+               name: str = "main", **config_fields) -> BranchTree:
+        """Decode the root as `config` says (keeping its cache) and start a tree from it. Instead of a
+        config, `mode=` and the config's fields as keywords (sampler=, seed=, k=, ...) may be given."""
+        if config is None:
+            config = DecodeConfig(mode or "plan", **config_fields)
+        elif mode is not None or config_fields:
+            raise PlanError("pass either a DecodeConfig or mode= with its fields, not both.")
+        _check_mode(config.method)
+        return cls(model, collect(decode(model, plan, config, keep_cache=True)), name=name)
 
     def __len__(self) -> int:
         return len(self.branches)
@@ -121,19 +125,20 @@ class BranchTree:
         rest = _continuation(parent_trace, order, group_size)
         if sampler is not None and not isinstance(sampler, Sampler):
             raise PlanError(f"sampler must be a model.decoding.Sampler; got {type(sampler).__name__}.")
-        run_seed = _as_int(seed, "seed") if seed is not None else parent_trace.settings.get("seed")
-        run_sampler = sampler if sampler is not None else _sampler_of(parent_trace)
+        run_seed = _as_int(seed, "seed") if seed is not None else parent_trace.config.seed
+        run_sampler = sampler if sampler is not None else parent_trace.config.sampler
         # everything is checked: only now copy the cache and decode
         rebuilt = parent_trace.cache is None  # then one call rebuilds the parent's cache: counted below
         prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), self._prefix_cache(index, k), commit)
-        decode = _plan_branch if parent_trace.mode == "plan" else _dynamic_branch
-        trace = collect(decode(self.model, parent_trace, k, prefix, rest, run_sampler, run_seed))
+        resume = _plan_branch if parent_trace.mode == "plan" else _dynamic_branch
+        trace = collect(resume(self.model, parent_trace, k, prefix, rest, run_sampler, run_seed))
+        trace.config = _branch_config(parent_trace, rest, run_sampler, run_seed)
         shared_calls = parent_trace.steps[k - 1].model_calls if k else 0
         change = {key: value for key, value in dict(position=_commit_position(commit, position), token=token,
                                                     order=order, group_size=group_size, seed=seed).items()
                   if value is not None}
         if sampler is not None:
-            change["sampler"] = {"temperature": sampler.temperature, "top_k": sampler.top_k, "top_p": sampler.top_p}
+            change["sampler"] = asdict(sampler)
         new_index = len(self.branches)
         self.branches.append(Branch(name or _describe(new_index, k, change), index, k, trace, change,
                                     trace.model_calls - shared_calls + int(rebuilt)))
@@ -220,11 +225,6 @@ def _commit_position(commit: dict[int, int] | None, position) -> int | None:
     return int(position) if position is not None else next(iter(commit))
 
 
-def _sampler_of(trace: DecodeTrace) -> Sampler:
-    s = trace.settings
-    return Sampler(s.get("temperature", 0.0), s.get("top_k", 0), s.get("top_p", 1.0))
-
-
 # --------------------------------------------------------------------------------------------------
 # the continuation: one decoder call resumed after the shared prefix
 
@@ -237,10 +237,10 @@ def _continuation(trace: DecodeTrace, order, group_size) -> tuple[str, int] | No
         raise PlanError(f"group_size must be a positive integer; got {group_size!r}.")
     group_size = int(group_size) if group_size is not None else None
     if trace.mode == "dynamic":
-        strategy = order if order is not None else trace.settings.get("strategy", "confidence")
+        strategy = order if order is not None else trace.config.strategy
         if strategy not in STRATEGIES:
             raise PlanError(f"order must be a strategy, one of {STRATEGIES}, for a dynamic trace; got {strategy!r}.")
-        return strategy, group_size if group_size is not None else int(trace.settings.get("k", 1))
+        return strategy, group_size if group_size is not None else trace.config.k
     if order is None and group_size is None:
         return None
     return _plan_order(order, group_size, trace.plan.name)
@@ -296,13 +296,21 @@ def _dynamic_branch(model: A3ForAnyOrderLM, trace: DecodeTrace, k: int, prefix: 
                           top_k_candidates=width, keep_cache=True, prefix=prefix)
 
 
+def _branch_config(parent: DecodeTrace, rest: tuple[str, int] | None, sampler: Sampler, seed) -> DecodeConfig:
+    """The parent's config with what the branch changed: the order and group size (plan) or the strategy
+    and tokens per step (dynamic) it continued with, and its sampler and seed."""
+    changed = {"sampler": sampler, "seed": seed}
+    if rest is not None:
+        changed.update(zip(("strategy", "k") if parent.mode == "dynamic" else ("order", "group_size"), rest,
+                           strict=True))
+    return parent.config.replace(**changed)
+
+
 def _candidate_settings(trace: DecodeTrace) -> tuple[int, bool]:
-    """(top_k_candidates, preview_open) the parent was decoded with (its settings), so a branch's new steps
-    look like the ones it shares. Read from the settings, never from the step records: those may have
-    gained candidates later (model.decoding.fill_preview). A trace from elsewhere without them: 5, on."""
-    settings = trace.settings or {}
-    width = int(settings.get("top_k_candidates", 5))
-    return width, bool(settings.get("preview_open", trace.mode == "plan"))
+    """(top_k_candidates, preview_open) the parent was decoded with (its config), so a branch's new steps
+    look like the ones it shares. Read from the config, never from the step records: those may have
+    gained candidates later (model.decoding.fill_preview)."""
+    return trace.config.top_k_candidates, trace.config.preview_open
 
 
 def _describe(index: int, k: int, change: dict) -> str:
@@ -345,6 +353,6 @@ def _rebuild_cache(model: A3ForAnyOrderLM, trace: DecodeTrace) -> A3Cache:
     rows = sorted((groups < trace.steps[-1].group).nonzero(as_tuple=True)[0].tolist(),
                   key=lambda p: (int(groups[p]), p))
     final = Plan(torch.as_tensor(trace.final_ids, dtype=torch.long), trace.plan.given, groups, trace.plan.name)
-    engine = _Engine(model, final, cache=True)
+    engine = DecodeEngine(model, final, cache=True)
     engine.query_logits(groups, rows, [], [])
     return engine.cache

@@ -37,39 +37,21 @@ rows, attending to cached keys/values of all earlier groups. Randomness comes on
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
 from model.modeling import A3Cache, A3ForAnyOrderLM
 from model.plans import Plan, PlanError, check_context
 
-STRATEGIES = ("confidence", "entropy", "random")
-MODES = ("plan", "dynamic", "official_dynamic", "diffusion", "one_step_parallel", "ar_baseline")
+MODES = tuple(METHODS)  # the trace modes: one per decoding method
 
 
 # --------------------------------------------------------------------------------------------------
 # sampling
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """Temperature 0 is greedy (seed-independent); top_k 0 and top_p 1 switch those filters off."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self):
-        if not isinstance(self.temperature, (int, float)) or math.isnan(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy); got {self.temperature!r}.")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 = off); got {self.top_k!r}.")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off); got {self.top_p!r}.")
 
 
 def filtered_logits(logits: torch.Tensor, sampler: Sampler) -> torch.Tensor:
@@ -122,7 +104,8 @@ class DecodeTrace:
     plan: Plan  # the input: tokens, given mask, group ids (for dynamic modes: the groups realised)
     steps: list[DecodeStep] = field(default_factory=list)
     final_ids: list[int] = field(default_factory=list)
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # what is not the config: the cache flag, a display label
+    config: DecodeConfig = field(default_factory=DecodeConfig)  # how it was decoded (model.config)
     # decode_plan / decode_dynamic with keep_cache=True: the content cache at the end (never exported)
     cache: A3Cache | None = field(default=None, repr=False, compare=False)
 
@@ -175,7 +158,7 @@ class DecodeTrace:
         return self.group_ids
 
     def to_dict(self, tokenizer=None) -> dict:
-        d = {"mode": self.mode, "settings": self.settings, "plan": self.plan.to_dict(),
+        d = {"mode": self.mode, "config": self.config.to_dict(), "settings": self.settings, "plan": self.plan.to_dict(),
              "final_ids": self.final_ids, "logprob": self.logprob, "model_calls": self.model_calls,
              "elapsed_s": self.elapsed_s, "decided_step": self.decided_step(),
              "steps": [_step_dict(s) for s in self.steps]}
@@ -199,7 +182,8 @@ class DecodeTrace:
                     s[key] = {int(k): v for k, v in s[key].items()}
             s["candidates"] = {k: [tuple(c) for c in v] for k, v in s["candidates"].items()}
             steps.append(DecodeStep(**s))
-        return cls(d["mode"], Plan.from_dict(d["plan"]), steps, d["final_ids"], d.get("settings", {}))
+        return cls(d["mode"], Plan.from_dict(d["plan"]), steps, d["final_ids"], d.get("settings", {}),
+                   DecodeConfig.from_trace_dict(d))
 
 
 def _step_dict(step: DecodeStep) -> dict:
@@ -293,7 +277,7 @@ def _tensor(values, device) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.long, device=device).view(1, -1)
 
 
-class _Engine:
+class DecodeEngine:
     """Runs query rows against cached (or recomputed) content of a model, counting calls."""
 
     def __init__(self, model: A3ForAnyOrderLM, plan: Plan, *, cache: bool, full_forward: bool = False):
@@ -345,7 +329,7 @@ class _Engine:
         return self.model.lm_head(out.query[0])[:n_rows]  # (Q, V)
 
 
-def _commit(engine: _Engine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
+def _commit(engine: DecodeEngine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
             sampler: Sampler, generator, force: torch.Tensor | None) -> tuple[list[int], list[float]]:
     """Commit tokens at `positions`: forced ones (force >= 0) as given, the others chosen by the sampler."""
     forced = force[positions] if force is not None else None
@@ -373,9 +357,6 @@ def _choose_positions(logits, open_now: list[int], strategy: str, k: int, sample
     return _select(scores, open_now, k), dict(zip(open_now, scores.tolist(), strict=True))
 
 
-def _settings(sampler: Sampler, seed, **extra) -> dict:
-    return {"temperature": sampler.temperature, "top_k": sampler.top_k, "top_p": sampler.top_p, "seed": seed,
-            **extra}
 
 
 def _force(force_tokens, plan: Plan, commit: dict[int, int] | None = None) -> torch.Tensor | None:
@@ -394,7 +375,7 @@ def _force(force_tokens, plan: Plan, commit: dict[int, int] | None = None) -> to
     return force
 
 
-def _start(engine: _Engine, trace: DecodeTrace, prefix: DecodePrefix | None) -> tuple[int, float]:
+def _start(engine: DecodeEngine, trace: DecodeTrace, prefix: DecodePrefix | None) -> tuple[int, float]:
     """Resume the engine and the trace after a prefix: (steps already decided, the clock's start), so
     step numbers, model calls and elapsed times continue from the prefix's last step."""
     if prefix is None:
@@ -433,10 +414,11 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
     _check_plan(model, plan, own_groups=True)
     generator = _as_generator(generator, seed)
     force = _force(force_tokens, plan, prefix.commit if prefix else None)
-    engine = _Engine(model, plan, cache=cache, full_forward=full_forward)
+    engine = DecodeEngine(model, plan, cache=cache, full_forward=full_forward)
     groups, still_open = plan.group_ids, plan.open.clone()
-    trace = DecodeTrace("plan", plan, settings=_settings(sampler, seed, cache=cache, order=plan.name,
-                                                         preview_open=preview_open, top_k_candidates=top_k_candidates))
+    config = DecodeConfig("plan", sampler=sampler, seed=seed, top_k_candidates=top_k_candidates,
+                          preview_open=preview_open)  # order "custom": the plan's groups; decode() records the order
+    trace = DecodeTrace("plan", plan, settings={"cache": cache}, config=config)
     done, start = _start(engine, trace, prefix)
     for step, target in enumerate(plan.open_groups):
         members = ((groups == target) & plan.open).nonzero(as_tuple=True)[0].tolist()
@@ -470,7 +452,7 @@ def _record(trace: DecodeTrace, step: DecodeStep) -> DecodeStep:
     return step
 
 
-def _finish(trace: DecodeTrace, engine: _Engine, keep_cache: bool = False) -> DecodeTrace:
+def _finish(trace: DecodeTrace, engine: DecodeEngine, keep_cache: bool = False) -> DecodeTrace:
     trace.final_ids = engine.tokens.tolist()
     if keep_cache:
         trace.cache = engine.cache
@@ -526,7 +508,7 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
-    engine = _Engine(model, plan, cache=cache)
+    engine = DecodeEngine(model, plan, cache=cache)
     groups = plan.group_ids.clone()
     first = int(groups[plan.given].max()) + 1
     open_now = plan.open_positions
@@ -535,8 +517,9 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     # reads it: each step's query rows get the step's own group, content rows are only decided positions.
     groups[plan.open] = first + n_open
     realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
-    trace = DecodeTrace("dynamic", realised, settings=_settings(sampler, seed, strategy=strategy, k=k, cache=cache,
-                                                                top_k_candidates=top_k_candidates))
+    trace = DecodeTrace("dynamic", realised, settings={"cache": cache},
+                        config=DecodeConfig("dynamic", strategy=strategy, k=k, sampler=sampler, seed=seed,
+                                            top_k_candidates=top_k_candidates))
     done, start = _start(engine, trace, prefix)
     open_now = _replay_dynamic_prefix(trace.steps, groups, first, open_now)
     _check_commit(prefix, open_now, "open after the prefix:")
@@ -607,12 +590,13 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
-    engine, start = _Engine(model, plan, cache=False), time.perf_counter()
+    engine, start = DecodeEngine(model, plan, cache=False), time.perf_counter()
     open_now = plan.open_positions
     # commit order: given 0, step t -> t + 1; still undecided: after every step (until decided)
     order = torch.where(plan.given, 0, len(open_now) + 1)
     realised = Plan(plan.token_ids, plan.given, order, name)
-    trace = DecodeTrace(mode, realised, settings=_settings(sampler, seed, strategy=strategy, k=k))
+    trace = DecodeTrace(mode, realised, config=DecodeConfig(mode, strategy=strategy, k=k, sampler=sampler, seed=seed,
+                                                            top_k_candidates=top_k_candidates))
     step = 0
     while open_now:
         groups = torch.zeros(plan.length, dtype=torch.long)
@@ -644,12 +628,14 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
     _check_plan(model, plan)
     _check_dynamic("confidence", k)
     generator = _as_generator(generator, seed)
-    engine, start = _Engine(model, plan, cache=True), time.perf_counter()
+    engine, start = DecodeEngine(model, plan, cache=True), time.perf_counter()
     groups = plan.group_ids.clone()
     target = int(groups[plan.given].max()) + 1
     groups[plan.open] = target
     realised = Plan(plan.token_ids, plan.given, groups, f"one-step parallel (k={k})")
-    trace = DecodeTrace("one_step_parallel", realised, settings=_settings(sampler, seed, k=k))
+    trace = DecodeTrace("one_step_parallel", realised,
+                        config=DecodeConfig("one_step_parallel", k=k, sampler=sampler, seed=seed,
+                                            top_k_candidates=top_k_candidates))
     given_positions = plan.given.nonzero(as_tuple=True)[0].tolist()
     open_now, step = plan.open_positions, 0
     while open_now:
@@ -680,7 +666,9 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
     tokens, start = plan.token_ids.clone(), time.perf_counter()
     positions = torch.arange(plan.length)
     realised = Plan(plan.token_ids, plan.given, positions.clone(), "AR baseline (left context only)")
-    trace = DecodeTrace("ar_baseline", realised, settings=_settings(sampler, seed))
+    trace = DecodeTrace("ar_baseline", realised,
+                        config=DecodeConfig("ar_baseline", sampler=sampler, seed=seed,
+                                            top_k_candidates=top_k_candidates))
     done = 0  # positions [0, done) are in the cache
     for step, p in enumerate(plan.open_positions):
         new = list(range(done, p))
@@ -775,24 +763,38 @@ def sequence_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored
 
 
 # --------------------------------------------------------------------------------------------------
-# one entry point by mode name (used by the app, the evaluation and the benchmark)
+# one entry point: a DecodeConfig (used by the app, branching, the evaluation and the benchmarks)
+
+_DECODERS = {"plan": decode_plan, "dynamic": decode_dynamic, "official_dynamic": decode_official_dynamic,
+             "diffusion": decode_diffusion, "one_step_parallel": decode_one_step_parallel,
+             "ar_baseline": decode_ar_baseline}
+assert set(_DECODERS) == set(METHODS)
+
+
+def decode(model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig | None = None, *,
+           base: A3ForAnyOrderLM | None = None, generator: torch.Generator | None = None,
+           **options) -> Iterator[DecodeStep]:
+    """Decode `plan` as `config` says (default: A3 plan, greedy); the trace records the config.
+
+    base: the AR model for "ar_baseline" (default: `model` itself). generator: a torch.Generator to draw
+    from (default: one seeded with config.seed). options: the decoder's switches that do not change
+    what is decoded (cache, full_forward, keep_cache, prefix, force_tokens). The plan is built by the
+    caller (model.plans.make_plan with config.order and config.group_size, or custom group ids).
+    """
+    config = config or DecodeConfig()
+    if generator is None:
+        generator = torch.Generator().manual_seed(config.seed if config.seed is not None else 0)
+    runner = base if config.spec.needs_base and base is not None else model
+    trace = yield from _DECODERS[config.method](runner, plan, generator=generator, **config.decoder_kwargs(),
+                                                **options)
+    trace.config = config
+    return trace
 
 
 def run_decoder(mode: str, model: A3ForAnyOrderLM, plan: Plan, *, base: A3ForAnyOrderLM | None = None,
-                sampler: Sampler = Sampler(), seed: int = 0, strategy: str = "confidence", k: int = 1,
                 **kwargs) -> Iterator[DecodeStep]:
-    generator = torch.Generator().manual_seed(seed)
-    common = dict(sampler=sampler, generator=generator, seed=seed)
-    if mode == "plan":
-        return decode_plan(model, plan, **common, **kwargs)
-    if mode == "dynamic":
-        return decode_dynamic(model, plan, strategy=strategy, k=k, **common, **kwargs)
-    if mode == "official_dynamic":
-        return decode_official_dynamic(model, plan, strategy=strategy, k=k, **common, **kwargs)
-    if mode == "diffusion":
-        return decode_diffusion(model, plan, k=k, strategy=strategy, **common, **kwargs)
-    if mode == "one_step_parallel":
-        return decode_one_step_parallel(model, plan, k=k, **common, **kwargs)
-    if mode == "ar_baseline":
-        return decode_ar_baseline(base if base is not None else model, plan, **common, **kwargs)
-    raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
+    """`decode` with the config given as keywords: the config's fields (sampler, seed, strategy, k,
+    top_k_candidates, preview_open) go into a DecodeConfig for `mode`, anything else to the decoder."""
+    fields = set(DecodeConfig.__dataclass_fields__) - {"method"}
+    config = DecodeConfig(mode, **{key: kwargs.pop(key) for key in list(kwargs) if key in fields})
+    return decode(model, plan, config, base=base, **kwargs)

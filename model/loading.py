@@ -283,7 +283,7 @@ def tiny_model(vocab_size: int, seed: int = 0, **overrides) -> A3ForAnyOrderLM:
     return model.eval()
 
 
-def _base_a3(dtype) -> A3ForAnyOrderLM:
+def base_a3(dtype) -> A3ForAnyOrderLM:
     from model.base import base_checkpoint_dir
 
     path = base_checkpoint_dir()
@@ -291,7 +291,7 @@ def _base_a3(dtype) -> A3ForAnyOrderLM:
     return a3_from_llama_state(load_file(path / "model.safetensors"), config, dtype=dtype)
 
 
-def _base_tokenizer():
+def base_tokenizer():
     from transformers import AutoTokenizer
 
     from model.base import base_checkpoint_dir
@@ -304,7 +304,7 @@ DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct (embedded default base)"
 
 
 def is_adapter_directory(path: Path) -> bool:
-    """An A3 adapter without a base (what model.train writes to OUT/final and model.export copies)."""
+    """An A3 adapter without a base (what model.train writes to OUT/final and model.train.export copies)."""
     return all((Path(path) / f).is_file() for f in ADAPTER_FILES) and not (Path(path) / "config.json").is_file()
 
 
@@ -381,7 +381,7 @@ def _is_hub_id(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
 
 
-def _start_token_id(tokenizer) -> int:
+def start_token_id_of(tokenizer) -> int:
     vocab = tokenizer.get_vocab()
     if START_TOKEN in vocab:
         return int(vocab[START_TOKEN])
@@ -390,16 +390,16 @@ def _start_token_id(tokenizer) -> int:
 
 
 def _load_tiny() -> LoadedModel:
-    tokenizer = _base_tokenizer()
+    tokenizer = base_tokenizer()
     model = tiny_model(len(tokenizer))
     return LoadedModel(model, tokenizer, "tiny", "tiny random A3 model (2 layers, hidden 64; untrained)",
-                       trained=False, start_token_id=_start_token_id(tokenizer), base_is_model=True,
+                       trained=False, start_token_id=start_token_id_of(tokenizer), base_is_model=True,
                        base_name="the tiny model itself (random, never adapted: its content stream is its AR base)")
 
 
 def _load_default(dtype) -> LoadedModel:
-    tokenizer = _base_tokenizer()
-    model = _base_a3(torch.float32)
+    tokenizer = base_tokenizer()
+    model = base_a3(torch.float32)
     notes, trained = [], (DEFAULT_ADAPTER / "adapter_config.json").is_file()
     if trained:
         model = apply_adapter(model, DEFAULT_ADAPTER)
@@ -414,8 +414,8 @@ def _load_default(dtype) -> LoadedModel:
         description = "SmolLM2-135M-Instruct base, untrained query stream (no adapter found)"
     # Without an adapter the model *is* the base, so the AR baseline needs no second copy.
     return LoadedModel(model, tokenizer, "default", description, trained=trained,
-                       start_token_id=_start_token_id(tokenizer), notes=notes, base_is_model=not trained,
-                       base_loader=(lambda: _base_a3(dtype)) if trained else None, base_name=DEFAULT_BASE_NAME)
+                       start_token_id=start_token_id_of(tokenizer), notes=notes, base_is_model=not trained,
+                       base_loader=(lambda: base_a3(dtype)) if trained else None, base_name=DEFAULT_BASE_NAME)
 
 
 def _download(repo_id: str) -> Path:
@@ -459,7 +459,7 @@ def load_ar_base(spec: str, *, relative_to: Path | None = None, dtype=torch.floa
     """The AR model named by `spec` as an A3 model whose content stream is that model: "default" (the
     embedded SmolLM2-135M-Instruct), a directory, or a hub id of a LLaMA-family AR checkpoint."""
     if spec == "default":
-        return _base_a3(dtype)
+        return base_a3(dtype)
     path = _base_spec_path(spec, relative_to)
     if path is None:
         if not _is_hub_id(spec):
@@ -493,7 +493,7 @@ def _load_adapter_directory(path: Path, name: str, dtype, base: str | None) -> L
     adapter_config = json.loads((path / "adapter_config.json").read_text())
     spec = base or adapter_config.get("base_model_name_or_path") or "default"
     if spec == "default":
-        tokenizer = _base_tokenizer()
+        tokenizer = base_tokenizer()
     else:
         from transformers import AutoTokenizer
 
@@ -506,7 +506,7 @@ def _load_adapter_directory(path: Path, name: str, dtype, base: str | None) -> L
             raise ModelLoadError(f"{base_path}: no usable tokenizer files ({err}).") from None
     model = apply_adapter(load_ar_base(spec, relative_to=path, dtype=torch.float32), path)
     loaded = LoadedModel(model, tokenizer, name, f"A3 adapter on {DEFAULT_BASE_NAME if spec == 'default' else spec}: "
-                         f"{name}", trained=True, start_token_id=_start_token_id(tokenizer))
+                         f"{name}", trained=True, start_token_id=start_token_id_of(tokenizer))
     return _name_base(loaded, spec, path, dtype)
 
 
@@ -542,7 +542,7 @@ def _load_directory(path: Path, name: str, dtype, base: str | None = None) -> Lo
         trained = True
     notes = [] if trained else [f"{name}: the query stream is untrained, so any-order predictions are noise."]
     loaded = LoadedModel(model, tokenizer, name, f"{kind}: {name}", trained=trained,
-                         start_token_id=_start_token_id(tokenizer), notes=notes)
+                         start_token_id=start_token_id_of(tokenizer), notes=notes)
     spec = base or config.get(BASE_FIELD)
     if spec:
         return _name_base(loaded, spec, path, dtype)

@@ -84,16 +84,16 @@ def base_llama():
 
 @pytest.fixture(scope="session")
 def base_a3():
-    from model.loading import _base_a3
+    from model.loading import base_a3
 
-    return _base_a3(torch.float32)
+    return base_a3(torch.float32)
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from model.loading import _base_tokenizer
+    from model.loading import base_tokenizer
 
-    return _base_tokenizer()
+    return base_tokenizer()
 
 
 @pytest.fixture(scope="session")

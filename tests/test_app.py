@@ -48,6 +48,16 @@ def test_model_events_share_one_concurrency_group(app_url):
     assert public == ["infill", "order_likelihoods"]
 
 
+def test_tokenizing_by_button_enter_and_page_load_shares_one_queue(app_url):
+    _, demo = app_url
+    elem = {i: getattr(b, "elem_id", None) for i, b in demo.blocks.items()}
+    by_trigger = {(elem.get(block), event): f for f in demo.fns.values() for block, event in f.targets}
+    tokenize = [by_trigger[("tokenize-btn", "click")], by_trigger[("text", "submit")]]
+    loads = [f for (block, event), f in by_trigger.items() if event == "load"]
+    assert len(loads) == 1 and loads[0].fn is tokenize[0].fn is tokenize[1].fn
+    assert len({f.concurrency_id for f in [*tokenize, *loads]}) == 1
+
+
 def test_page_opens_on_a_playing_example_with_math_and_slide_exports(app_url):
     from app.layout import HOW_A3_WORKS, slides_module
 

@@ -207,7 +207,7 @@ def test_a_new_order_and_group_size_replan_the_undecided_positions(tiny):
 def test_dynamic_branches_change_strategy_and_tokens_per_step(tiny):
     tree = tree_of(tiny, "dynamic", {"k": 1})
     branch = tree[tree.branch(2, order="entropy", group_size=3)].trace
-    assert branch.settings["strategy"] == "entropy" and branch.settings["k"] == 3
+    assert branch.config.strategy == "entropy" and branch.config.k == 3 and branch.config.method == "dynamic"
     assert [len(s.positions) for s in branch.steps] == [1, 1, 3, 3, 2]
     for s in branch.steps[2:]:  # each new step commits the lowest-entropy open positions
         worst = max(s.entropy[p] for p in s.positions)

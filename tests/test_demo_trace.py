@@ -7,6 +7,7 @@ import torch
 
 from app.demo_trace import DEMO_REQUEST, PATH, load_demo, model_fingerprint, read_record, result_from_record
 from app.session import Explorer, Request
+from app.trace_view import view_of_dict, view_of_result
 from model.masks import check_masks, two_stream_masks
 from model.text import decode_text, encode_masked_text
 
@@ -62,3 +63,11 @@ def test_other_models_decode_the_example_at_start_up(tiny_loaded):
     assert result is not None and "start-up" in note
     assert result.n_steps == len(result.trace.plan.open_positions)  # A3 dynamic, k = 1
     assert result.text == explorer.decode(Request(**DEMO_REQUEST)).text
+
+
+def test_shipped_trace_draws_as_its_result_does(record):
+    """The shipped dict (written before the trace view existed) gives the view its Result gives: the
+    stage and the exports of the opening example agree."""
+    exported = view_of_dict({**record["trace"], "method": record["method"]})
+    assert exported == view_of_result(result_from_record(record))
+    assert exported.title.count(record["method"]) == 1 and exported.steps

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from model.distill import clean_story, finalize, generate, prompt_grid, split_of
-from model.stories import split_sentences
+from model.data.distill import clean_story, finalize, generate, prompt_grid, split_of
+from model.data.stories import split_sentences
 
 
 def count_words(text: str) -> int:

@@ -6,24 +6,12 @@ import pytest
 import torch
 from stories_fixture import STORIES, write_corpus
 
+from model.data.stories import split_sentences
 from model.decoding import causal_log_probs, collect, decode_plan
-from model.eval import (
-    METHODS,
-    bootstrap_ci,
-    compare_runs,
-    continuation_nll,
-    ends_sentence,
-    evaluate,
-    fill,
-    infill_example,
-    middle_infill_example,
-    paired_difference,
-    prefix_only,
-    story_blanks,
-    suffix_nll,
-)
+from model.eval.blanks import infill_example, middle_infill_example, prefix_only, story_blanks
+from model.eval.infill import METHODS, compare_runs, evaluate, fill
+from model.eval.metrics import bootstrap_ci, continuation_nll, ends_sentence, paired_difference, suffix_nll
 from model.plans import make_plan
-from model.stories import split_sentences
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence", "rougeL_ci95", "suffix_nll_ci95"}

@@ -77,6 +77,7 @@ def test_grid_cell_text_is_short_and_plain():
     labels = ["a very long token", "<b>", "line\nbreak"] + ["x"] * (trace.plan.length - 3)
     text = list(trace_named(figures.grid_figure(trace, len(trace.steps) - 1, labels), "cells").text)
     assert text[0] == "a very …" and text[1] == "&lt;b&gt;" and "\n" not in text[2]
+    assert figures.short_label(" cat\n") == "cat↵" and figures.short_label(" ") == " "  # spaces only: kept
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +211,8 @@ def test_step_summary(traces):
     line = figures.step_summary(trace, len(trace.steps) - 1)
     assert line.startswith(f"Step {len(trace.steps)}/{len(trace.steps)} · group {last.group} · committed positions ")
     assert f"log p = {last.logprob:.2f}" in line and f"model calls {last.model_calls}" in line
+    assert line.endswith(f" · {last.elapsed_s:.3f} s")  # the details panel gives the timing; the views do not
+    assert figures.step_summary(trace, len(trace.steps) - 1, timing=False) == line.rsplit(" · ", 1)[0]
     with pytest.raises(ValueError, match="step must lie"):
         figures.step_summary(trace, len(trace.steps))
 

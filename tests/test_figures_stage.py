@@ -1,9 +1,12 @@
-"""The stage draws in the browser; the Plotly figures of app.figures stay the reference. These tests run
-app/static/stage_core.js in Chromium on payloads of real traces and compare, step by step, what it
-shows with what the reference figures show: grid cells and colours, the outlined cells, the DAG's edge
-classes, both masks and their highlighted rows, and the tinted text. Also: the step palette stays
-distinguishable under simulated colour-vision deficiencies."""
+"""The stage, the offline player and the GIF draw a trace view (app.trace_view); the Plotly figures of
+app.figures stay the reference. These tests run app/static/stage_core.js in Chromium, both on the stage's
+payload and inside an exported player page (its inlined copy, on its embedded view), and take the GIF's
+cells from `app.slides.frame_cells`; at every step of every decoder they compare what each shows with
+what the reference figures show: grid cells (text, fill, ink, decided step) and the outlined cells, the
+DAG's edge classes, both masks and their highlighted rows, and the tinted text. Also: the step palette
+stays distinguishable under simulated colour-vision deficiencies."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -14,7 +17,9 @@ import pytest
 from app import figures
 from app.render import sentence_html
 from app.session import Explorer, Request
+from app.slides import export_player, frame_cells
 from app.stage import calls_summary, stage_payload
+from app.trace_view import view_of_dict
 
 STATIC = Path(__file__).resolve().parent.parent / "app" / "static"
 TEXT = "The cat sat on the mat and [MASK:5] at the birds in the [MASK:2] tree."
@@ -35,6 +40,32 @@ def explorer(tiny_loaded):
 
 
 @pytest.fixture(scope="module")
+def results(explorer):
+    """run -> its Result, decoded once for the module."""
+    cache = {}
+
+    def get(run: str):
+        if run not in cache:
+            cache[run] = explorer.decode(Request(text=TEXT, **RUNS[run]))
+        return cache[run]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def references(results):
+    """(run, sort_by_group) -> what the reference figures show at every step, built once for the module."""
+    cache = {}
+
+    def get(run: str, sort_by_group: bool) -> list[dict]:
+        if (run, sort_by_group) not in cache:
+            cache[run, sort_by_group] = reference_steps(results(run), sort_by_group)
+        return cache[run, sort_by_group]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def core_page(browser):
     page = browser.new_page()
     page.set_content("<html><body></body></html>")
@@ -49,10 +80,16 @@ ALL_STEPS = """([P, sorted]) => {
     const m = A3Core.masks(P, step, sorted);
     out.push({step, grid: A3Core.grid(P, step), sentence: A3Core.sentence(P, step),
               dag: A3Core.dag(P, step, false).edges, reduced: A3Core.dag(P, step, true).edges,
-              order: m.order, content: Array.from(m.content), query: Array.from(m.query), highlight: m.highlight});
+              order: m.order, content: Array.from(m.content), query: Array.from(m.query), highlight: m.highlight,
+              summary: A3Core.caption(P, step).summary});
   }
   return out;
 }"""
+
+
+def rgb(color: str) -> tuple[int, ...]:
+    """"#rrggbb" or "rgb(r, g, b)" -> (r, g, b), so hex and rgb() spellings of a colour compare equal."""
+    return tuple(int(round(float(c))) for c in _rgb(color))
 
 
 def dag_edges_by_class(fig) -> dict[str, set]:
@@ -67,49 +104,99 @@ def dag_edges_by_class(fig) -> dict[str, set]:
     return out
 
 
+def grid_cells(grid, n_steps: int, length: int) -> list[dict]:
+    """Per position, what the reference grid figure shows: text, fill, ink, decided step, outline."""
+    layer = {t.name: np.asarray(t.z, dtype=float).ravel()[:length] for t in grid.data if t.type == "heatmap"}
+    fixed = {name: next(t for t in grid.data if t.name == name).colorscale[0][1] for name in ("given", "open")}
+    steps = figures.step_colors(n_steps)  # the colour bar's colours (zmin 0, zmax n - 1)
+    text = next(t for t in grid.data if t.name == "cells")
+    outlined = set(figures.outlined_cells(grid))
+    out = []
+    for p in range(length):
+        d = layer["decided"][p]
+        fill = fixed["given"] if not np.isnan(layer["given"][p]) else fixed["open"] if np.isnan(d) else steps[int(d)]
+        out.append({"text": text.text[p], "fill": rgb(fill), "ink": rgb(text.textfont.color[p]),
+                    "decided": None if np.isnan(d) else int(d), "current": p in outlined})
+    return out
+
+
+def reference_steps(result, sort_by_group: bool) -> list[dict]:
+    """What the reference figures (and the reference text, app.render.sentence_html) show at every step."""
+    trace, labels = result.trace, result.labels
+    reduced = figures.transitive_reduction(figures.dependency_graph(trace)).number_of_edges()
+    out = []
+    for step in range(-1, result.n_steps):
+        masks = figures.mask_figure(trace, step, labels, sort_by_group=sort_by_group)
+        out.append({
+            "step": step,
+            "cells": grid_cells(figures.grid_figure(trace, step, labels), result.n_steps, trace.plan.length),
+            "dag": dag_edges_by_class(figures.dag_figure(trace, step, labels)),
+            "n_reduced": reduced,
+            "order": masks.layout.meta["order"],
+            **{name: np.asarray(next(t for t in masks.data if t.name == name).z).ravel().tolist()
+               for name in ("content", "query")},
+            "highlight": sorted(masks.layout.meta["highlight_rows"]),
+            "sentence": re.findall(r'class="tok ([a-z ]+)"', sentence_html(result, step)),
+            "summary": figures.step_summary(trace, step, timing=False),
+        })
+    return out
+
+
+def assert_core_shows_the_reference(shown: list[dict], reference: list[dict], where: str) -> None:
+    """A3Core's output at every step (from the stage or the player) against the reference figures."""
+    assert len(shown) == len(reference), where
+    for js, ref in zip(shown, reference, strict=True):
+        step = js["step"]
+        at = f"{where}, step {step}"
+        cells = [{"text": html.escape(c["text"], quote=False), "fill": rgb(c["color"]), "ink": rgb(c["ink"]),
+                  "decided": c["decidedAt"] if c["state"] == "decided" else None, "current": c["current"]}
+                 for c in js["grid"]]
+        assert cells == ref["cells"], at
+        for cls in ("done", "future", "current"):
+            assert {(e["u"], e["v"]) for e in js["dag"] if e["cls"] == cls} == ref["dag"][cls], (at, cls)
+        assert len(js["reduced"]) == ref["n_reduced"], at
+        assert js["order"] == ref["order"], at
+        assert js["content"] == ref["content"] and js["query"] == ref["query"], at
+        assert sorted(js["highlight"]) == ref["highlight"], at
+        assert [t["state"] + (" current" if t["current"] else "") for t in js["sentence"]] == ref["sentence"], at
+        assert js["summary"] == ref["summary"], at
+
+
 @pytest.mark.parametrize("run", list(RUNS))
 @pytest.mark.parametrize("sort_by_group", [False, True])
-def test_stage_core_shows_what_the_reference_figures_show(explorer, core_page, run, sort_by_group):
-    result = explorer.decode(Request(text=TEXT, **RUNS[run]))
-    trace, labels = result.trace, result.labels
+def test_stage_core_shows_what_the_reference_figures_show(results, references, core_page, run, sort_by_group):
+    result = results(run)
     payload = json.loads(json.dumps(stage_payload(result)))  # exactly what travels to the browser
     shown = core_page.evaluate(ALL_STEPS, [payload, sort_by_group])
-    colors = figures.step_colors(result.n_steps)
-    length = trace.plan.length
-    assert len(shown) == result.n_steps + 1
-    for js in shown:
-        step = js["step"]
-        # the order grid: which cells are decided (and at which step, in which colour), given, open; the outline
-        grid = figures.grid_figure(trace, step, labels)
-        layer = {t.name: np.asarray(t.z, dtype=float).ravel()[:length] for t in grid.data if t.type == "heatmap"}
-        cells = js["grid"]
-        decided = [c["decidedAt"] if c["state"] == "decided" else np.nan for c in cells]
-        np.testing.assert_array_equal(np.asarray(decided, dtype=float), layer["decided"])
-        assert [c["state"] == "given" for c in cells] == list(~np.isnan(layer["given"]))
-        assert all(c["color"] == colors[c["decidedAt"]] for c in cells if c["state"] == "decided")
-        ref_text = list(next(t for t in grid.data if t.name == "cells").text)
-        assert [figures._plain(c["text"]) for c in cells] == ref_text
-        assert sorted(c["p"] for c in cells if c["current"]) == figures.outlined_cells(grid)
-        # the DAG: the same edges, classed the same way (done / into this step / later)
-        ref = dag_edges_by_class(figures.dag_figure(trace, step, labels))
-        for cls in ("done", "future", "current"):
-            assert {(e["u"], e["v"]) for e in js["dag"] if e["cls"] == cls} == ref[cls], (step, cls)
-        reduced = figures.transitive_reduction(figures.dependency_graph(trace))
-        assert len(js["reduced"]) == reduced.number_of_edges()
-        # the masks: same display order, same cells, same highlighted rows
-        masks = figures.mask_figure(trace, step, labels, sort_by_group=sort_by_group)
-        assert js["order"] == masks.layout.meta["order"]
-        for name in ("content", "query"):
-            z = np.asarray(next(t for t in masks.data if t.name == name).z).ravel()
-            np.testing.assert_array_equal(np.asarray(js[name]), z)
-        assert sorted(js["highlight"]) == sorted(masks.layout.meta["highlight_rows"])
-        # the text: the same tokens given, decided, open and current
-        html = sentence_html(result, step)
-        ref_classes = re.findall(r'class="tok ([a-z ]+)"', html)
-        js_classes = [t["state"] + (" current" if t["current"] else "") for t in js["sentence"]]
-        assert js_classes == ref_classes
-    assert payload["summaries"][0].startswith("Before decoding")
+    assert_core_shows_the_reference(shown, references(run, sort_by_group), f"stage, {run}")
+    assert payload["before"]["summary"].startswith("Before decoding")
     assert payload["headline"] == calls_summary(result)
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+@pytest.mark.parametrize("sort_by_group", [False, True])
+def test_player_core_shows_what_the_reference_figures_show(explorer, results, references, browser, run,
+                                                           sort_by_group, tmp_path):
+    """The exported player page, from file://: its inlined A3Core on its embedded view (built from the
+    exported trace dict, not from the live result)."""
+    data = json.loads(explorer.trace_json(results(run)))
+    page = browser.new_page()
+    page.goto(export_player(data, tmp_path / "player.html").as_uri())
+    shown = page.evaluate(f"(sorted) => ({ALL_STEPS})([window.A3Player.view, sorted])", sort_by_group)
+    page.close()
+    assert_core_shows_the_reference(shown, references(run, sort_by_group), f"player, {run}")
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_gif_frames_draw_the_reference_grid(explorer, results, references, run):
+    """What each GIF frame draws per grid cell (text, fill, ink, outline) is what the reference grid shows."""
+    view = view_of_dict(json.loads(explorer.trace_json(results(run))))
+    for ref in references(run, False):
+        drawn = [{"text": html.escape(c.text, quote=False), "fill": c.fill, "ink": c.ink, "current": c.outline}
+                 for c in frame_cells(view, ref["step"])]
+        want = [{k: v for k, v in cell.items() if k != "decided"} for cell in ref["cells"]]
+        assert drawn == want, (run, ref["step"])
+        assert view.caption(ref["step"]).summary == ref["summary"]
 
 
 def test_calls_summary_counts_against_ar_and_groups_of_four(explorer):

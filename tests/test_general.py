@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.general import (
+from model.data.general import (
     SOURCES,
     interleave_sources,
     jargon_paragraphs,
@@ -61,7 +61,7 @@ def test_shipped_splits_load_are_disjoint_and_cover_every_source():
 
 
 def test_general_test_split_is_disjoint_from_the_stories_and_usable_for_infill():
-    from model.stories import read_stories
+    from model.data.stories import read_stories
 
     stories = " ".join(s["text"] for split in ("train", "validation") for s in read_stories(split))
     sample = interleave_sources(read_general("test"), 60)

@@ -147,9 +147,9 @@ def test_default_model_loads_offline_with_its_tokenizer(default_model):
 def test_the_shipped_adapter_is_loaded_and_learned_any_order_prediction(default_model, base_a3):
     """assets/a3-smollm2-135m is what the default model runs; the trained query stream must predict a
     held-out story far better than the untrained one, under left-to-right and under random groups."""
+    from model.data.stories import read_stories
     from model.decoding import sequence_log_likelihood
     from model.plans import sample_training_groups
-    from model.stories import read_stories
 
     assert default_model.trained and not default_model.notes
     assert "assets/a3-smollm2-135m" in default_model.description
@@ -298,7 +298,7 @@ def _write_adapter(directory, base_model, seed=0):
     """An A3 adapter directory exactly as model.train writes OUT/final (peft LoRA + a3_extra)."""
     from peft import LoraConfig, get_peft_model
 
-    from model.train import save_adapter
+    from model.train.adapters import save_adapter
 
     torch.manual_seed(seed)
     peft = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
@@ -317,7 +317,7 @@ def test_an_adapter_directory_loads_on_the_default_base(tmp_path, tokenizer, mon
     import model.loading as loading
 
     fake_base = lambda dtype=torch.float32: tiny_model(len(tokenizer), seed=3).to(dtype)  # stands in for SmolLM2
-    monkeypatch.setattr(loading, "_base_a3", fake_base)
+    monkeypatch.setattr(loading, "base_a3", fake_base)
     adapted = _write_adapter(tmp_path, fake_base())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "a3_extra.safetensors",
                                                           "adapter_config.json", "adapter_model.safetensors"]

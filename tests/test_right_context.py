@@ -1,4 +1,4 @@
-"""The right-context probe (model.right_context): exact teacher-forced fill NLLs on the tiny model."""
+"""The right-context probe (model.eval.right_context): exact teacher-forced fill NLLs on the tiny model."""
 
 import json
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from model.decoding import sequence_log_likelihood
-from model.eval import _example, prefix_only
-from model.right_context import base_fill_nll, fill_nll, main, measure
+from model.eval.blanks import make_example, prefix_only
+from model.eval.right_context import base_fill_nll, fill_nll, main, measure
 
 
 def example(suffix):
-    return _example([0, 11, 12, 13, 14], [21, 22, 23], suffix, "ref")
+    return make_example([0, 11, 12, 13, 14], [21, 22, 23], suffix, "ref")
 
 
 def test_prefix_only_ignores_the_suffix_and_both_sides_uses_it(tiny):

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from model import modeling, selfcheck
+from model import modeling
+from model.eval import selfcheck
 
 
 def test_every_check_passes_on_the_tiny_model_and_the_cli_prints_one_json_line(capsys):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.slides import GIF_SIZE, display, export_gif, export_player, gif_frames
+from app.figures import display_label
+from app.slides import GIF_SIZE, export_gif, export_player, gif_frames
 from model.decoding import DecodeTrace, collect, run_decoder
 from model.masks import two_stream_masks
 from model.plans import make_plan
@@ -41,7 +42,7 @@ def traces(tiny_loaded):
 def expected_tokens(loaded, trace: DecodeTrace, step: int) -> dict[int, str]:
     """position -> the string the player must show after `step`: the token, or ▢ where still open."""
     start = loaded.start_token_id
-    return {p: "▢" if t is None else display(token_strings(loaded.tokenizer, [t], start_token_id=start)[0])
+    return {p: "▢" if t is None else display_label(token_strings(loaded.tokenizer, [t], start_token_id=start)[0])
             for p, t in enumerate(trace.tokens_at(step))}
 
 
@@ -94,6 +95,7 @@ def test_player_is_one_self_contained_file(traces, tmp_path):
     assert "{{" not in page  # every placeholder filled
     assert not re.search(r"<(script|img|iframe)[^>]*\bsrc=|<link\b|@import|https?://", page)
     assert "window.A3Player" in page and "grid-template-areas" in page  # player.js and player.css inlined
+    assert "const A3Core" in page  # the stage's per-step rules (stage_core.js), not a copy of them
     # a token can never close the data script early
     tricky = {**data, "final_tokens": [*data["final_tokens"][:-1], "</script><b>"]}
     page = export_player(tricky, tmp_path / "tricky.html").read_text()

@@ -6,7 +6,10 @@ from safetensors.torch import load_file
 from stories_fixture import write_corpus
 
 from model.loading import apply_adapter, tiny_model
-from model.train import PRESETS, EpochOrder, TrainConfig, batch_groups, lr_at, pad_batch, stage_at, train
+from model.train.config import PRESETS, TrainConfig, lr_at, stage_at
+from model.train.data import EpochOrder, pad_batch
+from model.train.groupings import batch_groups
+from model.train.loop import train
 
 
 def test_curriculum_runs_the_stages_in_order_then_mixes():
@@ -68,7 +71,7 @@ def test_tiny_training_run_logs_resumes_exactly_and_exports_a_loadable_adapter(t
     assert not torch.equal(merged.model.query_embed.detach(), tiny_model(len(tokenizer), seed=0).model.query_embed)
 
     # the half-precision copy that ships in assets/ merges to (nearly) the same model
-    from model.export import export_adapter
+    from model.train.export import export_adapter
 
     report = export_adapter(tmp_path / "straight" / "final", tmp_path / "half")
     assert report["max_abs_error"] < 1e-2
@@ -89,7 +92,7 @@ def test_tiny_training_run_logs_resumes_exactly_and_exports_a_loadable_adapter(t
 
 
 def test_distill_kl_compares_query_row_i_with_base_row_i_minus_1_and_skips_padding():
-    from model.train import distill_kl
+    from model.train.loop import distill_kl
 
     g = torch.Generator().manual_seed(0)
     teacher = torch.randn(2, 6, 11, generator=g)
@@ -103,14 +106,14 @@ def test_distill_kl_compares_query_row_i_with_base_row_i_minus_1_and_skips_paddi
 
 
 def test_general_sequences_pack_whole_documents_from_every_source(tokenizer):
-    from model.train import general_sequences
+    from model.train.data import general_sequences
 
     cfg = TrainConfig(seq_len=64, limit_stories=300)
     packed = general_sequences(tokenizer, 0, "validation", cfg)
     assert packed and all(seq[0] == 0 and 2 < len(seq) <= 64 for seq in packed)
     assert sum(len(s) for s in packed) > 300 * 5  # about every document went in
     text = tokenizer.decode([t for s in packed for t in s[1:]])
-    from model.general import read_general
+    from model.data.general import read_general
 
     docs = read_general("validation")
     chosen = [d for d in docs if d["text"] in text]
@@ -118,7 +121,7 @@ def test_general_sequences_pack_whole_documents_from_every_source(tokenizer):
 
 
 def test_span_groupings_open_one_short_run_after_the_start_token():
-    from model.train import sample_groups, sample_span, sample_span_groups
+    from model.train.groupings import sample_groups, sample_span, sample_span_groups
 
     g = torch.Generator().manual_seed(0)
     lengths = set()
@@ -135,7 +138,7 @@ def test_span_groupings_open_one_short_run_after_the_start_token():
 
 
 def test_sentence_spans_are_separate_runs_many_of_them_whole_sentences(tokenizer):
-    from model.train import sample_sentence_spans, sentence_end_ids
+    from model.train.groupings import sample_sentence_spans, sentence_end_ids
 
     ends_of = sentence_end_ids(tokenizer)
     assert bool(ends_of[tokenizer(".", add_special_tokens=False).input_ids[0]])
@@ -164,12 +167,12 @@ def test_sentence_spans_are_separate_runs_many_of_them_whole_sentences(tokenizer
 
 def test_sentence_stage_scores_only_the_open_positions(tokenizer):
     from model.plans import check_context
-    from model.train import staged_batch
+    from model.train.groupings import staged_batch
 
     seqs = [[0] + tokenizer("A cat sat. A dog ran. The sun was warm.", add_special_tokens=False).input_ids,
             [0] + tokenizer("Short one. Yes.", add_special_tokens=False).input_ids]
     batch = pad_batch(seqs, 0)
-    from model.train import sentence_end_ids
+    from model.train.groupings import sentence_end_ids
 
     out = staged_batch(batch, "sentences", torch.Generator().manual_seed(3), sentence_end_ids(tokenizer))
     for b, seq in enumerate(seqs):
@@ -189,7 +192,7 @@ def test_sentence_stage_scores_only_the_open_positions(tokenizer):
 @pytest.mark.parametrize("stage", ["whole_sentences", "whole_outside_in"])
 def test_whole_sentence_stages_mask_whole_sentences_filled_in_their_order(tokenizer, stage):
     from model.plans import make_plan
-    from model.train import WHOLE_SENTENCE_ORDERS, sentence_end_ids, staged_batch
+    from model.train.groupings import WHOLE_SENTENCE_ORDERS, sentence_end_ids, staged_batch
 
     text = " ".join(f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six"))
     seq = [0] + tokenizer(text, add_special_tokens=False).input_ids
@@ -219,7 +222,7 @@ def test_whole_sentence_stages_mask_whole_sentences_filled_in_their_order(tokeni
 
 
 def test_warm_start_reproduces_the_adapter_and_refuses_a_mismatch(tmp_path, tokenizer):
-    from model.train import build_model, load_adapter_weights
+    from model.train.adapters import build_model, load_adapter_weights
 
     run_tiny(tmp_path, tmp_path / "first", max_steps=3, eval_every=100, save_every=100)
     final = tmp_path / "first" / "final"

@@ -1,10 +1,7 @@
 // A3 trace player: draws one step of a decoding trace (text, order grid, group DAG, both attention
-// masks) from the JSON that app/slides.py embeds in #a3-data. No network, no libraries.
-// What each panel shows follows app/figures.py, the Python reference:
-//   masks    content: row i may attend to column j iff g[j] <= g[i]; query: iff g[j] < g[i],
-//            for the grouping the model used at the step (it changes per step in dynamic variants)
-//   grid     positions in reading order, coloured by the step that decided them (up to this step)
-//   DAG      the edges of app.figures.dependency_graph, as an arc diagram in decoding order
+// masks) from the trace view that app/slides.py embeds in #a3-data (app.trace_view.TraceView). No
+// network, no libraries. What each panel shows at a step comes from A3Core (stage_core.js, inlined
+// before this file), the same rules the live stage draws with; this file only draws and steps.
 // Step -1 is "before decoding" (only the given tokens), as on the page.
 (function () {
   "use strict";
@@ -16,127 +13,49 @@
   const $ = (id) => document.getElementById(id);
   const state = { step: -1, playing: false, timer: null };
 
-  // ---------------------------------------------------------------------------------------- model
-
-  const display = (t) => t.replace(/\r/g, "").replace(/\n/g, "↵").replace(/\t/g, "⇥");
-  const short = (t) => (t.length <= 8 ? t : t.slice(0, 7) + "…");
-
-  function tokensAt(step) { // as DecodeTrace.tokens_at: null where still open
-    const tokens = data.labels.slice();
-    for (let t = 0; t <= step && t < N; t++) {
-      const s = data.steps[t];
-      s.positions.forEach((p, k) => { tokens[p] = s.tokens[k]; });
-    }
-    return tokens;
-  }
-
-  function groupsAt(step) {
-    const s = step >= 0 ? data.steps[step] : null;
-    return s && s.group_ids ? s.group_ids : data.group_ids;
-  }
-
-  function masks(groups) { // (L, L) 0/1, rows i, columns j: the contract of model.masks.two_stream_masks
-    const n = groups.length;
-    const content = new Uint8Array(n * n), query = new Uint8Array(n * n);
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < n; j++) {
-        content[i * n + j] = groups[j] <= groups[i] ? 1 : 0;
-        query[i * n + j] = groups[j] < groups[i] ? 1 : 0;
-      }
-    }
-    return { content, query };
-  }
-
-  function displayOrder(groups) { // positions in (group, position) order when sorting, else as they are
-    const order = groups.map((_, p) => p);
-    if ($("sorted").checked) order.sort((a, b) => groups[a] - groups[b] || a - b);
-    return order;
-  }
-
   const svg = (d) => `<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true"><path d="${d}" fill="currentColor"/></svg>`;
   const ICON_PLAY = svg("M4 2v12l10-6z"), ICON_PAUSE = svg("M3 2h4v12H3zM9 2h4v12H9z");
-  const current = (step) => new Set(step >= 0 ? data.steps[step].positions : []);
-
-  function summary(step) { // app.figures.step_summary, without the timing
-    if (step < 0) {
-      const given = data.given.filter(Boolean).length;
-      return `Before decoding: ${given} given, ${L - given} open`;
-    }
-    const s = data.steps[step];
-    const shown = s.positions.slice(0, 12).join(", ") + (s.positions.length > 12 ? " …" : "");
-    return `Step ${step + 1}/${N} · group ${s.group} · committed positions ${shown} · ` +
-      `log p = ${s.logprob.toFixed(2)} · model calls ${s.model_calls}`;
-  }
 
   // ---------------------------------------------------------------------------------------- views
 
   function drawText(step) {
-    const tokens = tokensAt(step), now = current(step);
     const box = $("sentence");
     box.textContent = "";
     box.dataset.step = String(step);
-    for (let p = 0; p < L; p++) {
-      if (p === 0 && data.hide_start) continue;
+    for (const c of A3Core.sentence(data, step)) {
       const span = document.createElement("span");
-      span.dataset.pos = String(p);
-      const d = data.decided[p];
-      if (data.given[p]) {
-        span.className = "tok given";
-        span.textContent = display(tokens[p]);
-        span.title = `position ${p} · given`;
-      } else if (d >= 0 && d <= step) {
-        span.className = now.has(p) ? "tok decided current" : "tok decided";
-        span.style.background = pal.steps[d];
-        span.style.color = pal.ink[d];
-        span.textContent = display(tokens[p]);
-        span.title = `position ${p} · step ${d}`;
-      } else {
-        span.className = "tok open";
-        span.textContent = "▢";
-        span.title = `position ${p} · open`;
+      span.dataset.pos = String(c.p);
+      span.className = `tok ${c.state}` + (c.current ? " current" : "");
+      span.textContent = c.label;
+      if (c.state === "decided") {
+        span.style.background = c.color;
+        span.style.color = c.ink;
       }
+      span.title = `position ${c.p} · ` + (c.state === "decided" ? `step ${c.decidedAt}` : c.state);
       box.appendChild(span);
     }
     const mark = box.querySelector(".current");
     if (mark) mark.scrollIntoView({ block: "nearest" });
   }
 
-  function gridColumns(n) { // app.slides.grid_columns: a readable block, never a thin strip
-    return Math.max(1, Math.min(16, n, Math.ceil(Math.sqrt(n * 2))));
-  }
-
   function drawGrid(step) {
     const grid = $("grid"), box = grid.parentElement;
-    const cols = gridColumns(L), rows = Math.ceil(L / cols), gap = 3;
+    const cols = data.columns, rows = Math.ceil(L / cols), gap = 3;
     const cell = Math.max(8, Math.floor(Math.min((box.clientWidth - gap * (cols - 1)) / cols,
                                                  (box.clientHeight - gap * (rows - 1)) / rows)));
     grid.style.gridTemplateColumns = `repeat(${cols}, ${cell}px)`;
     grid.style.gridAutoRows = `${cell}px`;
     grid.style.setProperty("--cell-fs", `${Math.max(7, Math.min(Math.round(cell * 0.27), 22))}px`);
     grid.style.setProperty("--cell-h", `${cell}px`);
-    const tokens = tokensAt(step), now = current(step);
     grid.textContent = "";
-    for (let p = 0; p < L; p++) {
+    for (const c of A3Core.grid(data, step)) {
       const div = document.createElement("div");
-      const d = data.decided[p];
-      div.dataset.pos = String(p);
-      if (data.given[p]) {
-        div.className = "cell given";
-        div.style.background = pal.given;
-        div.style.color = "#222222";
-        div.textContent = short(display(tokens[p]).trim() || display(tokens[p]));
-      } else if (d >= 0 && d <= step) {
-        div.className = now.has(p) ? "cell decided current" : "cell decided";
-        div.style.background = pal.steps[d];
-        div.style.color = pal.ink[d];
-        div.textContent = short(display(tokens[p]).trim() || display(tokens[p]));
-      } else {
-        div.className = "cell open";
-        div.style.background = pal.open;
-        div.textContent = "?";
-      }
-      div.title = `position ${p} · group ${data.group_ids[p]}` + (d >= 0 ? ` · step ${d}` : data.given[p] ? " · given" : "");
-      if (cell < 20) div.textContent = "";
+      div.dataset.pos = String(c.p);
+      div.className = `cell ${c.state}` + (c.current ? " current" : "");
+      div.style.background = c.color;
+      div.style.color = c.ink;
+      div.textContent = cell < 20 ? "" : c.text;
+      div.title = `position ${c.p} · group ${c.group}` + (c.decidedAt >= 0 ? ` · step ${c.decidedAt}` : c.state === "given" ? " · given" : "");
       grid.appendChild(div);
     }
   }
@@ -164,30 +83,27 @@
     const box = $("dag").parentElement;
     const W = box.clientWidth, H = box.clientHeight;
     const ctx = canvasFor("dag", W, H);
-    const names = data.dag.nodes, n = names.length;
-    const offset = names[0] === "given" ? 1 : 0;
-    const edges = $("reduced").checked ? data.dag.reduced : data.dag.edges;
+    const D = A3Core.dag(data, step, $("reduced").checked);
+    const n = D.nodes.length, offset = D.offset, edges = D.edges;
     const pad = 26, base = H - 26; // room for the "given" label under the first node
     const x = (i) => (n <= 1 ? W / 2 : pad + (i * (W - 2 * pad)) / (n - 1));
     let span = 1;
-    for (const [u, v] of edges) span = Math.max(span, v - u);
+    for (const e of edges) span = Math.max(span, e.v - e.u);
     const top = Math.max(span / 2, 1.2); // as app.figures.dag_figure: a chain stays low
     const height = (u, v) => ((v - u) / 2 / top) * (base - 12);
-    const here = step + offset;
-    const groups = [[], [], []]; // past, later, into this step
-    for (const e of edges) groups[e[1] === here && step >= 0 ? 2 : e[1] > here ? 1 : 0].push(e);
-    const styles = [["rgba(80, 80, 80, 0.45)", 1], ["rgba(150, 150, 150, 0.15)", 1], [pal.highlight, 2.5]];
-    groups.forEach((list, k) => {
-      ctx.strokeStyle = styles[k][0];
-      ctx.lineWidth = styles[k][1];
+    const styles = [["done", "rgba(80, 80, 80, 0.45)", 1], ["future", "rgba(150, 150, 150, 0.15)", 1],
+                    ["current", pal.highlight, 2.5]];
+    for (const [cls, color, width] of styles) {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = width;
       ctx.beginPath();
-      for (const [u, v] of list) { // a half ellipse from u to v: longer dependencies arch higher
+      for (const { u, v } of edges.filter((e) => e.cls === cls)) { // a half ellipse: longer ones arch higher
         const cx = (x(u) + x(v)) / 2, rx = (x(v) - x(u)) / 2, ry = Math.max(4, height(u, v));
         ctx.moveTo(x(u), base);
         ctx.ellipse(cx, base, rx, ry, 0, Math.PI, 2 * Math.PI);
       }
       ctx.stroke();
-    });
+    }
     const r = n <= 60 ? 7 : 4;
     ctx.font = `${Math.round(parseFloat(getComputedStyle(document.body).fontSize) * 0.75)}px system-ui, sans-serif`;
     ctx.textAlign = "center";
@@ -208,12 +124,11 @@
     $("dag").dataset.edges = String(edges.length);
   }
 
-  function drawMask(id, cells, order, step) {
+  function drawMask(id, M, matrix, texts, step) { // matrix: row-major in display order (A3Core.masks)
     const canvas = $(id), box = canvas.parentElement;
     const side = Math.max(40, Math.min(box.clientWidth, box.clientHeight));
-    const labelled = L <= 48;
-    const tokens = tokensAt(step), now = current(step); // undecided tokens stay "?" in the labels too
-    const labels = order.map((p) => (labelled ? `${p}:${short(display(tokens[p] ?? "?").trim() || "·")}` : String(p)));
+    const labelled = L <= 48, order = M.order, now = new Set(M.highlight);
+    const labels = order.map((p) => (labelled ? `${p}:${texts[p] || "·"}` : String(p))); // "?" while open
     const base = parseFloat(getComputedStyle(document.body).fontSize);
     const probe = canvas.getContext("2d");
     let fs = labelled ? Math.max(7, Math.min(Math.round(base * 0.75), Math.floor((side - 80) / L) - 1)) : 9;
@@ -228,10 +143,8 @@
     ctx.fillStyle = "#e6e6e6";
     ctx.fillRect(x0, y0, size, size);
     for (let a = 0; a < L; a++) {
-      const i = order[a];
       for (let b = 0; b < L; b++) {
-        const j = order[b];
-        ctx.fillStyle = cells[i * L + j] ? pal.attend : pal.blocked;
+        ctx.fillStyle = matrix[a * L + b] ? pal.attend : pal.blocked;
         ctx.fillRect(x0 + b * cell, y0 + a * cell, cell - gap, cell - gap);
       }
     }
@@ -267,9 +180,9 @@
   }
 
   function drawMasks(step) {
-    const groups = groupsAt(step), m = masks(groups), order = displayOrder(groups);
-    drawMask("mask-content", m.content, order, step);
-    drawMask("mask-query", m.query, order, step);
+    const M = A3Core.masks(data, step, $("sorted").checked), texts = A3Core.grid(data, step).map((c) => c.text);
+    drawMask("mask-content", M, M.content, texts, step);
+    drawMask("mask-query", M, M.query, texts, step);
   }
 
   function drawLegend() {
@@ -285,7 +198,7 @@
   function render() {
     const step = state.step;
     $("player").dataset.step = String(step);
-    $("summary").textContent = summary(step);
+    $("summary").textContent = A3Core.caption(data, step).summary;
     $("counter").textContent = step < 0 ? `start / ${N}` : `step ${step + 1} / ${N}`;
     $("slider").value = String(step);
     drawText(step);
@@ -352,5 +265,5 @@
   render();
   if (window.location.hash === "#play") setPlaying(true);
 
-  window.A3Player = { go, tokensAt, groupsAt, masks, get step() { return state.step; }, steps: N };
+  window.A3Player = { go, get step() { return state.step; }, steps: N, view: data };
 })();

@@ -1,4 +1,4 @@
-// The stage: draws one trace (props.value, from app/stage.py) at any step, in the browser.
+// The stage: draws one trace (props.value: app/stage.py's payload, a trace view) at any step, in the browser.
 // Stepping, scrubbing and playing never call the server; when the step settles (not while playing)
 // it is reported with trigger('step_settled', {step}) so the detail panels can follow.
 // Runs as the js_on_load of app.stage_component.Stage, after stage_core.js (A3Core).
@@ -87,7 +87,7 @@
       }
     };
     for (const [cls, color, width] of [['future', 'rgba(150,150,150,0.15)', 1], ['done', 'rgba(80,80,80,0.45)', 1],
-                                       ['current', P.highlight_color, 2.5]]) {
+                                       ['current', P.palette.highlight, 2.5]]) {
       ctx.beginPath(); ctx.strokeStyle = color; ctx.lineWidth = width;
       for (const e of D.edges) if (e.cls === cls) arc(e);
       ctx.stroke();
@@ -98,9 +98,9 @@
       const t = i - D.offset, isGiven = t < 0;
       ctx.globalAlpha = isGiven || t <= step ? 1 : 0.25;
       ctx.beginPath(); ctx.arc(X(i), Y(0), i === D.current ? size * 1.6 : size, 0, 2 * Math.PI);
-      ctx.fillStyle = isGiven ? P.given_color : P.colors[t]; ctx.fill();
+      ctx.fillStyle = isGiven ? P.palette.given : P.palette.steps[t]; ctx.fill();
       ctx.lineWidth = i === D.current ? 3 : 0.7;
-      ctx.strokeStyle = i === D.current ? P.highlight_color : '#444'; ctx.stroke();
+      ctx.strokeStyle = i === D.current ? P.palette.highlight : '#444'; ctx.stroke();
       ctx.globalAlpha = 1;
       if (count <= 40) {
         ctx.fillStyle = '#333';
@@ -118,20 +118,20 @@
     if (gap) {
       for (let r = 0; r < L; r++) {
         for (let c = 0; c < L; c++) {
-          ctx.fillStyle = matrix[r * L + c] ? P.attend_color : P.blocked_color;
+          ctx.fillStyle = matrix[r * L + c] ? P.palette.attend : P.palette.blocked;
           ctx.fillRect(ox + c * cell + gap / 2, r * cell + gap / 2, cell - gap, cell - gap);
         }
       }
     } else {  // one pixel per cell, scaled up without smoothing
       const img = new ImageData(L, L);
-      const on = hex(P.attend_color), off = hex(P.blocked_color);
+      const on = hex(P.palette.attend), off = hex(P.palette.blocked);
       for (let i = 0; i < L * L; i++) img.data.set(matrix[i] ? on : off, i * 4);
       const off2 = document.createElement('canvas'); off2.width = L; off2.height = L;
       off2.getContext('2d').putImageData(img, 0, 0);
       ctx.imageSmoothingEnabled = false; ctx.drawImage(off2, ox, 0, side, side);
     }
     const where = new Map(M.order.map((p, i) => [p, i]));
-    ctx.fillStyle = 'rgba(228, 87, 46, 0.25)'; ctx.strokeStyle = P.highlight_color; ctx.lineWidth = 1;
+    ctx.fillStyle = 'rgba(228, 87, 46, 0.25)'; ctx.strokeStyle = P.palette.highlight; ctx.lineWidth = 1;
     for (const p of M.highlight) {
       const r = where.get(p);
       ctx.fillRect(ox, r * cell, side, cell); ctx.strokeRect(ox, r * cell, side, cell);
@@ -158,8 +158,9 @@
     el.step.value = String(step);
     el.counter.textContent = step < 0 ? 'Before decoding · 0/' + total : 'Step ' + (step + 1) + '/' + total;
     el.counter.dataset.step = String(step);
-    el.summary.textContent = P.summaries[step + 1];
-    el.verdict.textContent = P.verdicts[step + 1];
+    const caption = A3Core.caption(P, step);
+    el.summary.textContent = caption.summary;
+    el.verdict.textContent = caption.verdict;
     drawSentence(P, step);
     drawGrid(P, step);
     drawDag(P, step);

@@ -1,6 +1,8 @@
-// What the stage shows at a step: pure functions of (payload, step), no DOM.
-// The payload comes from app/stage.py; every rule here mirrors the Plotly reference in app/figures.py,
-// and tests/test_figures_stage.py runs these functions in Chromium and compares them step by step.
+// What a trace shows at a step: pure functions of (view, step), no DOM.
+// The view is app.trace_view.TraceView.to_dict(): the live stage gets it inside its payload
+// (app/stage.py) and the offline player embeds it (app/slides.py); both draw with these functions.
+// Every rule here mirrors the Plotly reference in app/figures.py (and TraceView.cells in Python);
+// tests/test_figures_stage.py runs these functions in Chromium and compares them step by step.
 const A3Core = {
   // the grouping the model used at `step` (it changes per step in the official dynamic variant)
   groupsAt(P, step) {
@@ -11,36 +13,37 @@ const A3Core = {
     return step >= 0 ? P.steps[step].positions : [];
   },
 
-  // the order grid: one cell per position, in reading order
-  grid(P, step) {
-    const now = new Set(A3Core.current(P, step));
-    const groups = P.groups;
+  // the summary line and the mask checker's verdict
+  caption(P, step) {
+    return step >= 0 ? P.steps[step] : P.before;
+  },
+
+  // every position at `step`, in reading order: given grey, decided in its step's colour, open
+  cells(P, step) {
+    const now = new Set(A3Core.current(P, step)), pal = P.palette;
     return P.labels.map((label, p) => {
-      const d = P.decided[p];
+      const d = P.decided[p], group = P.groups[p];
       if (P.given[p]) {
-        return { p, state: 'given', text: P.short[p], color: P.given_color, ink: '#222222', current: false,
-                 group: groups[p], decidedAt: -1 };
+        return { p, state: 'given', text: P.short[p], label, color: pal.given, ink: pal.given_ink, current: false,
+                 group, decidedAt: -1 };
       }
       if (d >= 0 && d <= step) {
-        return { p, state: 'decided', text: P.short[p], color: P.colors[d], ink: P.ink[d], current: now.has(p),
-                 group: groups[p], decidedAt: d };
+        return { p, state: 'decided', text: P.short[p], label, color: pal.steps[d], ink: pal.ink[d],
+                 current: now.has(p), group, decidedAt: d };
       }
-      return { p, state: 'open', text: '?', color: P.open_color, ink: '#9a9a9a', current: false,
-               group: groups[p], decidedAt: d };
+      return { p, state: 'open', text: '?', label: '▢', color: pal.open, ink: pal.open_ink, current: false,
+               group, decidedAt: d };
     });
   },
 
-  // the text: positions 1.. (the start token is not text)
+  // the order grid: one cell per position, in reading order
+  grid(P, step) {
+    return A3Core.cells(P, step);
+  },
+
+  // the text: every position but the start token
   sentence(P, step) {
-    const now = new Set(A3Core.current(P, step));
-    const out = [];
-    for (let p = 1; p < P.labels.length; p++) {
-      const d = P.decided[p];
-      const state = d === -1 ? 'given' : d <= step ? 'decided' : 'open';
-      out.push({ p, state, current: now.has(p), label: P.labels[p], color: state === 'decided' ? P.colors[d] : null,
-                 ink: state === 'decided' ? P.ink[d] : null, decidedAt: d });
-    }
-    return out;
+    return A3Core.cells(P, step).filter((c) => !(c.p === 0 && P.hide_start));
   },
 
   // the DAG: every edge u -> v classed as done, into the current step, or later

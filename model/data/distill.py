@@ -1,7 +1,7 @@
 """Distil a corpus of short stories from the base model (SmolLM2-135M-Instruct).
 
-    python -m model.distill --out runs/corpus --max-minutes 60      # generate (resumable)
-    python -m model.distill --out runs/corpus --finalize            # dedupe, split, compress + card
+    python -m model.data.distill --out runs/corpus --max-minutes 60      # generate (resumable)
+    python -m model.data.distill --out runs/corpus --finalize            # dedupe, split, compress + card
 
 The prompts form a seeded grid: topics x characters x settings x tones. Each prompt yields one story;
 a story is kept only if it is clean English prose of 3-8 complete sentences and 60-250 tokens, with no
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.stories import CORPUS_DIR, SPLITS, split_sentences
+from model.data.stories import CORPUS_DIR, SPLITS, split_sentences
 
 TOPICS = [
     "a lost key", "a birthday surprise", "a rainy afternoon", "a new friend", "a broken bicycle",

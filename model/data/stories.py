@@ -1,6 +1,6 @@
 """The story corpus: where it lives, how to read it, and how a story splits into sentences.
 
-Pure text helpers shared by the distiller (`model.distill`), the trainer and the evaluation.
+Pure text helpers shared by the distiller (`model.data.distill`), the trainer and the evaluation.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-CORPUS_DIR = Path(__file__).resolve().parent.parent / "assets" / "stories"
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "assets" / "stories"
 SPLITS = ("train", "validation", "test")
 
 # A sentence ends at . ! or ? (optionally followed by closing quotes/brackets) and whitespace.
@@ -44,13 +44,13 @@ def read_stories(split: str, directory: Path | None = None, limit: int | None = 
     path = corpus_file(split, directory)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} does not exist. Generate the corpus with `python -m model.distill` "
+            f"{path} does not exist. Generate the corpus with `python -m model.data.distill` "
             "(see assets/stories/README.md)."
         )
-    return list(_iter_jsonl_gz(path, limit))
+    return list(iter_jsonl_gz(path, limit))
 
 
-def _iter_jsonl_gz(path: Path, limit: int | None) -> Iterator[dict]:
+def iter_jsonl_gz(path: Path, limit: int | None) -> Iterator[dict]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for n, line in enumerate(fh):
             if limit is not None and n >= limit:

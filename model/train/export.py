@@ -1,6 +1,6 @@
 """Copy a trained A3 adapter into a shippable directory, storing its tensors in half precision.
 
-    python -m model.export runs/cpu-a3/final assets/a3-smollm2-135m
+    python -m model.train.export runs/cpu-a3/final assets/a3-smollm2-135m
 
 The trainer writes float32 tensors; the app merges the adapter into a float32 (CPU) or bf16 (GPU) base,
 so float16 storage halves the size of `assets/` at a cost far below the bf16 rounding a GPU applies

@@ -1,6 +1,6 @@
 """What the text after a blank buys: teacher-forced NLL of the true fill with and without it.
 
-    python -m model.right_context --json [--model default|PATH] [--split validation] [--limit 40]
+    python -m model.eval.right_context --json [--model default|PATH] [--split validation] [--limit 40]
 
 For the evaluation's blanks (stories: one whole sentence; general text: the middle 40% of a sentence)
 this scores the *original* fill, exactly, in one forward pass each:
@@ -43,9 +43,10 @@ def base_fill_nll(base, example: dict) -> float:
 
 
 def measure(loaded, examples: list[dict]) -> dict:
-    from model.eval import _base_or_none, prefix_only
+    from model.eval.blanks import prefix_only
+    from model.eval.infill import base_or_none
 
-    base, _ = _base_or_none(loaded)
+    base, _ = base_or_none(loaded)
     grouping = loaded.given_grouping
     both = [fill_nll(loaded.model, e, grouping) for e in examples]
     prefix = [fill_nll(loaded.model, prefix_only(e), grouping) for e in examples]
@@ -62,9 +63,9 @@ def _mean(values: list[float]) -> float | None:
 
 def examples_of(loaded, split: str, limit: int | None, seed: int = 0) -> dict[str, list[dict]]:
     """The evaluation's blank shapes on a split: stories (one sentence) and general text (mid-sentence)."""
-    from model.eval import infill_example, middle_infill_example
-    from model.general import interleave_sources, read_general, sentence_for_infill
-    from model.stories import read_stories
+    from model.data.general import interleave_sources, read_general, sentence_for_infill
+    from model.data.stories import read_stories
+    from model.eval.blanks import infill_example, middle_infill_example
 
     tok, start = loaded.tokenizer, loaded.start_token_id
     rng = torch.Generator().manual_seed(seed)

@@ -1,6 +1,6 @@
 """The general-text corpus: human-written English that is not stories, for training and evaluation.
 
-    python -m model.general --build            # needs Debian's wordnet-base, python3.11-doc, dict-jargon
+    python -m model.data.general --build            # needs Debian's wordnet-base, python3.11-doc, dict-jargon
 
 Three sources, each public domain or permissively licensed, each a different register:
     wordnet   everyday English: the example sentences of WordNet 3.0 ("she had a feeling of euphoria";
@@ -23,9 +23,9 @@ import json
 import re
 from pathlib import Path
 
-from model.stories import _iter_jsonl_gz, split_sentences
+from model.data.stories import iter_jsonl_gz, split_sentences
 
-GENERAL_DIR = Path(__file__).resolve().parent.parent / "assets" / "general"
+GENERAL_DIR = Path(__file__).resolve().parents[2] / "assets" / "general"
 SPLITS = ("train", "validation", "test")
 SOURCES = ("wordnet", "pydocs", "jargon")
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -48,9 +48,9 @@ def read_general(split: str, directory: Path | None = None, limit: int | None = 
     """Records `{"id", "source", "text"}` of one split of the shipped (or given) general corpus."""
     path = general_file(split, directory)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist. Build it with `python -m model.general --build` "
+        raise FileNotFoundError(f"{path} does not exist. Build it with `python -m model.data.general --build` "
                                 "(see assets/general/README.md).")
-    return list(_iter_jsonl_gz(path, limit))
+    return list(iter_jsonl_gz(path, limit))
 
 
 def interleave_sources(records: list[dict], limit: int | None = None) -> list[dict]:

@@ -1,0 +1,245 @@
+"""One description of a decoded trace for drawing: what the stage, the GIF and the player all read.
+
+A trace is drawn four ways: the Plotly figures (app.figures, the reference), the live stage (app.stage
++ static/stage_core.js), the GIF and the offline HTML player (app.slides). Each shows, for a step, the
+same tokens in the same colours, the same grid shape, the same DAG and the same summary line. `TraceView`
+holds all of that, computed once in Python with the figures' own helpers (`figures.short_label`,
+`figures.grid_columns`, `figures.step_colors`, `figures.dependency_graph`, ...), so the renderers only
+draw. The per-step rule (which cell is given, decided, open or outlined at a step) is `TraceView.cells`
+here and `A3Core.cells` in static/stage_core.js; tests/test_figures_stage.py checks the stage, the player
+and the GIF against the reference figures at every step.
+
+    view_of_result(result)   from a live `app.session.Result` (trace + labels)
+    view_of_dict(data)       from an exported trace dict (`DecodeTrace.to_dict(tokenizer)`)
+    view.to_dict()           the JSON the browser gets (the stage payload and the player embed it)
+
+Both builders go through `build_view`. Plain values in, plain values out; nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from app import figures
+from app.session import Result
+from model.decoding import DecodeTrace
+from model.masks import check_masks, two_stream_masks
+
+START_LABEL = "⟨s⟩"  # model.text.token_strings' name for the start token; the text hides it
+OPEN_LABEL = "▢"  # an open position in the text
+
+
+@dataclass
+class Palette:
+    """Every colour the views use: one per step (Viridis, as the colour bar draws it), the text colour
+    that reads on each, and the fixed ones."""
+
+    steps: list[str]
+    ink: list[str]
+    given: str = figures.GIVEN_COLOR
+    open: str = figures.OPEN_COLOR
+    given_ink: str = figures.GIVEN_INK
+    open_ink: str = figures.OPEN_INK
+    attend: str = figures.ATTEND_COLOR
+    blocked: str = figures.BLOCKED_COLOR
+    highlight: str = figures.HIGHLIGHT_COLOR
+
+    @classmethod
+    def for_steps(cls, n_steps: int) -> Palette:
+        colors = figures.step_colors(n_steps)
+        return cls(colors, [figures.ink_on(c) for c in colors])
+
+
+@dataclass
+class Dag:
+    """The group DAG of `figures.dependency_graph`: node names in decoding order ("given" first when the
+    trace has given positions, then s0, s1, ...) and edges as [u, v] node indices."""
+
+    nodes: list[str]
+    offset: int  # index of node s0 (1 when there is a "given" node)
+    edges: list[list[int]]
+    reduced: list[list[int]]  # the transitive reduction (for A3 plans: the chain)
+
+
+@dataclass
+class Caption:
+    """The lines under the controls at one step: the summary and the mask checker's verdict."""
+
+    summary: str
+    verdict: str
+
+
+@dataclass
+class ViewStep:
+    positions: list[int]
+    group: int
+    groups: list[int] | None  # the grouping this step used, when it differs from the trace's (official dynamic)
+    tokens: list[str]  # display labels of the committed tokens
+    logprob: float
+    model_calls: int
+    summary: str
+    verdict: str
+
+
+@dataclass
+class Cell:
+    """What one position shows at one step; the Python twin of an entry of `A3Core.cells`."""
+
+    p: int
+    state: str  # "given", "decided" or "open"
+    text: str  # in a grid cell: the short label, "?" while open
+    label: str  # in the text: the display label, OPEN_LABEL while open
+    color: str  # fill
+    ink: str  # text colour on that fill
+    current: bool  # decided by this very step (outlined)
+    group: int
+    decided_at: int  # the step that decides it (-1: given, or never)
+
+
+@dataclass
+class TraceView:
+    title: str  # names the method once: "A3 dynamic (confidence, k=1)", "A3 plan · left to right"
+    method: str
+    length: int
+    labels: list[str]  # per position: the final token as `figures.display_label` shows it
+    short: list[str]  # per position: `figures.short_label`, for grid cells and mask ticks
+    given: list[bool]
+    decided: list[int]  # per position: the step that decided it, -1 for given (or never decided)
+    groups: list[int]  # per position: the trace's group id
+    steps: list[ViewStep]
+    before: Caption  # step -1, before decoding
+    palette: Palette
+    columns: int  # of the order grid: `figures.grid_columns`
+    dag: Dag
+    hide_start: bool  # position 0 is the start token: not part of the text
+    final_text: str
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (the browser's copy of the view)."""
+        return asdict(self)
+
+    # ---- the per-step rules; static/stage_core.js applies the same ones in the browser
+
+    def current(self, step: int) -> list[int]:
+        return list(self.steps[step].positions) if step >= 0 else []
+
+    def groups_at(self, step: int) -> list[int]:
+        """The grouping the model used at `step` (it changes per step in the official dynamic variant)."""
+        groups = self.steps[step].groups if step >= 0 else None
+        return list(groups) if groups is not None else list(self.groups)
+
+    def caption(self, step: int) -> Caption:
+        return self.before if step < 0 else Caption(self.steps[step].summary, self.steps[step].verdict)
+
+    def cells(self, step: int) -> list[Cell]:
+        """Every position at `step` in reading order: given grey, decided in its step's colour, open."""
+        now, pal = set(self.current(step)), self.palette
+        out = []
+        for p in range(self.length):
+            d, shown = self.decided[p], (self.labels[p], self.short[p])
+            if self.given[p]:
+                out.append(Cell(p, "given", shown[1], shown[0], pal.given, pal.given_ink, False, self.groups[p], -1))
+            elif 0 <= d <= step:
+                out.append(Cell(p, "decided", shown[1], shown[0], pal.steps[d], pal.ink[d], p in now,
+                                self.groups[p], d))
+            else:
+                out.append(Cell(p, "open", "?", OPEN_LABEL, pal.open, pal.open_ink, False, self.groups[p], d))
+        return out
+
+    def sentence(self, step: int) -> list[Cell]:
+        """The cells of the text: every position but the start token."""
+        return [c for c in self.cells(step) if not (c.p == 0 and self.hide_start)]
+
+
+# --------------------------------------------------------------------------------------------------
+# building it
+
+
+def title_for(method: str, mode: str, plan_name: str) -> str:
+    """The method, then what the plan name adds, with the method named once.
+
+    "A3 dynamic" + plan "dynamic (confidence, k=1)" -> "A3 dynamic (confidence, k=1)"; "diffusion" +
+    "masked diffusion (...)" -> the plan name; "A3 plan" + "left_to_right" -> "A3 plan · left to right".
+    """
+    name = plan_name.strip()
+    if not method or method.lower() in name.lower():
+        return name or method
+    mode_words = mode.replace("_", " ").lower()
+    if mode_words and name.lower().startswith(mode_words):
+        rest = name[len(mode_words):].strip()
+        return f"{method} {rest}" if rest else method
+    return f"{method} · {name.replace('_', ' ')}" if name else method
+
+
+def _verdicts(trace: DecodeTrace) -> list[str]:
+    """The mask checker's verdict per step (index step + 1), computed once per distinct grouping."""
+    seen: dict[tuple, str] = {}
+    out = []
+    for step in range(-1, len(trace.steps)):
+        groups = tuple(trace.group_ids_at(step))
+        if groups not in seen:
+            g = torch.tensor(groups)
+            content, query = two_stream_masks(g)
+            seen[groups] = check_masks(content, query, g).summary()
+        out.append(seen[groups])
+    return out
+
+
+def _dag(trace: DecodeTrace) -> Dag:
+    graph = figures.dependency_graph(trace)
+    names = figures.node_names(trace)
+    index = {name: i for i, name in enumerate(names)}
+
+    def pairs(g) -> list[list[int]]:
+        return [[index[u], index[v]] for u, v in g.edges()]
+
+    return Dag(names, 1 if names and names[0] == "given" else 0, pairs(graph),
+               pairs(figures.transitive_reduction(graph)))
+
+
+def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final_text: str = "") -> TraceView:
+    """The view of `trace` whose positions read `labels` (the final token strings, as decoded)."""
+    if len(labels) != trace.plan.length:
+        raise ValueError(f"labels must name every position: {trace.plan.length} expected, got {len(labels)}.")
+    shown = [figures.display_label(label) for label in labels]
+    verdicts = _verdicts(trace)
+    steps = [ViewStep(positions=list(s.positions), group=int(s.group),
+                      groups=list(s.group_ids) if s.group_ids is not None else None,
+                      tokens=[shown[p] for p in s.positions], logprob=float(s.logprob),
+                      model_calls=int(s.model_calls), summary=figures.step_summary(trace, t, timing=False),
+                      verdict=verdicts[t + 1])
+             for t, s in enumerate(trace.steps)]
+    given = trace.given
+    return TraceView(
+        title=title_for(method, trace.mode, trace.plan.name), method=method, length=trace.plan.length,
+        labels=shown, short=[figures.short_label(label) for label in labels], given=given,
+        decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
+        before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0]),
+        palette=Palette.for_steps(len(trace.steps)), columns=figures.grid_columns(trace.plan.length),
+        dag=_dag(trace), hide_start=bool(given and given[0] and labels[0] == START_LABEL), final_text=final_text)
+
+
+def view_of_result(result: Result) -> TraceView:
+    """The view of a live run."""
+    return build_view(result.trace, result.labels, method=result.method, final_text=result.text)
+
+
+def method_of(data: dict) -> str:
+    """The method a trace dict was decoded with: exports name it; older dicts keep it in their
+    settings (or in a generation config); the oldest only know the decoder's mode."""
+    settings = data.get("settings") or {}
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    named = data.get("method") or settings.get("method")
+    return str(named or config.get("method") or data.get("mode", "")).replace("_", " ")
+
+
+def view_of_dict(data: dict) -> TraceView:
+    """The view of an exported trace (`DecodeTrace.to_dict(tokenizer)`); a dict written without a
+    tokenizer has no token strings, and its positions read "#id"."""
+    trace = DecodeTrace.from_dict(data)
+    ids = trace.final_ids or trace.plan.token_ids.tolist()
+    tokens = data.get("final_tokens")
+    labels = list(tokens) if tokens and len(tokens) == len(ids) else [f"#{t}" for t in ids]
+    return build_view(trace, labels, method=method_of(data), final_text=data.get("final_text", ""))

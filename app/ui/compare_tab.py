@@ -1,0 +1,92 @@
+"""⚖ Compare: every method of app.session.COMPARE_METHODS decodes the same blanks; the table, the chart
+and the texts side by side, and a button per method that loads its run onto the stage."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app import figures
+from app.session import COMPARE_METHODS, InputError
+from app.ui.model_calls import ModelCalls
+from app.ui.shared import to_stage, warn
+from app.ui.text_tab import request_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompareTab:
+    hint: gr.Markdown
+    table: gr.Dataframe
+    plot: gr.Plot
+    load_row: gr.Row
+    load_btns: list[gr.Button]  # one per COMPARE_METHODS, in its order
+    texts: gr.Markdown
+
+    @property
+    def outputs(self) -> list:
+        """What a comparison fills, in `CompareCallbacks.on_compare`'s order (states and tabs aside)."""
+        return [self.table, self.plot, self.texts, self.load_row, self.hint]
+
+
+def build_compare_tab() -> CompareTab:
+    with gr.Tab("⚖ Compare", id="compare", elem_id="tab-compare"):
+        hint = gr.Markdown(
+            "Nothing compared yet: under **✎ Your text**, press **Compare all methods**. Every method "
+            f"({', '.join(COMPARE_METHODS)}) then decodes the same blanks, and each run can be stepped "
+            "through on the stage.", elem_id="compare-hint")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table", visible=False)
+            with gr.Column(scale=2):
+                plot = gr.Plot(show_label=False, elem_id="compare-plot", visible=False)
+        with gr.Row(elem_id="compare-load", visible=False) as load_row:
+            gr.Markdown("**Step through:**")
+            load_btns = [gr.Button(f"▶ {m}", size="sm", elem_id=f"load-{i}", min_width=80)
+                         for i, m in enumerate(COMPARE_METHODS)]
+        texts = gr.Markdown("", elem_id="compare-texts")
+    return CompareTab(hint, table, plot, load_row, load_btns, texts)
+
+
+class CompareCallbacks:
+    def __init__(self, calls: ModelCalls):
+        self.calls = calls
+
+    def on_compare(self, *values):
+        """(compared, table, plot, texts, load row, hint, tabs, warning) for the values of TextTab.settings."""
+        hidden = (gr.skip(),) * 7
+        try:
+            comparison = self.calls.compare(request_of(*values))
+        except InputError as err:
+            return (*hidden, warn(err))
+        except Exception as err:  # never a stack trace in the page
+            log.exception("compare failed")
+            return (*hidden, warn(f"Something went wrong: {err}"))
+        rows = [[("—" if v is None else v) for v in row] for row in comparison.rows]
+        ran = [row for row in comparison.rows if row[1] is not None]
+        chart = figures.compare_figure([r[0] for r in ran], [r[2] for r in ran], [r[3] for r in ran])
+        note = " ".join(f"⚠️ {n}" for n in comparison.notes)
+        return (comparison.results, gr.Dataframe(value=rows, headers=comparison.headers, visible=True),
+                gr.Plot(value=chart, visible=True), comparison.texts_markdown(), gr.Row(visible=True),
+                "Each row decoded the same blanks. **Step through** loads a run onto the stage "
+                "without decoding again.", gr.Tabs(selected="compare"), (warn(note) if note else ""))
+
+
+def on_load_compared(results, index: int):
+    """(result, stage, tabs, warning): the compared run of COMPARE_METHODS[index] onto the stage."""
+    method = COMPARE_METHODS[index]
+    result = (results or {}).get(method)
+    if result is None:
+        return gr.skip(), gr.skip(), gr.skip(), warn(f"{method} has no run to show: compare first.")
+    return to_stage(result)
+
+
+def load_compared(index: int):
+    """The callback of the load button of COMPARE_METHODS[index]."""
+    def on_load_run(results):
+        return on_load_compared(results, index)
+
+    return on_load_run

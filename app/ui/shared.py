@@ -1,0 +1,38 @@
+"""What every tab reads or writes: the per-session states, the warning line, and putting a result on
+the stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.session import Result
+from app.stage import stage_payload
+
+
+@dataclass(frozen=True)
+class States:
+    """Per-session values (gr.State: kept on the server, never sent to the browser)."""
+
+    result: gr.State  # the Result on the stage
+    lab: gr.State  # the order lab's last app.order_lab.LabResult
+    compared: gr.State  # {method: Result} of the last comparison
+    details_step: gr.State  # the step the details tab shows (-1: none yet)
+    tree: gr.State  # model.branching.BranchTree of the runs grown from the stage's result
+
+    @classmethod
+    def create(cls, result: Result | None) -> States:
+        return cls(result=gr.State(result), lab=gr.State(None), compared=gr.State({}), details_step=gr.State(-1),
+                   tree=gr.State(None))
+
+
+def warn(message) -> str:
+    """A toast now, and the text of the warning line."""
+    gr.Warning(str(message))
+    return f"⚠️ {message}"
+
+
+def to_stage(result: Result) -> tuple:
+    """(result, stage, tabs, warning): `result` on the stage, the stage tab open, no warning."""
+    return result, stage_payload(result), gr.Tabs(selected="stage"), ""

@@ -1,0 +1,199 @@
+"""✎ Your text: the text with its blanks, the token picker (click or drag to mask), the decoding
+settings, Run and Compare; for an any-length blank ([MASK:?]) the lengths tried and the one kept."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.picker import TokenPicker
+from app.session import METHODS, ORDER_NAMES, Explorer, InputError, Request, Result
+from app.stage import stage_payload
+from app.ui.model_calls import ModelCalls
+from app.ui.shared import to_stage, warn
+from model.config import STRATEGIES
+from model.flexible import ROW_HEADERS as LENGTH_HEADERS
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    # text, method, order, group size, k, custom group ids
+    ["Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
+     "She read it twice and smiled.", "A3 dynamic", "left to right", 1, 1, ""],
+    ["The recipe was simple: mix the flour and the sugar, [MASK:8], then bake it for twenty minutes.",
+     "A3 plan", "outside-in", 1, 1, ""],
+    ["Tom went to the market early in the morning to buy [MASK:10] for the family dinner.",
+     "A3 plan", "random", 2, 1, ""],
+    # a blank of any length: decoded at several lengths, the best whole text kept (model.flexible)
+    ["The old dog slept by the fire. [MASK:?] The children laughed and gave him a treat.",
+     "A3 plan", "left to right", 1, 1, ""],
+    # the paper's Figure 1: G1 = {1,2,3} given, G2 = {5,6}, G3 = {4} (position 0 is the start token)
+    ["The cat sat [MASK:3]", "A3 plan", "custom group ids", 1, 1, "0 1 1 1 3 2 2"],
+    ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
+     "diffusion", "left to right", 1, 2, ""],
+    ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
+     "one-step parallel", "left to right", 1, 2, ""],
+]
+
+
+@dataclass(frozen=True)
+class TextTab:
+    text: gr.Textbox
+    tokenize_btn: gr.Button
+    unmask_btn: gr.Button
+    picker: TokenPicker
+    run_btn: gr.Button
+    compare_btn: gr.Button
+    lengths_box: gr.Group  # shown for an any-length blank only
+    lengths_note: gr.Markdown
+    lengths_table: gr.Dataframe
+    lengths_pick: gr.Dropdown
+    lengths_btn: gr.Button
+    method: gr.Radio
+    order: gr.Dropdown
+    group_size: gr.Slider
+    strategy: gr.Radio
+    k: gr.Slider
+    temperature: gr.Slider
+    seed: gr.Number
+    top_k: gr.Slider
+    top_p: gr.Slider
+    custom_groups: gr.Textbox
+
+    @property
+    def settings(self) -> list:
+        """The inputs of a run, in `request_of`'s order."""
+        return [self.text, self.picker, self.method, self.order, self.group_size, self.strategy, self.k,
+                self.temperature, self.top_k, self.top_p, self.seed, self.custom_groups]
+
+    @property
+    def lengths(self) -> list:
+        """The any-length outputs, in `lengths_outputs`' order."""
+        return [self.lengths_box, self.lengths_note, self.lengths_table, self.lengths_pick]
+
+
+def build_text_tab(explorer: Explorer) -> TextTab:
+    with gr.Tab("✎ Your text", id="input", elem_id="tab-input"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Text: [MASK] is one blank token, [MASK:N] is N of them, [MASK:?] any length",
+                                  lines=3, value=EXAMPLES[0][0], elem_id="text")
+                with gr.Row():
+                    tokenize_btn = gr.Button("Tokenize (then click or drag over tokens to mask them)",
+                                             elem_id="tokenize-btn", size="sm")
+                    unmask_btn = gr.Button("Unmask all", elem_id="unmask-btn", size="sm")
+                picker = TokenPicker(elem_id="picker")
+                with gr.Row():
+                    run_btn = gr.Button("Run ▶ (opens the stage)", variant="primary", elem_id="run-btn")
+                    compare_btn = gr.Button("Compare all methods", elem_id="compare-btn")
+                with gr.Group(visible=False, elem_id="lengths-box") as lengths_box:
+                    lengths_note = gr.Markdown("", elem_id="lengths-note")
+                    lengths_table = gr.Dataframe(headers=LENGTH_HEADERS, interactive=False, wrap=True,
+                                                 elem_id="lengths-table",
+                                                 column_widths=["11%", "47%", "15%", "15%", "12%"])
+                    with gr.Row():
+                        lengths_pick = gr.Dropdown([], label="Length (tokens)", elem_id="lengths-pick", scale=1)
+                        lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn",
+                                                size="sm", scale=1)
+            with gr.Column(scale=2):
+                method = gr.Radio(list(METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
+                if explorer.base_note():
+                    gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
+                with gr.Row():
+                    order = gr.Dropdown(list(ORDER_NAMES), value="left to right", label="Order (A3 plan)",
+                                        elem_id="order")
+                    group_size = gr.Slider(1, 8, value=1, step=1, label="Group size s (A3 plan)",
+                                           elem_id="group-size")
+                with gr.Row():
+                    strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Dynamic: commit by",
+                                        elem_id="strategy")
+                    k = gr.Slider(1, 8, value=1, step=1, label="Tokens per step k (dynamic, diffusion)", elem_id="k")
+                with gr.Accordion("Sampling", open=False):
+                    with gr.Row():
+                        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+                        seed = gr.Number(value=0, precision=0, label="seed")
+                    with gr.Row():
+                        top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
+                        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
+                with gr.Accordion("Custom group ids (researchers)", open=False):
+                    custom_groups = gr.Textbox(
+                        label="One integer per position, start token first (order: custom group ids)",
+                        placeholder="e.g. 0 1 1 1 3 2 2", elem_id="custom-groups")
+        gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
+                    label="Examples (click one, then Run)")
+    return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
+                   lengths_table, lengths_pick, lengths_btn, method, order, group_size, strategy, k, temperature,
+                   seed, top_k, top_p, custom_groups)
+
+
+def request_of(*values) -> Request:
+    """The Request of the values of `TextTab.settings`."""
+    (text, picker, method, order, size, strategy, k, temperature, top_k, top_p, seed, groups) = values
+    return Request(text, picker, method, order, int(size or 1), strategy, int(k or 1), float(temperature or 0),
+                   int(top_k or 0), float(top_p or 1), int(seed or 0), groups or "")
+
+
+def on_unmask(picker):
+    if not picker or not picker.get("mask"):
+        return gr.skip()
+    locked = set(picker.get("locked", []))
+    keep = [m if i in locked else False for i, m in enumerate(picker["mask"])]
+    return {**picker, "mask": keep}
+
+
+def lengths_outputs(result: Result | None):
+    """(box, note, table, dropdown) for a [MASK:?] run; hidden otherwise."""
+    choice = result.flexible if result is not None else None
+    if choice is None:
+        return gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()
+    note = f"**Any-length blank:** {choice.summary()}"
+    lengths = [c.length for c in choice.candidates]
+    return (gr.Group(visible=True), note, gr.Dataframe(value=choice.rows(), headers=LENGTH_HEADERS),
+            gr.Dropdown(choices=lengths, value=choice.best.length))
+
+
+class TextCallbacks:
+    """The tab's callbacks that need the model."""
+
+    def __init__(self, calls: ModelCalls):
+        self.calls, self.explorer = calls, calls.explorer
+
+    def on_tokenize(self, text):
+        """(picker, warning) for the text."""
+        try:
+            return self.explorer.picker_from_text(text), ""
+        except InputError as err:
+            return gr.skip(), warn(err)
+
+    def on_typed(self, text):
+        """Re-chip while typing; a half-typed blank ("[MASK:") waits quietly for the next key or Run."""
+        try:
+            return self.explorer.picker_from_text(text)
+        except InputError:
+            return gr.skip()
+
+    def on_run(self, *values):
+        """(result, stage, picker, *lengths, tabs, warning) for the values of `TextTab.settings`."""
+        skip = (gr.skip(),) * 8
+        try:
+            request = request_of(*values)
+            result = self.calls.decode(request)
+            picker = (self.explorer.picker_at_length(request.text, result.flexible.best.length)
+                      if result.flexible is not None else self.explorer.picker_from_text(request.text))
+            picker["mask"] = [not g for g in result.trace.given]
+        except InputError as err:
+            return (*skip, warn(err))
+        except Exception as err:  # never a stack trace in the page
+            log.exception("decode failed")
+            return (*skip, warn(f"Something went wrong: {err}"))
+        return (result, stage_payload(result), picker, *lengths_outputs(result), gr.Tabs(selected="stage"), "")
+
+    def on_length(self, result, length):
+        """Another length of an any-length blank onto the stage."""
+        try:
+            shown = self.explorer.flexible_candidate(result, int(length) if length is not None else -1)
+        except InputError as err:
+            return gr.skip(), gr.skip(), gr.skip(), warn(err)
+        return to_stage(shown)

@@ -1,0 +1,143 @@
+"""Every event of the page, in one place. Each tab module builds its components and holds the callbacks
+that serve them; here they are connected. All UI events are private (`api_visibility="private"`): the
+public API is the two named endpoints of app.ui.api.
+
+Events that run the model share one queue, `concurrency_id="model"` (`model_events`). An event's
+default queue is keyed by its function, so one function wired to several events gives them one queue
+(Tokenize, Enter in the text and the page load share one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.stage_component import Stage
+from app.ui import api
+from app.ui.compare_tab import CompareCallbacks, CompareTab, load_compared
+from app.ui.details_tab import DetailsCallbacks, DetailsTab, on_position, reset_branches
+from app.ui.export_tab import ExportCallbacks, ExportTab
+from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
+from app.ui.model_calls import ModelCalls
+from app.ui.shared import States
+from app.ui.stage_tab import open_text_tab
+from app.ui.text_tab import TextCallbacks, TextTab, on_unmask
+
+
+@dataclass(frozen=True)
+class Page:
+    """The components of the page that events read or write."""
+
+    states: States
+    warning: gr.Markdown
+    tabs: gr.Tabs
+    stage: Stage
+    text: TextTab
+    compare: CompareTab
+    lab: LabTab
+    details: DetailsTab
+    export: ExportTab
+
+    @property
+    def onto_stage(self) -> list:
+        """The outputs of a callback that puts a result on the stage (app.ui.shared.to_stage)."""
+        return [self.states.result, self.stage, self.tabs, self.warning]
+
+
+def model_events(calls: ModelCalls) -> dict:
+    """The queue of every event that runs the model: one at a time on CPU, two on a GPU."""
+    return dict(concurrency_id="model", concurrency_limit=2 if calls.explorer.loaded.device.type == "cuda" else 1)
+
+
+def wire_events(blocks: gr.Blocks, page: Page, calls: ModelCalls, slides=None) -> None:
+    """Connect the page's events (inside `blocks`' context). `slides` is app.slides, or None without it."""
+    model = model_events(calls)
+    tokenize = TextCallbacks(calls).on_tokenize  # one function: the page load shares the Tokenize queue
+    wire_text_tab(page, calls, tokenize, model)
+    wire_compare_tab(page, calls, model)
+    wire_details_tab(page, calls, model)
+    wire_export_tab(page, ExportCallbacks(calls.explorer, slides))
+    gr.api(api.infill_endpoint(calls), api_name="infill", **model)
+    wire_lab_tab(page, calls, model)
+    gr.api(api.order_likelihoods_endpoint(calls), api_name="order_likelihoods", **model)
+    blocks.load(tokenize, page.text.text, [page.text.picker, page.warning], api_visibility="private")
+
+
+def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
+    t, states, branch = page.text, page.states, page.details.branch
+    on = TextCallbacks(calls)
+    t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
+    t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
+    t.text.input(on.on_typed, t.text, t.picker, trigger_mode="always_last", show_progress="hidden",
+                 api_visibility="private")
+    t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
+    t.run_btn.click(on.on_run, t.settings,
+                    [states.result, page.stage, t.picker, *t.lengths, page.tabs, page.warning],
+                    api_visibility="private", **model
+                    ).then(reset_branches, None, [states.tree, branch.table, branch.pick], api_visibility="private",
+                           queue=False)
+    t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
+
+
+def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
+    c, states = page.compare, page.states
+    page.text.compare_btn.click(CompareCallbacks(calls).on_compare, page.text.settings,
+                                [states.compared, *c.outputs, page.tabs, page.warning],
+                                api_visibility="private", **model)
+    for i, button in enumerate(c.load_btns):
+        button.click(load_compared(i), states.compared, page.onto_stage, api_visibility="private")
+
+
+def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
+    d, b, a, states = page.details, page.details.branch, page.details.attention, page.states
+    on = DetailsCallbacks(calls)
+    outputs = d.outputs(states.details_step)
+    page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort], outputs,
+                            trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+                            api_visibility="private").then(
+        on.on_preview, [states.result, states.details_step], [d.candidates, b.position, b.token],
+        show_progress="hidden", api_visibility="private", **model)
+    page.stage.edit(open_text_tab, None, page.tabs, api_visibility="private", queue=False)
+    gr.on([d.reduce.change, d.sort.change], on.on_details, [states.result, states.details_step, d.reduce, d.sort],
+          outputs, trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+          api_visibility="private")
+    b.position.change(on_position, [states.result, states.details_step, b.position], b.token,
+                      api_visibility="private", show_progress="hidden")
+    branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning]
+    b.token_btn.click(on.on_branch_token, [states.tree, states.result, states.details_step, b.position, b.token],
+                      branched, api_visibility="private", **model)
+    b.order_btn.click(on.on_branch_order, [states.tree, states.result, states.details_step, b.order, b.size],
+                      branched, api_visibility="private", **model)
+    b.show.click(on.on_show_branch, [states.tree, b.pick],
+                 [states.result, page.stage, b.table, page.tabs, page.warning], api_visibility="private")
+    a.button.click(on.on_attention, [states.result, states.details_step, a.stream, a.layer, a.head],
+                   [a.plot, page.warning], api_visibility="private", **model)
+
+
+def wire_export_tab(page: Page, on: ExportCallbacks) -> None:
+    e, result, step = page.export, page.states.result, page.states.details_step
+    e.trace.click(on.trace_json, result, e.trace, api_visibility="private")
+    e.csv.click(on.masks_csv, [result, step], e.csv, api_visibility="private")
+    e.npy.click(on.masks_npz, [result, step], e.npy, api_visibility="private")
+    e.html.click(on.step_figures, [result, step, page.details.reduce, page.details.sort], e.html,
+                 api_visibility="private")
+    if on.slides is not None:
+        e.gif.click(on.gif, result, e.gif, api_visibility="private")
+        e.player.click(on.player, result, e.player, api_visibility="private")
+
+
+def wire_lab_tab(page: Page, calls: ModelCalls, model: dict) -> None:
+    lab, states, t = page.lab, page.states, page.text
+    on = LabCallbacks(calls)
+    lab.button.click(on.on_lab, [lab.text, lab.n_random, lab.group_size, lab.seed, lab.custom],
+                     [states.lab, lab.summary, lab.plot, lab.order_a, lab.order_b, lab.tokens, lab.gallery_plot,
+                      lab.gallery_table, lab.gallery_scheme, page.warning], api_visibility="private", **model)
+    gr.on([lab.order_a.input, lab.order_b.input], on_pair, [states.lab, lab.order_a, lab.order_b], lab.tokens,
+          trigger_mode="always_last", api_visibility="private")
+    lab.load_a.click(on.on_load_order, [states.lab, lab.order_a], page.onto_stage, api_visibility="private", **model)
+    lab.load_b.click(on.on_load_order, [states.lab, lab.order_b], page.onto_stage, api_visibility="private", **model)
+    lab.gallery_stage.click(on.on_gallery_stage, lab.scheme_inputs, page.onto_stage, api_visibility="private",
+                            **model)
+    lab.gallery_use.click(on.on_gallery_use, lab.scheme_inputs,
+                          [t.text, t.picker, t.method, t.order, t.custom_groups, page.tabs, page.warning],
+                          api_visibility="private")

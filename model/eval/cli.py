@@ -1,0 +1,124 @@
+"""Evaluate an A3 model on stories and on general text; prints one JSON object on its last line.
+
+    python -m model.eval --json                     # the default model: the story test split + the general split
+    python -m model.eval --json --limit 10 --general-limit 30 --model runs/a3-train/final
+
+Perplexities (exact likelihoods, start token excluded):
+    ppl_base_ar        the base AR model, left to right
+    ppl_a3_ar_order    the A3 model under left-to-right grouping
+    ppl_a3_random_s4   the A3 model under random groups of 4 in random order (seeded)
+Infilling, greedy, the blank's length given. Stories: one whole sentence masked (as in the paper's
+ROCStories task). General text (assets/general, human-written, never used to train the adapter; the
+base model may well have seen such text in pretraining): the middle 40% of
+the tokens of one sentence masked, the sentence alone. Methods:
+    a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
+    a3_outside_in      the same, in the outside-in order: the blank's two ends first, then inwards
+    a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
+    diffusion          masked diffusion with the A3 model: every step predicts every blank from all
+                       known tokens (given + revealed, one bidirectional group), reveals the most
+                       confident one and feeds it back (diffusion_k2: two per step)
+    one_step_parallel  every blank predicted from the given tokens only, reveals never fed back
+    ar_prefix          the base AR model from the prefix only, cut to the blank's length
+    a3_prefix_only     the A3 model, left to right, with the text after the blank removed
+Scores per method: ROUGE-1/2/L F1 x 100 of the fill against the original (Google's rouge-score,
+stemming on); suffix_nll, the base AR model's mean NLL per token of the text after the blank given
+the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's);
+and text_nll, the same over the fill and the text after it together (a degenerate fill that merely ends a
+sentence gets a low suffix_nll but pays for itself here); ends_sentence, the % of fills whose text ends
+in . ! or ? (a masked story sentence always does; `reference` gives the rate of the originals).
+
+How much a mean can be trusted (a split of ~50 blanks is small): `rougeL_ci95` and `suffix_nll_ci95`,
+the 95% bootstrap interval of each method's mean (2,000 resamples of the examples, seeded), and
+`infill_paired["<a3 method>-<baseline>"]`, the mean per-example difference of the A3 method minus the
+baseline on the same blanks, with its own interval: an interval that holds 0 means the split does not tell
+the two apart. `--per-example` adds each method's per-example rougeL and suffix_nll lists (and the story
+of each), for comparing two models on the same blanks afterwards (`paired_difference`).
+`--blanks-per-story N` masks N different sentences of each story, one example each, for narrower
+intervals (at best √N narrower: blanks of one story are correlated, so the intervals resample whole
+stories); the first blank of each story is the default's. Its means weight a story by its blanks (a
+three-sentence story gives two) and cover more sentence positions, so they are a different quantity from
+the default run's: compare runs made with the same N.
+`--compare A.json B.json` pairs two such runs (each made with --per-example, on the same blanks: checked)
+and prints B minus A for every method both hold, with clustered intervals; nothing is loaded or decoded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from model.eval.infill import EXTRA_METHODS, METHODS, compare_runs, evaluate
+
+
+def _compare_files(ap, path_a: str, path_b: str) -> dict:
+    runs = []
+    for path in (path_a, path_b):
+        try:
+            lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            runs.append(json.loads(lines[-1]))
+        except (OSError, IndexError, json.JSONDecodeError) as err:
+            ap.error(f"--compare {path}: not a model.eval output (its last line must be the JSON object): {err}")
+    try:
+        return {"first": path_a, "second": path_b, "second_minus_first": compare_runs(*runs)}
+    except ValueError as err:
+        ap.error(f"--compare: {err}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from model.loading import ModelLoadError, load_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N test stories (0: general text only)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=["test", "validation"])
+    ap.add_argument("--data-dir", default=None, help="a story corpus directory (default assets/stories)")
+    ap.add_argument("--general-dir", default=None, help="a general corpus directory (default assets/general)")
+    ap.add_argument("--general-limit", type=int, default=300,
+                    help="general documents for perplexity, balanced over sources (0: skip general text)")
+    ap.add_argument("--general-infill", type=int, default=120, help="general sentences for infilling")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
+    ap.add_argument("--per-example", action="store_true",
+                    help="add each method's per-example rougeL and suffix_nll (to compare two models later)")
+    ap.add_argument("--blanks-per-story", type=int, default=1,
+                    help="mask this many different sentences of each story, one example each (narrower intervals)")
+    ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), default=None,
+                    help="print B minus A for two --per-example runs on the same blanks; evaluates nothing")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = ap.parse_args(argv)
+    if args.compare:
+        print(json.dumps(_compare_files(ap, *args.compare)))
+        return
+    for flag, value, least in (("--blanks-per-story", args.blanks_per_story, 1), ("--limit", args.limit, 0),
+                               ("--general-limit", args.general_limit, 0), ("--threads", args.threads, 1),
+                               ("--general-infill", args.general_infill, 0)):
+        if value is not None and value < least:
+            ap.error(f"{flag} must be at least {least}; got {value}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    if unknown or not methods:
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS + EXTRA_METHODS)}")
+    try:
+        loaded = load_model(args.model)
+    except ModelLoadError as err:
+        ap.exit(3, f"--model {args.model}: {err}\n")
+    result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split, methods=methods,
+                      data_dir=Path(args.data_dir) if args.data_dir else None,
+                      general_limit=args.general_limit, general_infill=args.general_infill,
+                      general_dir=Path(args.general_dir) if args.general_dir else None,
+                      per_example=args.per_example, blanks_per_story=args.blanks_per_story)
+    if not args.json:
+        for sample in result["samples"]:
+            print(json.dumps(sample, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Infilling and perplexity over a split: every method fills the same blanks, scored side by side.
+
+The command line and the full description of every measure: model.eval.cli (`python -m model.eval`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from model.config import DecodeConfig
+from model.data.stories import read_stories
+from model.decoding import collect, decode, sequence_log_likelihood
+from model.eval.blanks import middle_infill_example, prefix_only, story_blanks
+from model.eval.metrics import ar_log_likelihood, bootstrap_ci, continuation_nll, ends_sentence, paired_difference
+from model.plans import make_plan, sample_training_groups
+
+METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix",
+           "a3_prefix_only")
+EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
+BASE_METHODS = ("ar_prefix",)  # need the base AR model
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic")  # compared, paired, with every baseline present
+BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
+RESAMPLES = 2000
+
+
+# each evaluated method as a decode config; the blank is always decoded greedily, given tokens grouped as
+# the model was trained, candidates only for the rows decided (the evaluation reads only the tokens)
+CONFIGS = {
+    "a3_plan": DecodeConfig("plan", order="left_to_right", preview_open=False),
+    "a3_outside_in": DecodeConfig("plan", order="outside_in", preview_open=False),
+    "a3_dynamic": DecodeConfig("dynamic", k=1),
+    "diffusion": DecodeConfig("diffusion", k=1),
+    "diffusion_k2": DecodeConfig("diffusion", k=2),
+    "one_step_parallel": DecodeConfig("one_step_parallel", k=1),
+    "ar_prefix": DecodeConfig("ar_baseline"),
+}
+
+
+def fill(method: str, model, base, example: dict, given_grouping: str = "causal") -> list[int]:
+    """The tokens a method puts in the example's blank (given tokens grouped as the model was trained)."""
+    if method == "a3_prefix_only":
+        return fill("a3_plan", model, base, prefix_only(example), given_grouping)
+    config = CONFIGS[method]
+    order = config.order if config.order != "custom" else "left_to_right"
+    plan = make_plan(example["ids"], given=example["given"], order=order, given_grouping=given_grouping)
+    trace = collect(decode(model, plan, config, base=base))
+    lo, hi = example["span"]
+    return trace.final_ids[lo:hi]
+
+
+
+
+def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
+    """second minus first, per split ("stories", "general"), method and metric, on the same blanks: two
+    `evaluate(..., per_example=True)` results. Raises ValueError where the blanks differ (another seed,
+    split, --blanks-per-story or corpus) or where neither run kept its per-example scores."""
+    def infill_of(run: dict) -> dict:
+        return {"stories": run.get("infill", {}), "general": run.get("general", {}).get("infill", {})}
+
+    a, b, out = infill_of(first), infill_of(second), {}
+    for split in ("stories", "general"):
+        for method in (m for m in a[split] if "per_example" in a[split][m] and "per_example" in b[split].get(m, {})):
+            pa, pb = a[split][method]["per_example"], b[split][method]["per_example"]
+            result = {}
+            for metric in ("rougeL", "suffix_nll"):
+                if pa.get(f"{metric}_id") != pb.get(f"{metric}_id") or len(pa[metric]) != len(pb[metric]):
+                    raise ValueError(f"{split} {method} {metric}: the two runs scored different blanks "
+                                     "(another seed, split, --blanks-per-story or corpus?); compare runs "
+                                     "made with the same options")
+                result[metric] = paired_difference(pb[metric], pa[metric], clusters=pa.get(f"{metric}_cluster"),
+                                                   seed=seed)
+            out[f"{split}.{method}"] = result
+    if not out:
+        raise ValueError("no method has per-example scores in both runs: make both with --per-example")
+    return out
+
+
+class InfillScores:
+    """ROUGE and suffix coherence per method, accumulated over examples."""
+
+    def __init__(self, methods, base, given_grouping: str = "causal"):
+        from rouge_score import rouge_scorer
+
+        self.methods, self.base, self.given_grouping = methods, base, given_grouping
+        self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+        self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
+        self.suffix = {m: [] for m in (*methods, "reference")}
+        self.text = {m: [] for m in (*methods, "reference")}
+        self.ends = {m: [] for m in (*methods, "reference")}
+        self.clusters: dict[str, list] = {"rouge": [], "suffix": []}  # the source (story) of each value
+        self.ids: dict[str, list] = {"rouge": [], "suffix": []}  # the blank of each value
+        self.samples: list[dict] = []
+
+    def add(self, model, tokenizer, example: dict, sample_id: str, keep_sample: bool, cluster=None) -> None:
+        """cluster: what the example shares with others (its story); default: the example itself."""
+        cluster = sample_id if cluster is None else cluster
+        self.clusters["rouge"].append(cluster)
+        self.ids["rouge"].append(sample_id)
+        lo, hi = example["span"]
+        fills = {"reference": example["ids"][lo:hi].tolist()}
+        texts = {"reference": example["reference"]}
+        for method in self.methods:
+            fills[method] = fill(method, model, self.base, example, self.given_grouping)
+            texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
+            for key, value in self.scorer.score(example["reference"], texts[method]).items():
+                self.rouge[method][key].append(value.fmeasure * 100)
+        for name, text in texts.items():
+            self.ends[name].append(100.0 * ends_sentence(text))
+        if self.base is not None and example["suffix"]:
+            self.clusters["suffix"].append(cluster)
+            self.ids["suffix"].append(sample_id)
+            for name, tokens in fills.items():
+                after, together = continuation_nll(self.base, example["prefix"], tokens, example["suffix"])
+                self.suffix[name].append(after)
+                self.text[name].append(together)
+        if keep_sample:
+            self.samples.append({"id": sample_id, **texts})
+
+    def __len__(self) -> int:
+        """The examples added so far."""
+        return len(self.ids["rouge"])
+
+    def summary(self, *, per_example: bool = False) -> dict:
+        def mean(xs):
+            return round(sum(xs) / len(xs), 3) if xs else None
+
+        out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
+                   "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m]),
+                   "rougeL_ci95": bootstrap_ci(self.rouge[m]["rougeL"], clusters=self.clusters["rouge"]),
+                   "suffix_nll_ci95": bootstrap_ci(self.suffix[m], clusters=self.clusters["suffix"])}
+               for m in self.methods}
+        out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"]),
+                            "ends_sentence": mean(self.ends["reference"])}
+        if per_example:
+            for m in self.methods:
+                out[m]["per_example"] = {"rougeL": [round(v, 3) for v in self.rouge[m]["rougeL"]],
+                                         "suffix_nll": [round(v, 4) for v in self.suffix[m]],
+                                         "rougeL_id": self.ids["rouge"], "suffix_nll_id": self.ids["suffix"],
+                                         "rougeL_cluster": self.clusters["rouge"],
+                                         "suffix_nll_cluster": self.clusters["suffix"]}
+        return out
+
+    def paired(self) -> dict:
+        """Each A3 method minus each baseline on the same blanks: rougeL and suffix_nll differences."""
+        rouge, suffix = self.clusters["rouge"], self.clusters["suffix"]
+        return {f"{a}-{b}": {"rougeL": paired_difference(self.rouge[a]["rougeL"], self.rouge[b]["rougeL"],
+                                                         clusters=rouge),
+                             "suffix_nll": paired_difference(self.suffix[a], self.suffix[b], clusters=suffix)}
+                for a in A3_METHODS if a in self.methods for b in BASELINES if b in self.methods}
+
+
+# --------------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def _progress(what: str) -> None:
+    """One line per example on stderr (the JSON stays alone on stdout's last line)."""
+    import sys
+
+    print(f"[eval {time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
+def base_or_none(loaded):
+    """The base AR model, or (None, why) when the checkpoint names none."""
+    try:
+        return loaded.base(), None
+    except Exception as error:  # BaseUnavailableError (model.loading); never a silent stand-in
+        from model.loading import ModelLoadError
+
+        if not isinstance(error, ModelLoadError):
+            raise
+        return None, str(error)
+
+
+class Perplexities:
+    def __init__(self, model, base, rng):
+        self.model, self.base, self.rng = model, base, rng
+        self.nll = {"base_ar": 0.0, "a3_ar": 0.0, "a3_random_s4": 0.0}
+        self.n_tokens = 0
+
+    def add(self, ids: list[int]) -> dict:
+        """Score one sequence; returns its NLLs (to merge into another tally)."""
+        n = len(ids)
+        if n < 2:
+            return {"nll": {}, "n_tokens": 0}
+        nll = {"base_ar": -ar_log_likelihood(self.base, ids) if self.base is not None else 0.0,
+               "a3_ar": -sequence_log_likelihood(self.model, ids, torch.arange(n))[0],
+               "a3_random_s4": -sequence_log_likelihood(self.model, ids,
+                                                        sample_training_groups(n, "perm4", self.rng))[0]}
+        one = {"nll": nll, "n_tokens": n - 1}
+        self.merge(one)
+        return one
+
+    def merge(self, scored: dict) -> None:
+        for key, value in scored["nll"].items():
+            self.nll[key] += value
+        self.n_tokens += scored["n_tokens"]
+
+    def summary(self) -> dict:
+        def ppl(key):
+            return round(math.exp(self.nll[key] / self.n_tokens), 3) if self.n_tokens else None
+
+        return {"ppl_base_ar": ppl("base_ar") if self.base is not None else None,
+                "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4")}
+
+
+def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=METHODS,
+             data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
+             general_dir=None, per_example: bool = False, blanks_per_story: int = 1) -> dict:
+    """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
+    `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part).
+    blanks_per_story > 1 masks that many different sentences of each story, one example each (the
+    first is the default's blank); the intervals then resample whole stories."""
+    if blanks_per_story < 1:
+        raise ValueError(f"blanks_per_story must be at least 1; got {blanks_per_story}.")
+    base, why_no_base = base_or_none(loaded)
+    if base is None:
+        methods = tuple(m for m in methods if m not in BASE_METHODS)
+        if not methods:
+            raise ValueError(f"every method asked for needs the AR base, which this model lacks: {why_no_base}")
+    model, tok, start = loaded.model, loaded.tokenizer, loaded.start_token_id
+    rng = torch.Generator().manual_seed(seed)
+    extra_rng = torch.Generator().manual_seed(seed + 2)  # the general split draws with seed + 1
+    t0 = time.perf_counter()
+
+    stories = read_stories(split, data_dir, limit=limit)
+    grouping = loaded.given_grouping
+    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping)
+    for n, story in enumerate(stories):
+        _progress(f"story {n + 1}/{len(stories)}")
+        ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
+        ppl.add(ids)
+        for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
+            sample_id = story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"
+            infill.add(model, tok, example, sample_id, keep_sample=len(infill.samples) < 5, cluster=story["id"])
+    result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
+              "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
+              "n_examples": len(stories),
+              "n_infill": len(infill), "n_tokens": ppl.n_tokens, "seed": seed,
+              **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {})}
+    samples = infill.samples
+    if general_limit != 0:
+        result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
+                                                              limit=general_limit, n_infill=general_infill,
+                                                              directory=general_dir, per_example=per_example)
+        samples = samples + general_samples
+    if why_no_base:
+        result["base_unavailable"] = why_no_base
+    result.update({"seconds": round(time.perf_counter() - t0, 1), "samples": samples})
+    return result
+
+
+def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
+                     directory=None, per_example: bool = False) -> tuple[dict, list[dict]]:
+    from model.data.general import SOURCES, interleave_sources, read_general, sentence_for_infill
+
+    tok, start = loaded.tokenizer, loaded.start_token_id
+    docs = interleave_sources(read_general("test", directory), limit)
+    rng = torch.Generator().manual_seed(seed + 1)
+    overall = Perplexities(model, base, rng)
+    by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
+    infill = InfillScores(methods, base, loaded.given_grouping)
+    for doc in docs:
+        ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
+        by_source[doc["source"]].merge(overall.add(ids))
+    for doc in docs:
+        if len(infill) >= n_infill:
+            break
+        _progress(f"general infill {len(infill) + 1}/{n_infill}")
+        sentence = sentence_for_infill(doc["text"])
+        example = middle_infill_example(tok, start, sentence) if sentence else None
+        if example is not None:
+            infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
+    result = {**overall.summary(), "infill": infill.summary(per_example=per_example),
+              "infill_paired": infill.paired(), "n_documents": len(docs),
+              "n_infill": len(infill), "n_tokens": overall.n_tokens,
+              "by_source": {s: {**p.summary(), "n_tokens": p.n_tokens} for s, p in by_source.items()}}
+    return result, infill.samples
+

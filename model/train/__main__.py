@@ -1,0 +1,3 @@
+from model.train.loop import parse_args, train
+
+train(parse_args())

@@ -1,0 +1,117 @@
+"""The trace view (app.trace_view): one description of a trace that the stage, the GIF and the player draw.
+A live result and its export give the same view; old trace dicts still load; the title names the method
+once; the per-step cells follow the trace; the stage's payload is the view plus the stage's own keys."""
+
+import json
+
+import pytest
+
+from app import figures
+from app.session import Explorer, Request
+from app.stage import stage_payload
+from app.trace_view import OPEN_LABEL, method_of, title_for, view_of_dict, view_of_result
+
+TEXT = "Mia found an old key.\nShe [MASK:4] the box and [MASK:2] a letter."
+METHODS = ("A3 plan", "A3 dynamic", "official dynamic", "diffusion", "one-step parallel", "AR baseline")
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_loaded):
+    return Explorer(tiny_loaded)
+
+
+@pytest.fixture(scope="module")
+def runs(explorer):
+    """method -> (Result, its export as the page writes it: trace dict + method + model)."""
+    out = {}
+    for method in METHODS:
+        result = explorer.decode(Request(text=TEXT, method=method, k=2))
+        out[method] = result, json.loads(explorer.trace_json(result))
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_result_and_its_export_give_the_same_view(runs, method):
+    result, data = runs[method]
+    live, exported = view_of_result(result).to_dict(), view_of_dict(data).to_dict()
+    assert live == exported
+    assert json.loads(json.dumps(live)) == live  # plain JSON values only
+    assert live["method"] == method and live["final_text"] == result.text
+
+
+def test_the_view_reads_the_trace(runs):
+    result, _ = runs["official dynamic"]
+    view, trace = view_of_result(result), result.trace
+    assert view.length == trace.plan.length and view.decided == trace.decided_step()
+    assert view.columns == figures.grid_columns(trace.plan.length)
+    assert view.labels == [figures.display_label(t) for t in result.labels]
+    assert "↵" in "".join(view.labels) and not any("\n" in t for t in view.labels)  # the line break shows
+    assert view.short == [figures.short_label(t) for t in result.labels]
+    assert view.palette.steps == figures.step_colors(result.n_steps)
+    assert view.palette.ink == [figures.ink_on(c) for c in view.palette.steps]
+    assert view.hide_start and view.labels[0] == "⟨s⟩"
+    for t, s in enumerate(trace.steps):
+        assert view.steps[t].positions == s.positions and view.steps[t].tokens == [view.labels[p] for p in s.positions]
+        assert view.groups_at(t) == trace.group_ids_at(t)  # official dynamic: a grouping per step
+        assert view.steps[t].verdict.startswith("No leak")
+    assert view.dag.nodes == figures.node_names(trace) and view.dag.offset == 1
+    assert len(view.dag.edges) == figures.dependency_graph(trace).number_of_edges()
+
+
+def test_cells_at_each_step_follow_the_trace(runs):
+    result, _ = runs["A3 plan"]
+    view, trace = view_of_result(result), result.trace
+    for step in range(-1, result.n_steps):
+        cells, tokens = view.cells(step), trace.tokens_at(step)
+        assert [c.state == "open" for c in cells] == [t is None for t in tokens]
+        assert [c.p for c in cells if c.current] == (sorted(trace.steps[step].positions) if step >= 0 else [])
+        for c in cells:
+            if c.state == "open":
+                assert (c.text, c.label, c.color) == ("?", OPEN_LABEL, view.palette.open)
+            else:
+                assert (c.text, c.label) == (view.short[c.p], view.labels[c.p])
+            if c.state == "decided":
+                assert c.color == view.palette.steps[c.decided_at] and c.ink == view.palette.ink[c.decided_at]
+        assert [c.p for c in view.sentence(step)] == list(range(1, view.length))  # the start token is not text
+
+
+def test_an_old_trace_dict_still_loads(runs):
+    """A dict written before exports named the method, the model and the token strings (to_dict without
+    a tokenizer): positions read "#id" and the title falls back to the decoder's mode."""
+    _, data = runs["A3 dynamic"]
+    newer = ("method", "model", "config", "final_tokens", "final_text", "decided_step")
+    old = {k: v for k, v in data.items() if k not in newer}
+    old["settings"] = {k: v for k, v in old.get("settings", {}).items() if k != "method"}
+    view = view_of_dict(old)
+    assert view.labels == [f"#{t}" for t in data["final_ids"]] and not view.hide_start
+    assert view.method == "dynamic" and view.title == "dynamic (confidence, k=2)"
+    assert [s.positions for s in view.steps] == [s["positions"] for s in data["steps"]]
+    # a generation config, when a dict carries one, names the method
+    assert method_of({**old, "config": {"method": "official_dynamic"}}) == "official dynamic"
+    assert method_of({**data, "config": {"method": "other"}}) == "A3 dynamic"  # the export's own name first
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_title_names_the_method_once(runs, method):
+    title = view_of_result(runs[method][0]).title
+    assert title.lower().count(method.lower()) == 1, title
+    word = method.split()[-1].lower()  # "dynamic", "plan", "parallel", "baseline", "diffusion"
+    assert title.lower().count(word) == 1, title
+    assert title.count("A3") <= 1 and "·  " not in title
+
+
+def test_title_for_keeps_what_the_plan_name_adds():
+    assert title_for("A3 dynamic", "dynamic", "dynamic (confidence, k=1)") == "A3 dynamic (confidence, k=1)"
+    assert title_for("A3 plan", "plan", "span_left_to_right") == "A3 plan · span left to right"
+    assert title_for("diffusion", "diffusion", "masked diffusion (entropy, k=3)") == "masked diffusion (entropy, k=3)"
+    assert title_for("", "plan", "custom groups") == "custom groups"
+    assert title_for("A3 plan", "plan", "") == "A3 plan"
+
+
+def test_stage_payload_is_the_view_and_the_stage_keys(runs):
+    result, _ = runs["A3 plan"]
+    payload, view = stage_payload(result, speed=0.8), view_of_result(result).to_dict()
+    assert {k: payload[k] for k in view} == view
+    assert set(payload) - set(view) == {"id", "empty", "model", "text", "headline", "autoplay", "loop", "speed",
+                                        "note"}
+    assert payload["speed"] == 0.8 and payload["text"] == result.text and not payload["empty"]
