@@ -87,7 +87,7 @@ def perplexity(logp: float, n_scored: int) -> float:
 
 def lab_sequence(explorer: Explorer, text: str) -> torch.Tensor:
     """The text's token ids as the page tokenizes it, start token first; blanks are refused."""
-    masked = explorer._encode(text)
+    masked = explorer.encode(text)
     if not bool(masked.given.all()):
         raise InputError("The order lab scores a complete text: remove the [MASK] blanks (it needs the true "
                          "tokens to score).")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.config import LABELS, DecodeConfig, Sampler
+from model.config import LABELS, DecodeConfig, Sampler, method_spec
 from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
 from model.flexible import (
     FlexibleBlank,
@@ -31,8 +31,7 @@ from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
-METHODS = LABELS  # the page's method names -> method ids (model.config.METHODS)
-COMPARE_METHODS = ("A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline")
+COMPARE_METHODS = tuple(label for label in LABELS if method_spec(label).compared)  # the page's names
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
                    "log p (A3 left-to-right)"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
@@ -120,7 +119,7 @@ class Explorer:
 
     def _picker(self, fixed_text: str, text: str) -> dict:
         """Chips of a text whose blanks all have a length; `text` is what the page's box holds."""
-        masked = self._encode(fixed_text)
+        masked = self.encode(fixed_text)
         tok = self.loaded.tokenizer
         strings = token_strings(tok, masked.token_ids, start_token_id=self.loaded.start_token_id)
         blanks = (~masked.given).nonzero(as_tuple=True)[0].tolist()
@@ -137,7 +136,7 @@ class Explorer:
         except ValueError as err:
             raise InputError(f"Malformed blank: {err}") from None
 
-    def _encode(self, text: str):
+    def encode(self, text: str):
         try:
             return encode_masked_text(self.loaded.tokenizer, text or "", start_token_id=self.loaded.start_token_id,
                                       max_length=self.max_tokens)
@@ -193,7 +192,7 @@ class Explorer:
         tok, start = self.loaded.tokenizer, self.loaded.start_token_id
         # the room left for the blank, from the text around it (a 1-token blank), so that shorter lengths
         # are still tried when the guess itself does not fit
-        around = self._encode(with_length(request.text, blank, 1)).token_ids.numel() - 1
+        around = self.encode(with_length(request.text, blank, 1)).token_ids.numel() - 1
         room = self.max_tokens - around
         lengths = [n for n in candidate_lengths(blank.guess) if n <= room]
         if not lengths:
@@ -328,7 +327,7 @@ class Explorer:
             try:
                 result = self.decode(Request(**{**request.__dict__, "method": method}))
             except InputError as err:
-                if method != "AR baseline":
+                if not method_spec(method).needs_base:
                     raise
                 comparison.notes.append(f"AR baseline not run: {err}")
                 comparison.rows.append([method, None, None, None, None, None, None])

@@ -24,6 +24,7 @@ import torch
 
 from app import figures
 from app.session import Result
+from model.config import DecodeConfig
 from model.decoding import DecodeTrace
 from model.masks import check_masks, two_stream_masks
 
@@ -227,12 +228,16 @@ def view_of_result(result: Result) -> TraceView:
 
 
 def method_of(data: dict) -> str:
-    """The method a trace dict was decoded with: exports name it; older dicts keep it in their
-    settings (or in a generation config); the oldest only know the decoder's mode."""
+    """The method a trace dict was decoded with, by its page name: exports name it; older dicts keep it
+    in their settings; otherwise the trace's decode config (model.config), or what its mode says."""
     settings = data.get("settings") or {}
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
     named = data.get("method") or settings.get("method")
-    return str(named or config.get("method") or data.get("mode", "")).replace("_", " ")
+    if named:
+        return str(named)
+    try:
+        return DecodeConfig.from_trace_dict(data).label
+    except (TypeError, ValueError):
+        return str(data.get("mode", ""))
 
 
 def view_of_dict(data: dict) -> TraceView:

@@ -19,7 +19,8 @@ import time
 import torch
 
 from bench import arg_parser, device_and_dtype, peak_memory_mb, report, synchronize
-from model.decoding import collect, decode_plan
+from model.config import DecodeConfig
+from model.decoding import collect, decode
 from model.loading import llama_from_a3
 from model.plans import make_plan
 
@@ -78,15 +79,15 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
 
     # warm-up (allocator, thread pool) on a short plan
     warm = make_plan(ids[: n_given + 8], given=given[: n_given + 8], group_size=group_size)
-    collect(decode_plan(model, warm, preview_open=False))
+    config = DecodeConfig("plan", order="left_to_right", group_size=group_size, preview_open=False)
+    collect(decode(model, warm, config))
     with torch.no_grad():
         ar_model.generate(prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
 
-    cached, cached_s = timed(lambda: collect(decode_plan(model, plan, preview_open=False)), device)
-    recomputed, recompute_s = timed(lambda: collect(decode_plan(model, plan, cache=False, full_forward=True,
-                                                                preview_open=False)), device)
-    rows_only, recompute_rows_s = timed(lambda: collect(decode_plan(model, plan, cache=False, preview_open=False)),
-                                        device)
+    cached, cached_s = timed(lambda: collect(decode(model, plan, config)), device)
+    recomputed, recompute_s = timed(lambda: collect(decode(model, plan, config, cache=False, full_forward=True)),
+                                    device)
+    rows_only, recompute_rows_s = timed(lambda: collect(decode(model, plan, config, cache=False)), device)
     new_tokens = length - n_given
     with torch.no_grad():
         _, ar_s = timed(lambda: ar_model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,

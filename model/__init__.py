@@ -6,8 +6,7 @@ What it offers (each name importable from `model` itself, loaded on first use):
     modeling    A3Config, A3ForAnyOrderLM, A3Cache, a3_loss                      the model, one file
     plans       Plan, make_plan, custom_plan, parse_group_ids, ORDERS, PlanError  group ids per position
     config      DecodeConfig, Sampler, METHODS, method_spec                       how to decode, as data
-    decoding    decode, run_decoder, collect, DecodeStep, DecodeTrace,            the decoders and their
-                sequence_log_likelihood                                           trace
+    decoding    decode, collect, DecodeStep, DecodeTrace, sequence_log_likelihood  the one entry, the trace
     branching   BranchTree                                           decode again from any step
     attention   capture_attention, step_attention                    the attention weights really used
     flexible    flexible_infill, find_flexible                       [MASK:?]: a blank of any length
@@ -32,7 +31,7 @@ _EXPORTS = {
     "modeling": ("A3Config", "A3ForAnyOrderLM", "A3Cache", "a3_loss"),
     "plans": ("Plan", "make_plan", "custom_plan", "parse_group_ids", "ORDERS", "PlanError"),
     "config": ("DecodeConfig", "Sampler", "METHODS", "method_spec"),
-    "decoding": ("decode", "run_decoder", "collect", "DecodeStep", "DecodeTrace", "sequence_log_likelihood"),
+    "decoding": ("decode", "collect", "DecodeStep", "DecodeTrace", "sequence_log_likelihood"),
     "branching": ("BranchTree",),
     "attention": ("capture_attention", "step_attention"),
     "flexible": ("flexible_infill", "find_flexible"),

@@ -35,8 +35,6 @@ from model.decoding import (
     DecodeTrace,
     collect,
     decode,
-    decode_dynamic,
-    decode_plan,
     open_at,
 )
 from model.modeling import A3Cache, A3ForAnyOrderLM
@@ -124,15 +122,16 @@ class BranchTree:
         commit = _commit_at(parent_trace, k, position, token, self.model.config.vocab_size)
         rest = _continuation(parent_trace, order, group_size)
         if sampler is not None and not isinstance(sampler, Sampler):
-            raise PlanError(f"sampler must be a model.decoding.Sampler; got {type(sampler).__name__}.")
+            raise PlanError(f"sampler must be a model.config.Sampler; got {type(sampler).__name__}.")
         run_seed = _as_int(seed, "seed") if seed is not None else parent_trace.config.seed
         run_sampler = sampler if sampler is not None else parent_trace.config.sampler
         # everything is checked: only now copy the cache and decode
         rebuilt = parent_trace.cache is None  # then one call rebuilds the parent's cache: counted below
         prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), self._prefix_cache(index, k), commit)
-        resume = _plan_branch if parent_trace.mode == "plan" else _dynamic_branch
-        trace = collect(resume(self.model, parent_trace, k, prefix, rest, run_sampler, run_seed))
-        trace.config = _branch_config(parent_trace, rest, run_sampler, run_seed)
+        config = _branch_config(parent_trace, rest, run_sampler, run_seed)
+        plan = _branch_plan(parent_trace, k, prefix, rest, run_seed) if parent_trace.mode == "plan" \
+            else parent_trace.plan  # dynamic: the realised plan; its groups after the prefix are re-decided
+        trace = collect(decode(self.model, plan, config, keep_cache=True, prefix=prefix))
         shared_calls = parent_trace.steps[k - 1].model_calls if k else 0
         change = {key: value for key, value in dict(position=_commit_position(commit, position), token=token,
                                                     order=order, group_size=group_size, seed=seed).items()
@@ -246,11 +245,9 @@ def _continuation(trace: DecodeTrace, order, group_size) -> tuple[str, int] | No
     return _plan_order(order, group_size, trace.plan.name)
 
 
-def _plan_branch(model: A3ForAnyOrderLM, trace: DecodeTrace, k: int, prefix: DecodePrefix,
-                 rest: tuple[str, int] | None, sampler: Sampler, seed):
-    """Plan decoding of the parent's plan, changed from step k on: a picked position joins step k's
-    group; with a new order the still-undecided positions get fresh groups after it (given positions
-    keep theirs)."""
+def _branch_plan(trace: DecodeTrace, k: int, prefix: DecodePrefix, rest: tuple[str, int] | None, seed) -> Plan:
+    """The parent's plan, changed from step k on: a picked position joins step k's group; with a new
+    order the still-undecided positions get fresh groups after it (given positions keep theirs)."""
     plan, target = trace.plan, trace.steps[k].group
     groups, name = plan.group_ids.clone(), plan.name
     fixed = plan.given.clone()
@@ -266,9 +263,7 @@ def _plan_branch(model: A3ForAnyOrderLM, trace: DecodeTrace, k: int, prefix: Dec
         for i, members in enumerate(open_groups_in_order(fixed, order, size, generator)):
             groups[members] = first + i
         name = order if size == 1 else f"{order} (groups of {size})"
-    width, preview = _candidate_settings(trace)
-    return decode_plan(model, Plan(plan.token_ids, plan.given, groups, name), sampler=sampler, seed=seed,
-                       top_k_candidates=width, preview_open=preview, keep_cache=True, prefix=prefix)
+    return Plan(plan.token_ids, plan.given, groups, name)
 
 
 def _plan_order(order, group_size, parent_name: str) -> tuple[str, int]:
@@ -287,15 +282,6 @@ def _plan_order(order, group_size, parent_name: str) -> tuple[str, int]:
     return order, group_size
 
 
-def _dynamic_branch(model: A3ForAnyOrderLM, trace: DecodeTrace, k: int, prefix: DecodePrefix,
-                    rest: tuple[str, int], sampler: Sampler, seed):
-    """Dynamic decoding resumed after step k's prefix, with `rest` = (strategy, tokens per step)."""
-    strategy, per_step = rest
-    width, _ = _candidate_settings(trace)
-    return decode_dynamic(model, trace.plan, strategy=strategy, k=per_step, sampler=sampler, seed=seed,
-                          top_k_candidates=width, keep_cache=True, prefix=prefix)
-
-
 def _branch_config(parent: DecodeTrace, rest: tuple[str, int] | None, sampler: Sampler, seed) -> DecodeConfig:
     """The parent's config with what the branch changed: the order and group size (plan) or the strategy
     and tokens per step (dynamic) it continued with, and its sampler and seed."""
@@ -304,13 +290,6 @@ def _branch_config(parent: DecodeTrace, rest: tuple[str, int] | None, sampler: S
         changed.update(zip(("strategy", "k") if parent.mode == "dynamic" else ("order", "group_size"), rest,
                            strict=True))
     return parent.config.replace(**changed)
-
-
-def _candidate_settings(trace: DecodeTrace) -> tuple[int, bool]:
-    """(top_k_candidates, preview_open) the parent was decoded with (its config), so a branch's new steps
-    look like the ones it shares. Read from the config, never from the step records: those may have
-    gained candidates later (model.decoding.fill_preview)."""
-    return trace.config.top_k_candidates, trace.config.preview_open
 
 
 def _describe(index: int, k: int, change: dict) -> str:

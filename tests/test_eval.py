@@ -9,7 +9,7 @@ from stories_fixture import STORIES, write_corpus
 from model.data.stories import split_sentences
 from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval.blanks import infill_example, middle_infill_example, prefix_only, story_blanks
-from model.eval.infill import METHODS, compare_runs, evaluate, fill
+from model.eval.infill import EVAL_METHODS, compare_runs, evaluate, fill
 from model.eval.metrics import bootstrap_ci, continuation_nll, ends_sentence, paired_difference, suffix_nll
 from model.plans import make_plan
 
@@ -103,8 +103,8 @@ def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
     for key in ("ppl_base_ar", "ppl_a3_ar_order", "ppl_a3_random_s4"):
         assert result[key] > 1 and result["general"][key] > 1
     for part in (result["infill"], result["general"]["infill"]):
-        assert set(part) == {*METHODS, "reference"}
-        for method in METHODS:
+        assert set(part) == {*EVAL_METHODS, "reference"}
+        for method in EVAL_METHODS:
             assert set(part[method]) == SCORES
             assert all(0 <= part[method][k] <= 100 for k in ("rouge1", "rouge2", "rougeL"))
             assert part[method]["suffix_nll"] > 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.session import COMPARE_METHODS, METHODS, ORDER_NAMES, Explorer, InputError, Request
+from app.session import COMPARE_METHODS, ORDER_NAMES, Explorer, InputError, Request
+from model.config import LABELS
 from model.masks import two_stream_masks
 
 
@@ -40,7 +41,7 @@ def test_clicked_chips_become_open_positions_and_locked_ones_cannot_change(explo
     assert int((~explorer.sequence(stale)[1]).sum()) == 4
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(LABELS))
 def test_every_method_decodes_and_fills_exactly_the_blanks(explorer, method):
     result = explorer.decode(Request(text=TEXT, method=method, k=2, group_size=2))
     trace = result.trace

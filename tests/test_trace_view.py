@@ -77,14 +77,14 @@ def test_cells_at_each_step_follow_the_trace(runs):
 
 def test_an_old_trace_dict_still_loads(runs):
     """A dict written before exports named the method, the model and the token strings (to_dict without
-    a tokenizer): positions read "#id" and the title falls back to the decoder's mode."""
+    a tokenizer): positions read "#id" and the method is the page's name for the decoder's mode."""
     _, data = runs["A3 dynamic"]
     newer = ("method", "model", "config", "final_tokens", "final_text", "decided_step")
     old = {k: v for k, v in data.items() if k not in newer}
     old["settings"] = {k: v for k, v in old.get("settings", {}).items() if k != "method"}
     view = view_of_dict(old)
     assert view.labels == [f"#{t}" for t in data["final_ids"]] and not view.hide_start
-    assert view.method == "dynamic" and view.title == "dynamic (confidence, k=2)"
+    assert view.method == "A3 dynamic" and view.title == "A3 dynamic (confidence, k=2)"
     assert [s.positions for s in view.steps] == [s["positions"] for s in data["steps"]]
     # a generation config, when a dict carries one, names the method
     assert method_of({**old, "config": {"method": "official_dynamic"}}) == "official dynamic"

@@ -13,7 +13,7 @@ from app import branching as branch_logic
 from app import figures
 from app.attention_view import attention_figure
 from app.render import clamp_step, render_step
-from app.session import METHODS, Explorer, InputError
+from app.session import Explorer, InputError
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import warn
@@ -167,7 +167,7 @@ def reset_branches():
 
 
 def tree_method(tree) -> str:
-    return next(name for name, mode in METHODS.items() if mode == tree[0].trace.mode)
+    return tree[0].trace.config.label
 
 
 class DetailsCallbacks:

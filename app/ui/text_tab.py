@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.picker import TokenPicker
-from app.session import METHODS, ORDER_NAMES, Explorer, InputError, Request, Result
+from app.session import ORDER_NAMES, Explorer, InputError, Request, Result
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import to_stage, warn
-from model.config import STRATEGIES
+from model.config import LABELS, STRATEGIES
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                         lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn",
                                                 size="sm", scale=1)
             with gr.Column(scale=2):
-                method = gr.Radio(list(METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
+                method = gr.Radio(list(LABELS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
                 if explorer.base_note():
                     gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
                 with gr.Row():

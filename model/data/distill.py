@@ -208,7 +208,8 @@ def finalize(out: Path, dest: Path, *, seed: int, settings: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.data.distill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/corpus"), help="working directory (raw + progress)")
     ap.add_argument("--dest", type=Path, default=CORPUS_DIR, help="where --finalize writes the splits")
     ap.add_argument("--seed", type=int, default=0)

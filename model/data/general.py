@@ -211,7 +211,8 @@ def sentence_for_infill(text: str, min_words: int = 8, max_words: int = 30) -> s
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.data.general", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", action="store_true", help="extract from the Debian packages into --dest")
     ap.add_argument("--dest", type=Path, default=GENERAL_DIR)
     args = ap.parse_args(argv)

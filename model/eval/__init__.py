@@ -9,6 +9,6 @@
     selfcheck      the library's core properties on any model, device and dtype
 """
 
-from model.eval.infill import METHODS, evaluate, fill
+from model.eval.infill import EVAL_METHODS, evaluate, fill
 
-__all__ = ["METHODS", "evaluate", "fill"]
+__all__ = ["EVAL_METHODS", "evaluate", "fill"]

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 
-from model.eval.infill import EXTRA_METHODS, METHODS, compare_runs, evaluate
+from model.eval.infill import EVAL_METHODS, EXTRA_METHODS, compare_runs, evaluate
 
 
 def _compare_files(ap, path_a: str, path_b: str) -> dict:
@@ -70,7 +70,8 @@ def _compare_files(ap, path_a: str, path_b: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from model.loading import ModelLoadError, load_model
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
     ap.add_argument("--limit", type=int, default=None, help="only the first N test stories (0: general text only)")
     ap.add_argument("--seed", type=int, default=0)
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--general-limit", type=int, default=300,
                     help="general documents for perplexity, balanced over sources (0: skip general text)")
     ap.add_argument("--general-infill", type=int, default=120, help="general sentences for infilling")
-    ap.add_argument("--methods", default=",".join(METHODS),
-                    help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
+    ap.add_argument("--methods", default=",".join(EVAL_METHODS),
+                    help=f"comma-separated, from {', '.join(EVAL_METHODS + EXTRA_METHODS)}")
     ap.add_argument("--per-example", action="store_true",
                     help="add each method's per-example rougeL and suffix_nll (to compare two models later)")
     ap.add_argument("--blanks-per-story", type=int, default=1,
@@ -102,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    unknown = set(methods) - set(EVAL_METHODS + EXTRA_METHODS)
     if unknown or not methods:
-        ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS + EXTRA_METHODS)}")
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(EVAL_METHODS + EXTRA_METHODS)}")
     try:
         loaded = load_model(args.model)
     except ModelLoadError as err:

@@ -17,10 +17,9 @@ from model.eval.blanks import middle_infill_example, prefix_only, story_blanks
 from model.eval.metrics import ar_log_likelihood, bootstrap_ci, continuation_nll, ends_sentence, paired_difference
 from model.plans import make_plan, sample_training_groups
 
-METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix",
+EVAL_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix",
            "a3_prefix_only")
 EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
-BASE_METHODS = ("ar_prefix",)  # need the base AR model
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic")  # compared, paired, with every baseline present
 BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
@@ -38,6 +37,7 @@ CONFIGS = {
     "one_step_parallel": DecodeConfig("one_step_parallel", k=1),
     "ar_prefix": DecodeConfig("ar_baseline"),
 }
+BASE_METHODS = tuple(m for m, config in CONFIGS.items() if config.spec.needs_base)  # need the base AR model
 
 
 def fill(method: str, model, base, example: dict, given_grouping: str = "causal") -> list[int]:
@@ -208,7 +208,7 @@ class Perplexities:
                 "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4")}
 
 
-def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=METHODS,
+def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=EVAL_METHODS,
              data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
              general_dir=None, per_example: bool = False, blanks_per_story: int = 1) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and

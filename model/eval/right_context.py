@@ -80,7 +80,8 @@ def examples_of(loaded, split: str, limit: int | None, seed: int = 0) -> dict[st
 def main(argv: list[str] | None = None) -> None:
     from model.loading import load_model
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.eval.right_context", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint or adapter directory")
     ap.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     ap.add_argument("--limit", type=int, default=40, help="stories, and general documents per source mix")

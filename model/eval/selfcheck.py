@@ -1,4 +1,4 @@
-"""The library's core properties, checked on a real model on any device and dtype (issue 10's GPU checks).
+"""The library's core properties, checked on a real model on any device and dtype.
 
     python -m model.selfcheck [--model default|tiny|DIR] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
 
@@ -226,7 +226,8 @@ def run(model_name: str = "default", device: str = "cpu", dtype: str | None = No
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.selfcheck", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="default | tiny | a checkpoint directory")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],

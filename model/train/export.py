@@ -43,7 +43,8 @@ def export_adapter(src: Path, dest: Path, dtype: torch.dtype = torch.float16) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.train.export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path, help="an adapter directory written by model.train (e.g. runs/x/final)")
     ap.add_argument("dest", type=Path, help="where to write it (e.g. assets/a3-smollm2-135m)")
     ap.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")

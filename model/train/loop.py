@@ -2,7 +2,7 @@
 
     python -m model.train --preset tiny                        # seconds on a CPU: the smoke test
     python -m model.train --preset cpu --max-minutes 60        # resumable: run it again to continue
-    python -m model.train --preset gpu --max-minutes 9         # one H100 call; repeat until done
+    python -m model.train --preset gpu --max-minutes 60        # on a GPU; resumable: run again until done
     accelerate launch --num_processes 8 -m model.train --preset gpu     # several GPUs / machines
 
 Reads top to bottom: config -> setup (model, adapters, data) -> one loop -> export. Everything A3-
@@ -23,7 +23,7 @@ a trained adapter (e.g. the shipped one).
 
 A checkpoint (adapter + optimizer state, safetensors + JSON, no pickle) is written every
 `save_every` steps and when the wall-clock budget runs out; the next run resumes from it exactly.
-At the end `OUT/final` holds the adapter that `load_model` reads (copy it to assets/a3-smollm2-135m).
+At the end `<out-dir>/final` holds the adapter that `load_model` reads (copy it to assets/a3-smollm2-135m).
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     defaults = TrainConfig()
     optional_types = {"data_dir": str, "max_minutes": float, "limit_stories": int, "threads": int,
