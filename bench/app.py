@@ -8,7 +8,8 @@ group's own rows only), plus groups of 2 and dynamic decoding (k = 2). Then ever
 trace is rendered as the page does it when the stage settles on it: figures, checker verdict,
 candidates table, and each figure serialised to JSON as Gradio sends it (`render_ms`); then, as the
 page does next, the other open positions' candidates computed on first view (`preview_ms`:
-`Explorer.preview`, one forward). `--decode-only` skips the rendering (no plotly needed: the GPU
+`Explorer.preview`, one forward). `single_s` and `best_of_n_s` time the page's first example (a
+14-token blank) decoded by A3 plan left to right and by best of N (model.rerank). `--decode-only` skips the rendering (no plotly needed: the GPU
 check's machine has no app dependencies), keeping the decodes and the previews. Prints one JSON
 object on its last line; asserts nothing.
 """
@@ -37,6 +38,28 @@ def masked_text(tokenizer, length: int, n_open: int) -> str:
     return text
 
 
+BLANK_14 = ("Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
+            "She read it twice and smiled.")  # the page's first example: a 14-token blank
+
+
+def best_of_n_timing(explorer) -> tuple[float, float, int]:
+    """(single_s, best_of_n_s, candidates) for BLANK_14: A3 plan left to right, and best of N
+    (model.rerank, every candidate decoded and the texts scored in one batched pass)."""
+    from app.session import Request
+    from model.rerank import CANDIDATES, best_of_n
+
+    synchronize(explorer.loaded.device)
+    start = time.perf_counter()
+    explorer.decode(Request(text=BLANK_14, method="A3 plan", order="left to right"))
+    synchronize(explorer.loaded.device)
+    single_s = time.perf_counter() - start
+    ids, given = explorer.sequence(Request(text=BLANK_14))
+    start = time.perf_counter()
+    best_of_n(explorer.loaded.model, ids, given, given_grouping=explorer.given_grouping)
+    synchronize(explorer.loaded.device)
+    return single_s, time.perf_counter() - start, len(CANDIDATES)
+
+
 def run(model_name: str, length: int, n_open: int, threads: int | None = None, *, device="cpu", dtype=None,
         decode_only: bool = False) -> dict:
     from app import device_note, settle
@@ -58,6 +81,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
         synchronize(loaded.device)
         return time.perf_counter() - start, result
 
+    single_s, best_of_n_s, n_candidates = best_of_n_timing(explorer)
     decode_s, result = decode_seconds(method="A3 plan", order="left to right", group_size=1)
     decode_s2, _ = decode_seconds(method="A3 plan", order="left to right", group_size=2)
     dynamic_s, _ = decode_seconds(method="A3 dynamic", k=2)
@@ -89,6 +113,8 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
         "open": len(result.trace.plan.open_positions), "steps": result.n_steps,
         "decode_s": round(decode_s, 3), "decode_s_group_size_2": round(decode_s2, 3),
         "decode_s_dynamic_k2": round(dynamic_s, 3),
+        "single_s": round(single_s, 3), "best_of_n_s": round(best_of_n_s, 3), "best_of_n_candidates": n_candidates,
+        "best_of_n_multiple": round(best_of_n_s / single_s, 2),
         **rendering,
         "preview_ms_mean": round(statistics.mean(preview_ms), 1), "preview_ms_max": round(max(preview_ms), 1),
         **peak_memory_mb(loaded.device), "targets": {"render_ms": 150, "decode_s": 5},

@@ -568,25 +568,50 @@ def decode_official_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str
     one bidirectional group 0 and every blank is group 1; everything is recomputed (no cache)."""
     return _decode_joint(model, plan, "official_dynamic", f"official dynamic ({strategy}, k={k})",
                          strategy=strategy, k=k, sampler=sampler, generator=generator, seed=seed,
-                         top_k_candidates=top_k_candidates)
+                         top_k_candidates=top_k_candidates, known_layout="joint")
 
 
 def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, strategy: str = "confidence",
                      sampler: Sampler = Sampler(), generator: torch.Generator | None = None,
                      seed: int | None = None, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
-    """Iterative masked diffusion: every step predicts every blank from everything known so far (the
-    given tokens and all tokens revealed so far, one bidirectional group that sees itself), reveals
-    the k best (by `strategy`) and feeds them back. This is the official code's dynamic decoding
-    under its own name (trace mode "diffusion"); one model call per step, full recompute."""
+    """Iterative masked diffusion: every step predicts every blank (one last group) from everything known
+    so far, the given tokens and all tokens revealed so far, reveals the k best (by `strategy`) and feeds
+    them back; one model call per step, full recompute. The known tokens are laid out as the plan lays
+    out its given tokens, which is how the model was trained to read context: each its own group in
+    position order for a causal model (`given_grouping="causal"`), one bidirectional group for a model
+    of the official code ("joint"). `decode_official_dynamic` always uses the joint layout."""
+    layout = "causal" if _given_groups_distinct(plan) else "joint"
     return _decode_joint(model, plan, "diffusion", f"masked diffusion ({strategy}, k={k})",
                          strategy=strategy, k=k, sampler=sampler, generator=generator, seed=seed,
-                         top_k_candidates=top_k_candidates)
+                         top_k_candidates=top_k_candidates, known_layout=layout)
+
+
+def _given_groups_distinct(plan: Plan) -> bool:
+    """Whether the plan gives each given token a group of its own (a causal layout of the context)."""
+    given_groups = plan.group_ids[plan.given]
+    return given_groups.numel() > 1 and given_groups.unique().numel() == given_groups.numel()
+
+
+def _known_groups(length: int, open_now: list[int], layout: str) -> tuple[torch.Tensor, int]:
+    """Group ids for one joint step: the known positions (all but `open_now`) in one group 0 ("joint") or
+    each in its own group in position order ("causal"), and every open position in one last group."""
+    groups = torch.zeros(length, dtype=torch.long)
+    if layout == "causal":
+        known = torch.ones(length, dtype=torch.bool)
+        known[open_now] = False
+        groups[known] = torch.arange(int(known.sum()))
+        last = int(known.sum())
+    else:
+        last = 1
+    groups[open_now] = last
+    return groups, last
 
 
 def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, strategy: str, k: int,
                   sampler: Sampler, generator: torch.Generator | None, seed: int | None,
-                  top_k_candidates: int) -> Iterator[DecodeStep]:
-    """Known tokens in group 0 (bidirectional), blanks in group 1; commit k per step; recompute."""
+                  top_k_candidates: int, known_layout: str) -> Iterator[DecodeStep]:
+    """Known tokens laid out by `known_layout` (see _known_groups), blanks in one last group; commit k per
+    step; recompute."""
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
@@ -599,9 +624,8 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
                                                             top_k_candidates=top_k_candidates))
     step = 0
     while open_now:
-        groups = torch.zeros(plan.length, dtype=torch.long)
-        groups[open_now] = 1
-        logits = engine.query_logits(groups, [], open_now, [1] * len(open_now))
+        groups, last = _known_groups(plan.length, open_now, known_layout)
+        logits = engine.query_logits(groups, [], open_now, [last] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
@@ -748,18 +772,29 @@ def sequence_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored
     where not scored). A trace's `logprob` is the same quantity for its open positions: decoders refuse
     to decode positions of the lowest group, so a trace never includes one.
     """
-    device = next(model.parameters()).device
-    ids = torch.as_tensor(token_ids, dtype=torch.long, device=device).view(1, -1)
-    groups = torch.as_tensor(group_ids, dtype=torch.long, device=device).view(1, -1)
-    logits = model(ids, group_ids=groups).logits[0].float()  # (L, V)
-    logp = logits.log_softmax(-1).gather(-1, ids[0, :, None])[:, 0].cpu()
+    totals, per_position = batch_log_likelihood(model, torch.as_tensor(token_ids).view(1, -1),
+                                                torch.as_tensor(group_ids).view(1, -1), scored)
+    return float(totals[0]), per_position[0]
+
+
+@torch.no_grad()
+def batch_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=None) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+    """`sequence_log_likelihood` of B sequences of one length in one forward pass: token_ids (B, L),
+    group_ids (B, L) or (L,) (one grouping for all), scored (L,) or (B, L) or None. Returns the totals
+    (B,) and the per-position log-probabilities (B, L), NaN where not scored."""
     from model.modeling import scored_positions
 
-    keep = scored_positions(groups.cpu())[0]
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=device)
+    groups = torch.as_tensor(group_ids, dtype=torch.long, device=device).expand_as(ids)
+    logits = model(ids, group_ids=groups).logits.float()  # (B, L, V)
+    logp = logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0].cpu()  # (B, L)
+    keep = scored_positions(groups.cpu())
     if scored is not None:
         keep &= torch.as_tensor(scored, dtype=torch.bool)
     per_position = torch.where(keep, logp, torch.full_like(logp, float("nan")))
-    return float(logp[keep].sum()), per_position
+    return torch.where(keep, logp, torch.zeros_like(logp)).sum(-1), per_position
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from model.decoding import (
     sequence_log_likelihood,
 )
 from model.loading import tiny_model
+from model.masks import two_stream_masks
 from model.plans import ORDERS, Plan, PlanError, custom_plan, make_plan
 
 L = 24
@@ -194,12 +195,42 @@ def test_diffusion_feeds_revealed_tokens_back(tiny):
     first, second = trace.steps[0], trace.steps[1]
     assert set(second.candidates) == set(first.candidates) - set(first.positions)
     assert any(second.candidates[p] != first.candidates[p] for p in second.candidates)
-    # a revealed token changes later predictions: the next step sees it (group 0 with the given)
-    assert all(trace.group_ids_at(1)[p] == 0 for p in first.positions)
+    # a revealed token changes later predictions: the next step's blanks (one last group) see it
+    groups = trace.group_ids_at(1)
+    blank_group = groups[second.positions[0]]
+    assert all(groups[p] < blank_group for p in first.positions)
 
 
-def test_diffusion_is_the_official_dynamic_computation(tiny):
-    plan = infill_plan()
+def _visible_to_blanks(step_groups: list[int], open_now: list[int]) -> dict[int, set[int]]:
+    """What each blank's query row may see at a step, read off the mask rule (query: g[j] < g[i])."""
+    g = torch.tensor(step_groups)
+    _, query = two_stream_masks(g)
+    return {p: set(query[p].nonzero(as_tuple=True)[0].tolist()) for p in open_now}
+
+
+@pytest.mark.parametrize("grouping", ["causal", "joint"])
+def test_diffusion_reads_the_known_tokens_as_the_model_was_trained(tiny, grouping):
+    """Every step's blanks see exactly the known tokens (given + revealed), and the known tokens are laid
+    out as the plan lays out its given ones: each its own group in position order (causal), or one
+    bidirectional group (joint, the official code's layout)."""
+    base = infill_plan()
+    plan = make_plan(base.token_ids, given=base.given, order="left_to_right", given_grouping=grouping)
+    trace = collect(decode_diffusion(tiny, plan, k=2))
+    open_now = plan.open_positions
+    for s in trace.steps:
+        groups = torch.tensor(s.group_ids)
+        known = [p for p in range(plan.length) if p not in open_now]
+        assert _visible_to_blanks(s.group_ids, open_now) == dict.fromkeys(open_now, set(known))
+        if grouping == "causal":  # 0, 1, 2, ... in position order
+            assert groups[known].tolist() == list(range(len(known)))
+        else:
+            assert set(groups[known].tolist()) == {0}
+        open_now = [p for p in open_now if p not in s.positions]
+
+
+def test_diffusion_of_a_joint_plan_is_the_official_dynamic_computation(tiny):
+    base = infill_plan()
+    plan = make_plan(base.token_ids, given=base.given, order="left_to_right", given_grouping="joint")
     for strategy in ("confidence", "entropy"):
         diffusion = collect(decode_diffusion(tiny, plan, k=3, strategy=strategy))
         official = collect(decode_official_dynamic(tiny, plan, k=3, strategy=strategy))

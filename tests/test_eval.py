@@ -9,12 +9,20 @@ from stories_fixture import STORIES, write_corpus
 from model.data.stories import split_sentences
 from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval.blanks import infill_example, middle_infill_example, prefix_only, story_blanks
-from model.eval.infill import EVAL_METHODS, compare_runs, evaluate, fill
-from model.eval.metrics import bootstrap_ci, continuation_nll, ends_sentence, paired_difference, suffix_nll
+from model.eval.infill import CONFIGS, DEFAULT_METHOD, EVAL_METHODS, compare_runs, evaluate, fill
+from model.eval.metrics import (
+    bootstrap_ci,
+    continuation_nll,
+    ends_sentence,
+    has_repeat,
+    paired_difference,
+    suffix_nll,
+)
 from model.plans import make_plan
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence", "rougeL_ci95", "suffix_nll_ci95"}
+SCORES = {"rouge1", "rouge2", "rougeL", "suffix_nll", "text_nll", "ends_sentence", "repeats", "rougeL_ci95",
+          "suffix_nll_ci95"}
 
 
 def test_infill_example_masks_exactly_one_whole_sentence(tokenizer):
@@ -83,6 +91,44 @@ def test_ends_sentence_reads_the_last_mark():
         assert not ends_sentence(text), text
 
 
+@pytest.mark.parametrize("before, fill_text, after, expected", [
+    ("He went", "to to the shop", "and back.", True),  # a doubled word inside the fill
+    ("The trouble with being punctual is", "that that", "people think", True),
+    ("I saw the", "the dog", "run.", True),  # doubled across the blank's start
+    ("She read", "a book a book", "to him.", False),  # "a book" twice: a 2-gram, not a 3-gram
+    ("They met at the", "park at the", "park today.", True),  # "at the park" twice, across the context
+    ("to the library, he went", "to the library", "again.", False),  # the first is 4+ words back: out of reach
+    ("He went", "to the library", "and then home.", False),
+    ("Machines that have", "been damaged by a fire can", "fail.", False),
+    ("", "", "anything", False),  # an empty fill repeats nothing
+    ("It is", "IS", "done.", True),  # case-insensitive
+    ("word word", "fresh", "text", False),  # a repeat wholly in the context is not the fill's
+])
+def test_repeats_are_read_from_the_fill_and_three_words_each_side(before, fill_text, after, expected):
+    assert has_repeat(before, fill_text, after) is expected
+
+
+def test_the_default_method_is_the_pages_default_decoder():
+    from app.ui.text_tab import EXAMPLES
+
+    assert CONFIGS[DEFAULT_METHOD].label == EXAMPLES[0][1]
+
+
+def test_a3_rerank_fills_with_the_best_of_n_and_never_asks_the_judge(tiny_loaded):
+    """The rerank's fill is best_of_n's choice; the base model (the evaluation's judge) is never called."""
+    from model.rerank import best_of_n
+
+    class Judge:  # a spy: any use of the base model fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"the rerank used the base model ({name})")
+
+    model, tok = tiny_loaded.model, tiny_loaded.tokenizer
+    ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[0], torch.Generator().manual_seed(1))
+    lo, hi = ex["span"]
+    expected = best_of_n(model, ex["ids"], ex["given"]).best.trace.final_ids[lo:hi]
+    assert fill("a3_rerank", model, Judge(), ex) == expected
+
+
 def test_a3_outside_in_decodes_the_blank_ends_first(tiny_loaded):
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[0], torch.Generator().manual_seed(1))
@@ -113,11 +159,15 @@ def test_evaluate_reports_every_metric(tmp_path, tiny_loaded):
     assert result["infill"]["reference"]["ends_sentence"] == 100.0  # a masked story sentence ends itself
     for part in (result, result["general"]):
         paired = part["infill_paired"]
-        assert set(paired) == {f"{a}-{b}" for a in ("a3_plan", "a3_outside_in", "a3_dynamic")
-                               for b in ("diffusion", "one_step_parallel", "ar_prefix", "a3_prefix_only")}
+        a3 = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank")
+        assert set(paired) == {f"{a}-{b}" for a in a3
+                               for b in ("diffusion", "one_step_parallel", "ar_prefix", "a3_prefix_only", "a3_plan")
+                               if a != b}
         for a, b in (key.split("-") for key in paired):
-            rouge = paired[f"{a}-{b}"]["rougeL"]
-            assert rouge["mean"] == pytest.approx(part["infill"][a]["rougeL"] - part["infill"][b]["rougeL"], abs=2e-3)
+            assert set(paired[f"{a}-{b}"]) == {"rougeL", "suffix_nll", "text_nll"}
+            for metric in ("rougeL", "suffix_nll", "text_nll"):
+                assert paired[f"{a}-{b}"][metric]["mean"] == pytest.approx(
+                    part["infill"][a][metric] - part["infill"][b][metric], abs=2e-3)
             lo, hi = part["infill"][a]["rougeL_ci95"]
             assert lo <= part["infill"][a]["rougeL"] <= hi
     general = result["general"]
@@ -266,6 +316,7 @@ def test_cli_prints_one_json_object_on_its_last_line(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"] == "tiny" and "infill" in result and result["n_examples"] == 1
+    assert result["default_method"] == DEFAULT_METHOD and DEFAULT_METHOD in result["infill"]
     assert result["general"]["n_documents"] == 3
     assert "per_example" not in result["infill"]["a3_plan"]
 

@@ -68,3 +68,27 @@ def test_general_test_split_is_disjoint_from_the_stories_and_usable_for_infill()
     assert [r["source"] for r in sample[:3]] == list(SOURCES)
     assert not any(r["text"] in stories for r in sample)
     assert sum(sentence_for_infill(r["text"]) is not None for r in sample) >= 40
+
+
+def test_held_out_documents_share_no_eight_words_with_train():
+    """The shipped general corpus: no validation or test document repeats 8 words in a row of a training one."""
+    from model.data.general import OVERLAP_WORDS, ngrams, read_general
+
+    seen = set()
+    for record in read_general("train"):
+        seen |= ngrams(record["text"])
+    for split in ("validation", "test"):
+        leaks = [r["id"] for r in read_general(split) if ngrams(r["text"]) & seen]
+        assert not leaks, f"{split}: {len(leaks)} documents share {OVERLAP_WORDS} words with train, e.g. {leaks[:3]}"
+
+
+def test_drop_overlapping_drops_held_out_copies_and_keeps_train():
+    from model.data.general import drop_overlapping
+
+    shared = "the quick brown fox jumps over the lazy dog"
+    splits = {"train": [{"id": "a", "source": "wordnet", "text": f"Once {shared} again."}],
+              "validation": [{"id": "b", "source": "wordnet", "text": "Nothing in common with anything here at all."}],
+              "test": [{"id": "c", "source": "wordnet", "text": f"{shared.upper()} twice"},
+                       {"id": "d", "source": "wordnet", "text": "the quick brown fox jumps over a lazy dog"}]}
+    assert drop_overlapping(splits) == {"validation": 0, "test": 1}
+    assert [r["id"] for r in splits["test"]] == ["d"] and len(splits["train"]) == 1

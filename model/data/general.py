@@ -171,12 +171,64 @@ def _collect() -> dict[str, list[str]]:
     return {"wordnet": wordnet, "pydocs": pydocs, "jargon": jargon}
 
 
+OVERLAP_WORDS = 8  # a held-out document sharing this many words in a row with a training one is dropped
+
+
+def ngrams(text: str, n: int = OVERLAP_WORDS) -> set[int]:
+    words = re.findall(r"\w+", text.lower())
+    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+def drop_overlapping(splits: dict[str, list[dict]], n: int = OVERLAP_WORDS) -> dict[str, int]:
+    """Remove from the held-out splits (validation, test) every document that shares an n-word sequence
+    with a training document (Python docs and the Jargon File repeat boilerplate across entries, so a
+    test paragraph may otherwise have been trained on nearly word for word). The training split is kept
+    as it is. Returns how many documents each held-out split lost."""
+    seen: set[int] = set()
+    for record in splits["train"]:
+        seen |= ngrams(record["text"], n)
+    dropped = {}
+    for split in ("validation", "test"):
+        kept = [r for r in splits[split] if not (ngrams(r["text"], n) & seen)]
+        dropped[split] = len(splits[split]) - len(kept)
+        splits[split] = kept
+    return dropped
+
+
+def _counts(splits: dict[str, list[dict]]) -> dict:
+    return {source: {s: sum(r["source"] == source for r in splits[s]) for s in SPLITS} for source in SOURCES}
+
+
+def _write(splits: dict[str, list[dict]], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for split, records in splits.items():
+        with gzip.open(dest / f"{split}.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def dedupe(directory: Path = GENERAL_DIR) -> dict:
+    """`drop_overlapping` on the corpus as stored (no Debian packages needed); rewrites the held-out
+    splits and the card, returns the card."""
+    splits = {s: read_general(s, directory) for s in SPLITS}
+    dropped = drop_overlapping(splits)
+    _write({s: splits[s] for s in ("validation", "test")}, directory)
+    card = json.loads((directory / "card.json").read_text())
+    card.update(documents=_counts(splits), held_out_dedup=_dedup_note(dropped))
+    (directory / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _dedup_note(dropped: dict[str, int]) -> dict:
+    return {"rule": f"validation and test documents sharing {OVERLAP_WORDS} words in a row with a train document "
+                    "are dropped", "dropped": dropped}
+
+
 def build(dest: Path = GENERAL_DIR, max_chars: dict | None = None) -> dict:
     """Extract, dedupe, split and write the corpus; returns the card."""
     max_chars = max_chars or {"wordnet": 10**9, "pydocs": 2_400_000, "jargon": 10**9}
     docs = _collect()
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    counts: dict = {}
     for source in SOURCES:
         seen, used = set(), 0
         for text in docs[source]:
@@ -187,17 +239,13 @@ def build(dest: Path = GENERAL_DIR, max_chars: dict | None = None) -> dict:
             used += len(text)
             split = split_of(text)
             splits[split].append({"id": f"{source}-{len(seen):06d}", "source": source, "text": text})
-        counts[source] = {s: sum(r["source"] == source for r in splits[s]) for s in SPLITS}
-    dest.mkdir(parents=True, exist_ok=True)
-    for split, records in splits.items():
-        with gzip.open(dest / f"{split}.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    dropped = drop_overlapping(splits)
+    _write(splits, dest)
     card = {"sources": {"wordnet": "WordNet 3.0 example sentences (Debian wordnet-base 1:3.0-37)",
                         "pydocs": f"Python 3.11 documentation sources {list(PYDOCS_PARTS)} (Debian python3.11-doc)",
                         "jargon": "The Jargon File 4.4.7 (Debian dict-jargon 4.4.7-3.1)"},
-            "documents": counts, "chars_per_source_cap": max_chars,
-            "split": "sha256(text) % 100: <5 test, <10 validation, else train"}
+            "documents": _counts(splits), "chars_per_source_cap": max_chars,
+            "split": "sha256(text) % 100: <5 test, <10 validation, else train", "held_out_dedup": _dedup_note(dropped)}
     (dest / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
 
@@ -214,11 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m model.data.general", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", action="store_true", help="extract from the Debian packages into --dest")
+    ap.add_argument("--dedupe", action="store_true",
+                    help=f"drop held-out documents sharing {OVERLAP_WORDS} words in a row with train (in --dest)")
     ap.add_argument("--dest", type=Path, default=GENERAL_DIR)
     args = ap.parse_args(argv)
-    if not args.build:
-        ap.error("nothing to do: pass --build")
-    print(json.dumps(build(args.dest)))
+    if not (args.build or args.dedupe):
+        ap.error("nothing to do: pass --build or --dedupe")
+    print(json.dumps(build(args.dest) if args.build else dedupe(args.dest)))
 
 
 if __name__ == "__main__":

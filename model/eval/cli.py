@@ -8,15 +8,19 @@ Perplexities (exact likelihoods, start token excluded):
     ppl_a3_ar_order    the A3 model under left-to-right grouping
     ppl_a3_random_s4   the A3 model under random groups of 4 in random order (seeded)
 Infilling, greedy, the blank's length given. Stories: one whole sentence masked (as in the paper's
-ROCStories task). General text (assets/general, human-written, never used to train the adapter; the
-base model may well have seen such text in pretraining): the middle 40% of
-the tokens of one sentence masked, the sentence alone. Methods:
+ROCStories task). General text (assets/general, human-written; recipes v2 and later train on its train
+split, and its test split holds no document sharing 8 words in a row with the train split; the base
+model may well have seen such text in pretraining): the middle 40% of the tokens of one sentence masked,
+the sentence alone. Methods:
     a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
     a3_outside_in      the same, in the outside-in order: the blank's two ends first, then inwards
     a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
+    a3_rerank          best of N (model.rerank): left to right, outside-in, dynamic, right to left and two
+                       sampled runs, the one whose whole text the A3 model finds most likely kept
     diffusion          masked diffusion with the A3 model: every step predicts every blank from all
-                       known tokens (given + revealed, one bidirectional group), reveals the most
-                       confident one and feeds it back (diffusion_k2: two per step)
+                       known tokens (given + revealed, laid out as the model reads context: each its own
+                       group in position order for ours), reveals the most confident one and feeds it
+                       back (diffusion_k2: two per step)
     one_step_parallel  every blank predicted from the given tokens only, reveals never fed back
     ar_prefix          the base AR model from the prefix only, cut to the blank's length
     a3_prefix_only     the A3 model, left to right, with the text after the blank removed
@@ -25,14 +29,17 @@ stemming on); suffix_nll, the base AR model's mean NLL per token of the text aft
 the text before it and the fill (lower: the fill leads into what follows; `reference` is the original's);
 and text_nll, the same over the fill and the text after it together (a degenerate fill that merely ends a
 sentence gets a low suffix_nll but pays for itself here); ends_sentence, the % of fills whose text ends
-in . ! or ? (a masked story sentence always does; `reference` gives the rate of the originals).
+in . ! or ? (a masked story sentence always does; `reference` gives the rate of the originals); repeats,
+the % of fills that stutter: an immediately doubled word, or a word 3-gram twice, within the fill and the
+3 words on each side (`reference`: the originals' rate). `default_method` names the page's default decoder.
 
 How much a mean can be trusted (a split of ~50 blanks is small): `rougeL_ci95` and `suffix_nll_ci95`,
 the 95% bootstrap interval of each method's mean (2,000 resamples of the examples, seeded), and
-`infill_paired["<a3 method>-<baseline>"]`, the mean per-example difference of the A3 method minus the
-baseline on the same blanks, with its own interval: an interval that holds 0 means the split does not tell
-the two apart. `--per-example` adds each method's per-example rougeL and suffix_nll lists (and the story
-of each), for comparing two models on the same blanks afterwards (`paired_difference`).
+`infill_paired["<a3 method>-<other>"]` (other: every baseline, and a3_plan), the mean per-example
+difference of the A3 method minus the other on the same blanks in rougeL, suffix_nll and text_nll, with its
+own interval: an interval that holds 0 means the split does not tell the two apart. `--per-example` adds
+each method's per-example rougeL, suffix_nll, text_nll, repeats and fill text (and the story of each), for
+comparing two models on the same blanks afterwards (`paired_difference`).
 `--blanks-per-story N` masks N different sentences of each story, one example each, for narrower
 intervals (at best √N narrower: blanks of one story are correlated, so the intervals resample whole
 stories); the first blank of each story is the default's. Its means weight a story by its blanks (a

@@ -14,16 +14,26 @@ from model.config import DecodeConfig
 from model.data.stories import read_stories
 from model.decoding import collect, decode, sequence_log_likelihood
 from model.eval.blanks import middle_infill_example, prefix_only, story_blanks
-from model.eval.metrics import ar_log_likelihood, bootstrap_ci, continuation_nll, ends_sentence, paired_difference
+from model.eval.metrics import (
+    ar_log_likelihood,
+    bootstrap_ci,
+    continuation_nll,
+    ends_sentence,
+    has_repeat,
+    paired_difference,
+)
 from model.plans import make_plan, sample_training_groups
+from model.rerank import best_of_n
 
-EVAL_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "one_step_parallel", "ar_prefix",
-           "a3_prefix_only")
+EVAL_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank", "diffusion", "one_step_parallel",
+                "ar_prefix", "a3_prefix_only")
 EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
-A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic")  # compared, paired, with every baseline present
+A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank")  # paired with every baseline and a3_plan
 BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
 RESAMPLES = 2000
+PAIRED_METRICS = ("rougeL", "suffix_nll", "text_nll")
+DEFAULT_METHOD = "a3_dynamic"  # the page's default decoder (app.ui.text_tab.EXAMPLES[0]), by evaluation id
 
 
 # each evaluated method as a decode config; the blank is always decoded greedily, given tokens grouped as
@@ -44,11 +54,14 @@ def fill(method: str, model, base, example: dict, given_grouping: str = "causal"
     """The tokens a method puts in the example's blank (given tokens grouped as the model was trained)."""
     if method == "a3_prefix_only":
         return fill("a3_plan", model, base, prefix_only(example), given_grouping)
+    lo, hi = example["span"]
+    if method == "a3_rerank":  # best of N by the A3 model's own likelihood; the base (the judge) is not asked
+        return best_of_n(model, example["ids"], example["given"], given_grouping=given_grouping).best.trace \
+            .final_ids[lo:hi]
     config = CONFIGS[method]
     order = config.order if config.order != "custom" else "left_to_right"
     plan = make_plan(example["ids"], given=example["given"], order=order, given_grouping=given_grouping)
     trace = collect(decode(model, plan, config, base=base))
-    lo, hi = example["span"]
     return trace.final_ids[lo:hi]
 
 
@@ -66,7 +79,7 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
         for method in (m for m in a[split] if "per_example" in a[split][m] and "per_example" in b[split].get(m, {})):
             pa, pb = a[split][method]["per_example"], b[split][method]["per_example"]
             result = {}
-            for metric in ("rougeL", "suffix_nll"):
+            for metric in (m for m in PAIRED_METRICS if m in pa and m in pb):
                 if pa.get(f"{metric}_id") != pb.get(f"{metric}_id") or len(pa[metric]) != len(pb[metric]):
                     raise ValueError(f"{split} {method} {metric}: the two runs scored different blanks "
                                      "(another seed, split, --blanks-per-story or corpus?); compare runs "
@@ -91,6 +104,8 @@ class InfillScores:
         self.suffix = {m: [] for m in (*methods, "reference")}
         self.text = {m: [] for m in (*methods, "reference")}
         self.ends = {m: [] for m in (*methods, "reference")}
+        self.repeats = {m: [] for m in (*methods, "reference")}
+        self.fills: dict[str, list[str]] = {m: [] for m in methods}
         self.clusters: dict[str, list] = {"rouge": [], "suffix": []}  # the source (story) of each value
         self.ids: dict[str, list] = {"rouge": [], "suffix": []}  # the blank of each value
         self.samples: list[dict] = []
@@ -108,8 +123,13 @@ class InfillScores:
             texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
             for key, value in self.scorer.score(example["reference"], texts[method]).items():
                 self.rouge[method][key].append(value.fmeasure * 100)
+        before = tokenizer.decode(example["prefix"], skip_special_tokens=True)
+        after = tokenizer.decode(example["suffix"], skip_special_tokens=True)
         for name, text in texts.items():
             self.ends[name].append(100.0 * ends_sentence(text))
+            self.repeats[name].append(100.0 * has_repeat(before, text, after))
+        for method in self.methods:
+            self.fills[method].append(texts[method])
         if self.base is not None and example["suffix"]:
             self.clusters["suffix"].append(cluster)
             self.ids["suffix"].append(sample_id)
@@ -130,27 +150,38 @@ class InfillScores:
 
         out = {m: {**{k: mean(v) for k, v in self.rouge[m].items()}, "suffix_nll": mean(self.suffix[m]),
                    "text_nll": mean(self.text[m]), "ends_sentence": mean(self.ends[m]),
+                   "repeats": mean(self.repeats[m]),
                    "rougeL_ci95": bootstrap_ci(self.rouge[m]["rougeL"], clusters=self.clusters["rouge"]),
                    "suffix_nll_ci95": bootstrap_ci(self.suffix[m], clusters=self.clusters["suffix"])}
                for m in self.methods}
         out["reference"] = {"suffix_nll": mean(self.suffix["reference"]), "text_nll": mean(self.text["reference"]),
-                            "ends_sentence": mean(self.ends["reference"])}
+                            "ends_sentence": mean(self.ends["reference"]), "repeats": mean(self.repeats["reference"])}
         if per_example:
             for m in self.methods:
                 out[m]["per_example"] = {"rougeL": [round(v, 3) for v in self.rouge[m]["rougeL"]],
                                          "suffix_nll": [round(v, 4) for v in self.suffix[m]],
+                                         "text_nll": [round(v, 4) for v in self.text[m]],
+                                         "repeats": self.repeats[m], "fill": self.fills[m],
                                          "rougeL_id": self.ids["rouge"], "suffix_nll_id": self.ids["suffix"],
+                                         "text_nll_id": self.ids["suffix"],
                                          "rougeL_cluster": self.clusters["rouge"],
-                                         "suffix_nll_cluster": self.clusters["suffix"]}
+                                         "suffix_nll_cluster": self.clusters["suffix"],
+                                         "text_nll_cluster": self.clusters["suffix"]}
         return out
 
     def paired(self) -> dict:
-        """Each A3 method minus each baseline on the same blanks: rougeL and suffix_nll differences."""
-        rouge, suffix = self.clusters["rouge"], self.clusters["suffix"]
-        return {f"{a}-{b}": {"rougeL": paired_difference(self.rouge[a]["rougeL"], self.rouge[b]["rougeL"],
-                                                         clusters=rouge),
-                             "suffix_nll": paired_difference(self.suffix[a], self.suffix[b], clusters=suffix)}
-                for a in A3_METHODS if a in self.methods for b in BASELINES if b in self.methods}
+        """Each A3 method minus each baseline, and minus a3_plan, on the same blanks: rougeL (higher is
+        better), suffix_nll and text_nll (lower is better), with story-clustered intervals."""
+        def values(method: str, metric: str) -> list[float]:
+            return self.rouge[method]["rougeL"] if metric == "rougeL" else \
+                (self.suffix if metric == "suffix_nll" else self.text)[method]
+
+        clusters = {"rougeL": self.clusters["rouge"], "suffix_nll": self.clusters["suffix"],
+                    "text_nll": self.clusters["suffix"]}
+        others = (*BASELINES, "a3_plan")
+        return {f"{a}-{b}": {metric: paired_difference(values(a, metric), values(b, metric), clusters=clusters[metric])
+                             for metric in PAIRED_METRICS}
+                for a in A3_METHODS if a in self.methods for b in others if b in self.methods and b != a}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +268,8 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
         for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
             sample_id = story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"
             infill.add(model, tok, example, sample_id, keep_sample=len(infill.samples) < 5, cluster=story["id"])
-    result = {"model": loaded.name, "trained": loaded.trained, "split": split, **ppl.summary(),
+    result = {"model": loaded.name, "trained": loaded.trained, "split": split, "default_method": DEFAULT_METHOD,
+              **ppl.summary(),
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
               "n_examples": len(stories),
               "n_infill": len(infill), "n_tokens": ppl.n_tokens, "seed": seed,

@@ -4,6 +4,8 @@ differences."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from model.decoding import causal_log_probs
@@ -38,6 +40,28 @@ def suffix_nll(base, prefix: list[int], fill: list[int], suffix: list[int]) -> f
 def ends_sentence(text: str) -> bool:
     """Whether a fill's text ends a sentence: . ! or ? last, maybe inside a closing quote or bracket."""
     return text.rstrip().rstrip("\"'”’)]").endswith((".", "!", "?"))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def has_repeat(before: str, fill: str, after: str) -> bool:
+    """Whether a fill stutters: an immediately doubled word, or a word 3-gram that occurs twice, in the
+    fill plus the 3 words on each side of it, with at least one of the words in the fill. ("that that is
+    is", "to the library, he went to the library"). Case-insensitive; punctuation is not a word."""
+    left, middle, right = _words(before)[-3:], _words(fill), _words(after)[:3]
+    if not middle:
+        return False
+    words = left + middle + right
+    in_fill = range(len(left), len(left) + len(middle))
+    if any(words[i] == words[i + 1] and (i in in_fill or i + 1 in in_fill) for i in range(len(words) - 1)):
+        return True
+    seen: dict[tuple, list[int]] = {}
+    for i in range(len(words) - 2):
+        seen.setdefault(tuple(words[i : i + 3]), []).append(i)
+    return any(len(starts) > 1 and any(set(range(s, s + 3)) & set(in_fill) for s in starts)
+               for starts in seen.values())
 
 
 def bootstrap_ci(values, *, clusters=None, seed: int = 0, resamples: int = RESAMPLES) -> list[float] | None:

@@ -1,0 +1,102 @@
+"""Best of N: decode one blank several ways, keep the text the A3 model itself finds most likely.
+
+What A3 offers and a left-to-right model does not: the exact likelihood of a whole text under any order,
+in one forward pass. So a blank can be filled by several decoders (left to right, outside-in, dynamic,
+right to left, a few sampled runs with fixed seeds) and the complete texts compared by the model's own
+log p of the whole text (left-to-right grouping: each token given everything before it, the fill and
+the text after it included, so a fill that does not lead into what follows pays for it). One batched
+forward pass scores every candidate; the base AR model is never asked.
+
+    result = best_of_n(model, token_ids, given)          # a BestOfN: every candidate with its score
+    result.best.trace                                    # the chosen decode (a DecodeTrace)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model.config import DecodeConfig, Sampler
+from model.decoding import DecodeTrace, batch_log_likelihood, collect, decode
+from model.modeling import A3ForAnyOrderLM
+from model.plans import make_plan
+
+# The candidates, in the order they are listed (ties go to the earlier one): the paper's left-to-right
+# plan first, so a tie keeps the default reading order.
+CANDIDATES: tuple[tuple[str, DecodeConfig], ...] = (
+    ("left to right", DecodeConfig("plan", order="left_to_right", preview_open=False)),
+    ("outside-in", DecodeConfig("plan", order="outside_in", preview_open=False)),
+    ("dynamic (confidence)", DecodeConfig("dynamic", strategy="confidence", k=1)),
+    ("right to left", DecodeConfig("plan", order="right_to_left", preview_open=False)),
+    ("sampled, T 0.7, seed 1", DecodeConfig("plan", order="left_to_right", sampler=Sampler(0.7), seed=1,
+                                            preview_open=False)),
+    ("sampled, T 0.7, seed 2", DecodeConfig("plan", order="left_to_right", sampler=Sampler(0.7), seed=2,
+                                            preview_open=False)),
+)
+
+
+@dataclass
+class Candidate:
+    name: str
+    config: DecodeConfig
+    trace: DecodeTrace
+    logp: float  # exact log p of the whole text under the A3 model, left-to-right grouping
+    calls: int  # model calls its decode took
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "config": self.config.to_dict(), "logp": round(self.logp, 4),
+                "calls": self.calls, "final_ids": list(self.trace.final_ids)}
+
+
+@dataclass
+class BestOfN:
+    candidates: list[Candidate]
+    best_index: int  # the argmax of the scores (the first of equals)
+    scoring_calls: int  # forward passes that scored the candidates (one per batch)
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[self.best_index]
+
+    @property
+    def model_calls(self) -> int:
+        """Every call: each candidate's decode plus the scoring."""
+        return sum(c.calls for c in self.candidates) + self.scoring_calls
+
+
+def planned_calls(n_open: int, candidates=CANDIDATES) -> int:
+    """The model calls a best-of-N decode of `n_open` blank tokens takes, known before it runs (what the
+    page says it will cost): one per step of each candidate, plus the scoring pass (up to 8 candidates)."""
+    steps = sum(-(-n_open // (c.k if c.spec.k else c.group_size)) for _, c in candidates)
+    return steps + 1
+
+
+def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES,
+              given_grouping: str = "causal", batch_size: int = 8) -> BestOfN:
+    """Decode the open positions with every candidate config and keep the most likely whole text.
+
+    token_ids (L,), given (L,) bool. Every candidate is decoded on a plan made in its own order (its
+    config's order and group size) with the given tokens laid out as the model reads context
+    (`given_grouping`); the complete texts are scored together, `batch_size` per forward pass.
+    """
+    if not candidates:
+        raise ValueError("best_of_n needs at least one candidate config.")
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    given = torch.as_tensor(given, dtype=torch.bool)
+    decoded = []
+    for name, config in candidates:
+        order = config.order if config.order != "custom" else "left_to_right"
+        plan = make_plan(ids, given=given, order=order, group_size=config.group_size, given_grouping=given_grouping)
+        decoded.append((name, config, collect(decode(model, plan, config))))
+    texts = torch.tensor([trace.final_ids for _, _, trace in decoded])
+    left_to_right = torch.arange(ids.numel())
+    scores, calls = [], 0
+    for start in range(0, len(decoded), batch_size):
+        totals, _ = batch_log_likelihood(model, texts[start : start + batch_size], left_to_right)
+        scores += totals.tolist()
+        calls += 1
+    out = [Candidate(name, config, trace, score, trace.model_calls)
+           for (name, config, trace), score in zip(decoded, scores, strict=True)]
+    best = max(range(len(out)), key=lambda i: (out[i].logp, -i))
+    return BestOfN(out, best, calls)
