@@ -9,8 +9,9 @@ trace is rendered as the page does it when the stage settles on it: figures, che
 candidates table, and each figure serialised to JSON as Gradio sends it (`render_ms`); then, as the
 page does next, the other open positions' candidates computed on first view (`preview_ms`:
 `Explorer.preview`, one forward). `single_s` and `best_of_n_s` time the page's first example (a
-14-token blank) decoded by A3 plan left to right and by best of N (model.rerank). `--decode-only` skips the rendering (no plotly needed: the GPU
-check's machine has no app dependencies), keeping the decodes and the previews. Prints one JSON
+14-token blank) decoded by A3 plan left to right and by best of N (model.rerank). `--decode-only`
+skips the rendering (no plotly needed: the GPU check's machine has no app dependencies), keeping the
+decodes and the previews. Prints one JSON
 object on its last line; asserts nothing.
 """
 
