@@ -440,6 +440,59 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
     return _finish(trace, engine, keep_cache)
 
 
+@torch.no_grad()
+def decode_plans_together(model: A3ForAnyOrderLM, plans: list[Plan], configs: list[DecodeConfig]) -> list[DecodeTrace]:
+    """Several plan decodes of one text in lockstep, one batched model call per step (Algorithm 1 with the
+    content cache, one row of the batch per plan): what `decode(model, plan, config)` gives for each pair,
+    for the cost of about one. The plans share their tokens, their given positions and the given tokens'
+    groups, and open one position per group (orders of single tokens: left to right, outside-in, random,
+    ...). Each config's sampler and seed draw its own row's tokens; each trace counts the calls of the
+    batch (every call served every row)."""
+    if not plans or len(plans) != len(configs):
+        raise PlanError("decode_plans_together needs one config per plan, and at least one plan.")
+    first = plans[0]
+    for plan in plans:
+        _check_plan(model, plan, own_groups=True)
+        same = plan.length == first.length and bool((plan.token_ids == first.token_ids).all()) \
+            and bool((plan.given == first.given).all()) \
+            and bool((plan.group_ids[plan.given] == first.group_ids[first.given]).all())
+        if not same or len(plan.open_groups) != len(plan.open_positions):
+            raise PlanError("plans decoded together must share tokens, given positions and given groups, and "
+                            "open one position per group.")
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    n, length = len(plans), first.length
+    cache = A3Cache(model.config, n, length, device=device, dtype=dtype)
+    orders = [[int((plan.group_ids == g).nonzero()[0, 0]) for g in plan.open_groups] for plan in plans]
+    tokens = first.token_ids.clone().repeat(n, 1)  # (B, L)
+    generators = [_as_generator(None, c.seed) for c in configs]
+    traces = [DecodeTrace("plan", plan, settings={"cache": True}, config=c) for plan, c in zip(plans, configs,
+                                                                                                strict=True)]
+    context = [first.given.nonzero(as_tuple=True)[0].tolist()] * n  # step 0: the given tokens' content rows
+    start = time.perf_counter()
+    for step in range(len(orders[0])):
+        here = [order[step] for order in orders]
+        content = torch.tensor(context, dtype=torch.long)  # (B, C)
+        out = model.model(content_ids=tokens.gather(1, content).to(device), content_positions=content.to(device),
+                          content_groups=torch.stack([plan.group_ids[c] for plan, c in zip(plans, content,
+                                                                                          strict=True)]).to(device),
+                          query_positions=torch.tensor(here, device=device)[:, None],
+                          query_groups=torch.stack([plan.group_ids[p] for plan, p in zip(plans, here,
+                                                                                       strict=True)])[:, None]
+                          .to(device), cache=cache)
+        logits = model.lm_head(out.query[:, 0])  # (B, V)
+        for b, (plan, config, trace) in enumerate(zip(plans, configs, traces, strict=True)):
+            stats = _stats(logits[b : b + 1], [here[b]], config.top_k_candidates)
+            token = int(choose_tokens(logits[b : b + 1], config.sampler, generators[b])[0])
+            tokens[b, here[b]] = token
+            group = int(plan.group_ids[here[b]])
+            trace.steps.append(_make_step(step, group, [here[b]], [token], [float(stats.logprobs[0, token])], stats,
+                                          step + 1, start))
+        context = [[p] for p in here]
+    for b, trace in enumerate(traces):
+        trace.final_ids = tokens[b].tolist()
+    return traces
+
+
 def _check_prefix_step(step: DecodeStep, group: int, members: list[int]) -> None:
     if step.group != group or sorted(step.positions) != members:
         raise PlanError(f"prefix step {step.step} committed group {step.group} at {step.positions}, but the plan's "

@@ -4,8 +4,10 @@ What A3 offers and a left-to-right model does not: the exact likelihood of a who
 in one forward pass. So a blank can be filled by several decoders (left to right, outside-in, dynamic,
 right to left, a few sampled runs with fixed seeds) and the complete texts compared by the model's own
 log p of the whole text (left-to-right grouping: each token given everything before it, the fill and
-the text after it included, so a fill that does not lead into what follows pays for it). One batched
-forward pass scores every candidate; the base AR model is never asked.
+the text after it included, so a fill that does not lead into what follows pays for it). The plan
+candidates of single tokens are decoded together, one batched call per step for all of them
+(`decode_plans_together`); one batched forward pass scores every candidate; the base AR model is
+never asked.
 
     result = best_of_n(model, token_ids, given)          # a BestOfN: every candidate with its score
     result.best.trace                                    # the chosen decode (a DecodeTrace)
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from model.config import DecodeConfig, Sampler
-from model.decoding import DecodeTrace, batch_log_likelihood, collect, decode
+from model.decoding import DecodeTrace, batch_log_likelihood, collect, decode, decode_plans_together
 from model.modeling import A3ForAnyOrderLM
 from model.plans import make_plan
 
@@ -43,10 +45,11 @@ class Candidate:
     trace: DecodeTrace
     logp: float  # exact log p of the whole text under the A3 model, left-to-right grouping
     calls: int  # model calls its decode took
+    together: bool = False  # decoded in lockstep with the other plan candidates (their calls are shared)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config.to_dict(), "logp": round(self.logp, 4),
-                "calls": self.calls, "final_ids": list(self.trace.final_ids)}
+                "calls": self.calls, "together": self.together, "final_ids": list(self.trace.final_ids)}
 
 
 @dataclass
@@ -61,15 +64,24 @@ class BestOfN:
 
     @property
     def model_calls(self) -> int:
-        """Every call: each candidate's decode plus the scoring."""
-        return sum(c.calls for c in self.candidates) + self.scoring_calls
+        """Every forward pass: the lockstep decode of the plan candidates (shared), each other candidate's
+        decode, and the scoring."""
+        shared = max((c.calls for c in self.candidates if c.together), default=0)
+        return shared + sum(c.calls for c in self.candidates if not c.together) + self.scoring_calls
 
 
-def planned_calls(n_open: int, candidates=CANDIDATES) -> int:
+def _together(config: DecodeConfig) -> bool:
+    """Whether a candidate is decoded in lockstep with the others: plan decoding, one token per group."""
+    return config.method == "plan" and config.group_size == 1
+
+
+def planned_calls(n_open: int, candidates=CANDIDATES, batch_size: int = 8) -> int:
     """The model calls a best-of-N decode of `n_open` blank tokens takes, known before it runs (what the
-    page says it will cost): one per step of each candidate, plus the scoring pass (up to 8 candidates)."""
-    steps = sum(-(-n_open // (c.k if c.spec.k else c.group_size)) for _, c in candidates)
-    return steps + 1
+    page says it will cost): n_open for the plan candidates together, one per step of each other one,
+    and one scoring pass per `batch_size` candidates."""
+    alone = sum(-(-n_open // (c.k if c.spec.k else c.group_size)) for _, c in candidates if not _together(c))
+    shared = n_open if any(_together(c) for _, c in candidates) else 0
+    return shared + alone + -(-len(candidates) // batch_size)
 
 
 def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES,
@@ -84,11 +96,19 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
         raise ValueError("best_of_n needs at least one candidate config.")
     ids = torch.as_tensor(token_ids, dtype=torch.long)
     given = torch.as_tensor(given, dtype=torch.bool)
-    decoded = []
-    for name, config in candidates:
-        order = config.order if config.order != "custom" else "left_to_right"
-        plan = make_plan(ids, given=given, order=order, group_size=config.group_size, given_grouping=given_grouping)
-        decoded.append((name, config, collect(decode(model, plan, config))))
+    plans = []
+    for _, config in candidates:
+        order = config.order if config.order != "custom" else "left_to_right"  # dynamic: any plan will do
+        plans.append(make_plan(ids, given=given, order=order, group_size=config.group_size,
+                               given_grouping=given_grouping))
+    together = [i for i, (_, config) in enumerate(candidates) if _together(config)]
+    traces = dict(zip(together, decode_plans_together(model, [plans[i] for i in together],
+                                                       [candidates[i][1] for i in together]), strict=True)) \
+        if together else {}
+    for i, (_, config) in enumerate(candidates):
+        if i not in traces:
+            traces[i] = collect(decode(model, plans[i], config))
+    decoded = [(name, config, traces[i]) for i, (name, config) in enumerate(candidates)]
     texts = torch.tensor([trace.final_ids for _, _, trace in decoded])
     left_to_right = torch.arange(ids.numel())
     scores, calls = [], 0
@@ -96,7 +116,7 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
         totals, _ = batch_log_likelihood(model, texts[start : start + batch_size], left_to_right)
         scores += totals.tolist()
         calls += 1
-    out = [Candidate(name, config, trace, score, trace.model_calls)
+    out = [Candidate(name, config, trace, score, trace.model_calls, _together(config))
            for (name, config, trace), score in zip(decoded, scores, strict=True)]
     best = max(range(len(out)), key=lambda i: (out[i].logp, -i))
     return BestOfN(out, best, calls)

@@ -4,18 +4,21 @@ import pytest
 import torch
 from conftest import VOCAB, random_groups, two_span_plan
 
+from model.config import DecodeConfig
 from model.decoding import (
     MODES,
     DecodeEngine,
     DecodeTrace,
     Sampler,
     collect,
+    decode,
     decode_ar_baseline,
     decode_diffusion,
     decode_dynamic,
     decode_official_dynamic,
     decode_one_step_parallel,
     decode_plan,
+    decode_plans_together,
     run_decoder,
     sequence_log_likelihood,
 )
@@ -418,3 +421,35 @@ def test_preview_on_demand_leaves_other_decoders_alone(tiny):
     for step in range(len(trace.steps)):
         fill_preview(tiny, trace, step)
     assert [dict(s.candidates) for s in trace.steps] == before
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_plans_decoded_together_equal_each_plan_decoded_alone(tiny, sampled):
+    """Lockstep batched plan decoding (one model call per step for every plan) gives each plan's own decode:
+    the same tokens, log-probabilities within 1e-4, the same candidates."""
+    base = infill_plan()
+    orders = ["left_to_right", "outside_in", "right_to_left", "random"]
+    plans = [make_plan(base.token_ids, given=base.given, order=o, generator=torch.Generator().manual_seed(3))
+             for o in orders]
+    sampler = Sampler(temperature=1.0, top_k=20) if sampled else Sampler()
+    configs = [DecodeConfig("plan", order=o, sampler=sampler, seed=s, preview_open=False)
+               for s, o in enumerate(orders)]
+    together = decode_plans_together(tiny, plans, configs)
+    for plan, config, trace in zip(plans, configs, together, strict=True):
+        alone = collect(decode(tiny, plan, config))
+        assert trace.final_ids == alone.final_ids and trace.config == config
+        assert [s.positions for s in trace.steps] == [s.positions for s in alone.steps]
+        for a, b in zip(trace.steps, alone.steps, strict=True):
+            assert a.tokens == b.tokens and abs(a.logprob - b.logprob) < 1e-4
+            assert [t for t, _ in a.candidates[a.positions[0]]] == [t for t, _ in b.candidates[b.positions[0]]]
+    assert together[0].model_calls == len(base.open_positions)  # one call per step for all four
+
+
+def test_plans_decoded_together_must_share_the_text_and_open_one_position_per_group(tiny):
+    base = infill_plan()
+    pairs = make_plan(base.token_ids, given=base.given, group_size=2)
+    with pytest.raises(PlanError, match="open one position per group"):
+        decode_plans_together(tiny, [base, pairs], [DecodeConfig("plan")] * 2)
+    other = make_plan(base.token_ids.roll(1), given=base.given)
+    with pytest.raises(PlanError, match="must share tokens"):
+        decode_plans_together(tiny, [base, other], [DecodeConfig("plan")] * 2)

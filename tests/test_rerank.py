@@ -52,7 +52,10 @@ def test_the_choice_is_the_argmax_of_the_scores_shown(result):
 def test_calls_are_counted_and_known_before_the_run(result, blank):
     n_open = int((~blank[1]).sum())
     assert result.scoring_calls == 1  # six candidates, one batched forward
-    assert result.model_calls == sum(c.trace.model_calls for c in result.candidates) + 1
+    together = [c for c in result.candidates if c.together]
+    assert len(together) == 5 and all(c.calls == n_open for c in together)  # five plans, one call per step
+    alone = [c for c in result.candidates if not c.together]
+    assert result.model_calls == n_open + sum(c.trace.model_calls for c in alone) + 1
     assert result.model_calls == planned_calls(n_open)
 
 
