@@ -29,9 +29,12 @@ from model.flexible import (
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
+from model.rerank import CANDIDATES, BestOfN, best_of_n, planned_calls
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
-COMPARE_METHODS = tuple(label for label in LABELS if method_spec(label).compared)  # the page's names
+BEST_OF_N = "A3 best of N"  # not one decoder: several, the whole text the model finds most likely kept
+PAGE_METHODS = (*LABELS, BEST_OF_N)  # the page's method list, in its order
+COMPARE_METHODS = (*(label for label in LABELS if method_spec(label).compared), BEST_OF_N)  # the page's names
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
                    "log p (A3 left-to-right)"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
@@ -74,6 +77,16 @@ class Result:
     text: str = ""  # the final text
     model: str = ""
     flexible: FlexibleChoice | None = None  # for a [MASK:?] blank: every length tried, and the one kept
+    best_of_n: BestOfN | None = None  # for A3 best of N: every candidate with its score, and the one kept
+
+    @property
+    def model_calls(self) -> int:
+        """Every model call the run made (best of N: all its candidates' and the scoring)."""
+        return self.best_of_n.model_calls if self.best_of_n is not None else self.trace.model_calls
+
+    @property
+    def seconds(self) -> float:
+        return self.best_of_n.seconds if self.best_of_n is not None else self.trace.elapsed_s
 
     def token_text(self, token_id: int) -> str:
         return self.vocab.get(int(token_id), f"#{token_id}")
@@ -254,6 +267,8 @@ class Explorer:
             raise InputError(str(err)) from None
 
     def _decode_fixed(self, request: Request) -> Result:
+        if request.method == BEST_OF_N:
+            return self._decode_best_of_n(request)
         plan = self.plan(request)
         config = self.config(request)
         base = self.base() if config.spec.needs_base else None
@@ -262,6 +277,54 @@ class Explorer:
         except (PlanError, ValueError) as err:
             raise InputError(str(err)) from None
         return self.result(trace, config.label)
+
+    def _decode_best_of_n(self, request: Request) -> Result:
+        """Every candidate of model.rerank decoded, the whole text the model finds most likely on show;
+        the result carries every candidate (any can go onto the stage: `best_of_n_candidate`)."""
+        ids, given = self.sequence(request)
+        try:
+            found = best_of_n(self.loaded.model, ids, given, given_grouping=self.given_grouping)
+        except (PlanError, ValueError) as err:
+            raise InputError(str(err)) from None
+        return self.result(found.best.trace, BEST_OF_N, best_of_n=found)
+
+    def best_of_n_candidate(self, result: Result, index: int) -> Result:
+        """Another candidate of a best-of-N run, as a result of its own (no decoding: its trace is kept)."""
+        found = result.best_of_n if result is not None else None
+        if found is None:
+            raise InputError("This run has no candidates: choose A3 best of N and run it.")
+        if not 0 <= int(index) < len(found.candidates):
+            raise InputError(f"There is no candidate {index}; this run has {len(found.candidates)}.")
+        candidate = found.candidates[int(index)]
+        return self.result(candidate.trace, f"{BEST_OF_N} · {candidate.name}", best_of_n=found,
+                           flexible=result.flexible)
+
+    def best_of_n_rows(self, result: Result | None) -> tuple[list[str], list[list]]:
+        """The candidates table of a best-of-N run: each candidate, its fill, its score and its calls."""
+        headers = ["candidate", "fill", "log p (whole text)", "model calls", "kept"]
+        found = result.best_of_n if result is not None else None
+        if found is None:
+            return headers, []
+        tok = self.loaded.tokenizer
+        open_positions = found.best.trace.plan.open_positions
+        rows = []
+        for i, c in enumerate(found.candidates):
+            fill = decode_text(tok, [c.trace.final_ids[p] for p in open_positions])
+            calls = f"{c.calls} (shared)" if c.together else str(c.calls)
+            rows.append([c.name, fill, round(c.logp, 2), calls, "✓" if i == found.best_index else ""])
+        return headers, rows
+
+    def best_of_n_cost(self, text: str) -> str:
+        """What a best-of-N run of `text` will cost, said before it runs."""
+        blank = self._flexible(text)
+        if blank is not None:
+            lengths = candidate_lengths(blank.guess)
+            calls = sum(planned_calls(n) for n in lengths) + len(lengths)
+            return (f"A3 best of N decodes each of {len(lengths)} lengths {len(CANDIDATES)} ways: about {calls} "
+                    "model calls.")
+        n_open = int((~self.sequence(Request(text=text))[1]).sum())
+        return (f"A3 best of N decodes the {n_open} blank tokens {len(CANDIDATES)} ways and keeps the most likely "
+                f"text: {planned_calls(n_open)} model calls.")
 
     @property
     def given_grouping(self) -> str:
@@ -285,13 +348,14 @@ class Explorer:
         except BaseUnavailableError as err:
             raise InputError(f"The AR baseline is not available for this model: {err}") from None
 
-    def result(self, trace: DecodeTrace, method: str, *, flexible: FlexibleChoice | None = None) -> Result:
+    def result(self, trace: DecodeTrace, method: str, *, flexible: FlexibleChoice | None = None,
+               best_of_n: BestOfN | None = None) -> Result:
         tok = self.loaded.tokenizer
         ids = {int(c[0]) for s in trace.steps for cands in s.candidates.values() for c in cands}
         start = self.loaded.start_token_id
         vocab = dict(zip(sorted(ids), token_strings(tok, sorted(ids), start_token_id=start), strict=True))
         return Result(trace, token_strings(tok, trace.final_ids, start_token_id=start), vocab, method,
-                      decode_text(tok, trace.final_ids), self.loaded.name, flexible)
+                      decode_text(tok, trace.final_ids), self.loaded.name, flexible, best_of_n)
 
     def flexible_candidate(self, result: Result, length: int) -> Result:
         """Another length of a [MASK:?] search, as a result of its own (no decoding: its trace is kept)."""
@@ -335,9 +399,9 @@ class Explorer:
             trace = result.trace
             reference, _ = sequence_log_likelihood(self.loaded.model, trace.final_ids,
                                                    torch.arange(len(trace.final_ids)), scored=trace.plan.open)
-            n_open, seconds = len(trace.plan.open_positions), trace.elapsed_s
+            n_open, seconds = len(trace.plan.open_positions), result.seconds
             comparison.results[method] = result
-            comparison.rows.append([method, len(trace.steps), trace.model_calls, round(seconds, 3),
+            comparison.rows.append([method, len(trace.steps), result.model_calls, round(seconds, 3),
                                     round(n_open / seconds, 1) if seconds > 0 else None,
                                     round(trace.logprob, 2), round(reference, 2)])
         return comparison

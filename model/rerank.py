@@ -15,6 +15,7 @@ never asked.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,7 @@ class BestOfN:
     candidates: list[Candidate]
     best_index: int  # the argmax of the scores (the first of equals)
     scoring_calls: int  # forward passes that scored the candidates (one per batch)
+    seconds: float = 0.0  # wall time of the whole search: every decode and the scoring
 
     @property
     def best(self) -> Candidate:
@@ -94,6 +96,7 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
     """
     if not candidates:
         raise ValueError("best_of_n needs at least one candidate config.")
+    began = time.perf_counter()
     ids = torch.as_tensor(token_ids, dtype=torch.long)
     given = torch.as_tensor(given, dtype=torch.bool)
     plans = []
@@ -119,4 +122,4 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
     out = [Candidate(name, config, trace, score, trace.model_calls, _together(config))
            for (name, config, trace), score in zip(decoded, scores, strict=True)]
     best = max(range(len(out)), key=lambda i: (out[i].logp, -i))
-    return BestOfN(out, best, calls)
+    return BestOfN(out, best, calls, time.perf_counter() - began)

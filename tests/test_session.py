@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.session import COMPARE_METHODS, ORDER_NAMES, Explorer, InputError, Request
+from app.session import BEST_OF_N, COMPARE_METHODS, ORDER_NAMES, Explorer, InputError, Request
 from model.config import LABELS
 from model.masks import two_stream_masks
 
@@ -109,12 +109,13 @@ def test_infill_api_returns_text_and_a_trace_with_steps(explorer):
 def test_compare_runs_every_method_on_the_same_input_and_keeps_each_run(explorer):
     comparison = explorer.compare(Request(text=TEXT, k=2))
     assert [r[0] for r in comparison.rows] == list(COMPARE_METHODS)
-    assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline"]
+    assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline",
+                                     "A3 best of N"]
     assert comparison.headers == ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
                                   "log p (A3 left-to-right)"]
     for method, steps, calls, seconds, per_s, own, reference in comparison.rows:
         result = comparison.results[method]  # the run itself: the stage can step through it, no re-decoding
-        assert steps == result.n_steps >= 1 and calls == result.trace.model_calls >= 1
+        assert steps == result.n_steps >= 1 and calls == result.model_calls >= result.trace.model_calls >= 1
         assert seconds >= 0 and (per_s is None or per_s > 0) and own <= 0 and reference <= 0
     texts = comparison.texts_markdown()
     assert all(f"**{m}:**" in texts for m in COMPARE_METHODS)
@@ -138,7 +139,8 @@ def test_ar_baseline_without_a_base_is_a_visible_warning_not_a_crash(tiny_loaded
     with pytest.raises(InputError, match="AR baseline"):
         explorer.decode(Request(text=TEXT, method="AR baseline"))
     comparison = explorer.compare(Request(text=TEXT, k=2))
-    assert "AR baseline" not in comparison.results and comparison.rows[-1][1] is None
+    row = next(r for r in comparison.rows if r[0] == "AR baseline")
+    assert "AR baseline" not in comparison.results and row[1] is None
     assert any("AR baseline not run" in note for note in comparison.notes)
 
 
@@ -219,3 +221,40 @@ def test_plan_runs_compute_the_other_candidates_when_a_step_is_first_shown(explo
     assert [len(s["candidates"]) for s in data["steps"]] == [4, 1, 1, 1]
     explorer.preview_all(result)
     assert [len(s.candidates) for s in trace.steps] == [4, 3, 2, 1]
+
+
+def test_best_of_n_keeps_the_candidate_the_model_scores_highest_and_lists_them_all(explorer):
+    result = explorer.decode(Request(text=TEXT, method=BEST_OF_N))
+    found = result.best_of_n
+    scores = [c.logp for c in found.candidates]
+    assert found.best_index == scores.index(max(scores)) and result.trace is found.best.trace
+    assert result.method == BEST_OF_N and result.model_calls == found.model_calls > result.trace.model_calls
+    headers, rows = explorer.best_of_n_rows(result)
+    assert [r[0] for r in rows] == [c.name for c in found.candidates]
+    assert [r[4] for r in rows].count("✓") == 1 and rows[found.best_index][4] == "✓"
+    assert [r[2] for r in rows] == [round(s, 2) for s in scores]
+    # any candidate can go onto the stage, without decoding again
+    other = (found.best_index + 1) % len(found.candidates)
+    shown = explorer.best_of_n_candidate(result, other)
+    assert shown.trace is found.candidates[other].trace and shown.best_of_n is found
+    with pytest.raises(InputError, match="no candidate 99"):
+        explorer.best_of_n_candidate(result, 99)
+
+
+def test_best_of_n_says_what_it_costs_before_it_runs(explorer):
+    from model.rerank import planned_calls
+
+    note = explorer.best_of_n_cost(TEXT)
+    assert f"{planned_calls(4)} model calls" in note
+    assert explorer.decode(Request(text=TEXT, method=BEST_OF_N)).model_calls == planned_calls(4)
+    assert "lengths" in explorer.best_of_n_cost("The cat [MASK:?] on the mat.")
+
+
+def test_best_of_n_composes_with_a_blank_of_any_length(explorer):
+    result = explorer.decode(Request(text="The cat sat on the [MASK:?] and looked at the birds.", method=BEST_OF_N))
+    assert result.flexible is not None and len(result.flexible.candidates) >= 2
+
+
+def test_the_api_decodes_best_of_n(explorer):
+    text, trace_json = explorer.infill(TEXT, BEST_OF_N, 0)
+    assert json.loads(trace_json)["method"] == BEST_OF_N and "[MASK" not in text
