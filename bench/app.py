@@ -11,8 +11,10 @@ page does next, the other open positions' candidates computed on first view (`pr
 `Explorer.preview`, one forward). `single_s` and `best_of_n_s` time the page's first example (a
 14-token blank) decoded by A3 plan left to right and by best of N (model.rerank). `--decode-only`
 skips the rendering (no plotly needed: the GPU check's machine has no app dependencies), keeping the
-decodes and the previews. Prints one JSON
-object on its last line; asserts nothing.
+decodes and the previews. `roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it
+takes to read the weights a step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at a
+quick read bandwidth, bench.roofline's `read_bandwidth`: 2 threads, best of 3, measured first; on a GPU
+the device's own). Prints one JSON object on its last line; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 import torch
 
 from bench import arg_parser, device_and_dtype, peak_memory_mb, report, synchronize
+from bench.roofline import add_bandwidth_flag, read_bandwidth, roofline_fields
 
 
 def masked_text(tokenizer, length: int, n_open: int) -> str:
@@ -62,13 +65,14 @@ def best_of_n_timing(explorer) -> tuple[float, float, int]:
 
 
 def run(model_name: str, length: int, n_open: int, threads: int | None = None, *, device="cpu", dtype=None,
-        decode_only: bool = False) -> dict:
+        decode_only: bool = False, bandwidth_mb: float | None = None) -> dict:
     from app import device_note, settle
     from app.session import Explorer, Request
     from model.loading import load_model
 
     if threads:
         torch.set_num_threads(threads)
+    bandwidth = read_bandwidth(bandwidth_mb, device=device)  # first: before the model takes the memory
     loaded = load_model(model_name, device=device, dtype=dtype)
     explorer = Explorer(loaded)
     settle()  # as app.build() does
@@ -84,6 +88,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
 
     single_s, best_of_n_s, n_candidates = best_of_n_timing(explorer)
     decode_s, result = decode_seconds(method="A3 plan", order="left to right", group_size=1)
+    roofline = roofline_fields(loaded.model, loaded.dtype, decode_s / result.n_steps, bandwidth)
     decode_s2, _ = decode_seconds(method="A3 plan", order="left to right", group_size=2)
     dynamic_s, _ = decode_seconds(method="A3 dynamic", k=2)
 
@@ -118,6 +123,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
         "best_of_n_multiple": round(best_of_n_s / single_s, 2),
         **rendering,
         "preview_ms_mean": round(statistics.mean(preview_ms), 1), "preview_ms_max": round(max(preview_ms), 1),
+        **roofline,
         **peak_memory_mb(loaded.device), "targets": {"render_ms": 150, "decode_s": 5},
     }
 
@@ -127,10 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--open", type=int, default=64)
     ap.add_argument("--decode-only", action="store_true", help="time the decodes and previews, no rendering")
+    add_bandwidth_flag(ap)
     args = ap.parse_args(argv)
     device, dtype = device_and_dtype(args)
     result = run(args.model, args.length, args.open, args.threads, device=device, dtype=dtype,
-                 decode_only=args.decode_only)
+                 decode_only=args.decode_only, bandwidth_mb=args.bandwidth_mb)
     report(result, as_json=args.json)
 
 

@@ -9,6 +9,9 @@ open, decoded greedily in left-to-right groups of `group_size` three ways on thi
                     the LM head on every position: what the official code's generate_two_stream does
     recompute_rows_s  a leaner recompute: every content row, but only the group's query rows
     ar_generate_s   transformers' `generate` on the base AR model (its own KV cache), same new tokens
+`roofline_multiple`: the cached run's mean step (`step_s`) over the time it takes to read the weights a
+step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at bench.roofline's quick read
+bandwidth, 2 threads, best of 3, measured first; on a GPU the device's own).
 Prints one JSON object on its last line. Numbers, not assertions: nothing here fails on a slow machine.
 """
 
@@ -19,6 +22,7 @@ import time
 import torch
 
 from bench import arg_parser, device_and_dtype, peak_memory_mb, report, synchronize
+from bench.roofline import add_bandwidth_flag, read_bandwidth, roofline_fields
 from model.config import DecodeConfig
 from model.decoding import collect, decode
 from model.loading import llama_from_a3
@@ -53,12 +57,13 @@ def timed(fn, device="cpu"):
 
 
 def run(model_name: str, length: int, group_size: int, threads: int | None = None, *,
-        device="cpu", dtype=None) -> dict:
+        device="cpu", dtype=None, bandwidth_mb: float | None = None) -> dict:
     from model.loading import load_model
 
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
+    bandwidth = read_bandwidth(bandwidth_mb, device=device)  # first: before the models take the memory
     if dtype is None and device.type == "cpu":
         dtype = torch.float32
     loaded = load_model(model_name, device=device, dtype=dtype)
@@ -104,7 +109,8 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
                                       for a, b in zip(cached.steps, recomputed.steps, strict=True)), 6),
         "ar_generate_s": round(ar_s, 3), "speedup_vs_ar": round(ar_s / cached_s, 2),
         **peak_memory_mb(device), "threads": torch.get_num_threads(), "device": device_name(device),
-        "dtype": str(loaded.dtype).removeprefix("torch."), "torch": torch.__version__,
+        "torch": torch.__version__,
+        **roofline_fields(model, loaded.dtype, cached_s / len(cached.steps), bandwidth),
     }
 
 
@@ -117,9 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = arg_parser(__doc__, device=True, dtype=True)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--group-size", type=int, default=4)
+    add_bandwidth_flag(ap)
     args = ap.parse_args(argv)
     device, dtype = device_and_dtype(args)
-    result = run(args.model, args.length, args.group_size, args.threads, device=device, dtype=dtype)
+    result = run(args.model, args.length, args.group_size, args.threads, device=device, dtype=dtype,
+                 bandwidth_mb=args.bandwidth_mb)
     report(result, as_json=args.json)
 
 

@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 
-BENCHES = ["app", "decode", "orders", "playback", "precision", "screenshot"]
+BENCHES = ["app", "decode", "orders", "playback", "precision", "roofline", "screenshot"]
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -43,3 +43,27 @@ def test_precision_has_no_dtype_flag_because_it_compares_both(capsys):
     with pytest.raises(SystemExit):
         precision.main(["--dtype", "float32"])
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_roofline_runs_on_the_cpu_only_and_refuses_bad_sizes(capsys):
+    from bench import roofline
+
+    with pytest.raises(SystemExit) as exit_:
+        roofline.main(["--device", "cuda"])
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    for flag, message in ((["--mb", "0"], "more than 0 MB"), (["--mb", "lots"], "a number of MB"),
+                          (["--repeats", "0"], "at least 1"), (["--threads", "0"], "at least 1")):
+        with pytest.raises(SystemExit) as exit_:
+            roofline.main(flag)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, flag
+
+
+@pytest.mark.parametrize("name", ["app", "decode"])
+def test_the_roofline_bandwidth_array_is_a_flag_of_app_and_decode(name, capsys):
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert "--bandwidth-mb" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--bandwidth-mb", "-5"])
+    assert exit_.value.code == 2 and "more than 0 MB" in capsys.readouterr().err
