@@ -31,30 +31,66 @@ __all__ = ["EXAMPLES", "HOW_A3_WORKS", "build_demo", "header_markdown", "launch_
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-# Keyboard: ← / → step, space plays or pauses, Home / End, P presentation (ignored while typing in a field).
+# Keyboard: ← / → step, space plays or pauses, Home / End, P presentation. The keys belong to the stage:
+# they act only while the stage is on screen, and never on a focused control other than the stage's own
+# buttons, its slider and its tab (a text field, a slider, a button elsewhere keeps its own keys).
 SHORTCUTS = """
 <script>
-document.addEventListener('keydown', (e) => {
-  const t = e.target, tag = (t && t.tagName || '').toLowerCase();
-  const typing = tag === 'textarea' || (t && t.isContentEditable) ||
-    (tag === 'input' && !['range', 'checkbox', 'radio', 'button'].includes((t.type || '').toLowerCase()));
-  if (typing || e.altKey || e.ctrlKey || e.metaKey) return;
-  const click = (id) => { const b = document.querySelector('#' + id); if (b) { b.click(); e.preventDefault(); } };
-  const keys = {ArrowRight: 'next-btn', ArrowLeft: 'prev-btn', ' ': 'play-btn', Home: 'first-btn', End: 'last-btn',
+(() => {
+  const KEYS = {ArrowRight: 'next-btn', ArrowLeft: 'prev-btn', ' ': 'play-btn', Home: 'first-btn', End: 'last-btn',
                 p: 'present-btn', P: 'present-btn'};
-  const id = keys[e.key] || (e.code === 'Space' ? 'play-btn' : null);
-  if (!id) return;
-  // a focused button or slider would also act on the key: take the focus away so only the shortcut acts
-  if (tag === 'button' || tag === 'input') t.blur();
-  click(id);
-});
+  const CONTROLS = 'input, textarea, select, button, a[href], summary, ' +
+    '[contenteditable]:not([contenteditable=false]), ' +
+    '[role=button], [role=slider], [role=tab], [role=listbox], [role=option], [role=combobox], [role=radio], ' +
+    '[role=checkbox], [role=menuitem], [role=textbox], [role=spinbutton]';
+  const stageShown = () => {
+    const stage = document.querySelector('#stage .a3s');
+    return !!stage && stage.getClientRects().length > 0;
+  };
+  const stageOwn = (t) => t.id === 'tab-stage-button' ||
+    (!!t.closest('#stage') && (t.tagName === 'BUTTON' || t.id === 'stage-step'));
+  document.addEventListener('keydown', (e) => {
+    if (e.altKey || e.ctrlKey || e.metaKey || e.defaultPrevented) return;
+    const id = KEYS[e.key] || (e.code === 'Space' ? 'play-btn' : null);
+    if (!id || !stageShown()) return;
+    const t = e.target instanceof Element && e.target !== document.body ? e.target : null;
+    if (t && t.closest(CONTROLS) && !stageOwn(t)) return;
+    const button = document.querySelector('#stage #' + id);
+    if (!button) return;
+    e.preventDefault();
+    if (t) t.blur();  // the focused stage button or slider would act on the key too
+    button.click();
+  });
+})();
+</script>
+"""
+
+# A Plotly figure updated while its tab is hidden is drawn at Plotly's default 700 px, whatever its box;
+# when a tab is shown (by a click or by the server), every figure now visible is fitted to its box again.
+FIT_PLOTS = """
+<script>
+(() => {
+  const fitPlots = () => {
+    if (!window.Plotly || !window.Plotly.Plots) return;
+    document.querySelectorAll('.js-plotly-plot').forEach((plot) => {
+      const svg = plot.querySelector('.main-svg');
+      if (!svg || !plot.getClientRects().length) return;  // not drawn yet, or hidden: fitted when shown
+      const box = plot.getBoundingClientRect(), drawn = svg.getBoundingClientRect();
+      if (box.width > 0 && Math.abs(drawn.width - box.width) > 1) window.Plotly.Plots.resize(plot);
+    });
+  };
+  const soon = () => { requestAnimationFrame(fitPlots); setTimeout(fitPlots, 150); setTimeout(fitPlots, 600); };
+  new MutationObserver(soon).observe(document.documentElement,
+                                     {subtree: true, attributes: true, attributeFilter: ['aria-selected']});
+  window.a3FitPlots = fitPlots;
+})();
 </script>
 """
 
 
 def launch_kwargs() -> dict:
     """App-level settings that Gradio 6 takes in launch() (tests launch with the same ones)."""
-    return {"theme": gr.themes.Soft(), "css": (STATIC / "app.css").read_text(), "head": SHORTCUTS,
+    return {"theme": gr.themes.Soft(), "css": (STATIC / "app.css").read_text(), "head": SHORTCUTS + FIT_PLOTS,
             "footer_links": ["gradio", "api", "settings"], "show_error": False}
 
 

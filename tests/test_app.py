@@ -124,3 +124,26 @@ def test_order_lab_tab_is_wired(app_url):
             "gallery-plot", "gallery-scheme", "gallery-stage", "gallery-use"} <= set(blocks)
     gallery = blocks["gallery-plot"].value  # drawn at build time, without the model
     assert gallery is not None
+
+
+def test_carry_mask_keeps_the_clicks_outside_the_edit():
+    from app.picker import carry_mask
+
+    def chips(ids, mask=None, locked=(0,)):
+        return {"text": "", "ids": ids, "tokens": [], "mask": mask or [False] * len(ids), "locked": list(locked)}
+
+    old = chips([0, 10, 11, 12, 13], [False, False, True, False, True])
+    # a token typed in front: every click moves with its token
+    assert carry_mask(old, chips([0, 9, 10, 11, 12, 13]))["mask"] == [False, False, False, True, False, True]
+    # a token changed in the middle: its click goes, the others stay
+    assert carry_mask(old, chips([0, 10, 15, 12, 13]))["mask"] == [False, False, False, False, True]
+    # another text altogether: a common word elsewhere does not take a click
+    assert carry_mask(old, chips([0, 20, 11, 21]))["mask"] == [False] * 4
+    # a locked chip (a blank, the start token) keeps the new text's flag whatever was clicked
+    blank = chips([0, 10, 11, 12, 99], [False, False, False, False, True], locked=(0, 4))
+    assert carry_mask(chips([0, 10, 11, 12, 99], [True, True, False, False, False]), blank)["mask"] == [
+        False, True, False, False, True]
+    # what the browser sends is not trusted: anything malformed counts as no clicks
+    new = chips([0, 10])
+    for bad in (None, "x", {"ids": [0, 1], "mask": [True]}, {"ids": ["a", {}], "mask": [True, True]}):
+        assert carry_mask(bad, new) == new

@@ -12,7 +12,7 @@ from app import figures
 from app.session import COMPARE_METHODS, InputError
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import to_stage, warn
-from app.ui.text_tab import request_of
+from app.ui.text_tab import TextCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class CompareCallbacks:
         """(compared, table, plot, texts, load row, hint, tabs, warning) for the values of TextTab.settings."""
         hidden = (gr.skip(),) * 7
         try:
-            comparison = self.calls.compare(request_of(*values))
+            comparison = self.calls.compare(TextCallbacks(self.calls).request(*values))
         except InputError as err:
             return (*hidden, warn(err))
         except Exception as err:  # never a stack trace in the page

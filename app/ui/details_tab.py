@@ -30,12 +30,14 @@ BRANCH_INTRO = (
     "branch starts from that cache (*new calls* counts the branch's own calls, that one included). "
     "Every branch stays in the table with its log p; show any of them on the stage and branch again.")
 ATTENTION_INTRO = (
-    "The probabilities each row of this step really put on each key, read out of one forward pass "
-    "(model.attention), averaged over layers and heads or for one of each. **Query** rows are the positions "
+    "The probabilities each row of this step really put on each key, read out of one forward pass of the "
+    "model, averaged over layers and heads or for one of each. **Query** rows are the positions "
     "decided at this step (what made the decision); **content** rows are the same positions' content, what "
     "later steps read. They are drawn over the mask: allowed cells are coloured by weight, blocked cells are "
     "grey and their weight is **exactly 0** (the figure refuses data that is not). Rows of the lowest group see "
     "nothing and are all 0. The AR baseline's step is the base model's row before each position.")
+ATTENTION_STALE = ("The attention drawn before belonged to another step or run. Press **Draw the attention at "
+                   "this step** to draw it for the step on show.")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class AttentionPanel:
     layer: gr.Dropdown
     head: gr.Dropdown
     button: gr.Button
+    note: gr.Markdown  # why no plot shows (the step or run changed since it was drawn)
     plot: gr.Plot
 
 
@@ -139,8 +142,9 @@ def build_attention_panel(config) -> AttentionPanel:
             head = gr.Dropdown(["mean", *map(str, range(config.num_attention_heads))], value="mean", label="head",
                                elem_id="attn-head", scale=1)
             button = gr.Button("Draw the attention at this step", elem_id="attn-btn", scale=2)
+        note = gr.Markdown("", elem_id="attn-note")
         plot = gr.Plot(show_label=False, elem_id="attn-plot", visible=False)
-    return AttentionPanel(stream, layer, head, button, plot)
+    return AttentionPanel(stream, layer, head, button, note, plot)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -192,6 +196,18 @@ class DetailsCallbacks:
         data = getattr(evt, "_data", None) or {}
         return self.on_details(result, data.get("step", -1), reduce, sort)
 
+    @staticmethod
+    def on_attention_settled(result, drawn, evt: gr.EventData):
+        """(plot, note, drawn at) once the stage settles: an attention plot of another step or run
+        (a branch, a new run) leaves, with a note; one of the step on show stays."""
+        if drawn is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        step = (getattr(evt, "_data", None) or {}).get("step", -1)
+        step = clamp_step(result, step) if result is not None else -1
+        if drawn[0] is result and drawn[1] == step:
+            return gr.skip(), gr.skip(), gr.skip()
+        return gr.Plot(value=None, visible=False), ATTENTION_STALE, None
+
     def on_preview(self, result, step):
         """After the details render: the other open positions' candidates of a plan run, computed
         on first view (one forward), then the candidates table and the branch controls again."""
@@ -208,7 +224,7 @@ class DetailsCallbacks:
         return gr.Dataframe(value=rows or None, headers=headers, visible=bool(rows)), positions, tokens
 
     def on_attention(self, result, step, stream, layer, head):
-        """(plot, warning): the attention at the step on show."""
+        """(plot, note, drawn at, warning): the attention at the step on show."""
         try:
             step = clamp_step(result, step) if result is not None else -1
             weights = self.calls.attention(result, step, stream)
@@ -217,11 +233,11 @@ class DetailsCallbacks:
             fig = attention_figure(weights.probs, weights.allowed, result.labels, list(weights.rows),
                                    stream=weights.stream, step=step, **pick)
         except InputError as err:
-            return gr.skip(), warn(err)
+            return gr.skip(), gr.skip(), gr.skip(), warn(err)
         except Exception as err:  # never a stack trace in the page
             log.exception("attention failed")
-            return gr.skip(), warn(f"Something went wrong: {err}")
-        return gr.Plot(value=fig, visible=True), ""
+            return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
+        return gr.Plot(value=fig, visible=True), "", (result, step), ""
 
     def tree_outputs(self, tree, shown):
         """(table, pick) of the tree, the branch on the stage picked."""

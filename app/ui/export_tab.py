@@ -1,11 +1,13 @@
 """⤓ Export: the trace on the stage (JSON, and through app.slides an animated GIF and an offline HTML
-player) and the step the stage stopped on (its masks as CSV or NPY, its figures as HTML)."""
+player) and the step on the stage (its masks as CSV or NPY, its figures as HTML). One press, one
+download, of the step on screen at the press."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import gradio as gr
@@ -25,29 +27,64 @@ def slides_module():
     return slides if hasattr(slides, "export_gif") and hasattr(slides, "export_player") else None
 
 
+# The step on screen when the button is pressed: the stage holds the step in the browser and the server
+# hears of it only once the stage settles, so the export reads it off the stage's counter.
+STEP_ON_SCREEN = ("(...inputs) => { const counter = document.querySelector('#stage-counter'); "
+                  "if (counter && counter.dataset.step !== undefined) inputs[1] = Number(counter.dataset.step); "
+                  "return inputs; }")
+
+
+@dataclass(frozen=True)
+class Export:
+    """One export: the button the visitor presses, and a hidden download button that gets the file
+    made and is then clicked by script, so that one press downloads the file just made. (A visible
+    gr.DownloadButton downloads the value it already holds, then runs its event: the file of the
+    previous press.)"""
+
+    button: gr.Button
+    file: gr.DownloadButton
+
+    @classmethod
+    def create(cls, label: str, elem_id: str, visible: bool = True) -> Export:
+        button = gr.Button(label, elem_id=elem_id, visible=visible)
+        return cls(button, gr.DownloadButton(label, elem_id=f"{elem_id}-file", visible="hidden"))
+
+    def wire(self, fn, inputs: list, *, js: str | None = None) -> None:
+        self.button.click(fn, inputs, self.file, js=js, api_visibility="private").success(
+            None, None, None, js=f"() => {{ document.querySelector('#{self.file.elem_id}').click(); }}",
+            api_visibility="private", queue=False)
+
+
 @dataclass(frozen=True)
 class ExportTab:
-    gif: gr.DownloadButton  # hidden without app.slides
-    player: gr.DownloadButton  # hidden without app.slides
-    trace: gr.DownloadButton
-    csv: gr.DownloadButton
-    npy: gr.DownloadButton
-    html: gr.DownloadButton
+    gif: Export  # hidden without app.slides
+    player: Export  # hidden without app.slides
+    trace: Export
+    csv: Export
+    npy: Export
+    html: Export
+    step: gr.Number  # hidden: the step on screen, filled in by STEP_ON_SCREEN at each press
 
 
 def build_export_tab(has_slides: bool) -> ExportTab:
     with gr.Tab("⤓ Export", id="export", elem_id="tab-export"):
-        gr.Markdown("The trace on the stage, and the step the stage stopped on. Each Plotly figure under "
+        gr.Markdown("The trace on the stage, and the step the stage shows. Each Plotly figure under "
                     "**⌕ Step details** also has a camera button that saves it as PNG.")
         with gr.Row():
-            gif = gr.DownloadButton("Animated GIF", elem_id="export-gif", visible=has_slides)
-            player = gr.DownloadButton("HTML player", elem_id="export-player", visible=has_slides)
-            trace = gr.DownloadButton("Trace (JSON)", elem_id="export-trace")
+            gif = Export.create("Animated GIF", "export-gif", visible=has_slides)
+            player = Export.create("HTML player", "export-player", visible=has_slides)
+            trace = Export.create("Trace (JSON)", "export-trace")
         with gr.Row():
-            csv = gr.DownloadButton("Masks at this step (CSV, zip)", elem_id="export-csv")
-            npy = gr.DownloadButton("Masks at this step (NPY, npz)", elem_id="export-npz")
-            html = gr.DownloadButton("Figures at this step (HTML)", elem_id="export-html")
-    return ExportTab(gif, player, trace, csv, npy, html)
+            csv = Export.create("Masks at this step (CSV, zip)", "export-csv")
+            npy = Export.create("Masks at this step (NPY, npz)", "export-npz")
+            html = Export.create("Figures at this step (HTML)", "export-html")
+        step = gr.Number(-1, precision=0, visible="hidden", elem_id="export-step")
+    return ExportTab(gif, player, trace, csv, npy, html, step)
+
+
+def shown_step(result: Result | None, step) -> int:
+    """The step as the stage counts it: 0 before decoding, then 1, 2, ... (a file is named by it)."""
+    return clamp_step(result, step) + 1 if result is not None else 0
 
 
 def export(result: Result | None, name: str, make) -> str | None:
@@ -79,7 +116,7 @@ def export_file(result: Result | None, name: str, explorer: Explorer, write) -> 
 
 def figures_html(result: Result, step, reduce, sort) -> str:
     rendered = render_step(result, step, reduce=reduce, sort_by_group=sort)
-    parts = [f"<h2>A3 Explorer · {result.method} · step {clamp_step(result, step)}</h2><p>{rendered.summary}</p>"]
+    parts = [f"<h2>A3 Explorer · {escape(result.method)}</h2><p>{escape(rendered.summary)}</p>"]
     for i, fig in enumerate((rendered.grid, rendered.dag, rendered.masks, rendered.logprob)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
     return "<html><head><meta charset='utf-8'></head><body>" + "".join(parts) + "</body></html>"
@@ -95,13 +132,16 @@ class ExportCallbacks:
         return export(result, "trace.json", self.explorer.trace_json)
 
     def masks_csv(self, result, step):
-        return export(result, f"masks_step{step}.zip", lambda r: self.explorer.masks_csv(r, int(step)))
+        shown = shown_step(result, step)
+        return export(result, f"masks_step{shown}.zip", lambda r: self.explorer.masks_csv(r, shown - 1))
 
     def masks_npz(self, result, step):
-        return export(result, f"masks_step{step}.npz", lambda r: self.explorer.masks_npz(r, int(step)))
+        shown = shown_step(result, step)
+        return export(result, f"masks_step{shown}.npz", lambda r: self.explorer.masks_npz(r, shown - 1))
 
     def step_figures(self, result, step, reduce, sort):
-        return export(result, f"figures_step{step}.html", lambda r: figures_html(r, step, reduce, sort))
+        shown = shown_step(result, step)
+        return export(result, f"figures_step{shown}.html", lambda r: figures_html(r, shown - 1, reduce, sort))
 
     def gif(self, result):
         return export_file(result, "a3-playback.gif", self.explorer, self.slides.export_gif)

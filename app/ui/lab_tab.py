@@ -157,8 +157,9 @@ class LabCallbacks:
         return onto_stage(lambda: self.calls.load_scheme(text, name, size, seed), "gallery load")
 
     def on_gallery_use(self, text, name, size, seed):
-        """(text, picker, method, order, custom group ids, tabs, warning): the scheme in Your text."""
-        skip = (gr.skip(),) * 6
+        """(text, picker, chips for, method, order, custom group ids, tabs, warning): the scheme in Your
+        text (`chips for`: the text its chips belong to, see TextCallbacks.on_typed)."""
+        skip = (gr.skip(),) * 7
         try:
             _, schemes = lab_logic.gallery_for(self.explorer, text, group_size=int(size or 4), seed=int(seed or 0))
             scheme = next((s for s in schemes if s.name == name), None)
@@ -167,5 +168,5 @@ class LabCallbacks:
             picker = lab_logic.scheme_picker(self.explorer, text, scheme)
         except InputError as err:
             return (*skip, warn(err))
-        return (text, picker, "A3 plan", "custom group ids", " ".join(map(str, scheme.group_ids)),
+        return (text, picker, text, "A3 plan", "custom group ids", " ".join(map(str, scheme.group_ids)),
                 gr.Tabs(selected="input"), "")

@@ -20,11 +20,14 @@ class States:
     compared: gr.State  # {method: Result} of the last comparison
     details_step: gr.State  # the step the details tab shows (-1: none yet)
     tree: gr.State  # model.branching.BranchTree of the runs grown from the stage's result
+    attention_at: gr.State  # (result, step) the attention plot was drawn for; None when it shows none
+    chips_for: gr.State  # the text the server last sent chips for with the text itself (see TextCallbacks.on_typed)
 
     @classmethod
     def create(cls, result: Result | None) -> States:
         return cls(result=gr.State(result), lab=gr.State(None), compared=gr.State({}), details_step=gr.State(-1),
-                   tree=gr.State(None))
+                   tree=gr.State(None), attention_at=gr.State(None),
+                   chips_for=gr.State(None))
 
 
 def warn(message) -> str:

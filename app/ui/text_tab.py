@@ -3,17 +3,18 @@ settings, Run and Compare; for an any-length blank ([MASK:?]) the lengths tried 
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from app.picker import TokenPicker
+from app.picker import TokenPicker, carry_mask
 from app.session import ORDER_NAMES, Explorer, InputError, Request, Result
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import to_stage, warn
-from model.config import LABELS, STRATEGIES
+from model.config import LABELS, METHODS, STRATEGIES
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ EXAMPLES = [
 ]
 
 
+# one line per decoding method, under the method list (the page's labels, model.config's descriptions)
+METHOD_ABOUT = {spec.label: spec.description for spec in METHODS.values()}
+METHOD_ABOUT_JS = f"(method) => {{ const about = {json.dumps(METHOD_ABOUT)}; return about[method] || ''; }}"
+
+
 @dataclass(frozen=True)
 class TextTab:
     text: gr.Textbox
@@ -52,6 +58,7 @@ class TextTab:
     lengths_pick: gr.Dropdown
     lengths_btn: gr.Button
     method: gr.Radio
+    method_about: gr.Markdown  # the method's one-line description
     order: gr.Dropdown
     group_size: gr.Slider
     strategy: gr.Radio
@@ -99,6 +106,7 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                                                 size="sm", scale=1)
             with gr.Column(scale=2):
                 method = gr.Radio(list(LABELS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
+                method_about = gr.Markdown(METHOD_ABOUT.get(EXAMPLES[0][1], ""), elem_id="method-about")
                 if explorer.base_note():
                     gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
                 with gr.Row():
@@ -122,10 +130,10 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                         label="One integer per position, start token first (order: custom group ids)",
                         placeholder="e.g. 0 1 1 1 3 2 2", elem_id="custom-groups")
         gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
-                    label="Examples (click one, then Run)")
+                    label="Examples (click one, then Run)", elem_id="examples")
     return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
-                   lengths_table, lengths_pick, lengths_btn, method, order, group_size, strategy, k, temperature,
-                   seed, top_k, top_p, custom_groups)
+                   lengths_table, lengths_pick, lengths_btn, method, method_about, order, group_size, strategy, k,
+                   temperature, seed, top_k, top_p, custom_groups)
 
 
 def request_of(*values) -> Request:
@@ -167,18 +175,32 @@ class TextCallbacks:
         except InputError as err:
             return gr.skip(), warn(err)
 
-    def on_typed(self, text):
-        """Re-chip while typing; a half-typed blank ("[MASK:") waits quietly for the next key or Run."""
+    def on_typed(self, text, picker, chips_for):
+        """(picker, chips for) when the text changes (typing, a paste, an example): new chips, the masks
+        clicked before kept outside the edit. A half-typed blank ("[MASK:") waits quietly for the next key
+        or Run. Chips the server sent with the text itself (`chips_for` is that text: Order lab's "use it")
+        stay: this event may read the picker as it was before them."""
+        if text == chips_for or (isinstance(picker, dict) and picker.get("text") == text):
+            return gr.skip(), None
         try:
-            return self.explorer.picker_from_text(text)
+            return carry_mask(picker, self.explorer.picker_from_text(text)), None
         except InputError:
-            return gr.skip()
+            return gr.skip(), None
+
+    def request(self, *values) -> Request:
+        """The Request of `TextTab.settings`' values, its chips moved onto its text when they were made
+        for an earlier version of it (a click that came before the chips caught up still counts)."""
+        request = request_of(*values)
+        picker = request.picker
+        if isinstance(picker, dict) and picker.get("text") != request.text:
+            request = replace(request, picker=carry_mask(picker, self.explorer.picker_from_text(request.text)))
+        return request
 
     def on_run(self, *values):
         """(result, stage, picker, *lengths, tabs, warning) for the values of `TextTab.settings`."""
         skip = (gr.skip(),) * 8
         try:
-            request = request_of(*values)
+            request = self.request(*values)
             result = self.calls.decode(request)
             picker = (self.explorer.picker_at_length(request.text, result.flexible.best.length)
                       if result.flexible is not None else self.explorer.picker_from_text(request.text))

@@ -16,12 +16,12 @@ from app.stage_component import Stage
 from app.ui import api
 from app.ui.compare_tab import CompareCallbacks, CompareTab, load_compared
 from app.ui.details_tab import DetailsCallbacks, DetailsTab, on_position, reset_branches
-from app.ui.export_tab import ExportCallbacks, ExportTab
+from app.ui.export_tab import STEP_ON_SCREEN, ExportCallbacks, ExportTab
 from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import States
 from app.ui.stage_tab import open_text_tab
-from app.ui.text_tab import TextCallbacks, TextTab, on_unmask
+from app.ui.text_tab import METHOD_ABOUT_JS, TextCallbacks, TextTab, on_unmask
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,10 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     on = TextCallbacks(calls)
     t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
     t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
-    t.text.input(on.on_typed, t.text, t.picker, trigger_mode="always_last", show_progress="hidden",
-                 api_visibility="private")
+    # .change, not .input: a paste and an example click change the text too
+    t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for],
+                  trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
     t.run_btn.click(on.on_run, t.settings,
                     [states.result, page.stage, t.picker, *t.lengths, page.tabs, page.warning],
@@ -111,19 +113,21 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     b.show.click(on.on_show_branch, [states.tree, b.pick],
                  [states.result, page.stage, b.table, page.tabs, page.warning], api_visibility="private")
     a.button.click(on.on_attention, [states.result, states.details_step, a.stream, a.layer, a.head],
-                   [a.plot, page.warning], api_visibility="private", **model)
+                   [a.plot, a.note, states.attention_at, page.warning], api_visibility="private", **model)
+    page.stage.step_settled(on.on_attention_settled, [states.result, states.attention_at],
+                            [a.plot, a.note, states.attention_at], trigger_mode="always_last", show_progress="hidden",
+                            concurrency_limit=None, api_visibility="private")
 
 
 def wire_export_tab(page: Page, on: ExportCallbacks) -> None:
-    e, result, step = page.export, page.states.result, page.states.details_step
-    e.trace.click(on.trace_json, result, e.trace, api_visibility="private")
-    e.csv.click(on.masks_csv, [result, step], e.csv, api_visibility="private")
-    e.npy.click(on.masks_npz, [result, step], e.npy, api_visibility="private")
-    e.html.click(on.step_figures, [result, step, page.details.reduce, page.details.sort], e.html,
-                 api_visibility="private")
+    e, result = page.export, page.states.result
+    e.trace.wire(on.trace_json, [result])
+    e.csv.wire(on.masks_csv, [result, e.step], js=STEP_ON_SCREEN)
+    e.npy.wire(on.masks_npz, [result, e.step], js=STEP_ON_SCREEN)
+    e.html.wire(on.step_figures, [result, e.step, page.details.reduce, page.details.sort], js=STEP_ON_SCREEN)
     if on.slides is not None:
-        e.gif.click(on.gif, result, e.gif, api_visibility="private")
-        e.player.click(on.player, result, e.player, api_visibility="private")
+        e.gif.wire(on.gif, [result])
+        e.player.wire(on.player, [result])
 
 
 def wire_lab_tab(page: Page, calls: ModelCalls, model: dict) -> None:
@@ -139,5 +143,6 @@ def wire_lab_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     lab.gallery_stage.click(on.on_gallery_stage, lab.scheme_inputs, page.onto_stage, api_visibility="private",
                             **model)
     lab.gallery_use.click(on.on_gallery_use, lab.scheme_inputs,
-                          [t.text, t.picker, t.method, t.order, t.custom_groups, page.tabs, page.warning],
+                          [t.text, t.picker, states.chips_for, t.method, t.order, t.custom_groups, page.tabs,
+                           page.warning],
                           api_visibility="private")

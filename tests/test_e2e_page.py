@@ -1,0 +1,353 @@
+"""The page around the stage, in a real headless Chromium (tiny model): every export downloads on one
+click the file of the step on screen; the Step details figures fit their boxes after a return visit
+and after a branch; the stage's keys act only on the stage; the chips follow a paste and an example,
+masks clicked survive typing elsewhere, and chips sent with their text stay; a branch leaves no
+attention plot of the old run; the tables fit and break between words; every method says what it
+does; no text names Python modules."""
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import launched_app
+from test_e2e import open_page, open_tab, stage_step
+
+pytestmark = pytest.mark.browser
+
+SLOW = 60_000  # ms: two busy cores
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    with launched_app("tiny") as (url, _):
+        yield url
+
+
+def stop_stage_at(page, presses: list[str]) -> None:
+    """Stop the example playing (Home) and press these keys on the stage."""
+    page.locator("#stage-counter").click()
+    for key in ["Home", *presses]:
+        page.keyboard.press(key)
+
+
+def n_steps(page) -> int:
+    return int(page.evaluate("() => window.__a3stage.state.P.steps.length"))
+
+
+def blur(page) -> None:
+    """Focus on nothing (the page itself), as after a click on plain text."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+
+
+# ----------------------------------------------------------------------------------------- 1. export
+def download_once(page, downloads: list, button: str):
+    """Click an export button once; the one download it gives (and no other)."""
+    before = len(downloads)
+    with page.expect_download(timeout=SLOW) as info:
+        page.locator(f"#{button}").click()
+    download = info.value
+    page.wait_for_timeout(800)  # a second download would have started by now
+    assert len(downloads) == before + 1, f"{button}: {len(downloads) - before} downloads for one click"
+    return download
+
+
+def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser):
+    page = open_page(browser, page_url)
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    stop_stage_at(page, ["ArrowRight"])
+    total = n_steps(page)
+    open_tab(page, "Export")
+    names = {button: download_once(page, downloads, button).suggested_filename
+             for button in ("export-trace", "export-csv", "export-npz", "export-html", "export-gif", "export-player")}
+    assert names == {"export-trace": "trace.json", "export-csv": "masks_step1.zip", "export-npz": "masks_step1.npz",
+                     "export-html": "figures_step1.html", "export-gif": "a3-playback.gif",
+                     "export-player": "a3-player.html"}
+    # another step on screen, and the export is at once of that step: no wait for the server to hear of it
+    open_tab(page, "Stage")
+    page.locator("#stage-counter").click()
+    page.keyboard.press("End")
+    open_tab(page, "Export")
+    csv = download_once(page, downloads, "export-csv")
+    assert csv.suggested_filename == f"masks_step{total}.zip"
+    with zipfile.ZipFile(io.BytesIO(Path(csv.path()).read_bytes())) as zf:
+        assert sorted(zf.namelist()) == ["content.csv", "groups.csv", "query.csv"]
+    figures = download_once(page, downloads, "export-html")
+    assert figures.suggested_filename == f"figures_step{total}.html"
+    assert f"Step {total}/{total}" in Path(figures.path()).read_text(encoding="utf-8")
+    page.close()
+
+
+# -------------------------------------------------------------------------------- 2. figures fit
+DETAIL_PLOTS = ("#logprob-plot", "#grid-plot", "#dag-plot", "#mask-plot")
+FIGURES_OUTSIDE = """(ids) => ids.flatMap((id) => {
+  const box = document.querySelector(id).getBoundingClientRect(), svg = document.querySelector(id + ' .main-svg');
+  if (!svg) return [id + ': not drawn'];
+  const drawn = svg.getBoundingClientRect();
+  return drawn.left >= box.left - 1 && drawn.right <= box.right + 1 ? [] :
+    [`${id}: drawn ${Math.round(drawn.width)} px wide in a ${Math.round(box.width)} px box`];
+})"""
+
+
+def assert_figures_fit(page) -> None:
+    try:
+        page.wait_for_function(f"() => ({FIGURES_OUTSIDE})({list(DETAIL_PLOTS)}).length === 0", timeout=10_000)
+    except Exception:  # say which figure is cut off
+        assert page.evaluate(FIGURES_OUTSIDE, list(DETAIL_PLOTS)) == []
+
+
+def test_step_details_figures_fit_their_boxes_after_a_return_visit_and_a_branch(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    stop_stage_at(page, ["ArrowRight", "ArrowRight"])
+    total = n_steps(page)
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text(f"Step 2/{total}", timeout=15_000)
+    assert_figures_fit(page)
+    # back to the stage, to its end: the figures are redrawn while their tab is hidden
+    open_tab(page, "Stage")
+    page.locator("#stage-counter").click()
+    page.keyboard.press("End")
+    page.wait_for_timeout(1500)  # the stage settles and the hidden figures are redrawn
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text(f"Step {total}/{total}", timeout=15_000)
+    assert_figures_fit(page)
+    # a branch opens the stage; its figures too are drawn while Step details is hidden
+    open_tab(page, "Stage")
+    stop_stage_at(page, ["ArrowRight"])
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text(f"Step 1/{total}", timeout=15_000)
+    page.locator("#branching").get_by_text("Branch from this step").click()
+    expect(page.locator("#br-position input")).to_have_value(re.compile(r"decided here"), timeout=15_000)
+    page.locator("#br-token-btn").click()
+    expect(page.locator("#tab-stage")).to_be_visible(timeout=SLOW)
+    page.wait_for_function("() => !window.__a3stage.state.playing && window.__a3stage.state.step >= 0",
+                           timeout=SLOW)
+    page.wait_for_timeout(1500)
+    open_tab(page, "Step details")
+    expect(page.locator("#br-tree")).to_contain_text("▶ 1", timeout=15_000)
+    assert_figures_fit(page)
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------- 3. keys
+def test_stage_keys_leave_other_tabs_alone(page_url, browser):
+    page = open_page(browser, page_url)
+    stop_stage_at(page, ["ArrowRight"])
+    open_tab(page, "Order lab")
+    page.wait_for_selector("#gallery-plot .js-plotly-plot")
+    page.wait_for_timeout(500)  # the tab at its full height
+    blur(page)
+    assert page.evaluate("() => document.documentElement.scrollHeight > window.innerHeight + 50")
+    # the page's own End, Home and Space scroll it (each waits for the scroll before the next key)
+    for key, scrolled in (("End", "> 0"), ("Home", "=== 0"), (" ", "> 0")):
+        page.keyboard.press(key)
+        page.wait_for_function(f"() => window.scrollY {scrolled}", timeout=5_000)
+        page.wait_for_timeout(600)
+    assert not page.evaluate("() => window.__a3stage.state.playing") and stage_step(page) == 0
+    open_tab(page, "How A3 works")
+    blur(page)
+    page.keyboard.press("p")  # not presentation mode from another tab
+    page.wait_for_timeout(400)
+    assert not page.evaluate("() => document.documentElement.classList.contains('a3-present')")
+    # on the stage the keys still act
+    open_tab(page, "Stage")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => window.__a3stage.state.step === 1", timeout=5_000)
+    page.close()
+
+
+def test_keys_on_a_focused_control_act_on_that_control(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    stop_stage_at(page, ["ArrowRight"])
+    open_tab(page, "Your text")
+    slider = page.locator("#group-size input[type=range]")
+    slider.focus()
+    page.keyboard.press("ArrowRight")  # the slider steps, not the hidden stage
+    expect(slider).to_have_value("2")
+    assert stage_step(page) == 0
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:3] at the birds.")
+    page.locator("#method label", has_text="A3 plan").click()
+    page.locator("#run-btn").focus()
+    page.keyboard.press(" ")  # space on the Run button runs
+    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan:", timeout=SLOW)
+    page.close()
+
+
+# --------------------------------------------------------------------------------------- 4. chips
+def chips(page) -> list[tuple[str, bool]]:
+    return page.evaluate("""() => [...document.querySelectorAll('#picker .chip')]
+        .map((c) => [c.textContent, c.classList.contains('masked')])""")
+
+
+def test_chips_follow_a_paste_and_a_click_on_them_counts_at_run(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    open_tab(page, "Your text")
+    page.wait_for_selector("#picker .chip")
+    page.evaluate("() => navigator.clipboard.writeText('The sailor mended his nets by the harbour.')")
+    box = page.locator("#text textarea")
+    box.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Control+V")
+    expect(page.locator("#picker")).to_contain_text("harbour", timeout=15_000)
+    expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"· 0 open$"))
+    page.locator("#picker .chip", has_text="nets").click()
+    expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"· 1 open$"))
+    page.locator("#method label", has_text="A3 plan").click()
+    page.locator("#run-btn").click()
+    expect(page.locator("#stage-counter")).to_have_text("Step 1/1", timeout=SLOW)
+    page.close()
+
+
+def test_chips_follow_a_click_on_an_example(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    page.wait_for_selector("#picker .chip")
+    expect(page.locator("#picker")).not_to_contain_text("recipe")
+    page.locator("tbody tr", has_text="The recipe was simple").first.click()
+    expect(page.locator("#text textarea")).to_have_value(re.compile("^The recipe was simple"))
+    expect(page.locator("#picker")).to_contain_text("recipe", timeout=15_000)
+    expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"· 8 open$"))
+    page.close()
+
+
+def test_masks_clicked_survive_typing_elsewhere(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    box = page.locator("#text textarea")
+    box.fill("The old fisherman rowed his boat across the lake")
+    box.press_sequentially(".")
+    expect(page.locator("#picker")).to_contain_text("lake.", timeout=15_000)
+    page.locator("#picker .chip", has_text="fisherman").click()
+    page.locator("#picker .chip", has_text="boat").click()
+    expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"· 2 open$"))
+    box.press("End")
+    box.press_sequentially(" Then he slept.")
+    expect(page.locator("#picker")).to_contain_text("slept", timeout=15_000)
+    box.press("Home")
+    box.press_sequentially("Yes. ")
+    expect(page.locator("#picker .chip").nth(1)).to_have_text("Yes", timeout=15_000)
+    masked = [text for text, m in chips(page) if m]
+    assert masked == [" fisherman", " boat"]
+    page.close()
+
+
+def test_chips_sent_with_the_text_stay(page_url, browser):
+    """Order lab's "use it" sends a text and its chips at once: re-chipping the new text must not undo them."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Order lab")
+    page.locator("#gallery-use").click()
+    expect(page.locator("#text textarea")).to_have_value(page.locator("#lab-text textarea").input_value(),
+                                                         timeout=15_000)
+    page.wait_for_timeout(1500)  # the text's change event has come and gone
+    expect(page.locator("#picker .tp-count")).not_to_have_text(re.compile(r"· 0 open$"))
+    page.close()
+
+
+# ----------------------------------------------------------------------------------- 5. attention
+def test_a_branch_leaves_no_attention_plot_of_the_old_run(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    stop_stage_at(page, ["ArrowRight", "ArrowRight"])
+    open_tab(page, "Step details")
+    expect(page.locator("#details-summary")).to_contain_text("Step 2/", timeout=15_000)
+    page.locator("#attention").get_by_text("Attention weights at this step").click()
+    page.locator("#attn-btn").click()
+    expect(page.locator("#attn-plot")).to_contain_text("Attention weights at step 2", timeout=SLOW)
+    page.locator("#branching").get_by_text("Branch from this step").click()
+    expect(page.locator("#br-position input")).to_have_value(re.compile(r"decided here"), timeout=15_000)
+    page.locator("#br-token-btn").click()
+    expect(page.locator("#tab-stage")).to_be_visible(timeout=SLOW)
+    page.wait_for_function("() => !window.__a3stage.state.playing && window.__a3stage.state.step >= 0",
+                           timeout=SLOW)
+    open_tab(page, "Step details")
+    expect(page.locator("#br-tree")).to_contain_text("▶ 1", timeout=15_000)
+    expect(page.locator("#attn-plot")).to_be_hidden(timeout=15_000)  # not the old run's "step 2"
+    expect(page.locator("#attn-note")).to_contain_text("another step or run")
+    # drawn again, it is the new run's step
+    page.locator("#attn-btn").click()
+    last = n_steps(page)
+    expect(page.locator("#attn-plot")).to_contain_text(f"Attention weights at step {last}", timeout=SLOW)
+    expect(page.locator("#attn-note")).to_have_text("")
+    page.close()
+
+
+# ------------------------------------------------------------------------------------- 6. smaller
+WORDS_SPLIT = """(selector) => [...document.querySelectorAll(selector)].flatMap((cell) => {
+  const text = cell.firstChild && cell.firstChild.nodeType === 3 ? cell.firstChild : null;
+  if (!text) return [];
+  const split = [];
+  for (const m of text.data.matchAll(/\\S+/g)) {
+    const range = document.createRange();
+    range.setStart(text, m.index); range.setEnd(text, m.index + m[0].length);
+    const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+    if (tops.size > 1) split.push(m[0]);
+  }
+  return split;
+})"""
+
+
+def test_compare_headers_break_between_words_only(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds.")
+    page.locator("#compare-btn").click()
+    expect(page.locator("#compare-table")).to_contain_text("one-step parallel", timeout=SLOW)
+    page.wait_for_timeout(300)
+    assert page.locator("#compare-table th .header").count() >= 7
+    assert page.evaluate(WORDS_SPLIT, "#compare-table th .header") == []
+    page.close()
+
+
+def test_examples_fit_and_every_method_says_what_it_does(page_url, browser):
+    from playwright.sync_api import expect
+
+    from model.config import METHODS
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    page.wait_for_selector("tbody tr:has-text('The recipe was simple')")
+    table, box = page.evaluate("""() => {
+      const table = [...document.querySelectorAll('table')].find((t) => t.innerText.includes('The recipe was simple'));
+      return [table.getBoundingClientRect().width, table.closest('.block').getBoundingClientRect().width];
+    }""")
+    assert table <= box + 1, f"the examples are {table:.0f} px wide in a {box:.0f} px box"
+    for spec in METHODS.values():
+        page.locator("#method label", has_text=re.compile(rf"^\s*{re.escape(spec.label)}\s*$")).click()
+        expect(page.locator("#method-about")).to_have_text(spec.description)
+    page.close()
+
+
+MODULE_NAME = re.compile(r"\b(model|app|bench)\.[a-z_]{2,}\b")
+
+
+def test_no_text_on_the_page_names_a_python_module(page_url, browser):
+    page = open_page(browser, page_url)
+    text = page.evaluate("() => document.querySelector('gradio-app').innerText")
+    for tab in ("Your text", "Compare", "Order lab", "Step details", "Export", "How A3 works"):
+        open_tab(page, tab)
+        page.wait_for_timeout(300)
+        if tab == "Step details":
+            for accordion in ("Branch from this step", "Attention weights at this step"):
+                page.get_by_text(accordion).first.click()
+            page.wait_for_timeout(300)
+        text += page.evaluate("() => document.querySelector('gradio-app').innerText")  # the tab on show
+    assert sorted({m.group(0) for m in MODULE_NAME.finditer(text)}) == []
+    page.close()
