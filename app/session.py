@@ -33,6 +33,8 @@ from model.rerank import CANDIDATES, BestOfN, best_of_n, planned_calls
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
 BEST_OF_N = "A3 best of N"  # not one decoder: several, the whole text the model finds most likely kept
+BEST_OF_N_ABOUT = ("Several decodes of the blank (left to right, outside-in, dynamic, right to left, two sampled); "
+                   "the whole text the model itself finds most likely is kept.")
 PAGE_METHODS = (*LABELS, BEST_OF_N)  # the page's method list, in its order
 COMPARE_METHODS = (*(label for label in LABELS if method_spec(label).compared), BEST_OF_N)  # the page's names
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",

@@ -351,3 +351,35 @@ def test_no_text_on_the_page_names_a_python_module(page_url, browser):
         text += page.evaluate("() => document.querySelector('gradio-app').innerText")  # the tab on show
     assert sorted({m.group(0) for m in MODULE_NAME.finditer(text)}) == []
     page.close()
+
+
+def test_best_of_n_says_its_cost_lists_its_candidates_and_puts_any_on_the_stage(page_url, browser):
+    """A3 best of N: the cost before the run, then every candidate with its score and calls, the kept one
+    marked, and another candidate onto the stage without decoding again."""
+    from playwright.sync_api import expect
+
+    from app.session import BEST_OF_N, BEST_OF_N_ABOUT
+    from model.rerank import CANDIDATES, planned_calls
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds in the old tree.")
+    page.locator("#method label", has_text=BEST_OF_N).click()
+    expect(page.locator("#method-about")).to_have_text(BEST_OF_N_ABOUT)
+    expect(page.locator("#best-cost")).to_contain_text(f"{planned_calls(4)} model calls", timeout=SLOW)
+    page.locator("#run-btn").click()
+    page.wait_for_function("() => /best of N/.test(document.querySelector('#stage').innerText)", timeout=SLOW)
+    open_tab(page, "Your text")
+    table = page.locator("#best-table")
+    for name, _ in CANDIDATES:
+        expect(table).to_contain_text(name, timeout=SLOW)
+    assert table.inner_text().count("✓") == 1
+    expect(page.locator("#best-note")).to_contain_text(f"{planned_calls(4)} model calls in all")
+    kept = re.search(r"kept (.+?), the whole text", page.locator("#best-note").inner_text()).group(1)
+    names = [name for name, _ in CANDIDATES]
+    other = names[(names.index(kept) + 1) % len(names)]
+    page.locator("#best-pick input").click()
+    page.get_by_role("option", name=other, exact=True).click()
+    page.locator("#best-btn").click()
+    page.wait_for_function(f"() => document.querySelector('#stage').innerText.includes({other!r})", timeout=SLOW)
+    page.close()

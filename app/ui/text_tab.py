@@ -1,5 +1,6 @@
 """✎ Your text: the text with its blanks, the token picker (click or drag to mask), the decoding
-settings, Run and Compare; for an any-length blank ([MASK:?]) the lengths tried and the one kept."""
+settings, Run and Compare; for an any-length blank ([MASK:?]) the lengths tried and the one kept; for A3
+best of N the candidates, their scores and the one kept."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from dataclasses import dataclass, replace
 import gradio as gr
 
 from app.picker import TokenPicker, carry_mask
-from app.session import ORDER_NAMES, Explorer, InputError, Request, Result
+from app.session import BEST_OF_N, BEST_OF_N_ABOUT, ORDER_NAMES, PAGE_METHODS, Explorer, InputError, Request, Result
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import to_stage, warn
-from model.config import LABELS, METHODS, STRATEGIES
+from model.config import METHODS, STRATEGIES
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ EXAMPLES = [
 
 
 # one line per decoding method, under the method list (the page's labels, model.config's descriptions)
-METHOD_ABOUT = {spec.label: spec.description for spec in METHODS.values()}
+METHOD_ABOUT = {**{spec.label: spec.description for spec in METHODS.values()}, BEST_OF_N: BEST_OF_N_ABOUT}
+BEST_HEADERS = ["candidate", "fill", "log p (whole text)", "model calls", "kept"]
 METHOD_ABOUT_JS = f"(method) => {{ const about = {json.dumps(METHOD_ABOUT)}; return about[method] || ''; }}"
 
 
@@ -57,8 +59,14 @@ class TextTab:
     lengths_table: gr.Dataframe
     lengths_pick: gr.Dropdown
     lengths_btn: gr.Button
+    best_box: gr.Group  # shown for an A3 best of N run only
+    best_note: gr.Markdown
+    best_table: gr.Dataframe
+    best_pick: gr.Dropdown
+    best_btn: gr.Button
     method: gr.Radio
     method_about: gr.Markdown  # the method's one-line description
+    best_cost: gr.Markdown  # what A3 best of N will cost for this text, said before it runs
     order: gr.Dropdown
     group_size: gr.Slider
     strategy: gr.Radio
@@ -79,6 +87,11 @@ class TextTab:
     def lengths(self) -> list:
         """The any-length outputs, in `lengths_outputs`' order."""
         return [self.lengths_box, self.lengths_note, self.lengths_table, self.lengths_pick]
+
+    @property
+    def best(self) -> list:
+        """The best-of-N outputs, in `best_outputs`' order."""
+        return [self.best_box, self.best_note, self.best_table, self.best_pick]
 
 
 def build_text_tab(explorer: Explorer) -> TextTab:
@@ -104,9 +117,18 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                         lengths_pick = gr.Dropdown([], label="Length (tokens)", elem_id="lengths-pick", scale=1)
                         lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn",
                                                 size="sm", scale=1)
+                with gr.Group(visible=False, elem_id="best-box") as best_box:
+                    best_note = gr.Markdown("", elem_id="best-note")
+                    best_table = gr.Dataframe(headers=BEST_HEADERS, interactive=False, wrap=True,
+                                              elem_id="best-table", column_widths=["20%", "50%", "12%", "11%", "7%"])
+                    with gr.Row():
+                        best_pick = gr.Dropdown([], label="Candidate", elem_id="best-pick", scale=1)
+                        best_btn = gr.Button("Show this candidate on the stage", elem_id="best-btn", size="sm",
+                                             scale=1)
             with gr.Column(scale=2):
-                method = gr.Radio(list(LABELS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
+                method = gr.Radio(list(PAGE_METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
                 method_about = gr.Markdown(METHOD_ABOUT.get(EXAMPLES[0][1], ""), elem_id="method-about")
+                best_cost = gr.Markdown("", visible=False, elem_id="best-cost")
                 if explorer.base_note():
                     gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
                 with gr.Row():
@@ -132,7 +154,8 @@ def build_text_tab(explorer: Explorer) -> TextTab:
         gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
                     label="Examples (click one, then Run)", elem_id="examples")
     return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
-                   lengths_table, lengths_pick, lengths_btn, method, method_about, order, group_size, strategy, k,
+                   lengths_table, lengths_pick, lengths_btn, best_box, best_note, best_table, best_pick, best_btn,
+                   method, method_about, best_cost, order, group_size, strategy, k,
                    temperature, seed, top_k, top_p, custom_groups)
 
 
@@ -160,6 +183,18 @@ def lengths_outputs(result: Result | None):
     lengths = [c.length for c in choice.candidates]
     return (gr.Group(visible=True), note, gr.Dataframe(value=choice.rows(), headers=LENGTH_HEADERS),
             gr.Dropdown(choices=lengths, value=choice.best.length))
+
+
+def best_outputs(explorer: Explorer, result: Result | None):
+    """(box, note, table, dropdown) for an A3 best of N run; hidden otherwise."""
+    found = result.best_of_n if result is not None else None
+    if found is None:
+        return gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()
+    note = (f"**A3 best of N:** {len(found.candidates)} decodes, {found.model_calls} model calls in all; kept "
+            f"*{found.best.name}*, the whole text the model finds most likely (exact log p, left to right).")
+    _, rows = explorer.best_of_n_rows(result)
+    return (gr.Group(visible=True), note, gr.Dataframe(value=rows, headers=BEST_HEADERS),
+            gr.Dropdown(choices=[(c.name, i) for i, c in enumerate(found.candidates)], value=found.best_index))
 
 
 class TextCallbacks:
@@ -198,7 +233,7 @@ class TextCallbacks:
 
     def on_run(self, *values):
         """(result, stage, picker, *lengths, tabs, warning) for the values of `TextTab.settings`."""
-        skip = (gr.skip(),) * 8
+        skip = (gr.skip(),) * 12
         try:
             request = self.request(*values)
             result = self.calls.decode(request)
@@ -210,7 +245,25 @@ class TextCallbacks:
         except Exception as err:  # never a stack trace in the page
             log.exception("decode failed")
             return (*skip, warn(f"Something went wrong: {err}"))
-        return (result, stage_payload(result), picker, *lengths_outputs(result), gr.Tabs(selected="stage"), "")
+        return (result, stage_payload(result), picker, *lengths_outputs(result), *best_outputs(self.explorer, result),
+                gr.Tabs(selected="stage"), "")
+
+    def on_best(self, result, index):
+        """Another candidate of an A3 best of N run onto the stage."""
+        try:
+            shown = self.explorer.best_of_n_candidate(result, int(index) if index is not None else -1)
+        except InputError as err:
+            return gr.skip(), gr.skip(), gr.skip(), warn(err)
+        return to_stage(shown)
+
+    def on_cost(self, method, text):
+        """What A3 best of N will cost for this text, shown under the method list while it is chosen."""
+        if method != BEST_OF_N:
+            return gr.Markdown(visible=False)
+        try:
+            return gr.Markdown(self.explorer.best_of_n_cost(text), visible=True)
+        except InputError as err:
+            return gr.Markdown(f"⚠️ {err}", visible=True)
 
     def on_length(self, result, length):
         """Another length of an any-length blank onto the stage."""

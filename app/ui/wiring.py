@@ -74,11 +74,14 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
     t.run_btn.click(on.on_run, t.settings,
-                    [states.result, page.stage, t.picker, *t.lengths, page.tabs, page.warning],
+                    [states.result, page.stage, t.picker, *t.lengths, *t.best, page.tabs, page.warning],
                     api_visibility="private", **model
                     ).then(reset_branches, None, [states.tree, branch.table, branch.pick], api_visibility="private",
                            queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
+    t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
+    gr.on([t.method.change, t.text.blur], on.on_cost, [t.method, t.text], t.best_cost, show_progress="hidden",
+          api_visibility="private")
 
 
 def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
