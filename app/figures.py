@@ -10,9 +10,11 @@ only plotly.js 3.x attributes (gradio bundles 3.3.1). `layout.meta` says what ea
 (and the browser tests) can check it without reading pixels.
 
 These figures are the reference drawing of a trace. Their helpers for labels (`display_label`,
-`short_label`), colours (`step_colors`, `ink_on`, the *_COLOR constants), the grid's shape
-(`grid_columns`), the DAG (`node_names`, `dependency_graph`, `transitive_reduction`) and the summary line
-are public: `app.trace_view` builds, with them, the one view the stage, the GIF and the player draw.
+`short_label`; `character_labels`, `position_texts` and `run_label_cells` for characters split over
+several tokens, which read as one character once all their tokens are known), colours (`step_colors`,
+`ink_on`, the *_COLOR constants), the grid's shape (`grid_columns`), the DAG (`node_names`,
+`dependency_graph`, `transitive_reduction`) and the summary line are public: `app.trace_view` builds,
+with them, the one view the stage, the GIF and the player draw.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from plotly.subplots import make_subplots
 
 from model.decoding import DecodeTrace
 from model.masks import group_order, two_stream_masks
+from model.text import character_runs
 
 STEP_COLORSCALE = get_colorscale("Viridis")  # sequential and colour-blind safe; no grey in it
 GIVEN_COLOR = "#c8c8c8"  # neutral grey: given tokens are context, not decoded
@@ -60,9 +63,13 @@ def _check_step(trace: DecodeTrace, step: int) -> int:
 
 
 def display_label(token: str) -> str:
-    """A token as every view shows it: one line, line breaks and tabs made visible (a "\\n" token
-    would otherwise be an empty chip that breaks the line)."""
-    return token.replace("\r", "").replace("\n", "↵").replace("\t", "⇥")
+    """A token as every view shows it: one line, whitespace made visible. A line break reads "↵" and
+    a tab "⇥" (a "\\n" token would otherwise be an empty chip that breaks the line); a token of
+    whitespace only shows each space as "·", so a fill of spaces is not a row of blank cells."""
+    text = token.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        text = "".join(ch if ch in "\n\t" else "·" for ch in text)
+    return text.replace("\n", "↵").replace("\t", "⇥")
 
 
 def short_label(token: str) -> str:
@@ -71,6 +78,48 @@ def short_label(token: str) -> str:
     text = display_label(token)
     text = text.strip() or text
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def character_labels(labels: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Token strings (`model.text.token_strings`) -> per position the text of its character run, and
+    the runs of two or more tokens as (start, end). The tokens of a character split over several
+    tokens all read that whole character ("🧩"), never "�"."""
+    texts, runs = [], []
+    for start, end, text in character_runs(labels):
+        texts += [text] * (end - start)
+        if end - start > 1:
+            runs.append((start, end))
+    return texts, runs
+
+
+def position_texts(texts: list[str], runs: list[tuple[int, int]], known: list[bool], *,
+                   in_grid: bool) -> list[str]:
+    """What each position reads at a step (unescaped): its short label once known, "?" while open.
+
+    A split character is only decoded once all its tokens are known; until then its known tokens read
+    "…". Once whole, its tokens read the character on a mask tick, and nothing in a grid cell (the grid
+    labels the run once, across its cells: `run_label_cells`)."""
+    out = [short_label(t) if k else "?" for t, k in zip(texts, known, strict=True)]
+    for start, end in runs:
+        whole = all(known[start:end])
+        for p in range(start, end):
+            if known[p]:
+                out[p] = ("" if in_grid else out[p]) if whole else "…"
+    return out
+
+
+def run_label_cells(start: int, end: int, columns: int) -> tuple[int, int, int]:
+    """Where the grid writes the label of the run [start, end): (row, first column, last column) of
+    its longest piece on one row (the first on a tie), so a run that wraps is labelled once."""
+    pieces = []
+    p = start
+    while p < end:
+        row, c0 = divmod(p, columns)
+        c1 = min(columns - 1, c0 + end - 1 - p)
+        pieces.append((c1 - c0, -row, row, c0, c1))
+        p += c1 - c0 + 1
+    _, _, row, c0, c1 = max(pieces)
+    return row, c0, c1
 
 
 def _escape(text: str) -> str:
@@ -158,6 +207,7 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
                                  thickness=14),
                    **layer),
         _grid_text(trace, step, labels, columns),
+        _grid_runs(trace, step, labels, columns),
         legend_swatch("given", GIVEN_COLOR),
         _outline_cells(current, columns, "this step"),
     ])
@@ -173,31 +223,51 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
     return fig
 
 
+def known_at(trace: DecodeTrace, step: int) -> list[bool]:
+    """Per position: given, or decided at or before `step`."""
+    return [bool(g) or 0 <= d <= step for g, d in zip(trace.given, trace.decided_step(), strict=True)]
+
+
 def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -> go.Scatter:
     """Cell labels, and the hover for every cell (the heatmaps skip hover: blank cells have none)."""
     decided, given, groups = trace.decided_step(), trace.given, trace.group_ids
     colors = step_colors(len(trace.steps))
-    texts, fonts, hovers = [], [], []
-    for p, label in enumerate(labels):
+    whole, runs = character_labels(labels)
+    known = known_at(trace, step)
+    texts = [_escape(t) for t in position_texts(whole, runs, known, in_grid=True)]
+    fonts, hovers = [], []
+    for p in range(len(labels)):
         d = decided[p]
         if given[p]:
-            texts.append(cell_text(label))
             fonts.append(GIVEN_INK)
             state = "given"
-        elif d <= step:
-            texts.append(cell_text(label))
+        elif known[p]:
             fonts.append(ink_on(colors[d]))
             state = f"decided at step {d}"
         else:
-            texts.append("?")
             fonts.append(OPEN_INK)
             state = f"open (decided at step {d})" if d >= 0 else "open"
-        token = _plain(label) if given[p] or d <= step else "?"
+        token = _plain(whole[p]) if known[p] else "?"
         hovers.append(f"position {p}<br>token: {token}<br>{state}<br>group {groups[p]}")
     positions = np.arange(len(labels))
     return go.Scatter(x=positions % columns, y=positions // columns, mode="markers+text", text=texts,
                       textfont=dict(color=fonts, size=11), hovertext=hovers, hovertemplate=HOVER_TEXT,
                       marker=dict(symbol="square", size=22, color="rgba(0,0,0,0)"), showlegend=False, name="cells")
+
+
+def _grid_runs(trace: DecodeTrace, step: int, labels: list[str], columns: int) -> go.Scatter:
+    """The label of each split character whose tokens are all known, written once across its cells."""
+    whole, runs = character_labels(labels)
+    known = known_at(trace, step)
+    xs, ys, texts = [], [], []
+    for start, end in runs:
+        if all(known[start:end]):
+            row, c0, c1 = run_label_cells(start, end, columns)
+            xs.append((c0 + c1) / 2)
+            ys.append(row)
+            texts.append(cell_text(whole[start]))
+    return go.Scatter(x=xs, y=ys, mode="text", text=texts, textfont=dict(size=13, color="#111111"),
+                      hoverinfo="skip", showlegend=False, name="characters")
 
 
 def legend_swatch(name: str, color: str) -> go.Scatter:
@@ -381,7 +451,8 @@ def _dag_nodes(trace: DecodeTrace, graph: nx.DiGraph, names: list[str], step: in
     offset = 1 if names and names[0] == "given" else 0
     n_steps = len(trace.steps)
     size = 16 if n_steps <= 60 else 9
-    hovers = [_node_hover(graph.nodes[name], name, step, labels) for name in names]
+    whole = character_labels(labels)[0]  # a split character's tokens read the character
+    hovers = [_node_hover(graph.nodes[name], name, step, whole) for name in names]
     show_text = len(names) <= 40
     out = []
     if offset:
@@ -433,7 +504,7 @@ def mask_figure(trace: DecodeTrace, step: int, labels: list[str], *, sort_by_gro
     content, query = two_stream_masks(groups)
     order = group_order(groups) if sort_by_group else torch.arange(groups.numel())
     shown_groups = groups[order].numpy()
-    ticks = mask_ticks(order.tolist(), labels)
+    ticks = mask_ticks(order.tolist(), labels, known_at(trace, step))
     customdata = _group_pairs(shown_groups)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("content stream (g[j] ≤ g[i])", "query stream (g[j] < g[i])"))
@@ -462,11 +533,16 @@ def mask_figure(trace: DecodeTrace, step: int, labels: list[str], *, sort_by_gro
     return fig
 
 
-def mask_ticks(order: list[int], labels: list[str]) -> list[str]:
-    """Category names in display order; "p:label" while short enough to read, positions otherwise."""
-    if len(order) <= MAX_TICK_LABELS:
-        return [f"{p}:{cell_text(labels[p])}" for p in order]
-    return [str(p) for p in order]
+def mask_ticks(order: list[int], labels: list[str], known: list[bool] | None = None) -> list[str]:
+    """Category names in display order; "p:label" while short enough to read, positions otherwise.
+
+    With `known` (per position: given or decided at this step) an open position reads "p:?": no axis
+    names a token before the step that decides it (`position_texts`)."""
+    if len(order) > MAX_TICK_LABELS:
+        return [str(p) for p in order]
+    whole, runs = character_labels(labels)
+    texts = position_texts(whole, runs, [True] * len(labels) if known is None else known, in_grid=False)
+    return [f"{p}:{_escape(texts[p])}" for p in order]
 
 
 def _group_pairs(groups: np.ndarray) -> np.ndarray:

@@ -107,6 +107,30 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     return text + "…"
 
 
+def text_places(labels: list[str], sizes: list[float], box: tuple[float, float, float],
+                line_h: float) -> list[tuple[int, float, float, float]]:
+    """Where each piece of the text goes: (index, x, y, width), the pieces side by side with no gap, as
+    the tokenizer joins them ("M" + "ia" reads "Mia"). `sizes` is the room each takes in every frame
+    (its final label, or the open box if wider), so nothing moves from frame to frame. Lines break
+    before a piece that starts with a space: a word is never split, unless it is longer than a line."""
+    x0, y, x1 = box
+    words: list[list[int]] = []
+    for i, label in enumerate(labels):
+        if not words or label[:1] in " ·↵" or labels[i - 1][-1:] in " ·↵":
+            words.append([])
+        words[-1].append(i)
+    places, x = [], x0
+    for word in words:
+        if x > x0 and x + sum(sizes[i] for i in word) > x1:
+            x, y = x0, y + line_h
+        for i in word:
+            if x > x0 and x + sizes[i] > x1:
+                x, y = x0, y + line_h
+            places.append((i, x, y, sizes[i]))
+            x += sizes[i]
+    return places
+
+
 @dataclass
 class FrameCell:
     """What a GIF frame draws in one cell of the order grid."""
@@ -116,12 +140,13 @@ class FrameCell:
     fill: tuple[int, int, int]
     ink: tuple[int, int, int]
     outline: bool  # the current step's orange-red outline
+    in_run: bool = False  # one of the tokens of a split character (labelled once across its cells)
 
 
 def frame_cells(view: TraceView, step: int) -> list[FrameCell]:
     """The order grid of frame `step`, cell by cell: the view's cells in RGB (tests compare them with the
     reference figure's)."""
-    return [FrameCell(c.p, c.text, _rgb(c.color), _rgb(c.ink), c.current) for c in view.cells(step)]
+    return [FrameCell(c.p, c.text, _rgb(c.color), _rgb(c.ink), c.current, c.run >= 0) for c in view.cells(step)]
 
 
 class _Frames:
@@ -142,46 +167,54 @@ class _Frames:
         # the grid on the left, the two masks on the right
         self.text_box = (self.margin, round(88 * self.scale), width - self.margin, round(height * 0.5))
         self.text_font, self.text_layout = self._layout_text()
-        places, line_h, _ = self.text_layout
+        places, line_h = self.text_layout
         text_bottom = max((y for _, _, y, _ in places), default=self.text_box[1]) + line_h
         self.band_top = max(round(text_bottom + 24 * self.scale), round(height * 0.3))
 
-    # ---- text: chips that wrap, with the largest font that fits the box
+    # ---- text: the tokens joined as the tokenizer joins them, each tinted; the largest font that fits
     def _layout_text(self):
-        x0, y0, x1, y1 = self.text_box
-        shown = [c.p for c in self.view.sentence(-1)]
+        x0, _, x1, y1 = self.text_box
+        chips = self.view.sentence(-1)
+        labels = [self.view.labels[chip.p] for chip in chips]
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         for size in range(round(34 * self.scale), 9, -2):
             font = _font(size)
-            line_h, pad = round(size * 1.55), max(2, size // 6)
-            x, y, places = x0, y0, []
-            for p in shown:
-                # the widest the chip will ever be: its final token or the open box
-                label = self.view.labels[p]
-                w = max(probe.textlength(label, font=font), probe.textlength(OPEN_LABEL, font=font)) + 2 * pad
-                if x + w > x1 and x > x0:
-                    x, y = x0, y + line_h
-                places.append((p, x, y, w))
-                x += w + pad
-            if y + line_h <= y1:
-                return font, (places, line_h, pad)
-        return font, (places, line_h, pad)
+            line_h = round(size * 1.55)
+            open_width = probe.textlength(OPEN_LABEL, font=font) + size // 3  # only what is open at the start
+            sizes = [max(probe.textlength(label, font=font), 0 if chip.state == "given" else open_width)
+                     for label, chip in zip(labels, chips, strict=True)]
+            places = text_places(labels, sizes, (x0, self.text_box[1], x1), line_h)
+            if not places or places[-1][2] + line_h <= y1:
+                return font, (places, line_h)
+        return font, (places, line_h)
 
     def _text(self, draw: ImageDraw.ImageDraw, step: int) -> None:
-        places, line_h, pad = self.text_layout
-        font, chip_h = self.text_font, line_h - 2 * pad
-        for (_, x, y, w), cell in zip(places, self.view.sentence(step), strict=True):
-            box, middle = (x, y, x + w, y + chip_h), y + chip_h / 2
-            if cell.state == "given":
-                draw.text((x + pad, middle), cell.label, font=font, fill=MUTED, anchor="lm")
-            elif cell.state == "decided":
-                draw.rounded_rectangle(box, radius=pad, fill=_rgb(cell.color),
-                                       outline=self.highlight if cell.current else None,
-                                       width=max(2, round(3 * self.scale)))
-                draw.text((x + pad, middle), cell.label, font=font, fill=_rgb(cell.ink), anchor="lm")
+        places, line_h = self.text_layout
+        font, pad = self.text_font, max(2, line_h // 10)
+        for (_, x, y, w), chip in zip(places, self.view.sentence(step), strict=True):
+            top, bottom, middle = y + pad, y + line_h - pad, y + line_h / 2
+            final = self.view.labels[chip.p]  # the room is its final label's: tint from after its leading space
+            lead = draw.textlength(final[: len(final) - len(final.lstrip(" "))], font=font)
+            if chip.state == "given":
+                draw.text((x, middle), chip.label, font=font, fill=MUTED, anchor="lm")
+            elif chip.state == "decided":
+                self._tint(draw, (x + lead, top, x + w, bottom), [_rgb(c) for c in chip.colors])
+                draw.text((x, middle), chip.label, font=font, fill=_rgb(chip.ink), anchor="lm")
             else:
-                draw.rounded_rectangle(box, radius=pad, fill=_rgb(cell.color), outline=(200, 200, 200))
-                draw.text((x + w / 2, middle), cell.label, font=font, fill=_rgb(cell.ink), anchor="mm")
+                draw.rounded_rectangle((x + lead + 1, top, x + w - 1, bottom), radius=pad, fill=_rgb(chip.colors[0]),
+                                       outline=(200, 200, 200))
+                draw.text((x + (lead + w) / 2, middle), OPEN_LABEL, font=font, fill=_rgb(chip.ink), anchor="mm")
+            if chip.current:
+                draw.rectangle((x + lead - 1, top - 1, x + w + 1, bottom + 1), outline=self.highlight,
+                               width=max(2, round(3 * self.scale)))
+
+    @staticmethod
+    def _tint(draw: ImageDraw.ImageDraw, box, colors: list[tuple[int, int, int]]) -> None:
+        """The fill behind a token: its step colour, or one stripe per token of a split character."""
+        x0, y0, x1, y1 = box
+        step = (x1 - x0) / len(colors)
+        for i, color in enumerate(colors):
+            draw.rectangle((x0 + i * step, y0, x0 + (i + 1) * step, y1), fill=color)
 
     # ---- the order grid, as app.figures.grid_figure draws it
     def _grid(self, draw: ImageDraw.ImageDraw, step: int, box: tuple[int, int, int, int]) -> None:
@@ -193,15 +226,24 @@ class _Frames:
         cell = min((x1 - x0) / columns, (y1 - top) / rows)
         gap = max(1, round(cell * 0.06))
         font = _font(max(8, min(round(cell * 0.26), round(16 * self.scale))))
-        for c in frame_cells(self.view, step):
+        cells = frame_cells(self.view, step)
+        for c in cells:
             cx, cy = x0 + (c.p % columns) * cell, top + (c.p // columns) * cell
             rect = (cx + gap, cy + gap, cx + cell - gap, cy + cell - gap)
             draw.rectangle(rect, fill=c.fill)
+            if c.in_run:  # a dark foot under each token of a split character
+                draw.rectangle((rect[0], rect[3] - max(2, round(cell * 0.05)), rect[2], rect[3]), fill=(90, 90, 90))
             if c.outline:
                 draw.rectangle(rect, outline=self.highlight, width=max(2, round(cell * 0.08)))
             if cell >= 18:
                 text = _fit(draw, c.text, font, cell - 2 * gap - 4)
                 draw.text(((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2), text, font=font, fill=c.ink, anchor="mm")
+        big = _font(max(9, min(round(cell * 0.4), round(24 * self.scale))))
+        for run in self.view.run_labels(step):  # a split character: one label across its cells
+            left, right = x0 + run.c0 * cell, x0 + (run.c1 + 1) * cell
+            text = _fit(draw, run.text, big, right - left - 4)
+            draw.text(((left + right) / 2, top + (run.row + 0.5) * cell), text, font=big,
+                      fill=cells[run.row * columns + run.c0].ink, anchor="mm")
 
     # ---- content and query masks of the step's grouping
     def _masks(self, image: Image.Image, draw: ImageDraw.ImageDraw, step: int, box) -> None:

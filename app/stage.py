@@ -32,9 +32,12 @@ def calls_summary(result: Result) -> str:
             f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}")
 
 
-def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float = 0.5,
+def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float | None = None,
                   note: str = "") -> dict:
-    """The dict the stage component draws. `result=None` gives the empty stage (with what to do)."""
+    """The dict the stage component draws. `result=None` gives the empty stage (with what to do).
+
+    `speed` (seconds per step) is only sent when asked for: without it the stage keeps the speed the
+    user set, across runs and loaded runs."""
     if result is None:
         return {"id": next(_ids), "empty": True,
                 "note": note or "Nothing to show yet: type a text with [MASK] blanks under “✎ Your text”, "
@@ -50,6 +53,6 @@ def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = 
         "headline": calls_summary(result),
         "autoplay": bool(autoplay and result.n_steps > 0),
         "loop": bool(loop),
-        "speed": float(speed),
+        "speed": None if speed is None else float(speed),
         "note": note,
     }

@@ -19,6 +19,7 @@ Both builders go through `build_view`. Plain values in, plain values out; nothin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import groupby
 
 import torch
 
@@ -90,13 +91,41 @@ class Cell:
 
     p: int
     state: str  # "given", "decided" or "open"
-    text: str  # in a grid cell: the short label, "?" while open
+    text: str  # in a grid cell: the short label, "?" while open (`figures.position_texts`)
     label: str  # in the text: the display label, OPEN_LABEL while open
     color: str  # fill
     ink: str  # text colour on that fill
     current: bool  # decided by this very step (outlined)
     group: int
     decided_at: int  # the step that decides it (-1: given, or never)
+    run: int = -1  # index into TraceView.runs of the split character it is part of, or -1
+
+
+@dataclass
+class Chip:
+    """One piece of the text at one step: a token, or the tokens of a split character read as one
+    (`A3Core.sentence`)."""
+
+    p: int  # its first position
+    positions: list[int]
+    state: str  # "given", "decided" or "open" (a split character with an open token is open)
+    label: str  # the display label, OPEN_LABEL while open
+    colors: list[str]  # the fill of each of its tokens
+    ink: str
+    current: bool  # holds a token decided by this very step
+    decided_at: int  # the step that completed it (-1: given, or not yet)
+
+
+@dataclass
+class RunLabel:
+    """The label the grid writes once across a split character's cells (`figures.run_label_cells`)."""
+
+    start: int
+    end: int
+    text: str
+    row: int
+    c0: int
+    c1: int
 
 
 @dataclass
@@ -104,8 +133,9 @@ class TraceView:
     title: str  # names the method once: "A3 dynamic (confidence, k=1)", "A3 plan · left to right"
     method: str
     length: int
-    labels: list[str]  # per position: the final token as `figures.display_label` shows it
-    short: list[str]  # per position: `figures.short_label`, for grid cells and mask ticks
+    labels: list[str]  # per position: its character run's text as `figures.display_label` shows it
+    short: list[str]  # per position: `figures.short_label` of the same, for grid cells and mask ticks
+    runs: list[list[int]]  # [start, end) of every character split over two or more tokens
     given: list[bool]
     decided: list[int]  # per position: the step that decided it, -1 for given (or never decided)
     groups: list[int]  # per position: the trace's group id
@@ -134,24 +164,58 @@ class TraceView:
     def caption(self, step: int) -> Caption:
         return self.before if step < 0 else Caption(self.steps[step].summary, self.steps[step].verdict)
 
+    def known(self, step: int) -> list[bool]:
+        return [g or 0 <= d <= step for g, d in zip(self.given, self.decided, strict=True)]
+
     def cells(self, step: int) -> list[Cell]:
         """Every position at `step` in reading order: given grey, decided in its step's colour, open."""
         now, pal = set(self.current(step)), self.palette
+        texts = figures.position_texts(self.short, self._runs(), self.known(step), in_grid=True)
+        run_of = self._run_of()
         out = []
         for p in range(self.length):
-            d, shown = self.decided[p], (self.labels[p], self.short[p])
+            d, label, text, run = self.decided[p], self.labels[p], texts[p], run_of[p]
             if self.given[p]:
-                out.append(Cell(p, "given", shown[1], shown[0], pal.given, pal.given_ink, False, self.groups[p], -1))
+                out.append(Cell(p, "given", text, label, pal.given, pal.given_ink, False, self.groups[p], -1, run))
             elif 0 <= d <= step:
-                out.append(Cell(p, "decided", shown[1], shown[0], pal.steps[d], pal.ink[d], p in now,
-                                self.groups[p], d))
+                out.append(Cell(p, "decided", text, label, pal.steps[d], pal.ink[d], p in now, self.groups[p], d, run))
             else:
-                out.append(Cell(p, "open", "?", OPEN_LABEL, pal.open, pal.open_ink, False, self.groups[p], d))
+                out.append(Cell(p, "open", "?", OPEN_LABEL, pal.open, pal.open_ink, False, self.groups[p], d, run))
         return out
 
-    def sentence(self, step: int) -> list[Cell]:
-        """The cells of the text: every position but the start token."""
-        return [c for c in self.cells(step) if not (c.p == 0 and self.hide_start)]
+    def sentence(self, step: int) -> list[Chip]:
+        """The text: every position but the start token, a split character as one chip."""
+        cells = [c for c in self.cells(step) if not (c.p == 0 and self.hide_start)]
+        return [self._chip(list(group)) for _, group in groupby(cells, key=lambda c: (c.run, c.p if c.run < 0 else 0))]
+
+    def _chip(self, cells: list[Cell]) -> Chip:
+        """A token's chip; a split character's is whole once every token is known, one open box until then."""
+        first, pal = cells[0], self.palette
+        if any(c.state == "open" for c in cells):
+            return Chip(first.p, [c.p for c in cells], "open", OPEN_LABEL, [pal.open], pal.open_ink,
+                        any(c.current for c in cells), -1)
+        state = "given" if all(c.state == "given" for c in cells) else "decided"
+        return Chip(first.p, [c.p for c in cells], state, first.label, [c.color for c in cells], first.ink,
+                    any(c.current for c in cells), max(c.decided_at for c in cells))
+
+    def run_labels(self, step: int) -> list[RunLabel]:
+        """The grid's label of each split character all of whose tokens are known at `step`."""
+        known = self.known(step)
+        return [RunLabel(start, end, self.short[start], *figures.run_label_cells(start, end, self.columns))
+                for start, end in self._runs() if all(known[start:end])]
+
+    def tick_texts(self, step: int) -> list[str]:
+        """What each mask tick names after "p:" at `step` (`figures.mask_ticks`)."""
+        return figures.position_texts(self.short, self._runs(), self.known(step), in_grid=False)
+
+    def _runs(self) -> list[tuple[int, int]]:
+        return [(start, end) for start, end in self.runs]
+
+    def _run_of(self) -> list[int]:
+        out = [-1] * self.length
+        for i, (start, end) in enumerate(self.runs):
+            out[start:end] = [i] * (end - start)
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +268,8 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
     """The view of `trace` whose positions read `labels` (the final token strings, as decoded)."""
     if len(labels) != trace.plan.length:
         raise ValueError(f"labels must name every position: {trace.plan.length} expected, got {len(labels)}.")
-    shown = [figures.display_label(label) for label in labels]
+    whole, runs = figures.character_labels(labels)
+    shown = [figures.display_label(text) for text in whole]
     verdicts = _verdicts(trace)
     steps = [ViewStep(positions=list(s.positions), group=int(s.group),
                       groups=list(s.group_ids) if s.group_ids is not None else None,
@@ -215,7 +280,7 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
     given = trace.given
     return TraceView(
         title=title_for(method, trace.mode, trace.plan.name), method=method, length=trace.plan.length,
-        labels=shown, short=[figures.short_label(label) for label in labels], given=given,
+        labels=shown, short=[figures.short_label(text) for text in whole], runs=[list(r) for r in runs], given=given,
         decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
         before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0]),
         palette=Palette.for_steps(len(trace.steps)), columns=figures.grid_columns(trace.plan.length),

@@ -77,7 +77,7 @@ def test_grid_cell_text_is_short_and_plain():
     labels = ["a very long token", "<b>", "line\nbreak"] + ["x"] * (trace.plan.length - 3)
     text = list(trace_named(figures.grid_figure(trace, len(trace.steps) - 1, labels), "cells").text)
     assert text[0] == "a very …" and text[1] == "&lt;b&gt;" and "\n" not in text[2]
-    assert figures.short_label(" cat\n") == "cat↵" and figures.short_label(" ") == " "  # spaces only: kept
+    assert figures.short_label(" cat\n") == "cat↵" and figures.short_label(" ") == "·"  # spaces only: visible
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,6 +160,47 @@ def test_mask_figure_shows_the_two_stream_masks(traces, mode):
             assert (np.diff(shown) >= 0).all()
             later = shown[None, :] > shown[:, None]  # the cells right of each row's diagonal block
             assert not z[later].any(), "sorted by group, both masks are block-lower-triangular"
+
+
+@pytest.mark.parametrize("mode", ["plan", "official_dynamic", "ar_baseline"])
+@pytest.mark.parametrize("sort_by_group", [False, True])
+def test_no_mask_tick_names_a_token_before_its_step(traces, mode, sort_by_group):
+    """At every step, an open position's tick reads "p:?"; a decided or given one names its token."""
+    trace = traces[mode]
+    labels = labels_for(trace)
+    decided, given = trace.decided_step(), trace.given
+    for step in every_step(trace):
+        fig = figures.mask_figure(trace, step, labels, sort_by_group=sort_by_group)
+        order = fig.layout.meta["order"]
+        for name in ("content", "query"):
+            for axis in ("x", "y"):
+                ticks = list(getattr(trace_named(fig, name), axis))
+                want = [f"{p}:{labels[p]}" if given[p] or 0 <= decided[p] <= step else f"{p}:?" for p in order]
+                assert ticks == want, (mode, step, name, axis)
+
+
+def test_mask_ticks_of_split_characters_wait_for_every_byte():
+    labels = ["⟨s⟩", "a", " <0xF0><0x9F>", "<0xA7>", "<0xA9>", "b"]
+    everything = [True] * 6
+    assert figures.mask_ticks(list(range(6)), labels, everything)[2:5] == ["2:🧩", "3:🧩", "4:🧩"]
+    partly = [True, True, True, False, True, False]
+    assert figures.mask_ticks(list(range(6)), labels, partly) == ["0:⟨s⟩", "1:a", "2:…", "3:?", "4:…", "5:?"]
+    assert figures.mask_ticks(list(range(6)), labels)[2] == "2:🧩"  # without `known`: every token as it ends
+
+
+@pytest.mark.parametrize("token, shown", [("\n", "↵"), ("\n\n", "↵↵"), ("\r\n", "↵"), ("\r", "↵"), (" ", "·"),
+                                          ("   ", "···"), ("\t", "⇥"), ("\n  ", "↵··"), (" cat", " cat"),
+                                          ("cat\n", "cat↵")])
+def test_whitespace_tokens_are_visible(token, shown):
+    assert figures.display_label(token) == shown and figures.short_label(token) == shown.strip()
+
+
+def test_a_fill_of_line_breaks_and_spaces_shows_marks_in_the_grid(traces):
+    trace = traces["plan"]
+    labels = ["\n" if i % 3 == 0 else " " if i % 3 == 1 else "\n\n" for i in range(trace.plan.length)]
+    last = len(trace.steps) - 1
+    text = list(trace_named(figures.grid_figure(trace, last, labels), "cells").text)
+    assert set(text) == {"↵", "·", "↵↵"}  # no blank cell
 
 
 def test_mask_hover_carries_the_row_and_column_groups(traces):

@@ -3,7 +3,8 @@ app.figures stay the reference. These tests run app/static/stage_core.js in Chro
 payload and inside an exported player page (its inlined copy, on its embedded view), and take the GIF's
 cells from `app.slides.frame_cells`; at every step of every decoder they compare what each shows with
 what the reference figures show: grid cells (text, fill, ink, decided step) and the outlined cells, the
-DAG's edge classes, both masks and their highlighted rows, and the tinted text. Also: the step palette
+DAG's edge classes, both masks and their highlighted rows and their tick labels ("p:?" while open), the
+tinted text, and the labels written across the cells of a character split over several tokens. Also: the step palette
 stays distinguishable under simulated colour-vision deficiencies."""
 
 import html
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trace_view import unicode_result
 
 from app import figures
 from app.render import sentence_html
@@ -31,6 +33,7 @@ RUNS = {  # method settings covering: groups of 2 in random order, model-chosen 
     "diffusion": dict(method="diffusion", k=2),
     "one-step": dict(method="one-step parallel", k=2),
     "ar": dict(method="AR baseline"),
+    "unicode": None,  # characters split over several tokens, decided at different steps; whitespace tokens
 }
 
 
@@ -46,7 +49,9 @@ def results(explorer):
 
     def get(run: str):
         if run not in cache:
-            cache[run] = explorer.decode(Request(text=TEXT, **RUNS[run]))
+            settings = RUNS[run]
+            cache[run] = (unicode_result(explorer) if settings is None
+                          else explorer.decode(Request(text=TEXT, **settings)))
         return cache[run]
 
     return get
@@ -78,7 +83,8 @@ ALL_STEPS = """([P, sorted]) => {
   const out = [];
   for (let step = -1; step < P.steps.length; step++) {
     const m = A3Core.masks(P, step, sorted);
-    out.push({step, grid: A3Core.grid(P, step), sentence: A3Core.sentence(P, step),
+    out.push({step, grid: A3Core.grid(P, step), sentence: A3Core.sentence(P, step), runs: A3Core.runLabels(P, step),
+              ticks: A3Core.ticks(P, step),
               dag: A3Core.dag(P, step, false).edges, reduced: A3Core.dag(P, step, true).edges,
               order: m.order, content: Array.from(m.content), query: Array.from(m.query), highlight: m.highlight,
               summary: A3Core.caption(P, step).summary});
@@ -120,23 +126,47 @@ def grid_cells(grid, n_steps: int, length: int) -> list[dict]:
     return out
 
 
+def grid_runs(grid) -> list[dict]:
+    """The labels the reference grid writes across the cells of a split character: (x, row, text)."""
+    trace = next(t for t in grid.data if t.name == "characters")
+    return [{"x": float(x), "row": int(y), "text": text}
+            for x, y, text in zip(trace.x or [], trace.y or [], trace.text or [], strict=True)]
+
+
+def sentence_by_position(classes: list[str], runs: list[tuple[int, int]]) -> list[str]:
+    """app.render.sentence_html's classes per position (from 1), with the rule of a split character
+    applied: its tokens read as one piece, open while any of them is open, current if any is."""
+    out = list(classes)
+    for start, end in runs:
+        piece = out[start - 1: end - 1]
+        state = "open" if any(c.startswith("open") for c in piece) else \
+            "given" if all(c == "given" for c in piece) else "decided"
+        current = " current" if any(c.endswith("current") for c in piece) else ""
+        out[start - 1: end - 1] = [state + current] * (end - start)
+    return out
+
+
 def reference_steps(result, sort_by_group: bool) -> list[dict]:
     """What the reference figures (and the reference text, app.render.sentence_html) show at every step."""
     trace, labels = result.trace, result.labels
     reduced = figures.transitive_reduction(figures.dependency_graph(trace)).number_of_edges()
+    runs = figures.character_labels(labels)[1]
     out = []
     for step in range(-1, result.n_steps):
         masks = figures.mask_figure(trace, step, labels, sort_by_group=sort_by_group)
+        grid = figures.grid_figure(trace, step, labels)
         out.append({
             "step": step,
-            "cells": grid_cells(figures.grid_figure(trace, step, labels), result.n_steps, trace.plan.length),
+            "cells": grid_cells(grid, result.n_steps, trace.plan.length),
+            "runs": grid_runs(grid),
+            "ticks": list(masks.data[0].x),
             "dag": dag_edges_by_class(figures.dag_figure(trace, step, labels)),
             "n_reduced": reduced,
             "order": masks.layout.meta["order"],
             **{name: np.asarray(next(t for t in masks.data if t.name == name).z).ravel().tolist()
                for name in ("content", "query")},
             "highlight": sorted(masks.layout.meta["highlight_rows"]),
-            "sentence": re.findall(r'class="tok ([a-z ]+)"', sentence_html(result, step)),
+            "sentence": sentence_by_position(re.findall(r'class="tok ([a-z ]+)"', sentence_html(result, step)), runs),
             "summary": figures.step_summary(trace, step, timing=False),
         })
     return out
@@ -158,7 +188,11 @@ def assert_core_shows_the_reference(shown: list[dict], reference: list[dict], wh
         assert js["order"] == ref["order"], at
         assert js["content"] == ref["content"] and js["query"] == ref["query"], at
         assert sorted(js["highlight"]) == ref["highlight"], at
-        assert [t["state"] + (" current" if t["current"] else "") for t in js["sentence"]] == ref["sentence"], at
+        assert [t["state"] + (" current" if t["current"] else "") for t in js["sentence"] for _ in t["positions"]] \
+            == ref["sentence"], at
+        assert [{"x": (r["c0"] + r["c1"]) / 2, "row": r["row"], "text": html.escape(r["text"], quote=False)}
+                for r in js["runs"]] == ref["runs"], at
+        assert [f"{p}:{html.escape(js['ticks'][p], quote=False)}" for p in js["order"]] == ref["ticks"], at
         assert js["summary"] == ref["summary"], at
 
 

@@ -2,14 +2,17 @@
 self-contained, and opened from file:// in headless Chromium with the network cut off it steps with the
 keyboard, shows the trace's tokens at every step, and draws mask cells equal to two_stream_masks."""
 
+import json
 import re
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from app.figures import display_label
-from app.slides import GIF_SIZE, export_gif, export_player, gif_frames
+from app.figures import character_labels, display_label
+from app.session import Explorer, Request
+from app.slides import GIF_SIZE, _Frames, export_gif, export_player, frame_cells, gif_frames, text_places
+from app.trace_view import view_of_dict
 from model.decoding import DecodeTrace, collect, run_decoder
 from model.masks import two_stream_masks
 from model.plans import make_plan
@@ -40,10 +43,17 @@ def traces(tiny_loaded):
 
 
 def expected_tokens(loaded, trace: DecodeTrace, step: int) -> dict[int, str]:
-    """position -> the string the player must show after `step`: the token, or ▢ where still open."""
-    start = loaded.start_token_id
-    return {p: "▢" if t is None else display_label(token_strings(loaded.tokenizer, [t], start_token_id=start)[0])
-            for p, t in enumerate(trace.tokens_at(step))}
+    """first position of each piece of text -> the string the player must show after `step`: the token
+    (a character split over several tokens: the character, once), or ▢ where still open."""
+    strings = token_strings(loaded.tokenizer, trace.final_ids, start_token_id=loaded.start_token_id)
+    whole, runs = character_labels(strings)
+    tokens = trace.tokens_at(step)
+    out = {p: "▢" if t is None else display_label(whole[p]) for p, t in enumerate(tokens)}
+    for start, end in runs:
+        out[start] = "▢" if any(tokens[p] is None for p in range(start, end)) else out[start]
+        for p in range(start + 1, end):
+            del out[p]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,4 +217,105 @@ def test_player_plays_by_itself_and_space_pauses(traces, browser, tmp_path):
     assert page.get_attribute("#player", "data-step") == paused
     # one screen: nothing scrolls at 1920x1080
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight")
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# text as text: whole characters, visible whitespace, no gaps inside words, wrapping
+
+
+@pytest.fixture(scope="module")
+def unicode_data(tiny_loaded):
+    """The export of a run with "Zoë 🧩 ate 寿司" given and " 🧩 寿司", line breaks and a space decoded
+    (tests/test_trace_view.unicode_result)."""
+    from test_trace_view import unicode_result
+
+    explorer = Explorer(tiny_loaded)
+    return json.loads(explorer.trace_json(unicode_result(explorer)))
+
+
+def gif_text(frames: _Frames, step: int) -> str:
+    """The text a GIF frame writes, piece by piece as it lays them out."""
+    return "".join(chip.label for chip in frames.view.sentence(step))
+
+
+def test_gif_text_shows_whole_characters_and_visible_whitespace(unicode_data):
+    frames = _Frames(view_of_dict(unicode_data), GIF_SIZE)
+    last = len(frames.view.steps) - 1
+    assert gif_text(frames, last) == "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."
+    assert gif_text(frames, -1).startswith("Zoë 🧩 ate 寿司▢")  # what is given shows from the start
+    for step in range(-1, last + 1):
+        text = gif_text(frames, step)
+        assert "\ufffd" not in text and "<0x" not in text
+        # a split character shows only once all its tokens are decided; until then it is one open box
+        chips = frames.view.sentence(step)
+        for chip in chips:
+            if len(chip.positions) > 1:
+                known = all(frames.view.given[p] or 0 <= frames.view.decided[p] <= step for p in chip.positions)
+                assert (chip.label != "▢") == known
+    # the grid labels each split character once, across its cells
+    grid = {r.text for r in frames.view.run_labels(last)}
+    assert grid == {"🧩", "寿", "司"}
+    assert [c.text for c in frame_cells(frames.view, last) if c.p in range(21, 24)] == ["↵", "↵↵", "·"]
+    frames.draw(last)  # and it draws
+
+
+def test_gif_text_joins_tokens_as_the_tokenizer_does(tiny_loaded, tmp_path):
+    """"M" + "ia" reads "Mia" and "porch" + "." reads "porch.": pieces of a word touch, a given piece
+    takes exactly its text's width, and a line breaks only before a space."""
+    explorer = Explorer(tiny_loaded)
+    text = "Mia found an old key under the porch. [MASK:6] Inside the box was a letter from her grandmother."
+    data = json.loads(explorer.trace_json(explorer.decode(Request(text=text, method="A3 plan"))))
+    frames = _Frames(view_of_dict(data), GIF_SIZE)
+    places, _ = frames.text_layout
+    chips = frames.view.sentence(-1)
+    labels = [frames.view.labels[c.p] for c in chips]
+    assert labels[:2] == ["M", "ia"] and "".join(labels).startswith("Mia found an old key under the porch.")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    for (i, x, y, w), (j, nx, ny, _) in zip(places, places[1:], strict=False):
+        if chips[i].state == "given":
+            assert w == pytest.approx(probe.textlength(labels[i], font=frames.text_font))  # no padding
+        if ny == y:
+            assert nx == pytest.approx(x + w)  # side by side, no gap
+        else:
+            assert labels[j][:1] == " " or labels[i][-1:] in " ·↵", "a line breaks only between words"
+    assert text_places(["ab", "cd", " ef"], [10, 10, 10], (0, 0, 25), 5) == [(0, 0, 0, 10), (1, 10, 0, 10),
+                                                                             (2, 0, 5, 10)]
+
+
+@pytest.mark.browser
+def test_player_shows_whole_characters_and_visible_whitespace(unicode_data, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(export_player(unicode_data, tmp_path / "player.html").as_uri())
+    page.keyboard.press("End")
+    text = page.text_content("#sentence")
+    assert text == "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."
+    assert page.eval_on_selector_all("#grid .run", "els => els.map(e => e.textContent)") == ["🧩", "寿", "司", "🧩",
+                                                                                          "寿", "司"]
+    assert "\ufffd" not in page.text_content("#player")
+    ticks = json.loads(page.get_attribute("#mask-query", "data-ticks"))
+    assert ticks[4:7] == ["4:🧩", "5:🧩", "6:🧩"] and ticks[21:24] == ["21:↵", "22:↵↵", "23:·"]
+    page.keyboard.press("Home")  # before decoding, nothing open is named
+    ticks = json.loads(page.get_attribute("#mask-query", "data-ticks"))
+    assert all(t == f"{p}:?" for p, t in enumerate(ticks) if not unicode_data["plan"]["given"][p])
+    page.close()
+
+
+LONG = ("Mia found an old key under the porch. [MASK:6] Inside the box was a letter from her grandmother. She read "
+        "it twice, folded it along its old creases and put it back under the loose board by the kitchen door.")
+
+
+@pytest.mark.browser
+def test_player_text_wraps_at_1366(tiny_loaded, browser, tmp_path):
+    """A long text wraps inside its box at every step (it used to run on as one line past the box)."""
+    explorer = Explorer(tiny_loaded)
+    data = json.loads(explorer.trace_json(explorer.decode(Request(text=LONG, method="A3 plan"))))
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(export_player(data, tmp_path / "player.html").as_uri())
+    for key in ("Home", "End"):
+        page.keyboard.press(key)
+        box = page.evaluate("""() => { const s = document.getElementById('sentence');
+            return {scroll: s.scrollWidth, client: s.clientWidth, lines: new Set([...s.children].map(
+              (c) => Math.round(c.getBoundingClientRect().bottom))).size}; }""")
+        assert box["scroll"] <= box["client"] + 1 and box["lines"] >= 2, (key, box)
     page.close()

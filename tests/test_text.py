@@ -4,10 +4,14 @@ import torch
 from model.text import (
     BlankSyntaxError,
     TextInputError,
+    character_runs,
     decode_text,
     encode_masked_text,
     encode_plain_text,
+    escape_bytes,
     parse_blanks,
+    string_bytes,
+    token_bytes_of,
     token_strings,
 )
 
@@ -61,3 +65,49 @@ def test_lone_surrogates_are_an_input_error_not_a_tokenizer_crash(tokenizer, tex
         encode_masked_text(tokenizer, None, start_token_id=0)
     # a complete surrogate pair is a real character and encodes
     assert len(encode_plain_text(tokenizer, "smile \U0001F600", start_token_id=0)) > 1
+
+
+# --------------------------------------------------------------------------------------------------
+# characters split over several tokens (byte-level BPE)
+
+UNICODE = "Zoë 🧩 ate 寿司"
+
+
+@pytest.mark.parametrize("which", ["default", "tiny"])
+def test_split_characters_are_joined_back_into_whole_characters(tokenizer, tiny_loaded, which):
+    """Both shipped models' tokenizers (the tiny one shares the base's byte-level BPE) split 🧩 and 寿司
+    into byte tokens; no token string shows "�", and the runs read the text back, each character once."""
+    tok = tokenizer if which == "default" else tiny_loaded.tokenizer
+    assert type(tok.backend_tokenizer.decoder).__name__ == "ByteLevel"
+    ids = encode_plain_text(tok, UNICODE, start_token_id=0)
+    strings = token_strings(tok, ids, start_token_id=0)
+    assert not any("\ufffd" in s for s in strings)
+    assert len(strings) > len(UNICODE.split()) + 4  # the emoji and the CJK characters take several tokens each
+    runs = character_runs(strings)
+    assert [a for a, _, _ in runs] == [0] + [b for _, b, _ in runs[:-1]] and runs[-1][1] == len(ids)  # every token
+    assert "".join(text for _, _, text in runs[1:]) == UNICODE
+    assert [text for a, b, text in runs if b - a > 1] == [" 🧩", " 寿", "司"]
+
+
+def test_character_runs_group_bytes_into_characters():
+    # a token of whole characters is a run of one; the bytes of a split character make one run
+    assert character_runs(["a", " <0xF0><0x9F>", "<0xA7>", "<0xA9>", "b"]) == [
+        (0, 1, "a"), (1, 4, " 🧩"), (4, 5, "b")]
+    # a token can end one split character and start the next: the run goes on to the end of the second
+    assert character_runs(["<0xE5><0xAF>", "<0xBF><0xE5>", "<0x8F><0xB8>"]) == [(0, 3, "寿司")]
+    # a character the next token does not continue is broken: its run ends and reads "�"
+    assert character_runs(["x", " <0xF0><0x9F>", " ate"]) == [(0, 1, "x"), (1, 2, " �"), (2, 3, " ate")]
+    assert character_runs(["<0xA7>", "ok"]) == [(0, 1, "�"), (1, 2, "ok")]  # a stray continuation byte
+    assert character_runs([" <0xE5>", "<0xAF>"]) == [(0, 2, " �")]  # the text ends inside a character
+    assert character_runs(["⟨s⟩", "<|im_end|>", "\n"]) == [(0, 1, "⟨s⟩"), (1, 2, "<|im_end|>"), (2, 3, "\n")]
+
+
+def test_byte_escapes_round_trip():
+    data = " 🧩 寿".encode()
+    for cut in range(len(data) + 1):
+        head, tail = escape_bytes(data[:cut]), escape_bytes(data[cut:])
+        assert string_bytes(head) + string_bytes(tail) == data
+        assert "\ufffd" not in head + tail
+    assert escape_bytes(b"a\xf0\x9f") == "a<0xF0><0x9F>" and string_bytes("a<0xF0><0x9F>") == b"a\xf0\x9f"
+    assert token_bytes_of("ĠðŁ") == b" \xf0\x9f" and token_bytes_of("<0x0A>") == b"\n"  # BPE, SentencePiece
+    assert token_bytes_of("▁word") is None

@@ -12,6 +12,24 @@ from app.stage import stage_payload
 from app.trace_view import OPEN_LABEL, method_of, title_for, view_of_dict, view_of_result
 
 TEXT = "Mia found an old key.\nShe [MASK:4] the box and [MASK:2] a letter."
+UNICODE_GIVEN = "Zoë 🧩 ate 寿司"  # byte-level BPE splits 🧩 over 3 tokens, 寿 over 3 and 司 over 2
+
+
+def unicode_result(explorer: Explorer, method: str = "A3 plan", **settings):
+    """A run whose text holds characters split over several tokens, given and decoded, and whitespace
+    tokens: "Zoë 🧩 ate 寿司" given, then a blank that a random order fills, one token per step, with
+    " 🧩 寿司", a line break, two line breaks and a space (the decoded tokens are set after decoding, so
+    a split character's tokens are decided at different steps, some before the others)."""
+    tok = explorer.loaded.tokenizer
+    fill = tok(" 🧩 寿司", add_special_tokens=False).input_ids + [198, 1116, 216]  # "\n", "\n\n", " "
+    text = f"{UNICODE_GIVEN}[MASK:{len(fill)}] done."
+    result = explorer.decode(Request(text=text, method=method, order="random", seed=1, **settings))
+    trace = result.trace
+    fills = dict(zip((p for p, g in enumerate(trace.given) if not g), fill, strict=True))
+    for s in trace.steps:
+        s.tokens = [fills[p] for p in s.positions]
+    trace.final_ids = [fills.get(p, t) for p, t in enumerate(trace.final_ids)]
+    return explorer.result(trace, method)
 METHODS = ("A3 plan", "A3 dynamic", "official dynamic", "diffusion", "one-step parallel", "AR baseline")
 
 
@@ -44,9 +62,10 @@ def test_the_view_reads_the_trace(runs):
     view, trace = view_of_result(result), result.trace
     assert view.length == trace.plan.length and view.decided == trace.decided_step()
     assert view.columns == figures.grid_columns(trace.plan.length)
-    assert view.labels == [figures.display_label(t) for t in result.labels]
+    whole, runs = figures.character_labels(result.labels)  # a split character's tokens read the character
+    assert view.labels == [figures.display_label(t) for t in whole] and view.runs == [list(r) for r in runs]
     assert "↵" in "".join(view.labels) and not any("\n" in t for t in view.labels)  # the line break shows
-    assert view.short == [figures.short_label(t) for t in result.labels]
+    assert view.short == [figures.short_label(t) for t in whole]
     assert view.palette.steps == figures.step_colors(result.n_steps)
     assert view.palette.ink == [figures.ink_on(c) for c in view.palette.steps]
     assert view.hide_start and view.labels[0] == "⟨s⟩"
@@ -69,10 +88,13 @@ def test_cells_at_each_step_follow_the_trace(runs):
             if c.state == "open":
                 assert (c.text, c.label, c.color) == ("?", OPEN_LABEL, view.palette.open)
             else:
-                assert (c.text, c.label) == (view.short[c.p], view.labels[c.p])
+                whole = c.run >= 0 and all(view.known(step)[slice(*view.runs[c.run])])
+                assert c.label == view.labels[c.p]
+                assert c.text == (view.short[c.p] if c.run < 0 else "" if whole else "…")
             if c.state == "decided":
                 assert c.color == view.palette.steps[c.decided_at] and c.ink == view.palette.ink[c.decided_at]
-        assert [c.p for c in view.sentence(step)] == list(range(1, view.length))  # the start token is not text
+        chips = view.sentence(step)  # the start token is not text; a split character is one chip
+        assert [p for chip in chips for p in chip.positions] == list(range(1, view.length))
 
 
 def test_an_old_trace_dict_still_loads(runs):
@@ -115,3 +137,4 @@ def test_stage_payload_is_the_view_and_the_stage_keys(runs):
     assert set(payload) - set(view) == {"id", "empty", "model", "text", "headline", "autoplay", "loop", "speed",
                                         "note"}
     assert payload["speed"] == 0.8 and payload["text"] == result.text and not payload["empty"]
+    assert stage_payload(result)["speed"] is None  # unless asked, a new payload keeps the speed the user set

@@ -18,6 +18,10 @@
 
   // ---------------------------------------------------------------------------------------- views
 
+  // a chip's fill: its token's colour, or one stripe per token of a split character
+  const stripes = (colors) => (colors.length === 1 ? colors[0] : `linear-gradient(90deg, ${colors.map((c, i) =>
+    `${c} ${(100 * i / colors.length).toFixed(2)}% ${(100 * (i + 1) / colors.length).toFixed(2)}%`).join(", ")})`);
+
   function drawText(step) {
     const box = $("sentence");
     box.textContent = "";
@@ -28,10 +32,11 @@
       span.className = `tok ${c.state}` + (c.current ? " current" : "");
       span.textContent = c.label;
       if (c.state === "decided") {
-        span.style.background = c.color;
+        span.style.background = stripes(c.colors);
         span.style.color = c.ink;
       }
-      span.title = `position ${c.p} · ` + (c.state === "decided" ? `step ${c.decidedAt}` : c.state);
+      const where = c.positions.length > 1 ? `positions ${c.positions.join(", ")}` : `position ${c.p}`;
+      span.title = `${where} · ` + (c.state === "decided" ? `step ${c.decidedAt}` : c.state);
       box.appendChild(span);
     }
     const mark = box.querySelector(".current");
@@ -45,17 +50,30 @@
                                                  (box.clientHeight - gap * (rows - 1)) / rows)));
     grid.style.gridTemplateColumns = `repeat(${cols}, ${cell}px)`;
     grid.style.gridAutoRows = `${cell}px`;
-    grid.style.setProperty("--cell-fs", `${Math.max(7, Math.min(Math.round(cell * 0.27), 22))}px`);
+    grid.style.setProperty("--cell-fs", `${Math.max(11, Math.min(Math.round(cell * 0.3), 22))}px`);
     grid.style.setProperty("--cell-h", `${cell}px`);
     grid.textContent = "";
-    for (const c of A3Core.grid(data, step)) {
+    const cells = A3Core.grid(data, step), place = (node, row, c0, c1) => {
+      node.style.gridRow = String(row + 1);
+      node.style.gridColumn = `${c0 + 1} / ${c1 + 2}`;
+    };
+    for (const c of cells) {
       const div = document.createElement("div");
       div.dataset.pos = String(c.p);
-      div.className = `cell ${c.state}` + (c.current ? " current" : "");
+      div.className = `cell ${c.state}` + (c.current ? " current" : "") + (c.run >= 0 ? " in-run" : "");
       div.style.background = c.color;
       div.style.color = c.ink;
       div.textContent = cell < 20 ? "" : c.text;
       div.title = `position ${c.p} · group ${c.group}` + (c.decidedAt >= 0 ? ` · step ${c.decidedAt}` : c.state === "given" ? " · given" : "");
+      place(div, Math.floor(c.p / cols), c.p % cols, c.p % cols);
+      grid.appendChild(div);
+    }
+    for (const r of A3Core.runLabels(data, step)) { // a split character: one label across its cells
+      const div = document.createElement("div");
+      div.className = "run";
+      div.textContent = cell < 20 ? "" : r.text;
+      div.style.color = cells[r.row * cols + r.c0].ink;
+      place(div, r.row, r.c0, r.c1);
       grid.appendChild(div);
     }
   }
@@ -77,6 +95,13 @@
     if (color[0] === "#") [r, g, b] = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
     else [r, g, b] = color.replace(/[^\d.,]/g, "").split(",").map(Number);
     return `rgba(${r}, ${g}, ${b}, ${alpha})`;
+  }
+
+  // number every k-th step, k the smallest of 1, 2, 5, 10, 20, ... at which the numbers keep apart
+  function labelEvery(ctx, steps, spacing) {
+    const widest = ctx.measureText(String(Math.max(steps - 1, 0))).width + 6;
+    for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]) if (k * spacing >= widest) return k;
+    return Infinity;
   }
 
   function drawDag(step) {
@@ -104,9 +129,10 @@
       }
       ctx.stroke();
     }
-    const r = n <= 60 ? 7 : 4;
+    const r = Math.max(2.5, Math.min(n <= 60 ? 7 : 4, (x(1) - x(0)) * 0.3));
     ctx.font = `${Math.round(parseFloat(getComputedStyle(document.body).fontSize) * 0.75)}px system-ui, sans-serif`;
     ctx.textAlign = "center";
+    const every = labelEvery(ctx, n - offset, n <= 1 ? W : x(1) - x(0)), boxes = [];
     for (let i = 0; i < n; i++) {
       const t = i - offset, later = t > step;
       ctx.beginPath();
@@ -116,12 +142,15 @@
       ctx.lineWidth = t === step && step >= 0 ? 3 : 0.7;
       ctx.strokeStyle = t === step && step >= 0 ? pal.highlight : "#555555";
       ctx.stroke();
-      if (n <= 40) {
-        ctx.fillStyle = later ? "#b0b4ba" : "#444a52";
-        ctx.fillText(t < 0 ? "given" : String(t), x(i), base + r + 13);
-      }
+      if (t >= 0 && t % every) continue;
+      const text = t < 0 && ctx.measureText("given").width + 6 > x(1) - x(0) ? "g" : t < 0 ? "given" : String(t);
+      ctx.fillStyle = later ? "#b0b4ba" : "#444a52";
+      ctx.fillText(text, x(i), base + r + 13);
+      const half = ctx.measureText(text).width / 2;
+      boxes.push([Math.round(x(i) - half), Math.round(x(i) + half)]);
     }
     $("dag").dataset.edges = String(edges.length);
+    $("dag").dataset.labels = JSON.stringify(boxes); // the numbers' extents: they never overlap
   }
 
   function drawMask(id, M, matrix, texts, step) { // matrix: row-major in display order (A3Core.masks)
@@ -176,11 +205,11 @@
       if (!now.has(order[a])) continue;
       ctx.strokeRect(x0 - 1, y0 + a * cell - 1, size + 2, cell + 1);
     }
-    Object.assign(canvas.dataset, { x0, y0, cell, n: L, order: order.join(","), step });
+    Object.assign(canvas.dataset, { x0, y0, cell, n: L, order: order.join(","), step, ticks: JSON.stringify(labels) });
   }
 
   function drawMasks(step) {
-    const M = A3Core.masks(data, step, $("sorted").checked), texts = A3Core.grid(data, step).map((c) => c.text);
+    const M = A3Core.masks(data, step, $("sorted").checked), texts = A3Core.ticks(data, step); // "?" while open
     drawMask("mask-content", M, M.content, texts, step);
     drawMask("mask-query", M, M.query, texts, step);
   }

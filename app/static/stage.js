@@ -10,7 +10,7 @@
     headline: $('.a3s-headline'), summary: $('#summary'), sentence: $('#sentence'), grid: $('#stage-grid'),
     dag: $('#stage-dag'), content: $('#stage-content'), query: $('#stage-query'), verdict: $('#verdict'),
     note: $('.a3s-note'), reduce: $('.a3s-reduce'), sort: $('.a3s-sort'), empty: $('.a3s-empty'),
-    hover: $('.a3s-mask-hover'),
+    hover: $('.a3s-mask-hover'), panels: $('.a3s-panels'), maskPanel: $('.a3s-mask-panel'),
   };
   const stats = { renders: [], ticks: [] };
   const state = { P: null, step: -1, playing: false, timer: null, loop: false, t0: 0, s0: -1, settle: null };
@@ -22,12 +22,20 @@
   const interval = () => Math.max(0.05, Number(el.speed.value) || 0.5) * 1000;
 
   // ------------------------------------------------------------------------------------ drawing
+  // a chip's fill: its token's colour, or one stripe per token of a split character
+  const fill = (colors) => (colors.length === 1 ? colors[0] : 'linear-gradient(90deg, ' + colors.map((c, i) =>
+    c + ' ' + (100 * i / colors.length).toFixed(2) + '% ' + (100 * (i + 1) / colors.length).toFixed(2) + '%').join(', ') + ')');
+
   function drawSentence(P, step) {
     el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) => {
-      if (t.state === 'given') return '<span class="tok given">' + esc(t.label) + '</span>';
-      if (t.state === 'open') return '<span class="tok open" title="position ' + t.p + ' · open">▢</span>';
-      return '<span class="tok decided' + (t.current ? ' current' : '') + '" style="background:' + t.color +
-        ';color:' + t.ink + '" title="position ' + t.p + ' · step ' + t.decidedAt + '">' + esc(t.label) + '</span>';
+      const where = 'position' + (t.positions.length > 1 ? 's ' + t.positions.join(', ') : ' ' + t.p);
+      if (t.state === 'given') return '<span class="tok given" data-p="' + t.p + '">' + esc(t.label) + '</span>';
+      if (t.state === 'open') {
+        return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
+          ' · open">▢</span>';
+      }
+      return '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" style="background:' +
+        fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · step ' + t.decidedAt + '">' + esc(t.label) + '</span>';
     }).join('') + '</div>';
     const cur = el.sentence.querySelector('.tok.current');
     if (cur) {  // keep the current tokens in view inside the text box, never scroll the page
@@ -36,22 +44,42 @@
     }
   }
 
+  // the grid's cell size and type size: cells fill the panel (a short text on a big screen gets big cells,
+  // not a small block above an empty panel); type never goes below a readable size: when the cells that
+  // would take are too many for the panel, the grid scrolls and follows the step
+  function gridMetrics(P, box) {
+    const cols = P.columns, rows = Math.ceil(P.labels.length / cols), gap = 2;
+    const minFont = present() ? 13 : 11;
+    const w = Math.max(minFont * 2.8, Math.min(170, Math.floor((box.width - 2 - gap * (cols - 1)) / cols)));
+    const fitH = Math.floor((box.height - 2 - gap * (rows - 1)) / rows);
+    const h = Math.max(Math.ceil(minFont * 1.8), Math.min(fitH, 140, Math.max(44, Math.round(w * 1.3))));
+    const font = Math.max(minFont, Math.min(present() ? 28 : 22, Math.floor(h * 0.42), Math.floor(w / 4.2)));
+    return { cols, w: Math.floor(w), h, font };
+  }
+
   function drawGrid(P, step) {
+    const box = el.grid.parentElement, m = gridMetrics(P, box.getBoundingClientRect());
+    el.grid.style.gridTemplateColumns = 'repeat(' + m.cols + ', ' + m.w + 'px)';
+    el.grid.style.gridAutoRows = m.h + 'px';
+    el.grid.style.fontSize = m.font + 'px';
+    el.grid.style.lineHeight = m.h + 'px';
     const cells = A3Core.grid(P, step);
-    const cols = P.columns, rows = Math.ceil(cells.length / cols);
-    const box = el.grid.parentElement.getBoundingClientRect();
-    // cells fill the panel's width; rows stay short enough for the whole block to fit its height
-    // (a short text on a big screen gets big cells, not a small block above an empty panel)
-    const w = Math.max(14, Math.min(130, Math.floor((box.width - 4) / cols) - 2));
-    const h = Math.max(12, Math.min(Math.floor((box.height - 4) / rows) - 2, 68));
-    el.grid.style.gridTemplateColumns = 'repeat(' + cols + ', ' + w + 'px)';
-    el.grid.style.gridAutoRows = h + 'px';
-    el.grid.style.fontSize = Math.max(8, Math.min(present() ? 24 : 18, Math.floor(h * 0.45), Math.floor(w / 4.4))) + 'px';
+    const at = (p) => 'grid-row:' + (Math.floor(p / m.cols) + 1) + ';grid-column:' + (p % m.cols + 1);
     el.grid.innerHTML = cells.map((c) => '<div class="cell ' + c.state + (c.current ? ' current' : '') +
-      '" data-p="' + c.p + '" style="background:' + c.color + ';color:' + c.ink + '" title="position ' + c.p +
-      ' · ' + (c.state === 'open' ? 'open' : esc(P.labels[c.p])) + ' · ' +
-      (c.state === 'given' ? 'given' : c.state === 'decided' ? 'decided at step ' + c.decidedAt : 'open') +
-      ' · group ' + c.group + '">' + esc(c.text) + '</div>').join('');
+      (c.run >= 0 ? ' in-run' : '') + '" data-p="' + c.p + '" style="' + at(c.p) + ';background:' + c.color +
+      ';color:' + c.ink + '" title="position ' + c.p + ' · ' + (c.state === 'open' ? 'open' : esc(P.labels[c.p])) +
+      ' · ' + (c.state === 'given' ? 'given' : c.state === 'decided' ? 'decided at step ' + c.decidedAt : 'open') +
+      ' · group ' + c.group + '">' + esc(c.text) + '</div>').join('') +
+      A3Core.runLabels(P, step).map((r) => '<div class="run" data-start="' + r.start + '" data-end="' + r.end +
+        '" style="grid-row:' + (r.row + 1) + ';grid-column:' + (r.c0 + 1) + ' / ' + (r.c1 + 2) + ';color:' +
+        cells[r.row * m.cols + r.c0].ink + '">' + esc(r.text) + '</div>').join('');
+    const cur = el.grid.querySelector('.cell.current');
+    if (cur && box.scrollHeight > box.clientHeight) {  // follow the step inside the box, never scroll the page
+      const top = cur.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
+      if (top < box.scrollTop || top + m.h > box.scrollTop + box.clientHeight) {
+        box.scrollTop = Math.max(0, top - (box.clientHeight - m.h) / 2);
+      }
+    }
   }
 
   function sizeCanvas(canvas) {
@@ -68,16 +96,25 @@
     return { ctx, w, h };
   }
 
+  // which nodes get a number: every k-th step, k the smallest of 1, 2, 5, 10, 20, ... at which the
+  // numbers keep clear of each other (present mode's larger type included)
+  function labelEvery(ctx, count, offset, spacing) {
+    const widest = ctx.measureText(String(Math.max(count - offset - 1, 0))).width + 6;
+    for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]) if (k * spacing >= widest) return k;
+    return Infinity;
+  }
+
   function drawDag(P, step) {
     const { ctx, w, h } = sizeCanvas(el.dag);
     const D = A3Core.dag(P, step, el.reduce.checked);
-    const count = D.nodes.length;
+    const count = D.nodes.length, font = present() ? 16 : 12;
     let span = 1;
     for (const e of D.edges) span = Math.max(span, e.v - e.u);
-    const top = Math.max(span / 2, 1.2);
-    const x0 = -0.7, x1 = Math.max(count - 0.3, 0.7), y0 = -0.35 * top, y1 = 1.08 * top;
-    const X = (x) => 6 + (x - x0) / (x1 - x0) * (w - 12);
-    const Y = (y) => h - 4 - (y - y0) / (y1 - y0) * (h - 8);
+    const x0 = -0.6, x1 = Math.max(count - 0.4, 0.7);
+    const spacing = (w - 8) / (x1 - x0), size = Math.max(2.5, Math.min(count <= 24 ? 9 : 7, spacing * 0.32));
+    const top = Math.max(span / 2, 1.2), below = size * 1.6 + font + 8;  // room under the line for the numbers
+    const X = (x) => 4 + (x - x0) / (x1 - x0) * (w - 8);
+    const Y = (y) => h - below - y / top * (h - below - 4);
     const pts = span > 120 ? 6 : 12;
     const arc = (e) => {
       ctx.moveTo(X(e.u), Y(0));
@@ -92,8 +129,6 @@
       for (const e of D.edges) if (e.cls === cls) arc(e);
       ctx.stroke();
     }
-    const size = count <= 24 ? 8 : count <= 60 ? 6 : 3.5;
-    ctx.font = (present() ? 15 : 11) + 'px system-ui, sans-serif'; ctx.textAlign = 'center'; ctx.textBaseline = 'top';
     for (let i = 0; i < count; i++) {
       const t = i - D.offset, isGiven = t < 0;
       ctx.globalAlpha = isGiven || t <= step ? 1 : 0.25;
@@ -102,12 +137,26 @@
       ctx.lineWidth = i === D.current ? 3 : 0.7;
       ctx.strokeStyle = i === D.current ? P.palette.highlight : '#444'; ctx.stroke();
       ctx.globalAlpha = 1;
-      if (count <= 40) {
-        ctx.fillStyle = '#333';
-        const roomy = (w - 12) / (x1 - x0) > 34;
-        ctx.fillText(isGiven ? (roomy ? 'given' : 'g') : String(t), X(i), Y(0) + size * 1.7 + 2);
-      }
     }
+    drawDagNumbers(ctx, P, D, step, { X, y: Y(0) + size * 1.6 + 3, spacing, font });
+    // the plot area (the axes' frame, as Plotly's figure has one): tests measure how much of the stage it fills
+    el.dag.dataset.plot = JSON.stringify([X(x0), Y(top), X(x1) - X(x0), h - Y(top)].map(Math.round));
+  }
+
+  function drawDagNumbers(ctx, P, D, step, { X, y, spacing, font }) {
+    ctx.font = font + 'px system-ui, sans-serif'; ctx.textAlign = 'center'; ctx.textBaseline = 'top';
+    const every = labelEvery(ctx, D.nodes.length, D.offset, spacing), boxes = [];
+    for (let i = 0; i < D.nodes.length; i++) {
+      const t = i - D.offset;
+      if (t >= 0 && t % every) continue;
+      let text = t < 0 ? 'given' : String(t);
+      if (t < 0 && ctx.measureText(text).width + 6 > spacing) text = 'g';
+      const half = ctx.measureText(text).width / 2;
+      ctx.fillStyle = t === step ? P.palette.highlight : '#333';
+      ctx.fillText(text, X(i), y);
+      boxes.push([Math.round(X(i) - half), Math.round(X(i) + half)]);
+    }
+    el.dag.dataset.labels = JSON.stringify(boxes);  // the numbers' extents: tests check they never overlap
   }
 
   function drawMask(canvas, M, matrix, P) {
@@ -161,6 +210,7 @@
     const caption = A3Core.caption(P, step);
     el.summary.textContent = caption.summary;
     el.verdict.textContent = caption.verdict;
+    layoutPanels();
     drawSentence(P, step);
     drawGrid(P, step);
     drawDag(P, step);
@@ -243,20 +293,46 @@
 
   // the mask under the pointer, in words
   for (const [canvas, name] of [[el.content, 'content'], [el.query, 'query']]) {
+    canvas.addEventListener('mouseleave', () => { el.hover.textContent = ''; });
     canvas.addEventListener('mousemove', (e) => {
       if (!masksNow) return;
       const side = Number(canvas.dataset.side), ox = Number(canvas.dataset.ox), L = masksNow.L;
       const r = Math.floor((e.offsetY) / side * L), c = Math.floor((e.offsetX - ox) / side * L);
       if (r < 0 || c < 0 || r >= L || c >= L) { el.hover.textContent = ''; return; }
-      const i = masksNow.order[r], j = masksNow.order[c], P = state.P;
+      const i = masksNow.order[r], j = masksNow.order[c], said = A3Core.ticks(state.P, state.step);  // '?' while open
       const yes = (name === 'content' ? masksNow.content : masksNow.query)[r * L + c];
-      el.hover.textContent = name + ': row ' + i + ' “' + P.labels[i] + '” (group ' + masksNow.groups[i] +
-        ') ' + (yes ? 'may attend to' : 'is blocked from') + ' column ' + j + ' “' + P.labels[j] + '” (group ' +
+      el.hover.textContent = name + ': row ' + i + ' “' + said[i] + '” (group ' + masksNow.groups[i] +
+        ') ' + (yes ? 'may attend to' : 'is blocked from') + ' column ' + j + ' “' + said[j] + '” (group ' +
         masksNow.groups[j] + ')';
     });
   }
 
   // ------------------------------------------------------------------------------ size and load
+  // the panels: the grid and the masks side by side, the DAG a strip across the bottom. The masks get
+  // square canvases as tall as their row allows (their panel at most 55% of the width); the grid gets the
+  // rest. A narrow window stacks the panels instead (stage.css).
+  function layoutPanels() {
+    const panels = el.panels, box = panels.getBoundingClientRect();
+    if (window.innerWidth <= 900 || box.height < 100) return;
+    const dagH = Math.round(Math.max(present() ? 130 : 118, Math.min(0.3 * box.height, 330)));
+    setVar(panels, '--dag-h', dagH + 'px');
+    // where the masks' row is short (presentation type on a laptop), their column runs down past the DAG
+    const canvasBox = el.content.parentElement.getBoundingClientRect(), panel = el.maskPanel.getBoundingClientRect();
+    const chrome = panel.width - 2 * canvasBox.width, overhead = panel.height - canvasBox.height;
+    const widest = (0.55 * box.width - chrome) / 2;
+    const beside = Math.min(box.height - dagH - 8 - overhead, widest), tall = Math.min(box.height - overhead, widest);
+    panels.classList.toggle('masks-tall', beside < 0.5 * tall);
+    for (let pass = 0; pass < 3; pass++) {  // the verdict re-wraps with the width: settle in a few passes
+      const inner = el.content.parentElement.getBoundingClientRect(), now = el.maskPanel.getBoundingClientRect();
+      const side = Math.floor(Math.min(inner.height, (0.55 * box.width - chrome) / 2));
+      const width = Math.max(160, Math.round(2 * side + chrome));
+      if (Math.abs(width - now.width) < 2) break;
+      setVar(panels, '--mask-w', width + 'px');
+    }
+  }
+
+  const setVar = (node, name, value) => { if (node.style.getPropertyValue(name) !== value) node.style.setProperty(name, value); };
+
   function fit() {  // the stage fills the window below its top edge: everything visible at once
     const top = root.getBoundingClientRect().top + window.scrollY;
     const height = Math.max(460, window.innerHeight - Math.max(0, top) - 12) + 'px';
@@ -273,7 +349,7 @@
     el.note.textContent = P.note || '';
     el.headline.textContent = P.headline;
     el.step.min = '-1'; el.step.max = String(n() - 1);
-    if (P.speed) el.speed.value = String(P.speed);
+    if (P.speed) el.speed.value = String(P.speed);  // only when the payload asks: a new run keeps the speed set
     state.loop = !!P.loop;
     state.step = -1;
     fit();
@@ -294,6 +370,7 @@
   // what sits above the stage (the header, a warning) may render after the stage: fit again when it does
   new ResizeObserver(() => fit()).observe(document.body);
   window.__a3stage.play = play; window.__a3stage.pause = pause; window.__a3stage.setStep = (s) => userStep(s);
+  window.__a3stage.load = load;  // any payload, as a new value would bring it (tests, the console)
   watch('value', () => load(props.value));
   load(props.value);
 })();

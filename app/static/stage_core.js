@@ -3,6 +3,9 @@
 // (app/stage.py) and the offline player embeds it (app/slides.py); both draw with these functions.
 // Every rule here mirrors the Plotly reference in app/figures.py (and TraceView.cells in Python);
 // tests/test_figures_stage.py runs these functions in Chromium and compares them step by step.
+// A character split over several tokens (P.runs: byte-level BPE splits "🧩" into three) reads as one:
+// its known tokens read '…' until all are known, then the grid labels it once across its cells
+// (runLabels) and the text shows it once (sentence).
 const A3Core = {
   // the grouping the model used at `step` (it changes per step in the official dynamic variant)
   groupsAt(P, step) {
@@ -18,21 +21,47 @@ const A3Core = {
     return step >= 0 ? P.steps[step] : P.before;
   },
 
+  // per position: given, or decided at or before `step`
+  known(P, step) {
+    return P.given.map((g, p) => g || (P.decided[p] >= 0 && P.decided[p] <= step));
+  },
+
+  // per position: the index of the split character (P.runs) it belongs to, or -1
+  runOf(P) {
+    const out = P.labels.map(() => -1);
+    P.runs.forEach(([start, end], i) => { for (let p = start; p < end; p++) out[p] = i; });
+    return out;
+  },
+
+  // what each position reads (app.figures.position_texts): its short label once known, '?' while open;
+  // a split character's known tokens read '…' until all are known, then the character on a mask tick
+  // and nothing in a grid cell (the grid labels the run once: runLabels)
+  texts(P, step, inGrid) {
+    const known = A3Core.known(P, step);
+    const out = P.short.map((t, p) => (known[p] ? t : '?'));
+    for (const [start, end] of P.runs) {
+      const whole = known.slice(start, end).every(Boolean);
+      for (let p = start; p < end; p++) if (known[p]) out[p] = whole ? (inGrid ? '' : out[p]) : '…';
+    }
+    return out;
+  },
+
   // every position at `step`, in reading order: given grey, decided in its step's colour, open
   cells(P, step) {
     const now = new Set(A3Core.current(P, step)), pal = P.palette;
+    const texts = A3Core.texts(P, step, true), runOf = A3Core.runOf(P);
     return P.labels.map((label, p) => {
-      const d = P.decided[p], group = P.groups[p];
+      const d = P.decided[p], group = P.groups[p], text = texts[p], run = runOf[p];
       if (P.given[p]) {
-        return { p, state: 'given', text: P.short[p], label, color: pal.given, ink: pal.given_ink, current: false,
-                 group, decidedAt: -1 };
+        return { p, state: 'given', text, label, color: pal.given, ink: pal.given_ink, current: false,
+                 group, decidedAt: -1, run };
       }
       if (d >= 0 && d <= step) {
-        return { p, state: 'decided', text: P.short[p], label, color: pal.steps[d], ink: pal.ink[d],
-                 current: now.has(p), group, decidedAt: d };
+        return { p, state: 'decided', text, label, color: pal.steps[d], ink: pal.ink[d],
+                 current: now.has(p), group, decidedAt: d, run };
       }
       return { p, state: 'open', text: '?', label: '▢', color: pal.open, ink: pal.open_ink, current: false,
-               group, decidedAt: d };
+               group, decidedAt: d, run };
     });
   },
 
@@ -41,9 +70,48 @@ const A3Core = {
     return A3Core.cells(P, step);
   },
 
-  // the text: every position but the start token
+  // the grid's label of each split character whose tokens are all known: written once, across the
+  // longest piece of it on one row (app.figures.run_label_cells)
+  runLabels(P, step) {
+    const known = A3Core.known(P, step), cols = P.columns, out = [];
+    for (const [start, end] of P.runs) {
+      if (!known.slice(start, end).every(Boolean)) continue;
+      let best = null;
+      for (let p = start; p < end;) {
+        const row = Math.floor(p / cols), c0 = p % cols, c1 = Math.min(cols - 1, c0 + end - 1 - p);
+        if (!best || c1 - c0 > best.c1 - best.c0) best = { row, c0, c1 };
+        p += c1 - c0 + 1;
+      }
+      out.push({ start, end, text: P.short[start], ...best });
+    }
+    return out;
+  },
+
+  // the mask ticks' names after "p:" (app.figures.mask_ticks): '?' for a position still open
+  ticks(P, step) {
+    return A3Core.texts(P, step, false);
+  },
+
+  // the text: every position but the start token; a split character is one chip, whole once all its
+  // tokens are known and one open box until then
   sentence(P, step) {
-    return A3Core.cells(P, step).filter((c) => !(c.p === 0 && P.hide_start));
+    const pal = P.palette, chips = [];
+    const cells = A3Core.cells(P, step).filter((c) => !(c.p === 0 && P.hide_start));
+    for (const c of cells) {
+      const last = chips[chips.length - 1];
+      if (c.run >= 0 && last && last.run === c.run) last.cells.push(c);
+      else chips.push({ run: c.run, cells: [c] });
+    }
+    return chips.map(({ cells: cs }) => {
+      const first = cs[0], positions = cs.map((c) => c.p), current = cs.some((c) => c.current);
+      if (cs.some((c) => c.state === 'open')) {
+        return { p: first.p, positions, state: 'open', label: '▢', colors: [pal.open], color: pal.open,
+                 ink: pal.open_ink, current, decidedAt: -1 };
+      }
+      return { p: first.p, positions, state: cs.every((c) => c.state === 'given') ? 'given' : 'decided',
+               label: first.label, colors: cs.map((c) => c.color), color: first.color, ink: first.ink, current,
+               decidedAt: Math.max(...cs.map((c) => c.decidedAt)) };
+    });
   },
 
   // the DAG: every edge u -> v classed as done, into the current step, or later

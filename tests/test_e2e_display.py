@@ -1,0 +1,217 @@
+"""The stage in a real headless Chromium, for what it shows rather than how it is driven: whole characters
+and visible whitespace, every panel grown to the screen (1920x1080), presentation mode on a laptop
+screen (1366x768) with the whole verdict and DAG numbers that keep apart, a long text whose grid stays
+readable, open positions never named on a mask, and the speed kept across runs.
+
+Payloads other than the page's own example go in through `window.__a3stage.load`, as a new value would."""
+
+import json
+import os
+import re
+
+import pytest
+from conftest import launched_app
+from test_trace_view import unicode_result
+
+from app.session import Explorer, Request
+from app.stage import stage_payload
+from model.text import encode_plain_text
+
+pytestmark = pytest.mark.browser
+
+UNICODE_SHOWN = "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."  # tests/test_trace_view.unicode_result, decoded to the end
+LONG_TOKENS = 118
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    with launched_app(os.environ.get("A3_E2E_MODEL", "tiny")) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_loaded):
+    return Explorer(tiny_loaded)
+
+
+def open_stage(browser, url: str, width: int, height: int, payload: dict | None = None):
+    """The page at this size with the stage drawn (and paused); `payload` replaces the example."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_function("() => window.__a3stage && window.__a3stage.state.P")
+    if payload is not None:
+        page.evaluate("(p) => window.__a3stage.load(p)", json.loads(json.dumps(payload)))
+    page.evaluate("() => window.__a3stage.pause()")
+    return page
+
+
+def go(page, step: int) -> None:
+    page.evaluate("(s) => window.__a3stage.setStep(s)", step)
+    page.wait_for_function(f"() => document.querySelector('#stage-counter').dataset.step === '{step}'")
+
+
+def n_steps(page) -> int:
+    return page.evaluate("() => window.__a3stage.state.P.steps.length")
+
+
+def dag_numbers_overlap(page) -> list:
+    """Pairs of DAG numbers whose drawn extents touch (the canvas records them)."""
+    boxes = sorted(json.loads(page.get_attribute("#stage-dag", "data-labels") or "null"))
+    return [(a, b) for a, b in zip(boxes, boxes[1:], strict=False) if b[0] < a[1] + 2]
+
+
+# --------------------------------------------------------------------------------------------------
+# text: whole characters, visible whitespace
+
+
+def test_split_characters_and_whitespace_round_trip_to_the_stage(page_url, browser, explorer):
+    payload = stage_payload(unicode_result(explorer), autoplay=False)
+    page = open_stage(browser, page_url, 1366, 768, payload)
+    go(page, -1)  # the given text shows its characters from the start
+    assert page.text_content("#sentence").startswith("Zoë 🧩 ate 寿司▢")
+    assert page.eval_on_selector_all("#stage-grid .run", "els => els.map(e => e.textContent)") == ["🧩", "寿", "司"]
+    go(page, n_steps(page) - 1)
+    assert page.text_content("#sentence") == UNICODE_SHOWN
+    assert page.eval_on_selector_all("#stage-grid .run", "els => els.map(e => e.textContent)") == [
+        "🧩", "寿", "司", "🧩", "寿", "司"]
+    # a split character's cells keep their own step colours under the one label
+    colours = page.eval_on_selector_all("#stage-grid .cell", "els => els.slice(13, 16).map(e => e.style.background)")
+    assert len(set(colours)) == 3
+    # line breaks and a space: marks in the text and in the grid, never blank
+    cells = page.eval_on_selector_all("#stage-grid .cell", "els => els.map(e => e.textContent)")
+    assert cells[21:24] == ["↵", "↵↵", "·"]
+    assert "\ufffd" not in page.text_content(".a3s")
+    page.close()
+
+
+def test_a_split_character_shows_as_open_until_all_its_tokens_are_decided(page_url, browser, explorer):
+    result = unicode_result(explorer)
+    page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
+    decided = result.trace.decided_step()
+    for step in range(n_steps(page)):
+        go(page, step)
+        chips = page.eval_on_selector_all("#sentence .tok", "els => els.map(e => [+e.dataset.p, e.textContent])")
+        for start, end in ((13, 16), (16, 19), (19, 21)):  # the decoded 🧩, 寿 and 司
+            shown = dict(chips)[start]
+            assert (shown != "▢") == all(decided[p] <= step for p in range(start, end)), (step, start, shown)
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# masks: no open position is named
+
+
+def test_the_mask_hover_never_names_an_open_token(page_url, browser, explorer):
+    result = unicode_result(explorer)
+    page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
+    go(page, -1)
+    canvas = page.locator("#stage-content")
+    box = canvas.bounding_box()
+    side, ox = float(canvas.get_attribute("data-side")), float(canvas.get_attribute("data-ox"))
+    length = len(result.labels)
+    for row in (14, 22):  # open before decoding: part of the decoded 🧩, and the "\n\n"
+        page.mouse.move(box["x"] + ox + side * 0.5 / length, box["y"] + side * (row + 0.5) / length)
+        hover = page.text_content(".a3s-mask-hover")
+        assert hover.startswith(f"content: row {row} “?”"), hover
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# layout: the figures grow with the screen; presentation mode on a laptop; long texts
+
+
+PLOT_AREAS = """() => {
+  const rect = (s) => document.querySelector(s).getBoundingClientRect();
+  const panels = rect('.a3s-panels'), box = rect('.a3s-gridbox'), grid = rect('#stage-grid');
+  const visible = (Math.min(grid.right, box.right) - Math.max(grid.left, box.left)) *
+                  (Math.min(grid.bottom, box.bottom) - Math.max(grid.top, box.top));
+  const dag = document.querySelector('#stage-dag'), whole = dag.getBoundingClientRect();
+  const plot = dag.dataset.plot ? JSON.parse(dag.dataset.plot) : [0, 0, whole.width, whole.height];
+  const side = (s) => Number(document.querySelector(s).dataset.side);
+  return {panels: panels.width * panels.height, grid: visible, dag: plot[2] * plot[3],
+          masks: side('#stage-content') ** 2 + side('#stage-query') ** 2, mask_side: side('#stage-content')};
+}"""
+
+
+def test_the_figures_fill_the_stage_at_1920(page_url, browser):
+    """The grid's cells, the DAG's plot area and both mask squares (not the padding around them) cover at
+    least 75% of the panels below the controls and the text."""
+    page = open_stage(browser, page_url, 1920, 1080)
+    go(page, n_steps(page) // 2)
+    page.wait_for_timeout(200)
+    areas = page.evaluate(PLOT_AREAS)
+    covered = (areas["grid"] + areas["dag"] + areas["masks"]) / areas["panels"]
+    print(json.dumps({**areas, "covered": round(covered, 3)}))
+    assert covered >= 0.75, areas
+    assert areas["mask_side"] >= 400  # the masks grow with the screen too
+    page.close()
+
+
+def test_presentation_mode_at_1366_shows_the_whole_verdict_and_apart_dag_numbers(page_url, browser):
+    page = open_stage(browser, page_url, 1366, 768)
+    go(page, n_steps(page) // 2)
+    page.locator("#stage-counter").click()
+    page.keyboard.press("p")
+    page.wait_for_function("() => document.documentElement.classList.contains('a3-present')")
+    page.wait_for_timeout(300)
+    verdict = page.locator("#verdict")
+    said = page.evaluate("() => { const P = window.__a3stage.state.P, s = window.__a3stage.state.step;"
+                         " return (s < 0 ? P.before : P.steps[s]).verdict; }")
+    assert verdict.inner_text() == said and said.endswith(".")
+    fits = page.evaluate("""() => { const v = document.querySelector('#verdict'), r = v.getBoundingClientRect(),
+        panel = v.closest('.a3s-panel').getBoundingClientRect();
+        return v.scrollHeight <= v.clientHeight + 1 && r.bottom <= panel.bottom + 1 && r.bottom <= innerHeight; }""")
+    assert fits, "the verdict is cut"
+    assert dag_numbers_overlap(page) == []
+    font = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#stage-grid .cell')).fontSize)")
+    assert font >= 13
+    page.close()
+
+
+def long_payload(explorer: Explorer) -> dict:
+    """A run of exactly LONG_TOKENS positions (with the start token), a third of them open."""
+    words = ("The river ran past the old mill where the miller kept his books and his cats, and every evening "
+             "the children came down the lane to hear the wheel turn and the water sing. ") * 3
+    given = encode_plain_text(explorer.loaded.tokenizer, words, start_token_id=0)
+    keep = LONG_TOKENS - 40 - 1
+    text = explorer.loaded.tokenizer.decode(given[1: keep + 1].tolist()) + " [MASK:40]"
+    result = explorer.decode(Request(text=text, method="A3 plan", order="random", seed=0))
+    assert len(result.labels) == LONG_TOKENS
+    return stage_payload(result, autoplay=False)
+
+
+def test_a_long_text_keeps_the_grid_readable_at_1366(page_url, browser, explorer):
+    page = open_stage(browser, page_url, 1366, 768, long_payload(explorer))
+    for step in (0, n_steps(page) // 2, n_steps(page) - 1):
+        go(page, step)
+        font = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#stage-grid .cell')).fontSize)")
+        assert font >= 11, font
+        # the grid scrolls inside its panel (never the page) and keeps this step's cell in view
+        seen = page.evaluate("""() => {
+            const c = document.querySelector('#stage-grid .cell.current').getBoundingClientRect(),
+              b = document.querySelector('.a3s-gridbox').getBoundingClientRect();
+            return c.top >= b.top - 1 && c.bottom <= b.bottom + 1; }""")
+        assert seen, step
+        assert dag_numbers_overlap(page) == []
+    assert page.evaluate("() => window.scrollY") == 0
+    assert page.evaluate("() => document.querySelector('.a3s-gridbox').getBoundingClientRect().bottom") <= 768
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# speed
+
+
+def test_a_new_run_keeps_the_speed(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_stage(browser, page_url, 1366, 768)
+    page.locator("#stage-speed").fill("1.2")
+    page.locator("#stage-speed").dispatch_event("change")
+    page.locator("button[role=tab]", has_text="Your text").first.click()
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:3] at the birds.")
+    page.locator("#method label", has_text="A3 plan").click()
+    page.locator("#run-btn").click()
+    expect(page.locator(".a3s-headline")).to_contain_text(re.compile(r"A3 plan: 3 model calls"), timeout=60_000)
+    assert page.input_value("#stage-speed") == "1.2"
+    page.close()
