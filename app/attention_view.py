@@ -50,8 +50,11 @@ def _check_inputs(weights: np.ndarray, allowed: np.ndarray, labels: Sequence[str
 
 def attention_figure(weights: np.ndarray, allowed: np.ndarray, labels: Sequence[str], rows: Sequence[int], *,
                      layer: int | None = None, head: int | None = None, stream: str = "query",
-                     step: int | None = None) -> go.Figure:
+                     step: int | None = None, known: Sequence[bool] | None = None) -> go.Figure:
     """Heatmap of `rows` (the positions decided at this step) against all key positions.
+
+    known (per position: given or decided by this step): the axes name only those tokens; an open
+    position reads "p:?", so the figure never gives away a token before the step that decides it.
 
     weights (layers, heads, L, L) and allowed (L, L) come from `model.attention.AttentionWeights`;
     layer / head pick one slice, None averages over it. Weight on a blocked cell would be a leak in
@@ -64,7 +67,8 @@ def attention_figure(weights: np.ndarray, allowed: np.ndarray, labels: Sequence[
     blocked = ~allowed[rows]  # (R, L)
     if np.any(shown[blocked] != 0):
         raise ValueError("weights are non-zero on blocked cells: they do not belong to this mask.")
-    columns, row_ticks = mask_ticks(list(range(len(labels))), labels), mask_ticks(rows, labels)
+    known = None if known is None else [bool(k) for k in known]
+    columns, row_ticks = mask_ticks(list(range(len(labels))), labels, known), mask_ticks(rows, labels, known)
     gap = 1 if len(columns) <= MAX_TICK_LABELS else 0
     zmax = float(shown[~blocked].max(initial=0.0)) or 1.0
     which = reduction_label(layer, head)

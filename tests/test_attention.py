@@ -292,3 +292,15 @@ def test_figure_refuses_weight_on_blocked_cells_and_bad_slices(tiny):
         attention_figure(weights.probs, weights.allowed, labels, [LENGTH])
     empty = attention_figure(weights.probs, weights.allowed, labels, [])
     assert heatmap(empty, "weight").size == 0 and empty.layout.meta["rows"] == []
+
+
+def test_figure_names_no_token_that_is_still_open(tiny):
+    """With `known`, the axes read "p:?" for positions not decided by the step: nothing is given away."""
+    ids, groups = sequence(8, n_groups=4)
+    weights = attention_weights(tiny, ids, groups)
+    labels = [f"w{t}" for t in ids.tolist()]
+    known = [p < 6 for p in range(LENGTH)]
+    fig = attention_figure(weights.probs, weights.allowed, labels, [5], known=known)
+    columns = list(next(t for t in fig.data if t.name == "weight").x)
+    assert columns[:6] == [f"{p}:{labels[p]}" for p in range(6)]
+    assert columns[6:] == [f"{p}:?" for p in range(6, LENGTH)]

@@ -150,7 +150,7 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     open_tab(page, "Step details")
     expect(page.locator("#details-summary")).to_contain_text("Step 4/4", timeout=15_000)
     expect(page.locator("#details-verdict")).to_contain_text("No leak")
-    expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1)
+    expect(page.locator("#mask-plot .js-plotly-plot")).to_have_count(1, timeout=30_000)  # two busy cores
     # the real attention weights of that step, drawn over the mask on request
     page.locator("#attention").get_by_text("Attention weights at this step").click()
     page.locator("#attn-btn").click()

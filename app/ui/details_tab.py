@@ -230,8 +230,9 @@ class DetailsCallbacks:
             weights = self.calls.attention(result, step, stream)
             pick = {name: None if value in (None, "mean") else int(value)
                     for name, value in (("layer", layer), ("head", head))}
+            known = [d == -1 or 0 <= d <= step for d in result.trace.decided_step()]
             fig = attention_figure(weights.probs, weights.allowed, result.labels, list(weights.rows),
-                                   stream=weights.stream, step=step, **pick)
+                                   stream=weights.stream, step=step, known=known, **pick)
         except InputError as err:
             return gr.skip(), gr.skip(), gr.skip(), warn(err)
         except Exception as err:  # never a stack trace in the page
