@@ -69,8 +69,8 @@ def parse_blanks(text: str) -> list[str | int]:
         if blank is None:
             raise BlankSyntaxError(
                 f"malformed blank {match.group(0)!r} at character {match.start()}: write [MASK] for one "
-                "token or [MASK:N] for N tokens, e.g. [MASK:5] ([MASK:?], any length, is searched by "
-                "model.flexible and the explorer's Run)."
+                "token or [MASK:N] for N tokens, e.g. [MASK:5], or [MASK:?] for a blank of any length (Run "
+                "tries several lengths)."
             )
         digits = blank.group(1)
         n = (int(digits) if len(digits) <= 4 else MAX_BLANK + 1) if digits is not None else 1
