@@ -1,6 +1,8 @@
 """A3 Explorer: `python app.py [--model default|tiny|PATH] [--port N]` (also the Hugging Face Space app).
 
-The model is loaded once, before launch, and shared by every user of the process.
+The model is loaded once, before launch, and shared by every user of the process. Visitors never choose
+a model, a file or a URL: `--model` is the operator's, and `launch()` below closes what Gradio would
+otherwise open to anyone (see `Guard`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,111 @@ import argparse
 import contextlib
 import logging
 import os
+import re
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 with contextlib.suppress(ImportError):  # `spaces` must come before anything initialises CUDA (ZeroGPU)
     import spaces  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent
+
+# Gradio's file route (`/gradio_api/file=<path or URL>`, and the older `/file/<...>`) followed by a URL:
+# Gradio would fetch any public URL and send it on. Paths are left to Gradio, which serves only its own
+# cache (the app's exports) and refuses everything else.
+_FILE_URL = re.compile(r"/file[=/]\s*(?:[a-z][a-z0-9+.\-]*:|//|\\\\|\\/|/\\)", re.IGNORECASE)
+_UPLOAD = re.compile(r"/upload/?$")
+_PROXY = re.compile(r"/proxy=")  # Gradio's proxy to the Spaces an app loads (gr.load): this one loads none
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware in front of Gradio's routes. It refuses what this app never needs and a visitor
+    could misuse: the file route fetching a URL (the server would fetch any public URL for anyone), the
+    proxy route (for Spaces loaded with gr.load; none here), the upload route (the page takes no files;
+    an upload is kept on the server's disk), and a request body over app.session.MAX_REQUEST_BYTES
+    (refused as it arrives, before Gradio reads it all)."""
+
+    def __init__(self, app, max_body: int | None = None):
+        from app.session import MAX_REQUEST_BYTES
+
+        self.app, self.max_body = app, max_body or MAX_REQUEST_BYTES
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if _FILE_URL.search(path) or _PROXY.search(path):
+            await self.refuse(scope, receive, send, 403, "File not allowed: this app serves no URLs.")
+            return
+        if scope.get("method") == "POST" and _UPLOAD.search(path):
+            await self.refuse(scope, receive, send, 403, "Uploads are not allowed: this app takes no files.")
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_body:
+            await self.refuse(scope, receive, send, 413, self.too_large)
+            return
+        received, started = 0, False
+
+        async def counted():  # a body sent without Content-Length (chunked) is counted as it comes
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self.refuse(scope, receive, send, 413, self.too_large)
+
+    @property
+    def too_large(self) -> str:
+        return f"Request too large: at most {self.max_body:,} bytes."
+
+    @staticmethod
+    async def refuse(scope, receive, send, status: int, message: str) -> None:
+        from starlette.responses import PlainTextResponse
+
+        await PlainTextResponse(message, status_code=status)(scope, receive, send)
+
+
+def launch_kwargs() -> dict:
+    """app.layout's launch settings (the page's theme, CSS, head, footer), and what a public Space needs
+    closed: `Guard` in front of every route; the app's own source and the model caches on Gradio's block
+    list (Gradio serves none of them anyway; this keeps it so whatever else is allowed later); no run
+    history (its routes would call the Hugging Face Hub with a visitor's token) and no MCP server."""
+    from starlette.middleware import Middleware
+
+    from app.layout import launch_kwargs as page_kwargs
+
+    home = Path.home() / ".cache"
+    hf_home = Path(os.environ.get("HF_HOME") or home / "huggingface")
+    blocked = [ROOT / "app", ROOT / "model", ROOT / "assets", ROOT / "runs", ROOT / "app.py", hf_home,
+               home / "a3-explorer"]
+    return {**page_kwargs(), "app_kwargs": {"middleware": [Middleware(Guard)]},
+            "blocked_paths": [str(p) for p in blocked], "run_history": False, "mcp_server": False}
+
+
+def launch(demo, **where):
+    """Launch `demo` as the Space does; `where`: server_name, server_port, prevent_thread_lock, ... Named
+    API endpoints go through the queue only (as on Spaces, where Gradio closes the direct REST routes):
+    the model events' one-at-a-time limit holds for every caller."""
+    demo.api_open = False
+    return demo.launch(**where, **launch_kwargs())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +129,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
 
     from app import build
-    from app.layout import launch_kwargs
     from model.loading import ModelLoadError
 
     try:
@@ -35,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     except ModelLoadError as err:
         raise SystemExit(f"error: {err}") from None
     if os.environ.get("SYSTEM") == "spaces":  # the platform sets host and port
-        demo.launch(**launch_kwargs())
+        launch(demo)
     else:
-        demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
+        launch(demo, server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ import torch
 from plotly.subplots import make_subplots
 
 from app import figures
-from app.session import Explorer, InputError, Result
+from app.session import (
+    MAX_ORDERS,
+    MAX_ORDERS_JSON_CHARS,
+    Explorer,
+    InputError,
+    Result,
+    check_group_ids,
+)
 from model.gallery import Scheme, gallery
 from model.orders import (
     DEFAULT_GROUP_SIZE,
@@ -34,7 +41,6 @@ from model.plans import PlanError, parse_group_ids
 
 LAB_TEXT = ("Mia found an old key under the porch. She opened the little box with it, and inside was a letter "
             "from her grandmother.")
-MAX_ORDERS = 256
 BATCH_SIZE = 8
 FAMILIES = (("left_to_right", "fixed"), ("right_to_left", "fixed"), ("outside_in", "fixed"), ("blocks_", "blocks"),
             ("random_groups_", "random groups"), ("random_", "random order"), ("custom", "custom"))
@@ -97,6 +103,7 @@ def lab_sequence(explorer: Explorer, text: str) -> torch.Tensor:
 
 
 def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
+    check_group_ids(custom_groups)
     if not (custom_groups or "").strip():
         return None
     try:
@@ -105,15 +112,32 @@ def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
         raise InputError(f"Custom group ids: {err}") from None
 
 
+def check_orders_json(orders_json) -> str:
+    """The orders JSON as a string within MAX_ORDERS_JSON_CHARS (None and "" are the default set); checked
+    before it is parsed, and before the text is scored."""
+    if orders_json is None:
+        return ""
+    if not isinstance(orders_json, str):
+        raise InputError(f"orders_json must be a string holding JSON; got {type(orders_json).__name__}.")
+    if len(orders_json) > MAX_ORDERS_JSON_CHARS:
+        raise InputError(f"orders_json is too long: {len(orders_json):,} characters (at most "
+                         f"{MAX_ORDERS_JSON_CHARS:,}; at most {MAX_ORDERS} orders per call).")
+    return orders_json
+
+
 def parse_orders_json(orders_json: str, length: int) -> list[Order]:
     """The API's orders: "" = the default set; else a JSON list (or {"orders": [...]}) of default-order
     names ("left_to_right", "random_3", ...) and objects {"name": ..., "group_ids": [...] or "0 1 1 2"}."""
-    if not (orders_json or "").strip():
+    if not check_orders_json(orders_json).strip():
         return default_orders(length)
     try:
         data = json.loads(orders_json)
     except json.JSONDecodeError as err:
         raise InputError(f"orders_json is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}).") from None
+    except RecursionError:
+        raise InputError("orders_json is nested too deeply: give a flat list of orders.") from None
+    except ValueError as err:  # e.g. a number of more than 4,300 digits
+        raise InputError(f"orders_json is not valid JSON: {str(err)[:120]}") from None
     if isinstance(data, dict):
         data = data.get("orders")
     if not isinstance(data, list) or not data:
@@ -182,6 +206,7 @@ def compute(explorer: Explorer, text: str, *, n_random: int = DEFAULT_RANDOM, gr
 
 def api(explorer: Explorer, text: str, orders_json: str = "") -> dict:
     """The named endpoint: {"orders": [{"name", "group_ids", "logp", "token_logps"}, ...]}."""
+    check_orders_json(orders_json)
     ids = lab_sequence(explorer, text)
     return {"orders": [o.to_dict() for o in score(explorer, ids, parse_orders_json(orders_json, len(ids)))]}
 

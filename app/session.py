@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 
@@ -45,9 +46,72 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
 MAX_TOKENS = 256  # what the figures stay readable and fast at
 
+# Size limits on what a visitor sends, checked before any work (tokenizing, parsing JSON, decoding), at the
+# top of every public method below that takes text, and by the API endpoints before a model call
+# (app.ui.api): a request built by hand gets the page's message. Each is far above what the page needs.
+MAX_TEXT_CHARS = 4_000  # a text, in characters: 256 tokens are ~1,000 characters of English
+MAX_BLANKS = 128  # [MASK] / [MASK:N] / [MASK:?] markers in one text (each one is at least one token)
+MAX_GROUP_IDS_CHARS = 4_000  # custom group ids as typed: 256 ids of up to 11 characters, separated
+MAX_ORDERS = 256  # orders in one order_likelihoods call
+MAX_ORDERS_JSON_CHARS = 400_000  # its orders JSON: MAX_ORDERS orders of 256 group ids each, and room to spare
+SEED_RANGE = (-(2**63), 2**63)  # seeds lie in [lo, hi): what torch's generators take
+MAX_REQUEST_BYTES = 4 * 2**20  # one HTTP request's body (app.py refuses more): the largest orders JSON, escaped
+_BLANK_MARKER = re.compile(r"\[\s*mask\b", re.IGNORECASE)  # where a blank starts (as model.text finds them)
+
 
 class InputError(ValueError):
     """Bad user input; the message is shown in the page as it is."""
+
+
+def check_text(text) -> str:
+    """`text` if it is a string within the size limits (characters, blanks); else InputError. None, an
+    empty box, passes (the methods say the text is empty)."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InputError(f"The text must be a string; got {type(text).__name__}.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"The text is too long: {len(text):,} characters (at most {MAX_TEXT_CHARS:,}). "
+                         "Shorten the text.")
+    blanks = len(_BLANK_MARKER.findall(text))
+    if blanks > MAX_BLANKS:
+        raise InputError(f"Too many blanks: {blanks} [MASK] markers (at most {MAX_BLANKS} per text). Use [MASK:N] "
+                         "for N tokens in a row.")
+    return text
+
+
+def check_group_ids(groups) -> str:
+    """Custom group ids as typed, if they are a string within MAX_GROUP_IDS_CHARS; else InputError."""
+    if groups is None:
+        return ""
+    if not isinstance(groups, str):
+        raise InputError(f"Custom group ids must be text (integers separated by spaces); got {type(groups).__name__}.")
+    if len(groups) > MAX_GROUP_IDS_CHARS:
+        raise InputError(f"Custom group ids are too long: {len(groups):,} characters (at most "
+                         f"{MAX_GROUP_IDS_CHARS:,}): one integer per token, start token first.")
+    return groups
+
+
+def check_seed(seed) -> int:
+    """The seed as an int: a whole number (an int, an integral float, or its digits as text) in SEED_RANGE."""
+    value = seed
+    digits = isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", value)
+    if digits or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    lo, hi = SEED_RANGE
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value < hi:
+        shown = (f"a number of {value.bit_length()} bits" if isinstance(value, int) and value.bit_length() > 128
+                 else repr(seed) if len(repr(seed)) <= 40 else repr(seed)[:40] + "…")
+        raise InputError(f"The seed must be a whole number from {lo} to {hi - 1}; got {shown}.")
+    return value
+
+
+def check_request(request: Request) -> Request:
+    """A decoding request whose text, custom group ids and seed are within the limits; else InputError."""
+    check_text(request.text)
+    check_group_ids(request.custom_groups)
+    check_seed(request.seed)
+    return request
 
 
 @dataclass
@@ -129,6 +193,7 @@ class Explorer:
     def picker_from_text(self, text: str) -> dict:
         """Chips for a text with optional [MASK] / [MASK:N] blanks (blanks become masked chips); a
         [MASK:?] blank shows at its guessed length."""
+        check_text(text)
         blank = self._flexible(text)
         return self._picker(with_length(text, blank, blank.guess) if blank else text, text)
 
@@ -152,6 +217,7 @@ class Explorer:
             raise InputError(f"Malformed blank: {err}") from None
 
     def encode(self, text: str):
+        check_text(text)
         try:
             return encode_masked_text(self.loaded.tokenizer, text or "", start_token_id=self.loaded.start_token_id,
                                       max_length=self.max_tokens)
@@ -179,6 +245,7 @@ class Explorer:
         return torch.tensor(ids), given
 
     def plan(self, request: Request):
+        check_request(request)
         ids, given = self.sequence(request)
         order = ORDER_NAMES.get(request.order)
         if order is None:
@@ -196,6 +263,7 @@ class Explorer:
     # --------------------------------------------------------------------------------------- decode
 
     def decode(self, request: Request) -> Result:
+        check_request(request)
         blank = self._flexible(request.text)
         if blank is not None:
             return self.decode_flexible(request, blank)
@@ -204,6 +272,7 @@ class Explorer:
     def decode_flexible(self, request: Request, blank: FlexibleBlank) -> Result:
         """A [MASK:?] blank: decoded at every candidate length with the request's method; the result
         on show is the best whole text (model.flexible), and it carries every candidate."""
+        check_request(request)
         tok, start = self.loaded.tokenizer, self.loaded.start_token_id
         # the room left for the blank, from the text around it (a 1-token blank), so that shorter lengths
         # are still tried when the guess itself does not fit
@@ -233,6 +302,7 @@ class Explorer:
     def picker_at_length(self, text: str, length: int) -> dict:
         """Chips of a [MASK:?] text with its blank at `length` tokens (what a run kept); the picker says
         which length it shows, so the next run can carry the clicks over."""
+        check_text(text)
         blank = self._flexible(text)
         if blank is None:
             return self.picker_from_text(text)
@@ -318,6 +388,7 @@ class Explorer:
 
     def best_of_n_cost(self, text: str) -> str:
         """What a best-of-N run of `text` will cost, said before it runs."""
+        check_text(text)
         blank = self._flexible(text)
         if blank is not None:
             lengths = candidate_lengths(blank.guess)
@@ -372,6 +443,8 @@ class Explorer:
 
     def infill(self, text: str, method: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
         """The named API endpoint: (filled text, trace JSON with a top-level `steps` list)."""
+        check_text(text)
+        seed = check_seed(seed)
         result = self.decode(Request(text=text, method=method, seed=int(seed)))
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"] = method
@@ -382,6 +455,7 @@ class Explorer:
     def compare(self, request: Request) -> Comparison:
         """The same input under every method of COMPARE_METHODS, side by side. Each run's result is kept,
         so the page can step through any of them without decoding again."""
+        check_request(request)
         comparison = Comparison()
         blank = self._flexible(request.text)
         if blank is not None:  # one search (the request's method), then every method at the length it kept

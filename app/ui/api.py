@@ -1,12 +1,25 @@
 """The page's named API endpoints (`gr.api`): `infill` and `order_likelihoods`. Their signatures and
-docstrings are the API's schema and descriptions."""
+docstrings are the API's schema and descriptions.
+
+Neither takes a model, a file or a URL: the model is the one the app loaded, and the arguments are text,
+a method name, a seed and orders as JSON. What they are sent is checked against app.session's size limits
+here, before the model call (on ZeroGPU a model call holds a GPU), and a refusal is the page's own message
+(gr.Error). Anything else that goes wrong is logged and answered with one plain sentence: never a
+traceback, an exception's class or a path."""
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
-from app.session import InputError
+from app.order_lab import check_orders_json
+from app.session import InputError, check_seed, check_text
 from app.ui.model_calls import ModelCalls
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "Something went wrong on the server while answering this request; it has been logged."
 
 
 def infill_endpoint(calls: ModelCalls):
@@ -14,9 +27,13 @@ def infill_endpoint(calls: ModelCalls):
         """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 plan, A3 dynamic,
         official dynamic, diffusion, one-step parallel, AR baseline); returns (filled text, trace as JSON)."""
         try:
-            return calls.infill(text, mode, int(seed))
+            check_text(text)
+            return calls.infill(text, mode, check_seed(seed))
         except InputError as err:
             raise gr.Error(str(err)) from None
+        except Exception:
+            log.exception("infill failed")
+            raise gr.Error(INTERNAL_ERROR) from None
 
     return infill
 
@@ -29,8 +46,12 @@ def order_likelihoods_endpoint(calls: ModelCalls):
         Returns {"orders": [{"name", "group_ids", "logp", "token_logps"}, ...]}; logp is the log p of every
         token after the first (lowest) group, given that group; token_logps is null there."""
         try:
-            return calls.order_likelihoods(text, orders_json or "")
+            check_text(text)
+            return calls.order_likelihoods(text, check_orders_json(orders_json))
         except InputError as err:
             raise gr.Error(str(err)) from None
+        except Exception:
+            log.exception("order_likelihoods failed")
+            raise gr.Error(INTERNAL_ERROR) from None
 
     return order_likelihoods

@@ -11,7 +11,7 @@ import gradio as gr
 from app import figures
 from app.session import COMPARE_METHODS, InputError
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import to_stage, warn
+from app.ui.shared import SERVER_ERROR, to_stage, warn
 from app.ui.text_tab import TextCallbacks
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class CompareCallbacks:
             comparison = self.calls.compare(TextCallbacks(self.calls).request(*values))
         except InputError as err:
             return (*hidden, warn(err))
-        except Exception as err:  # never a stack trace in the page
+        except Exception:  # never a stack trace in the page
             log.exception("compare failed")
-            return (*hidden, warn(f"Something went wrong: {err}"))
+            return (*hidden, warn(SERVER_ERROR))
         rows = [[("—" if v is None else v) for v in row] for row in comparison.rows]
         ran = [row for row in comparison.rows if row[1] is not None]
         chart = figures.compare_figure([r[0] for r in ran], [r[2] for r in ran], [r[3] for r in ran])

@@ -16,7 +16,7 @@ from app.render import clamp_step, render_step
 from app.session import Explorer, InputError
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import warn
+from app.ui.shared import SERVER_ERROR, warn
 from model.decoding import has_preview
 
 log = logging.getLogger(__name__)
@@ -235,9 +235,9 @@ class DetailsCallbacks:
                                    stream=weights.stream, step=step, known=known, **pick)
         except InputError as err:
             return gr.skip(), gr.skip(), gr.skip(), warn(err)
-        except Exception as err:  # never a stack trace in the page
+        except Exception:  # never a stack trace in the page
             log.exception("attention failed")
-            return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
+            return gr.skip(), gr.skip(), gr.skip(), warn(SERVER_ERROR)
         return gr.Plot(value=fig, visible=True), "", (result, step), ""
 
     def tree_outputs(self, tree, shown):
@@ -256,9 +256,9 @@ class DetailsCallbacks:
                                             **change)
         except InputError as err:
             return (*skip, warn(err))
-        except Exception as err:  # never a stack trace in the page
+        except Exception:  # never a stack trace in the page
             log.exception("branch failed")
-            return (*skip, warn(f"Something went wrong: {err}"))
+            return (*skip, warn(SERVER_ERROR))
         return (tree, shown, stage_payload(shown), *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"), "")
 
     def on_branch_token(self, tree, result, step, position, token):

@@ -12,7 +12,7 @@ import gradio as gr
 from app import order_lab as lab_logic
 from app.session import Explorer, InputError
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import to_stage, warn
+from app.ui.shared import SERVER_ERROR, to_stage, warn
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def onto_stage(load, what: str):
         result = load()
     except InputError as err:
         return gr.skip(), gr.skip(), gr.skip(), warn(err)
-    except Exception as err:  # never a stack trace in the page
+    except Exception:  # never a stack trace in the page
         log.exception("%s failed", what)
-        return gr.skip(), gr.skip(), gr.skip(), warn(f"Something went wrong: {err}")
+        return gr.skip(), gr.skip(), gr.skip(), warn(SERVER_ERROR)
     return to_stage(result)
 
 
@@ -133,15 +133,15 @@ class LabCallbacks:
 
     def on_lab(self, text, n_random, size, seed, custom):
         """(lab, summary, plot, order A, order B, tokens, gallery plot, table, scheme, warning)."""
-        skip = (gr.skip(),) * 10
+        skip = (gr.skip(),) * 9
         try:
             lab = self.calls.order_lab(text, n_random, size, seed, custom)
             shown = gallery_outputs(self.explorer, text, int(size or 4), int(seed or 0))
         except InputError as err:
             return (*skip, warn(err))
-        except Exception as err:  # never a stack trace in the page
+        except Exception:  # never a stack trace in the page
             log.exception("order lab failed")
-            return (*skip, warn(f"Something went wrong: {err}"))
+            return (*skip, warn(SERVER_ERROR))
         best, worst = lab.best(), lab.worst()
         plot = lab_logic.distribution_figure(lab.names, [o.logp for o in lab.orders], [o.n_scored for o in lab.orders],
                                              ar_logp=lab.ar[0] if lab.ar else None)

@@ -30,6 +30,10 @@ class States:
                    chips_for=gr.State(None))
 
 
+# what a visitor reads when a callback fails unexpectedly (the details go to the log, never to the page)
+SERVER_ERROR = "Something went wrong on the server; the previous result stays. Try again, or another input."
+
+
 def warn(message) -> str:
     """A toast now, and the text of the warning line."""
     gr.Warning(str(message))

@@ -14,7 +14,7 @@ from app.picker import TokenPicker, carry_mask
 from app.session import BEST_OF_N, BEST_OF_N_ABOUT, ORDER_NAMES, PAGE_METHODS, Explorer, InputError, Request, Result
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import to_stage, warn
+from app.ui.shared import SERVER_ERROR, to_stage, warn
 from model.config import METHODS, STRATEGIES
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
@@ -242,9 +242,9 @@ class TextCallbacks:
             picker["mask"] = [not g for g in result.trace.given]
         except InputError as err:
             return (*skip, warn(err))
-        except Exception as err:  # never a stack trace in the page
+        except Exception:  # never a stack trace in the page
             log.exception("decode failed")
-            return (*skip, warn(f"Something went wrong: {err}"))
+            return (*skip, warn(SERVER_ERROR))
         return (result, stage_payload(result), picker, *lengths_outputs(result), *best_outputs(self.explorer, result),
                 gr.Tabs(selected="stage"), "")
 
