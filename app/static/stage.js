@@ -325,7 +325,9 @@
     for (let pass = 0; pass < 3; pass++) {  // the verdict re-wraps with the width: settle in a few passes
       const inner = el.content.parentElement.getBoundingClientRect(), now = el.maskPanel.getBoundingClientRect();
       const side = Math.floor(Math.min(inner.height, (0.55 * box.width - chrome) / 2));
-      const width = Math.max(160, Math.round(2 * side + chrome));
+      // never under 30% of the width: a narrower column wraps the verdict taller, which shrinks the
+      // squares again, until both masks no longer fit side by side
+      const width = Math.max(Math.round(0.3 * box.width), Math.round(2 * side + chrome));
       if (Math.abs(width - now.width) < 2) break;
       setVar(panels, '--mask-w', width + 'px');
     }
