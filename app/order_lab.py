@@ -25,6 +25,7 @@ from app.session import (
     InputError,
     Result,
     check_group_ids,
+    check_string,
 )
 from model.gallery import Scheme, gallery
 from model.orders import (
@@ -115,14 +116,10 @@ def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
 def check_orders_json(orders_json) -> str:
     """The orders JSON as a string within MAX_ORDERS_JSON_CHARS (None and "" are the default set); checked
     before it is parsed, and before the text is scored."""
-    if orders_json is None:
-        return ""
-    if not isinstance(orders_json, str):
-        raise InputError(f"orders_json must be a string holding JSON; got {type(orders_json).__name__}.")
-    if len(orders_json) > MAX_ORDERS_JSON_CHARS:
-        raise InputError(f"orders_json is too long: {len(orders_json):,} characters (at most "
-                         f"{MAX_ORDERS_JSON_CHARS:,}; at most {MAX_ORDERS} orders per call).")
-    return orders_json
+    return check_string(orders_json, MAX_ORDERS_JSON_CHARS,
+                        wrong_type="orders_json must be a string holding JSON; got {kind}.",
+                        too_long=f"orders_json is too long: {{n:,}} characters (at most "
+                                 f"{MAX_ORDERS_JSON_CHARS:,}; at most {MAX_ORDERS} orders per call).")
 
 
 def parse_orders_json(orders_json: str, length: int) -> list[Order]:

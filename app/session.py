@@ -63,16 +63,24 @@ class InputError(ValueError):
     """Bad user input; the message is shown in the page as it is."""
 
 
+def check_string(value, limit: int, *, wrong_type: str, too_long: str) -> str:
+    """`value` if it is a string of at most `limit` characters (None: ""); else InputError with `wrong_type`
+    (formatted with {kind}, the type's name) or `too_long` (with {n}, the length)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(wrong_type.format(kind=type(value).__name__))
+    if len(value) > limit:
+        raise InputError(too_long.format(n=len(value)))
+    return value
+
+
 def check_text(text) -> str:
     """`text` if it is a string within the size limits (characters, blanks); else InputError. None, an
     empty box, passes (the methods say the text is empty)."""
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        raise InputError(f"The text must be a string; got {type(text).__name__}.")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"The text is too long: {len(text):,} characters (at most {MAX_TEXT_CHARS:,}). "
-                         "Shorten the text.")
+    text = check_string(text, MAX_TEXT_CHARS, wrong_type="The text must be a string; got {kind}.",
+                        too_long=f"The text is too long: {{n:,}} characters (at most {MAX_TEXT_CHARS:,}). "
+                                 "Shorten the text.")
     blanks = len(_BLANK_MARKER.findall(text))
     if blanks > MAX_BLANKS:
         raise InputError(f"Too many blanks: {blanks} [MASK] markers (at most {MAX_BLANKS} per text). Use [MASK:N] "
@@ -82,14 +90,10 @@ def check_text(text) -> str:
 
 def check_group_ids(groups) -> str:
     """Custom group ids as typed, if they are a string within MAX_GROUP_IDS_CHARS; else InputError."""
-    if groups is None:
-        return ""
-    if not isinstance(groups, str):
-        raise InputError(f"Custom group ids must be text (integers separated by spaces); got {type(groups).__name__}.")
-    if len(groups) > MAX_GROUP_IDS_CHARS:
-        raise InputError(f"Custom group ids are too long: {len(groups):,} characters (at most "
-                         f"{MAX_GROUP_IDS_CHARS:,}): one integer per token, start token first.")
-    return groups
+    return check_string(groups, MAX_GROUP_IDS_CHARS,
+                        wrong_type="Custom group ids must be text (integers separated by spaces); got {kind}.",
+                        too_long=f"Custom group ids are too long: {{n:,}} characters (at most "
+                                 f"{MAX_GROUP_IDS_CHARS:,}): one integer per token, start token first.")
 
 
 def check_seed(seed) -> int:

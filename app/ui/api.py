@@ -9,6 +9,7 @@ traceback, an exception's class or a path."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import gradio as gr
@@ -22,18 +23,26 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "Something went wrong on the server while answering this request; it has been logged."
 
 
+@contextlib.contextmanager
+def answered(endpoint: str):
+    """An endpoint's errors as a caller should read them: the app's own message for bad input, one fixed
+    sentence for anything else (logged with its traceback here, never sent)."""
+    try:
+        yield
+    except InputError as err:
+        raise gr.Error(str(err)) from None
+    except Exception:
+        log.exception("%s failed", endpoint)
+        raise gr.Error(INTERNAL_ERROR) from None
+
+
 def infill_endpoint(calls: ModelCalls):
     def infill(text: str, mode: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
         """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 plan, A3 dynamic,
         official dynamic, diffusion, one-step parallel, AR baseline); returns (filled text, trace as JSON)."""
-        try:
+        with answered("infill"):
             check_text(text)
             return calls.infill(text, mode, check_seed(seed))
-        except InputError as err:
-            raise gr.Error(str(err)) from None
-        except Exception:
-            log.exception("infill failed")
-            raise gr.Error(INTERNAL_ERROR) from None
 
     return infill
 
@@ -45,13 +54,8 @@ def order_likelihoods_endpoint(calls: ModelCalls):
         random_i, random_groups_of_4_i); else a JSON list of those names and/or {"name", "group_ids"}.
         Returns {"orders": [{"name", "group_ids", "logp", "token_logps"}, ...]}; logp is the log p of every
         token after the first (lowest) group, given that group; token_logps is null there."""
-        try:
+        with answered("order_likelihoods"):
             check_text(text)
             return calls.order_likelihoods(text, check_orders_json(orders_json))
-        except InputError as err:
-            raise gr.Error(str(err)) from None
-        except Exception:
-            log.exception("order_likelihoods failed")
-            raise gr.Error(INTERNAL_ERROR) from None
 
     return order_likelihoods
