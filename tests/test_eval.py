@@ -339,3 +339,52 @@ def test_default_model_evaluates_on_a_story(tmp_path, default_model):
     assert 1 < result["ppl_base_ar"] < 100  # SmolLM2 on simple English stories
     assert result["infill"]["ar_prefix"]["rouge1"] >= 0
     assert 1 < result["general"]["ppl_base_ar"] < 1000
+
+
+def test_fills_cache_lets_an_interrupted_run_go_on_with_the_same_result(tmp_path, tiny_loaded, monkeypatch):
+    from model.eval import infill as infill_module
+    from model.eval.fill_cache import FillCache, model_key
+
+    kw = dict(data_dir=write_corpus(tmp_path), limit=2, general_limit=4, general_infill=2, per_example=True,
+              methods=("a3_plan", "a3_dynamic", "a3_prefix_only"))
+    path = tmp_path / "fills.jsonl"
+    key = model_key(tiny_loaded.model)
+    fresh = evaluate(tiny_loaded, **kw)
+    first = evaluate(tiny_loaded, fills_cache=FillCache(path, key), **kw)
+    made = len(path.read_text().splitlines())
+    assert first["fills_read_from_cache"] == 0 and made == 3 * (first["n_infill"] + first["general"]["n_infill"])
+    with path.open("a") as out:
+        out.write('{"model": "' + key + '", "blank": "torn')  # a run killed mid-write
+    decoded = []
+    monkeypatch.setattr(infill_module, "fill", lambda method, *a, **k: decoded.append(method))
+    again = evaluate(tiny_loaded, fills_cache=FillCache(path, key), **kw)
+    assert decoded == [] and again["fills_read_from_cache"] == made  # nothing decoded twice
+    for run in (first, again):
+        for split in ("infill", "general"):
+            ours = run[split] if split == "infill" else run["general"]["infill"]
+            theirs = fresh[split] if split == "infill" else fresh["general"]["infill"]
+            for method in kw["methods"]:
+                assert ours[method]["per_example"]["fill"] == theirs[method]["per_example"]["fill"]
+                assert ours[method]["per_example"]["suffix_nll"] == theirs[method]["per_example"]["suffix_nll"]
+    # other weights never read these fills
+    other = FillCache(path, "another-model")
+    assert len(other) == 0 and path.read_text().count("\n") == made + 1  # the torn line was ended, not lost
+
+
+def test_fills_cache_keys_on_the_weights_and_the_method_config(tiny_loaded):
+    from model.eval.fill_cache import model_key
+    from model.eval.infill import method_identity
+
+    key = model_key(tiny_loaded.model)
+    assert key == model_key(tiny_loaded.model)
+    with torch.no_grad():
+        param = next(tiny_loaded.model.parameters())
+        kept = param.detach().clone()
+        param[0].add_(1.0)
+        try:
+            assert model_key(tiny_loaded.model) != key
+        finally:
+            param.copy_(kept)
+    assert model_key(tiny_loaded.model) == key
+    identities = {method_identity(m) for m in EVAL_METHODS}
+    assert len(identities) == len(EVAL_METHODS)

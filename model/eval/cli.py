@@ -45,6 +45,8 @@ intervals (at best √N narrower: blanks of one story are correlated, so the int
 stories); the first blank of each story is the default's. Its means weight a story by its blanks (a
 three-sentence story gives two) and cover more sentence positions, so they are a different quantity from
 the default run's: compare runs made with the same N.
+`--fills-cache FILE.jsonl` keeps every fill as it is decoded; the same command run again after an
+interruption reads those back (same weights, blank and method only) and decodes the rest.
 `--compare A.json B.json` pairs two such runs (each made with --per-example, on the same blanks: checked)
 and prints B minus A for every method both hold, with clustered intervals; nothing is loaded or decoded.
 """
@@ -57,6 +59,7 @@ from pathlib import Path
 
 import torch
 
+from model.eval.fill_cache import FillCache, model_key
 from model.eval.infill import EVAL_METHODS, EXTRA_METHODS, compare_runs, evaluate
 
 
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="mask this many different sentences of each story, one example each (narrower intervals)")
     ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), default=None,
                     help="print B minus A for two --per-example runs on the same blanks; evaluates nothing")
+    ap.add_argument("--fills-cache", default=None, metavar="FILE.jsonl",
+                    help="keep every fill here as it is decoded, and read back the ones an interrupted run of "
+                         "the same model already made (run the same command again to go on)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
@@ -117,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         loaded = load_model(args.model)
     except ModelLoadError as err:
         ap.exit(3, f"--model {args.model}: {err}\n")
+    fills_cache = FillCache(args.fills_cache, model_key(loaded.model)) if args.fills_cache else None
     result = evaluate(loaded, limit=args.limit, seed=args.seed, split=args.split, methods=methods,
                       data_dir=Path(args.data_dir) if args.data_dir else None,
                       general_limit=args.general_limit, general_infill=args.general_infill,
                       general_dir=Path(args.general_dir) if args.general_dir else None,
-                      per_example=args.per_example, blanks_per_story=args.blanks_per_story)
+                      per_example=args.per_example, blanks_per_story=args.blanks_per_story,
+                      fills_cache=fills_cache)
     if not args.json:
         for sample in result["samples"]:
             print(json.dumps(sample, indent=1))

@@ -5,6 +5,7 @@ The command line and the full description of every measure: model.eval.cli (`pyt
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -14,6 +15,7 @@ from model.config import DecodeConfig
 from model.data.stories import read_stories
 from model.decoding import collect, decode, sequence_log_likelihood
 from model.eval.blanks import middle_infill_example, prefix_only, story_blanks
+from model.eval.fill_cache import FillCache
 from model.eval.metrics import (
     ar_log_likelihood,
     bootstrap_ci,
@@ -67,6 +69,18 @@ def fill(method: str, model, base, example: dict, given_grouping: str = "causal"
 
 
 
+def method_identity(method: str) -> str:
+    """What a method's fills depend on besides the model and the blank: its decode config (for the rerank,
+    every candidate's), so a fill kept by `FillCache` is reused only by the same method."""
+    if method == "a3_rerank":
+        from model.rerank import CANDIDATES
+
+        return json.dumps([method, [[name, c.to_dict()] for name, c in CANDIDATES]], sort_keys=True)
+    if method == "a3_prefix_only":
+        return json.dumps([method, CONFIGS["a3_plan"].to_dict()], sort_keys=True)
+    return json.dumps([method, CONFIGS[method].to_dict()], sort_keys=True)
+
+
 def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
     """second minus first, per split ("stories", "general"), method and metric, on the same blanks: two
     `evaluate(..., per_example=True)` results. Raises ValueError where the blanks differ (another seed,
@@ -95,10 +109,10 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
 class InfillScores:
     """ROUGE and suffix coherence per method, accumulated over examples."""
 
-    def __init__(self, methods, base, given_grouping: str = "causal"):
+    def __init__(self, methods, base, given_grouping: str = "causal", cache: FillCache | None = None):
         from rouge_score import rouge_scorer
 
-        self.methods, self.base, self.given_grouping = methods, base, given_grouping
+        self.methods, self.base, self.given_grouping, self.cache = methods, base, given_grouping, cache
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
         self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
         self.suffix = {m: [] for m in (*methods, "reference")}
@@ -119,7 +133,12 @@ class InfillScores:
         fills = {"reference": example["ids"][lo:hi].tolist()}
         texts = {"reference": example["reference"]}
         for method in self.methods:
-            fills[method] = fill(method, model, self.base, example, self.given_grouping)
+            identity = method_identity(method)
+            fills[method] = self.cache.get(example, identity, self.given_grouping) if self.cache else None
+            if fills[method] is None:
+                fills[method] = fill(method, model, self.base, example, self.given_grouping)
+                if self.cache is not None:
+                    self.cache.put(example, identity, self.given_grouping, fills[method])
             texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
             for key, value in self.scorer.score(example["reference"], texts[method]).items():
                 self.rouge[method][key].append(value.fmeasure * 100)
@@ -241,11 +260,13 @@ class Perplexities:
 
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=EVAL_METHODS,
              data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
-             general_dir=None, per_example: bool = False, blanks_per_story: int = 1) -> dict:
+             general_dir=None, per_example: bool = False, blanks_per_story: int = 1,
+             fills_cache: FillCache | None = None) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
     `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part).
     blanks_per_story > 1 masks that many different sentences of each story, one example each (the
-    first is the default's blank); the intervals then resample whole stories."""
+    first is the default's blank); the intervals then resample whole stories. `fills_cache` reads the
+    fills already decoded by an interrupted run of the same model and keeps every new one."""
     if blanks_per_story < 1:
         raise ValueError(f"blanks_per_story must be at least 1; got {blanks_per_story}.")
     base, why_no_base = base_or_none(loaded)
@@ -260,7 +281,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 
     stories = read_stories(split, data_dir, limit=limit)
     grouping = loaded.given_grouping
-    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping)
+    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping, fills_cache)
     for n, story in enumerate(stories):
         _progress(f"story {n + 1}/{len(stories)}")
         ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
@@ -278,16 +299,20 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
                                                               limit=general_limit, n_infill=general_infill,
-                                                              directory=general_dir, per_example=per_example)
+                                                              directory=general_dir, per_example=per_example,
+                                                              fills_cache=fills_cache)
         samples = samples + general_samples
     if why_no_base:
         result["base_unavailable"] = why_no_base
+    if fills_cache is not None:
+        result["fills_read_from_cache"] = fills_cache.hits
     result.update({"seconds": round(time.perf_counter() - t0, 1), "samples": samples})
     return result
 
 
 def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
-                     directory=None, per_example: bool = False) -> tuple[dict, list[dict]]:
+                     directory=None, per_example: bool = False,
+                     fills_cache: FillCache | None = None) -> tuple[dict, list[dict]]:
     from model.data.general import SOURCES, interleave_sources, read_general, sentence_for_infill
 
     tok, start = loaded.tokenizer, loaded.start_token_id
@@ -295,7 +320,7 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     rng = torch.Generator().manual_seed(seed + 1)
     overall = Perplexities(model, base, rng)
     by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
-    infill = InfillScores(methods, base, loaded.given_grouping)
+    infill = InfillScores(methods, base, loaded.given_grouping, fills_cache)
     for doc in docs:
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         by_source[doc["source"]].merge(overall.add(ids))

@@ -1,0 +1,427 @@
+"""Many visitors at once: latency, queue wait, errors and the server's memory under a class-sized crowd.
+
+    python -m bench.load --json --visitors 20 --minutes 5              # starts `python app.py --model default`
+    python -m bench.load --json --visitors 4 --minutes 1 --model tiny   # seconds of setup: the smoke run
+    python -m bench.load --json --visitors 20 --minutes 5 --url http://127.0.0.1:7860   # a running app
+
+Starts `python app.py --model MODEL` on a free port itself (or uses `--url`; then the server's memory is not
+read), then runs N visitors for T minutes, each in a thread with a gradio_client session of its own (its
+session hash carries the page's state between its calls, as a browser tab's does). Each visitor, again and
+again, in a seeded random mix:
+  - decodes blanks of 2, 6, 14 and 30 tokens with every method of the page, through the API (`/infill`) and
+    through the page's own Run event;
+  - on the page: lets the stage settle on a step, then branches from it, draws its attention, or exports a
+    GIF and the offline player;
+  - scores orders in the order lab and through the API (`/order_likelihoods`);
+  - sends bad input about 30% of the time (a text over the size limit, an unknown method, a seed that is
+    not a number, broken orders JSON or group ids, a text without a blank);
+  - now and then leaves in the middle of a decode (joins the queue, closes the connection once it starts).
+
+Reported per endpoint: calls, p50 and p95 latency (queue join to the result) and queue wait (join to the
+start of processing). Errors on good input (a failed call or a warning where none is due), bad inputs, and
+bad inputs answered with a clear message: the app's own words, never a traceback, an exception's class,
+a server path, Gradio's generic "has raised an exception" or the app's own catch-all. The server's RSS
+(with any child processes) when the visitors arrive, at its peak, and `--settle` seconds (60) after the
+last visitor left. Take timings with nothing else running on the machine. One JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from bench.fuzz_api import GRADIO_GENERIC, flag_leaks, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+STORY = ("Mia found an old key under the porch. {blank} She opened the little box with it, and inside was a "
+         "letter from her grandmother.")
+BLANK_TOKENS = (2, 6, 14, 30)
+BAD_SHARE = 0.3
+LEAVE_SHARE = 0.05
+ORDER_NAMES = ("left_to_right", "right_to_left", "outside_in", "blocks_of_4", "random_0")
+
+
+def branchable(label: str) -> bool:
+    """Whether the page can branch a run of this method (the others answer why not, on purpose)."""
+    from model.config import LABELS, METHODS
+
+    return label in LABELS and METHODS[LABELS[label]].branchable
+
+
+def text_with_blank(n: int) -> str:
+    return STORY.format(blank=f"[MASK:{n}]")
+
+
+# --------------------------------------------------------------------------------------------------
+# the server and its memory
+
+
+def process_tree_rss_mb(pid: int) -> float | None:
+    """RSS of a process and all its descendants, in MB (None once it is gone)."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+    except ImportError:
+        pass
+    except Exception:  # the process has gone
+        return None
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children[int(fields[1])].append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            if p == pid:
+                return None
+        todo.extend(children.get(p, []))
+    return total / 2**20
+
+
+class MemoryWatch(threading.Thread):
+    """Samples a process tree's RSS every `every` seconds; `peak` is the largest sample."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self._stop_event = pid, every, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            rss = process_tree_rss_mb(self.pid)
+            if rss is not None:
+                self.peak = max(self.peak, rss)
+            self._stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+@contextlib.contextmanager
+def served_app(model: str, timeout: float = 900):
+    """`python app.py --model MODEL` on a free localhost port; yields (url, pid)."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port),
+                               "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"`python app.py --model {model}` exited with {server.returncode} before serving")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/config", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not answer on {url} within {timeout:.0f} s")
+            time.sleep(1)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=30)
+        if server.poll() is None:
+            server.kill()
+        log.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# the page's events, as a browser sends them
+
+
+class PageConfig:
+    """The app's events by name: fn_index, what the page sends by default, where its warning goes."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        config = httpx.get(f"{url}/config", timeout=30).json()
+        self.components = {c["id"]: c for c in config["components"]}
+        self.events = {d["api_name"]: d for d in config["dependencies"] if d.get("backend_fn") and d.get("api_name")}
+        warning = [i for i, c in self.components.items() if c.get("props", {}).get("elem_id") == "warning"]
+        self.warning_id = warning[0] if warning else None
+
+    def fn_index(self, name: str) -> int:
+        return self.events[name]["id"]
+
+    def data(self, name: str, **values) -> list:
+        """The inputs of an event as the page starts, with some replaced by elem_id (or label)."""
+        data = []
+        for i in self.events[name]["inputs"]:
+            component = self.components[i]
+            props = component.get("props", {})
+            key = props.get("elem_id") or props.get("label")
+            value = None if component["type"] == "state" else props.get("value")
+            data.append(values.get(key, value))
+        return data
+
+    def choices(self, elem_id: str) -> list:
+        for component in self.components.values():
+            props = component.get("props", {})
+            if props.get("elem_id") == elem_id:
+                return [c[1] if isinstance(c, list | tuple) else c for c in props.get("choices") or []]
+        return []
+
+    def warning_of(self, name: str, output: list | None) -> str:
+        """The text the event put in the page's warning line ("" for none)."""
+        outputs = self.events[name]["outputs"]
+        if output is None or self.warning_id not in outputs:
+            return ""
+        value = output[outputs.index(self.warning_id)]
+        if isinstance(value, dict):  # an update: {"value": ..., "__type__": "update"}
+            value = value.get("value")
+        return value if isinstance(value, str) else ""
+
+
+def call(url: str, fn_index: int, data: list, session_hash: str, *, event_data=None, leave: bool = False,
+         timeout: float = 600) -> dict:
+    """One event the way the browser calls it (POST queue/join, then queue/data). {"success", "output",
+    "error", "latency_s", "queue_s", "left"}; `leave` closes the connection once processing starts."""
+    import httpx
+
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": event_data,
+            "trigger_id": None}
+    start, queued = time.perf_counter(), None
+    with httpx.Client(timeout=timeout) as http:
+        joined = http.post(f"{url}/gradio_api/queue/join", json=body)
+        if joined.status_code != 200:
+            return {"success": False, "output": None, "error": joined.text, "latency_s": time.perf_counter() - start,
+                    "queue_s": None, "left": False}
+        event_id = joined.json()["event_id"]
+        with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") not in (None, event_id):
+                    continue
+                if message.get("msg") == "process_starts" and queued is None:
+                    queued = time.perf_counter() - start
+                    if leave:
+                        return {"success": True, "output": None, "error": None, "left": True,
+                                "latency_s": time.perf_counter() - start, "queue_s": queued}
+                if message.get("msg") == "process_completed":
+                    output = message.get("output") or {}
+                    return {"success": bool(message.get("success")), "output": output.get("data"),
+                            "error": output.get("error"), "latency_s": time.perf_counter() - start,
+                            "queue_s": queued, "left": False}
+    return {"success": False, "output": None, "error": "the stream closed without a result",
+            "latency_s": time.perf_counter() - start, "queue_s": queued, "left": False}
+
+
+# --------------------------------------------------------------------------------------------------
+# the visitors
+
+
+class Tally:
+    """Every call's outcome, shared by the visitors."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.queue: dict[str, list[float]] = defaultdict(list)
+        self.good_errors: list[str] = []
+        self.bad, self.bad_clear, self.left = 0, 0, 0
+        self.unclear: list[str] = []
+
+    def add(self, endpoint: str, result: dict, *, bad: bool, message: str, what: str) -> None:
+        with self.lock:
+            if result.get("left"):
+                self.left += 1
+                return
+            self.latency[endpoint].append(result["latency_s"])
+            if result.get("queue_s") is not None:
+                self.queue[endpoint].append(result["queue_s"])
+            if bad:
+                self.bad += 1
+                clear = bool(message.strip()) and GRADIO_GENERIC not in message \
+                    and "Something went wrong" not in message and not flag_leaks(message, what)
+                self.bad_clear += clear
+                if not clear:
+                    self.unclear.append(f"{endpoint}: {what[:60]!r} -> {message[:120]!r}")
+            elif not result["success"] or message:
+                said = message or result.get("error") or ""
+                self.good_errors.append(f"{endpoint}: {what[:60]!r} -> {said[:160]!r}")
+
+
+class Visitor(threading.Thread):
+    def __init__(self, index: int, url: str, page: PageConfig, tally: Tally, deadline: float, seed: int):
+        super().__init__(daemon=True)
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, analytics_enabled=False)  # a session of its own
+        self.session = getattr(self.client, "session_hash", None) or uuid.uuid4().hex[:12]
+        self.url, self.page, self.tally, self.deadline = url, page, tally, deadline
+        self.rng = random.Random(seed * 1000 + index)
+        self.methods = page.choices("method")
+
+    def event(self, name: str, *, bad: bool = False, what: str = "", event_data=None, leave: bool = False,
+              **values) -> dict:
+        result = call(self.url, self.page.fn_index(name), self.page.data(name, **values), self.session,
+                      event_data=event_data, leave=leave)
+        message = self.page.warning_of(name, result["output"]) if result["success"] else str(result["error"] or "")
+        self.tally.add(name, result, bad=bad, message=message, what=what)
+        return result
+
+    def api(self, name: str, args: list, *, bad: bool = False, leave: bool = False) -> dict:
+        result = call(self.url, self.page.fn_index(name), args, self.session, leave=leave)
+        message = "" if result["success"] else str(result["error"] or "")
+        self.tally.add("/" + name, result, bad=bad, message=message, what=json.dumps(args)[:200])
+        return result
+
+    def run(self) -> None:
+        from app.session import MAX_TEXT_CHARS
+
+        actions = (self.infill, self.page_run, self.lab, self.orders)
+        first = True
+        while time.monotonic() < self.deadline:
+            if first:  # once through gradio_client itself: the API as a client library calls it
+                start = time.perf_counter()
+                try:
+                    self.client.predict(text_with_blank(6), "A3 plan", 0, api_name="/infill")
+                    result = {"success": True, "latency_s": time.perf_counter() - start}
+                    message = ""
+                except Exception as err:
+                    result, message = {"success": False, "latency_s": time.perf_counter() - start}, str(err)
+                self.tally.add("/infill (gradio_client)", result, bad=False, message=message, what="first call")
+                first = False
+                continue
+            self.rng.choices(actions, weights=(35, 35, 15, 15))[0](self.rng.random() < BAD_SHARE, MAX_TEXT_CHARS)
+
+    def infill(self, bad: bool, limit: int) -> None:
+        text, method, seed = text_with_blank(self.rng.choice(BLANK_TOKENS)), self.rng.choice(self.methods), 0
+        if bad:
+            kind = self.rng.randrange(3)
+            text = "word " * (limit // 5 + 20) + "[MASK]" if kind == 0 else text
+            method = "nonexistent decoder" if kind == 1 else method
+            seed = "not a number" if kind == 2 else seed
+        self.api("infill", [text, method, seed], bad=bad, leave=not bad and self.rng.random() < LEAVE_SHARE)
+
+    def page_run(self, bad: bool, limit: int) -> None:
+        text, method = text_with_blank(self.rng.choice(BLANK_TOKENS)), self.rng.choice(self.methods)
+        if bad:
+            text = self.rng.choice(["word " * (limit // 5 + 20) + "[MASK]", "A text without any blank."])
+            self.event("on_run", bad=True, what=text[:80], text=text, method=method)
+            return
+        result = self.event("on_run", what=f"{method}: {text}", text=text, method=method,
+                            leave=self.rng.random() < LEAVE_SHARE)
+        if result.get("left") or not result["success"]:
+            return
+        step = self.rng.randrange(1, 4)
+        self.event("on_step_settled", event_data={"step": step}, what=f"step {step}")
+        then = self.rng.randrange(3)
+        if then == 0 and branchable(method):
+            order = self.rng.choice(self.page.choices("br-order") or ["left to right"])
+            self.event("on_branch_order", what=f"branch {order}", **{"br-order": order, "br-size": 1})
+        elif then == 1:
+            self.event("on_attention", what="attention")
+        else:
+            self.event("gif", what="gif")
+            self.event("player", what="player")
+
+    def lab(self, bad: bool, limit: int) -> None:
+        text = STORY.format(blank="It was small and rusty.")
+        custom = "0 1 2 x ]" if bad else ""
+        self.event("on_lab", bad=bad, what=f"lab custom={custom!r}",
+                   **{"lab-text": text, "lab-random": 6, "lab-custom": custom})
+
+    def orders(self, bad: bool, limit: int) -> None:
+        text = STORY.format(blank="It was small and rusty.")
+        orders = "[[{" if bad else json.dumps(self.rng.sample(ORDER_NAMES, 3))
+        self.api("order_likelihoods", [text, orders], bad=bad)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 3)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
+
+
+def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None, seed: int = 0,
+             settle: float = 60.0) -> dict:
+    page, tally = PageConfig(url), Tally()
+    watch = MemoryWatch(pid) if pid else None
+    rss_start = process_tree_rss_mb(pid) if pid else None
+    if watch:
+        watch.start()
+    deadline = time.monotonic() + minutes * 60
+    crowd = [Visitor(i, url, page, tally, deadline, seed) for i in range(visitors)]
+    started = time.perf_counter()
+    for visitor in crowd:
+        visitor.start()
+    for visitor in crowd:
+        visitor.join()
+    ran = time.perf_counter() - started
+    if settle:
+        time.sleep(settle)
+    rss_after = process_tree_rss_mb(pid) if pid else None
+    if watch:
+        watch.stop()
+    endpoints = {name: {"calls": len(times), "p50_s": percentile(times, 50), "p95_s": percentile(times, 95),
+                        "queue_p50_s": percentile(tally.queue.get(name, []), 50),
+                        "queue_p95_s": percentile(tally.queue.get(name, []), 95)}
+                 for name, times in sorted(tally.latency.items())}
+    return {"url": url, "visitors": visitors, "minutes": minutes, "seconds": round(ran, 1), "seed": seed,
+            "calls": sum(e["calls"] for e in endpoints.values()),
+            "errors_good_input": len(tally.good_errors), "good_input_errors": tally.good_errors[:20],
+            "bad_inputs": tally.bad, "bad_inputs_clear": tally.bad_clear, "unclear_answers": tally.unclear[:20],
+            "left_mid_decode": tally.left,
+            "rss_mb": {"start": _mb(rss_start), "peak": _mb(watch.peak if watch else None), "after": _mb(rss_after),
+                       "after_s": settle},
+            "endpoints": endpoints}
+
+
+def _mb(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--visitors", type=int, default=20)
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--model", default="default", help="the model `python app.py --model` serves")
+    ap.add_argument("--url", default=None, help="a running app instead (its memory is then not read)")
+    ap.add_argument("--settle", type=float, default=60.0, help="seconds after the last visitor before RSS is read")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = ap.parse_args(argv)
+    if args.visitors < 1 or args.minutes <= 0 or args.settle < 0:
+        ap.error("--visitors must be at least 1, --minutes above 0 and --settle at least 0")
+    if args.url:
+        result = run_load(args.url.rstrip("/"), args.visitors, args.minutes, seed=args.seed, settle=args.settle)
+    else:
+        with served_app(args.model) as (url, pid):
+            result = run_load(url, args.visitors, args.minutes, pid=pid, seed=args.seed, settle=args.settle)
+        result["model"] = args.model
+    if not args.json:
+        print(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

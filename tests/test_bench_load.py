@@ -1,0 +1,43 @@
+"""bench.load: a crowd of visitors against the launched app, on the tiny model (seconds, not minutes)."""
+
+import json
+
+from bench.load import Tally, branchable, main, percentile
+
+
+def test_a_small_crowd_gets_answers_and_clear_messages_and_the_memory_is_read(capsys):
+    main(["--json", "--model", "tiny", "--visitors", "2", "--minutes", "0.3", "--settle", "1", "--seed", "1"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("visitors", "minutes", "errors_good_input", "bad_inputs", "bad_inputs_clear", "rss_mb", "endpoints"):
+        assert key in result
+    assert result["visitors"] == 2 and result["calls"] > 5
+    assert result["errors_good_input"] == 0, result["good_input_errors"]
+    assert result["bad_inputs_clear"] == result["bad_inputs"], result["unclear_answers"]
+    rss = result["rss_mb"]
+    assert 0 < rss["start"] <= rss["peak"] and rss["after"] > 0
+    assert {"/infill", "on_run"} <= set(result["endpoints"])
+    for name, stats in result["endpoints"].items():
+        assert stats["calls"] > 0 and 0 < stats["p50_s"] <= stats["p95_s"], name
+
+
+def test_a_traceback_or_the_catch_all_is_counted_as_unclear_and_a_warning_on_good_input_as_an_error():
+    tally = Tally()
+    ok = {"success": True, "latency_s": 0.1, "queue_s": 0.01}
+    failed = {"success": False, "latency_s": 0.1, "queue_s": 0.01, "error": None}
+    tally.add("/infill", failed, bad=True, message="The text is 5,000 characters long; the limit is 4,000.",
+              what="x")
+    tally.add("/infill", failed, bad=True, message='Traceback (most recent call last):\n  File "a.py", line 1',
+              what="x")
+    tally.add("/infill", failed, bad=True, message="Something went wrong on the server", what="x")
+    tally.add("on_run", ok, bad=True, message="", what="x")  # bad input answered without a word
+    tally.add("on_run", ok, bad=False, message="⚠️ cannot decode this", what="x")
+    tally.add("on_run", ok, bad=False, message="", what="x")
+    assert (tally.bad, tally.bad_clear, len(tally.unclear)) == (4, 1, 3)
+    assert len(tally.good_errors) == 1
+    assert len(tally.latency["/infill"]) == 3 and len(tally.latency["on_run"]) == 3
+
+
+def test_percentiles_and_which_methods_branch():
+    assert percentile([], 50) is None and percentile([2.0], 95) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 95) == 95.05
+    assert branchable("A3 plan") and not branchable("AR baseline") and not branchable("A3 best of N")
