@@ -1,11 +1,12 @@
-# A3 Explorer. `make demo` runs the app on the embedded default model; `make test` runs the suite.
+# A3 Explorer. `make demo` runs the app on the embedded default model; `make test` runs the suite;
+# `make space-dry-run` builds what the Hugging Face Space builds (scripts/space_install.sh) and checks it serves.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 7860
 MODEL ?= default
 
-.PHONY: install demo test lint bench eval clean
+.PHONY: install demo test lint bench eval space-dry-run clean
 
 $(VENV)/.installed: requirements.txt requirements-eval.txt requirements-train.txt requirements-dev.txt pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ bench: install
 
 eval: install
 	$(PY) -m model.eval --json
+
+space-dry-run: install
+	bash scripts/space_dry_run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

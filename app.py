@@ -3,6 +3,9 @@
 The model is loaded once, before launch, and shared by every user of the process. Visitors never choose
 a model, a file or a URL: `--model` is the operator's, and `launch()` below closes what Gradio would
 otherwise open to anyone (see `Guard`).
+
+Host and port: --host / --port, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (or PORT), else 127.0.0.1:7860;
+on a Hugging Face Space (SYSTEM=spaces) the host defaults to 0.0.0.0, as the Space's Dockerfile also sets.
 """
 
 from __future__ import annotations
@@ -101,11 +104,12 @@ def launch_kwargs() -> dict:
     from starlette.middleware import Middleware
 
     from app.layout import launch_kwargs as page_kwargs
+    from model.base import cache_root
 
     home = Path.home() / ".cache"
     hf_home = Path(os.environ.get("HF_HOME") or home / "huggingface")
     blocked = [ROOT / "app", ROOT / "model", ROOT / "assets", ROOT / "runs", ROOT / "app.py", hf_home,
-               home / "a3-explorer"]
+               home / "a3-explorer", cache_root()]
     return {**page_kwargs(), "app_kwargs": {"middleware": [Middleware(Guard)]},
             "blocked_paths": [str(p) for p in blocked], "run_history": False, "mcp_server": False}
 
@@ -118,27 +122,38 @@ def launch(demo, **where):
     return demo.launch(**where, **launch_kwargs())
 
 
+def on_space() -> bool:
+    """Whether this process runs as a Hugging Face Space (the platform sets SYSTEM=spaces)."""
+    return os.environ.get("SYSTEM") == "spaces"
+
+
+def default_host() -> str:
+    return os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1")
+
+
+def default_port() -> int:
+    return int(os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=os.environ.get("A3_MODEL", "default"),
                     help="default (SmolLM2-135M + the A3 adapter), tiny (random), or a checkpoint dir / hub id")
-    ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    ap.add_argument("--port", type=int, default=default_port())
+    ap.add_argument("--host", default=default_host())
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
     from app import build
+    from model.base import BaseModelMissing
     from model.loading import ModelLoadError
 
     try:
         demo = build(args.model, device=args.device)
-    except ModelLoadError as err:
+    except (ModelLoadError, BaseModelMissing) as err:  # e.g. the base weights are not installed: say so, stop
         raise SystemExit(f"error: {err}") from None
-    if os.environ.get("SYSTEM") == "spaces":  # the platform sets host and port
-        launch(demo)
-    else:
-        launch(demo, server_name=args.host, server_port=args.port)
+    launch(demo, server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

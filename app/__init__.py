@@ -16,14 +16,46 @@ def gpu_decorator():
 
 
 def device_note(loaded) -> str:
+    """What the model runs on, in plain words: "CPU, 2 threads (float32)", "GPU: NVIDIA H100 (bfloat16)"."""
     import torch
 
     from model.precision import precision_note
 
     device, precision = loaded.device, precision_note(loaded.device, loaded.dtype)
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} ({precision})"
-    return f"CPU, {torch.get_num_threads()} threads ({precision})"
+        return f"GPU: {torch.cuda.get_device_name(device)} ({precision})"
+    threads = torch.get_num_threads()
+    return f"CPU, {threads} thread{'' if threads == 1 else 's'} ({precision})"
+
+
+def adapter_version(adapter_dir=None) -> str:
+    """The shipped adapter's version ("v7"), from its model card's title; "" where it names none."""
+    import re
+
+    from model.loading import DEFAULT_ADAPTER
+
+    try:
+        card = ((adapter_dir or DEFAULT_ADAPTER) / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    found = re.search(r"^# .*\((v\d+)\)\s*$", card, re.MULTILINE)
+    return found.group(1) if found else ""
+
+
+def model_note(loaded) -> str:
+    """Which model runs, in plain words; for the default model with its base weights by content:
+    "A3 adapter v7 on SmolLM2-135M-Instruct (Q4_1 GGUF, sha256 b179c9523d0e)". Other models: their
+    description."""
+    if loaded.name != "default":
+        return loaded.description
+    from model.base import base_weights
+
+    weights = base_weights()  # the first call in the process also names them in the log, by content
+    base = f"SmolLM2-135M-Instruct ({weights.kind}, sha256 {weights.short})"
+    if not loaded.trained:
+        return f"{base} with an untrained query stream (no A3 adapter)"
+    version = adapter_version()
+    return f"A3 adapter {version + ' ' if version else ''}on {base}"
 
 
 def build(model: str = "default", *, device: str | None = None):
@@ -34,10 +66,11 @@ def build(model: str = "default", *, device: str | None = None):
     from model.loading import load_model
 
     loaded = load_model(model, device=device)
+    note = model_note(loaded)  # before anything else is logged: the default model's base weights, by content
     explorer = Explorer(loaded)
     demo = load_demo(explorer)  # the example the stage opens with: shipped, or decoded once, here
     settle()
-    return build_demo(explorer, device_note=device_note(loaded), gpu=gpu_decorator(), demo=demo)
+    return build_demo(explorer, device_note=device_note(loaded), model_note=note, gpu=gpu_decorator(), demo=demo)
 
 
 def settle() -> None:

@@ -94,8 +94,8 @@ def launch_kwargs() -> dict:
             "footer_links": ["gradio", "api", "settings"], "show_error": False}
 
 
-def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tuple[Result | None, str] | None = None,
-               ) -> gr.Blocks:
+def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "", gpu=None,
+               demo: tuple[Result | None, str] | None = None) -> gr.Blocks:
     """The page for one explorer. `gpu` wraps the model calls (spaces.GPU on ZeroGPU); `demo` is the
     example the stage opens with (app.demo_trace.load_demo), decoded before any page loads."""
     calls = model_calls(explorer, gpu)
@@ -103,7 +103,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
     slides = slides_module()
     with gr.Blocks(title="A3 Explorer") as blocks:
         states = States.create(demo_result)
-        gr.Markdown(header_markdown(explorer, device_note), elem_id="header")
+        gr.Markdown(header_markdown(explorer, device_note, model_note), elem_id="header")
         warning = gr.Markdown("", elem_id="warning")
         with gr.Tabs(selected="stage", elem_id="tabs") as tabs:
             stage = build_stage_tab(demo_result, demo_note)
@@ -120,12 +120,21 @@ def build_demo(explorer: Explorer, *, device_note: str = "", gpu=None, demo: tup
     return blocks
 
 
-def header_markdown(explorer: Explorer, device_note: str) -> str:
+GIVEN_READ = {"causal": "given tokens read left to right", "joint": "given tokens read as one group, both ways"}
+
+
+def header_markdown(explorer: Explorer, device_note: str, model_note: str = "") -> str:
+    """The page's one header line: the app, then in plain words which model runs (for the default model,
+    its base weights by content hash: app.model_note), on what (CPU or GPU) and in which precision
+    (app.device_note), and how it reads the given tokens. Other notes about the model go on this line; kept
+    short, so that for the default model on a CPU it fits one line at 1366 px. An untrained model adds its
+    warning below."""
     loaded = explorer.loaded
-    line = ("**A3 Explorer** · any-order, any-subset autoregressive generation "
-            "([arXiv 2601.13228](https://arxiv.org/abs/2601.13228)) · "
-            f"model: {loaded.description} · given tokens: {explorer.given_grouping} · "
-            f"{device_note or 'cpu'}")
+    grouping = explorer.given_grouping
+    line = ('**A3 Explorer** ([paper](https://arxiv.org/abs/2601.13228 "arXiv 2601.13228: any-order, any-subset '
+            'autoregressive modeling")) · '
+            f"Running: {model_note or loaded.description} · {device_note or 'CPU'} · "
+            f"{GIVEN_READ.get(grouping, f'given tokens: {grouping}')}")
     if not loaded.trained:
         line += f"\n\n> ⚠️ {loaded.notes[0] if loaded.notes else 'This model is untrained.'}"
     return line

