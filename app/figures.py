@@ -29,6 +29,7 @@ import torch
 from plotly.colors import get_colorscale, sample_colorscale
 from plotly.subplots import make_subplots
 
+from app import narration
 from model.decoding import DecodeTrace
 from model.masks import group_order, two_stream_masks
 from model.text import character_runs
@@ -487,7 +488,7 @@ def _node_hover(node: dict, name: str, step: int, labels: list[str]) -> str:
     if node["step"] > step:
         tokens = ["?"] * len(positions)  # not decided yet at the current step
     return (f"step {node['step']} · group {node['group']}<br>positions {_listed(positions)}"
-            f"<br>tokens {_listed(tokens)}<br>log p = {node['logprob']:.2f}")
+            f"<br>tokens {narration.named(tokens)}<br>log p = {node['logprob']:.2f}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -616,20 +617,57 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
+CHARACTER_PIECE = "(part of a character)"  # a byte token that makes no whole character where it would go
+
+
+def token_in_place(labels: list[str], p: int, token: str, run: tuple[int, int] | None = None,
+                   known: list[bool] | None = None) -> str:
+    """What `token` (a token string, `model.text.token_strings`) reads at position `p` of the text
+    `labels`: itself when it holds whole characters; a byte piece read together with the other tokens of
+    the character it would complete there (`run`: [start, end) of p's character, from `character_runs`),
+    as that character ("🧩"); CHARACTER_PIECE when it makes no whole character there, or when one of those
+    other tokens is not `known` yet (no view names a token before the step that decides it). Never "<0xNN>"."""
+    if "<0x" not in token:
+        return token
+    start, end = run or (p, p + 1)
+    if known is not None and not all(known[q] for q in range(start, end) if q != p):
+        return CHARACTER_PIECE
+    pieces = list(labels[start:end])
+    pieces[p - start] = token
+    text = "".join(t for _, _, t in character_runs(pieces))
+    return CHARACTER_PIECE if "\ufffd" in text or "<0x" in text else text
+
+
 def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text: Callable[[int], str], *,
                    top: int = 5) -> tuple[list[str], list[list]]:
     """Headers and rows for the open positions the model scored at `step`: committed ones first, then
-    by confidence (the top probability) descending."""
+    by confidence (the top probability) descending.
+
+    Tokens read as whole characters: a committed token that is one of a split character's tokens names
+    the character and which of its tokens it is ("🧩 (token 2 of 3)"); a candidate byte token reads the
+    character it would make with the rest of that character (`token_in_place`)."""
     step = _check_step(trace, step)
     if step < 0:
         return list(CANDIDATE_HEADERS), []
     record = trace.steps[step]
     committed = set(record.positions)
+    whole, runs = character_labels(labels)
+    run_of = {q: (start, end) for start, end in runs for q in range(start, end)}
+    known = known_at(trace, step)
+
+    def committed_text(p: int) -> str:
+        start, end = run_of.get(p, (p, p + 1))
+        if end - start == 1:
+            return whole[p]
+        which = f"token {p - start + 1} of {end - start}"
+        return f"{whole[p]} ({which})" if all(known[start:end]) else f"{which} of a character"
+
     rows = []
     for p, candidates in record.candidates.items():
-        best = " · ".join(f"{_one_line(token_text(t))} {prob:.2f}" for t, prob in candidates[:top])
+        best = " · ".join(f"{_one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known))} {prob:.2f}"
+                          for t, prob in candidates[:top])
         now = p in committed
-        rows.append([p, "committed now" if now else "open", labels[p] if now else "", best,
+        rows.append([p, "committed now" if now else "open", committed_text(p) if now else "", best,
                      round(float(record.entropy[p]), 3), round(float(record.confidence[p]), 3)])
     rows.sort(key=lambda row: (row[1] != "committed now", -row[5]))
     return list(CANDIDATE_HEADERS), rows

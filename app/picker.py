@@ -3,6 +3,8 @@
 A `gr.HTML` subclass (Gradio 6's route to custom components, no npm build). Its value is a dict:
     {"text": source text, "ids": token ids, "tokens": display strings, "mask": open flags,
      "locked": positions that cannot be masked (the start token)}
+and, on its way to the browser, "labels": what each chip shows (`chip_labels`: whole characters, the
+chips after the first of a character split over several tokens null).
 Values coming back from the browser are user-controlled: `app.session` validates them.
 """
 
@@ -11,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+
+from app.figures import display_label
+from model.text import character_runs
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -27,12 +32,32 @@ class TokenPicker(gr.HTML):
             **kwargs,
         )
 
+    def postprocess(self, value):
+        """The value as the browser gets it: with what each chip shows (`chip_labels`). A value sent back
+        from the browser can hold anything: chips it cannot read show their tokens as they are."""
+        if isinstance(value, dict) and isinstance(value.get("tokens"), list):
+            try:
+                value = {**value, "labels": chip_labels(value["tokens"])}
+            except (UnicodeError, ValueError):  # a lone surrogate, say: no character to decode
+                value = {k: v for k, v in value.items() if k != "labels"}
+        return value
+
     def api_info(self):
         return {"type": "object", "properties": {
             "text": {"type": "string"}, "ids": {"type": "array", "items": {"type": "integer"}},
             "tokens": {"type": "array", "items": {"type": "string"}},
             "mask": {"type": "array", "items": {"type": "boolean"}},
             "locked": {"type": "array", "items": {"type": "integer"}}}}
+
+
+def chip_labels(tokens: list[str]) -> list[str | None]:
+    """What each chip shows: its token as the text reads it (`figures.display_label`: a line break "↵");
+    a character split over several tokens ("🧩" is three byte tokens) whole on its first chip, and None on
+    the chips after it, which the picker draws as slivers joined to it (never "<0xF0>")."""
+    out: list[str | None] = []
+    for start, end, text in character_runs([str(t) for t in tokens]):
+        out += [display_label(text)] + [None] * (end - start - 1)
+    return out
 
 
 def empty_value() -> dict:

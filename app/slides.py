@@ -4,9 +4,10 @@ Both read only a trace dict (`DecodeTrace.to_dict(tokenizer)`), never the model,
 view (`app.trace_view.view_of_dict`): the tokens, colours, grid shape, DAG and summaries the live stage
 and the Plotly figures show, in the same palette (Viridis by step, given grey, the current step orange-red):
 
-    export_gif(trace_dict, path)     one frame per step: the text with tinted tokens, the order grid
-                                     and both attention masks, 1280x720, drawn with Pillow
-    export_player(trace_dict, path)  one HTML file: text, order grid, DAG and both masks with play,
+    export_gif(trace_dict, path)     one frame per step: the step's narration, the text with tinted
+                                     tokens, the order grid and both attention masks, 1280x720, drawn
+                                     with Pillow
+    export_player(trace_dict, path)  one HTML file: narration, text, order grid, DAG and both masks with play,
                                      a scrub slider and the arrow keys; the view, stage_core.js (the
                                      stage's per-step rules) and app/static/player.* are inlined, so
                                      it works from file:// offline
@@ -37,6 +38,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 GIF_SIZE = (1280, 720)
 GIF_SECONDS_PER_STEP = 0.7
 GIF_HOLD_LAST_S = 2.5  # the finished text stays up a moment before the loop starts again
+GIF_PANELS = ("masks",)  # what the frames' narration points at: a frame draws no DAG
 INK = (31, 35, 40)
 MUTED = (110, 116, 124)
 
@@ -107,6 +109,18 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     return text + "…"
 
 
+def wrap_words(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
+    """`text` in lines no wider than `width` (a word longer than a line gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(trial, font=font) <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines
+
+
 def text_places(labels: list[str], sizes: list[float], box: tuple[float, float, float],
                 line_h: float) -> list[tuple[int, float, float, float]]:
     """Where each piece of the text goes: (index, x, y, width), the pieces side by side with no gap, as
@@ -163,13 +177,41 @@ class _Frames:
         self.scale = height / 720
         self.title_font = _font(round(26 * self.scale), bold=True)
         self.small_font = _font(round(17 * self.scale))
+        # the narration under the summary, in as many lines as the longest sentence needs (two at most)
+        self.narration_font, self.narration_lines, self.narration_h = self._layout_narration()
+        narration_bottom = round(84 * self.scale) + max(map(len, self.narration_lines), default=0) * self.narration_h
         # the text takes what it needs (at most half the frame); the lower band gets the rest:
         # the grid on the left, the two masks on the right
-        self.text_box = (self.margin, round(88 * self.scale), width - self.margin, round(height * 0.5))
+        self.text_box = (self.margin, narration_bottom + round(6 * self.scale), width - self.margin,
+                         round(height * 0.5))
         self.text_font, self.text_layout = self._layout_text()
         places, line_h = self.text_layout
         text_bottom = max((y for _, _, y, _ in places), default=self.text_box[1]) + line_h
         self.band_top = max(round(text_bottom + 24 * self.scale), round(height * 0.3))
+
+    # ---- narration: every step's sentence whole, in the largest font that puts each in two lines
+    def _layout_narration(self):
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        width = self.size[0] - 2 * self.margin - round(12 * self.scale)
+        sentences = [s.narration for s in self.view.steps]
+        for size in range(round(17 * self.scale), round(11 * self.scale) - 1, -1):
+            font = _font(size)
+            lines = [wrap_words(probe, text, font, width) for text in sentences]
+            if all(len(wrapped) <= 2 for wrapped in lines):
+                break
+        else:  # even the smallest type needs more: the second line ends in "…"
+            lines = [wrapped[:1] + [_fit(probe, " ".join(wrapped[1:]), font, width)] if len(wrapped) > 2 else wrapped
+                     for wrapped in lines]
+        return font, lines, round(size * 1.3)
+
+    def _narration(self, draw: ImageDraw.ImageDraw, step: int) -> None:
+        lines = self.narration_lines[step]
+        top, m = round(84 * self.scale), self.margin
+        draw.rectangle((m, top + 2, m + max(2, round(3 * self.scale)), top + len(lines) * self.narration_h - 2),
+                       fill=self.highlight)
+        for i, line in enumerate(lines):
+            draw.text((m + round(12 * self.scale), top + i * self.narration_h), line, font=self.narration_font,
+                      fill=INK)
 
     # ---- text: the tokens joined as the tokenizer joins them, each tinted; the largest font that fits
     def _layout_text(self):
@@ -285,13 +327,13 @@ class _Frames:
         draw.rectangle((x, y, x + sw, y + sw), outline=self.highlight, width=3)
         draw.text((x + sw + 6, y + sw / 2), "this step", font=self.small_font, fill=MUTED, anchor="lm")
         x += sw + 20 + draw.textlength("this step", font=self.small_font)
-        draw.text((x, y + sw / 2), "step 0", font=self.small_font, fill=MUTED, anchor="lm")
-        x += draw.textlength("step 0 ", font=self.small_font)
+        draw.text((x, y + sw / 2), "step 1", font=self.small_font, fill=MUTED, anchor="lm")  # as the summary counts
+        x += draw.textlength("step 1 ", font=self.small_font)
         bar = round(200 * self.scale)
         n = max(len(self.colors), 1)
         for i, color in enumerate(self.colors):
             draw.rectangle((x + i * bar / n, y, x + (i + 1) * bar / n, y + sw), fill=color)
-        label = f" step {n - 1}"
+        label = f" step {n}"
         draw.text((x + bar, y + sw / 2), label, font=self.small_font, fill=MUTED, anchor="lm")
 
     def draw(self, step: int) -> Image.Image:
@@ -303,6 +345,7 @@ class _Frames:
                   font=self.title_font, fill=INK)
         summary = _fit(draw, self.view.caption(step).summary, self.small_font, width - 2 * m)
         draw.text((m, round(56 * self.scale)), summary, font=self.small_font, fill=MUTED)
+        self._narration(draw, step)
         self._text(draw, step)
         draw.line((m, self.band_top - 6, width - m, self.band_top - 6), fill=(230, 230, 230), width=1)
         bottom = height - round(44 * self.scale)
@@ -315,7 +358,7 @@ class _Frames:
 
 def gif_frames(trace_dict: dict, size: tuple[int, int] = GIF_SIZE) -> list[Image.Image]:
     """One RGB frame per step (step 0 is the first frame: the first group decided)."""
-    view = view_of_dict(trace_dict)
+    view = view_of_dict(trace_dict, panels=GIF_PANELS)
     if not view.steps:
         raise ValueError("the trace has no steps: there is nothing to animate.")
     frames = _Frames(view, size)

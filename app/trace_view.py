@@ -14,6 +14,8 @@ and the GIF against the reference figures at every step.
     view.to_dict()           the JSON the browser gets (the stage payload and the player embed it)
 
 Both builders go through `build_view`. Plain values in, plain values out; nothing here imports gradio.
+Each step also carries its narration (app.narration: one plain sentence saying what the step decides,
+with which probability, what it sees and where the stage draws that), worked out here from the trace.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from itertools import groupby
 
+import numpy as np
 import torch
 
-from app import figures
-from app.session import Result
-from model.config import DecodeConfig
+from app import figures, narration
+from app.session import BEST_OF_N, BEST_OF_N_ABOUT, Result
+from model.config import DecodeConfig, method_spec
 from model.decoding import DecodeTrace
 from model.masks import check_masks, two_stream_masks
 
@@ -67,10 +70,12 @@ class Dag:
 
 @dataclass
 class Caption:
-    """The lines under the controls at one step: the summary and the mask checker's verdict."""
+    """The lines under the controls at one step: the summary, the mask checker's verdict and the
+    narration (one plain sentence, app.narration)."""
 
     summary: str
     verdict: str
+    narration: str = ""
 
 
 @dataclass
@@ -83,6 +88,9 @@ class ViewStep:
     model_calls: int
     summary: str
     verdict: str
+    narration: str  # one plain sentence: what this step decides, sees, and where that is drawn
+    named: str  # its tokens by app.narration's rule (up to 5, then "and N more")
+    context: int  # how many tokens its predictions see (its query-mask row: the lower groups)
 
 
 @dataclass
@@ -146,6 +154,8 @@ class TraceView:
     dag: Dag
     hide_start: bool  # position 0 is the start token: not part of the text
     final_text: str
+    about: str = ""  # the method in one line (model.config.METHODS), for the hover on its name
+    terms: dict[str, str] | None = None  # what the summary's words mean (app.narration.TERMS)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (the browser's copy of the view)."""
@@ -162,7 +172,10 @@ class TraceView:
         return list(groups) if groups is not None else list(self.groups)
 
     def caption(self, step: int) -> Caption:
-        return self.before if step < 0 else Caption(self.steps[step].summary, self.steps[step].verdict)
+        if step < 0:
+            return self.before
+        s = self.steps[step]
+        return Caption(s.summary, s.verdict, s.narration)
 
     def known(self, step: int) -> list[bool]:
         return [g or 0 <= d <= step for g, d in zip(self.given, self.decided, strict=True)]
@@ -264,27 +277,79 @@ def _dag(trace: DecodeTrace) -> Dag:
                pairs(figures.transitive_reduction(graph)))
 
 
-def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final_text: str = "") -> TraceView:
-    """The view of `trace` whose positions read `labels` (the final token strings, as decoded)."""
+def method_about(method: str) -> str:
+    """The page's one line on a method (its name as the page writes it), or "" for a name it does not list."""
+    if method.startswith(BEST_OF_N):
+        return BEST_OF_N_ABOUT
+    try:
+        return method_spec(method).description
+    except ValueError:
+        return ""
+
+
+def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tuple[int, int]]) -> list[narration.Piece]:
+    """What `step` decides, in text order: one piece per token, the tokens of one split character
+    together (read whole once all of them are known), each with its probability."""
+    record = trace.steps[step]
+    known = figures.known_at(trace, step)
+    run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
+    logp = dict(zip(record.positions, record.token_logprobs, strict=True))
+    pieces = []
+    for span, group in groupby(sorted(record.positions), key=lambda p: run_of.get(p, (p, p + 1))):
+        group = list(group)
+        pieces.append(narration.Piece(shown[group[0]], float(np.exp(sum(logp[p] for p in group))),
+                                      whole=all(known[span[0]:span[1]])))
+    return pieces
+
+
+def step_context(trace: DecodeTrace, step: int) -> int:
+    """How many tokens the predictions of `step` see: the positions of lower groups than its first
+    position's, under the grouping it used (its query-mask row; the DAG's arcs into it come from them)."""
+    groups = np.asarray(trace.group_ids_at(step))
+    return int((groups < groups[trace.steps[step].positions[0]]).sum())
+
+
+def _narrations(trace: DecodeTrace, shown: list[str], runs: list[tuple[int, int]],
+                panels: tuple[str, ...]) -> tuple[str, list[tuple]]:
+    """The start's sentence, and per step (sentence, named tokens, context)."""
+    n_given = sum(trace.given)
+    n_open, n_steps, mode = trace.plan.length - n_given, len(trace.steps), trace.mode
+    decided = trace.decided_step()
+    out = []
+    for t, s in enumerate(trace.steps):
+        pieces, context = step_pieces(trace, t, shown, runs), step_context(trace, t)
+        n_left = sum(1 for g, d in zip(trace.given, decided, strict=True) if not g and not 0 <= d <= t)
+        out.append((narration.step_sentence(t, n_steps, pieces, context, mode, rows=len(s.positions), n_open=n_open,
+                                            n_left=n_left, panels=panels),
+                    narration.decided_names(pieces), context))
+    return narration.start_sentence(n_given, n_open, n_steps, mode), out
+
+
+def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final_text: str = "",
+               panels: tuple[str, ...] = narration.STAGE_PANELS) -> TraceView:
+    """The view of `trace` whose positions read `labels` (the final token strings, as decoded). `panels`:
+    what the narration points at (the stage and the player draw the DAG and the masks; the GIF the masks)."""
     if len(labels) != trace.plan.length:
         raise ValueError(f"labels must name every position: {trace.plan.length} expected, got {len(labels)}.")
     whole, runs = figures.character_labels(labels)
     shown = [figures.display_label(text) for text in whole]
     verdicts = _verdicts(trace)
+    start, told = _narrations(trace, shown, runs, panels)
     steps = [ViewStep(positions=list(s.positions), group=int(s.group),
                       groups=list(s.group_ids) if s.group_ids is not None else None,
                       tokens=[shown[p] for p in s.positions], logprob=float(s.logprob),
                       model_calls=int(s.model_calls), summary=figures.step_summary(trace, t, timing=False),
-                      verdict=verdicts[t + 1])
+                      verdict=verdicts[t + 1], narration=told[t][0], named=told[t][1], context=told[t][2])
              for t, s in enumerate(trace.steps)]
     given = trace.given
     return TraceView(
         title=title_for(method, trace.mode, trace.plan.name), method=method, length=trace.plan.length,
         labels=shown, short=[figures.short_label(text) for text in whole], runs=[list(r) for r in runs], given=given,
         decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
-        before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0]),
+        before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0], start),
         palette=Palette.for_steps(len(trace.steps)), columns=figures.grid_columns(trace.plan.length),
-        dag=_dag(trace), hide_start=bool(given and given[0] and labels[0] == START_LABEL), final_text=final_text)
+        dag=_dag(trace), hide_start=bool(given and given[0] and labels[0] == START_LABEL), final_text=final_text,
+        about=method_about(method), terms=dict(narration.TERMS))
 
 
 def view_of_result(result: Result) -> TraceView:
@@ -305,11 +370,11 @@ def method_of(data: dict) -> str:
         return str(data.get("mode", ""))
 
 
-def view_of_dict(data: dict) -> TraceView:
+def view_of_dict(data: dict, *, panels: tuple[str, ...] = narration.STAGE_PANELS) -> TraceView:
     """The view of an exported trace (`DecodeTrace.to_dict(tokenizer)`); a dict written without a
     tokenizer has no token strings, and its positions read "#id"."""
     trace = DecodeTrace.from_dict(data)
     ids = trace.final_ids or trace.plan.token_ids.tolist()
     tokens = data.get("final_tokens")
     labels = list(tokens) if tokens and len(tokens) == len(ids) else [f"#{t}" for t in ids]
-    return build_view(trace, labels, method=method_of(data), final_text=data.get("final_text", ""))
+    return build_view(trace, labels, method=method_of(data), final_text=data.get("final_text", ""), panels=panels)

@@ -168,6 +168,38 @@ def test_presentation_mode_at_1366_shows_the_whole_verdict_and_apart_dag_numbers
     page.close()
 
 
+STAGE_PARTS = ("#narration", "#sentence", "#stage-grid", "#stage-dag", "#stage-content", "#stage-query",
+               "#verdict", "#play-btn", "#edit-btn", "#stage-counter")
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+@pytest.mark.parametrize("present", [False, True])
+def test_the_longest_narration_fits_with_the_whole_stage(page_url, browser, explorer, width, height, present):
+    """Diffusion revealing 7 tokens a step names 5 and "2 more" with their probabilities: the sentence
+    shows whole (wrapped, never cut), and the stage still fits the screen with the verdict whole."""
+    result = explorer.decode(Request(text="The cat sat on the mat and [MASK:9] at the birds in the [MASK:5] tree.",
+                                     method="diffusion", k=7))
+    page = open_stage(browser, page_url, width, height, stage_payload(result, autoplay=False))
+    if present:
+        page.locator("#stage-counter").click()
+        page.keyboard.press("p")
+        page.wait_for_function("() => document.documentElement.classList.contains('a3-present')")
+    go(page, 0)
+    page.wait_for_timeout(400)  # the stage lays itself out again
+    assert "and 2 more at once" in page.inner_text("#narration")
+    state = page.evaluate("""(parts) => {
+      const inside = (s) => { const r = document.querySelector(s).getBoundingClientRect();
+        return r.width > 3 && r.height > 3 && r.left >= 0 && r.top >= 0 && r.right <= innerWidth + 1 &&
+          r.bottom <= innerHeight + 1; };
+      const whole = (s) => { const n = document.querySelector(s); return n.scrollHeight <= n.clientHeight + 1; };
+      return {outside: parts.filter((s) => !inside(s)), cut: ['#narration', '#verdict'].filter((s) => !whole(s)),
+              scrolled: window.scrollY, side: Number(document.querySelector('#stage-query').dataset.side)}; }""",
+                          list(STAGE_PARTS))
+    assert state["outside"] == [] and state["cut"] == [] and state["scrolled"] == 0, state
+    assert state["side"] >= (120 if width == 1366 else 300), state  # the masks stay readable: 4 px a cell and up
+    page.close()
+
+
 def long_payload(explorer: Explorer) -> dict:
     """A run of exactly LONG_TOKENS positions (with the start token), a third of them open."""
     words = ("The river ran past the old mill where the miller kept his books and his cats, and every evening "

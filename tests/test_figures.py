@@ -301,3 +301,14 @@ def test_figures_for_a_128_position_trace(tiny):
         if name != "candidates":
             assert len(built.to_json()) > 0
     print(f"\n128 positions, {len(trace.steps)} steps: " + ", ".join(timings))
+
+
+def test_dag_hover_names_a_steps_tokens_five_then_and_n_more(tiny):
+    """A step that decides 8 tokens at once names 5 of them, then "and 3 more" (app.narration.named)."""
+    trace = decode(tiny, "one_step_parallel", k=8)
+    labels = labels_for(trace)
+    record = trace.steps[0]
+    assert len(record.positions) == 8
+    hover = trace_named(figures.dag_figure(trace, 0, labels), "this step").hovertext[0]
+    names = [labels[p] for p in record.positions]
+    assert f"tokens {', '.join(names[:5])} and 3 more<br>" in hover

@@ -133,24 +133,17 @@ def grid_runs(grid) -> list[dict]:
             for x, y, text in zip(trace.x or [], trace.y or [], trace.text or [], strict=True)]
 
 
-def sentence_by_position(classes: list[str], runs: list[tuple[int, int]]) -> list[str]:
-    """app.render.sentence_html's classes per position (from 1), with the rule of a split character
-    applied: its tokens read as one piece, open while any of them is open, current if any is."""
-    out = list(classes)
-    for start, end in runs:
-        piece = out[start - 1: end - 1]
-        state = "open" if any(c.startswith("open") for c in piece) else \
-            "given" if all(c == "given" for c in piece) else "decided"
-        current = " current" if any(c.endswith("current") for c in piece) else ""
-        out[start - 1: end - 1] = [state + current] * (end - start)
-    return out
+def sentence_by_position(sentence: str) -> list[str]:
+    """app.render.sentence_html's pieces (a split character is one: open while any of its tokens is open,
+    current if any is), as each piece's class per position it covers (from 1)."""
+    return [state for state, positions in re.findall(r'class="tok ([a-z ]+)" data-positions="([\d,]+)"', sentence)
+            for _ in positions.split(",")]
 
 
 def reference_steps(result, sort_by_group: bool) -> list[dict]:
     """What the reference figures (and the reference text, app.render.sentence_html) show at every step."""
     trace, labels = result.trace, result.labels
     reduced = figures.transitive_reduction(figures.dependency_graph(trace)).number_of_edges()
-    runs = figures.character_labels(labels)[1]
     out = []
     for step in range(-1, result.n_steps):
         masks = figures.mask_figure(trace, step, labels, sort_by_group=sort_by_group)
@@ -166,7 +159,7 @@ def reference_steps(result, sort_by_group: bool) -> list[dict]:
             **{name: np.asarray(next(t for t in masks.data if t.name == name).z).ravel().tolist()
                for name in ("content", "query")},
             "highlight": sorted(masks.layout.meta["highlight_rows"]),
-            "sentence": sentence_by_position(re.findall(r'class="tok ([a-z ]+)"', sentence_html(result, step)), runs),
+            "sentence": sentence_by_position(sentence_html(result, step)),
             "summary": figures.step_summary(trace, step, timing=False),
         })
     return out

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from app.figures import character_labels, display_label
 from app.session import Explorer, Request
-from app.slides import GIF_SIZE, _Frames, export_gif, export_player, frame_cells, gif_frames, text_places
+from app.slides import GIF_PANELS, GIF_SIZE, _Frames, export_gif, export_player, frame_cells, gif_frames, text_places
 from app.trace_view import view_of_dict
 from model.decoding import DecodeTrace, collect, run_decoder
 from model.masks import two_stream_masks
@@ -186,6 +186,15 @@ def test_player_offline_steps_with_keys_like_the_trace(traces, tiny_loaded, brow
     # the slider scrubs; the DAG draws the page's edges
     page.locator("#slider").fill("0")
     check(0)
+    # the step's narration, as the stage has it; "narrate" switches it off
+    view = view_of_dict(data)
+    assert page.text_content("#narration") == view.steps[0].narration
+    assert page.evaluate("() => { const n = document.querySelector('#narration');"
+                         " return n.scrollHeight <= n.clientHeight + 1; }")  # nothing cut
+    page.locator("#narrate").uncheck()
+    assert not page.locator("#narration").is_visible()
+    page.locator("#narrate").check()
+    assert page.locator("#narration").is_visible()
     assert int(page.get_attribute("#dag", "data-edges")) == len(data_edges(trace))
     assert not attempted and not errors
     context.close()
@@ -319,3 +328,18 @@ def test_player_text_wraps_at_1366(tiny_loaded, browser, tmp_path):
               (c) => Math.round(c.getBoundingClientRect().bottom))).size}; }""")
         assert box["scroll"] <= box["client"] + 1 and box["lines"] >= 2, (key, box)
     page.close()
+
+
+def test_gif_frames_narrate_each_step_in_two_lines_at_most(traces, unicode_data):
+    """Each frame carries its step's sentence, pointing only at what a frame draws (the masks: a frame has
+    no DAG), in at most two lines that fit the frame."""
+    for data in (*(d for _, d in traces.values()), unicode_data):
+        frames = _Frames(view_of_dict(data, panels=GIF_PANELS), GIF_SIZE)
+        width = GIF_SIZE[0] - 2 * frames.margin
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        for step, lines in enumerate(frames.narration_lines):
+            sentence = frames.view.steps[step].narration
+            assert " ".join(lines) == sentence and "DAG" not in sentence and 1 <= len(lines) <= 2
+            assert all(probe.textlength(line, font=frames.narration_font) <= width for line in lines)
+        assert frames.text_box[1] >= round(84 * frames.scale) + max(map(len, frames.narration_lines)) * \
+            frames.narration_h

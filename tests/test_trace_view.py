@@ -3,6 +3,7 @@ A live result and its export give the same view; old trace dicts still load; the
 once; the per-step cells follow the trace; the stage's payload is the view plus the stage's own keys."""
 
 import json
+import re
 
 import pytest
 
@@ -138,3 +139,69 @@ def test_stage_payload_is_the_view_and_the_stage_keys(runs):
                                         "note"}
     assert payload["speed"] == 0.8 and payload["text"] == result.text and not payload["empty"]
     assert stage_payload(result)["speed"] is None  # unless asked, a new payload keeps the speed the user set
+
+
+# --------------------------------------------------------------------------------------------------
+# whole characters beyond the stage: the Step details text and candidates, the chips
+
+
+UNICODE_SHOWN = "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."  # unicode_result's text at its last step
+
+
+def test_the_details_text_reads_whole_characters_as_the_stage_does(explorer):
+    import html
+
+    from app.render import sentence_html
+
+    result = unicode_result(explorer)
+    view = view_of_result(result)
+    for step in range(-1, result.n_steps):
+        shown = sentence_html(result, step)
+        assert "&lt;0x" not in shown and "\ufffd" not in shown
+        pieces = re.findall(r'class="tok ([a-z ]+)" data-positions="([\d,]+)"[^>]*>([^<]*)</span>', shown)
+        chips = view.sentence(step)  # the stage's text, piece for piece
+        assert [(state, positions, html.unescape(text)) for state, positions, text in pieces] == [
+            (c.state + (" current" if c.current else ""), ",".join(map(str, c.positions)), c.label) for c in chips]
+    assert html.unescape(re.sub(r"<[^>]+>", "", sentence_html(result, result.n_steps - 1))) == UNICODE_SHOWN
+
+
+def test_the_chips_read_whole_characters(explorer):
+    from app.picker import TokenPicker, chip_labels
+
+    value = explorer.picker_from_text(UNICODE_GIVEN + " [MASK:2]\nend")
+    assert any("<0x" in t for t in value["tokens"])  # byte-level BPE splits 🧩, 寿 and 司
+    labels = chip_labels(value["tokens"])
+    assert len(labels) == len(value["tokens"])
+    assert "".join(label or "" for label in labels).startswith("⟨s⟩" + UNICODE_GIVEN)
+    assert not any("<0x" in (label or "") or "\ufffd" in (label or "") for label in labels)
+    assert labels.count(None) == 5 and "↵" in labels  # 🧩 and 寿 hold 3 tokens each, 司 2; the line break shows
+    assert TokenPicker().postprocess(value) == {**value, "labels": labels}  # what the browser gets
+    sent_back = {**value, "tokens": ["\ud800", *value["tokens"][1:]]}  # a browser's value can hold anything
+    assert "labels" not in TokenPicker().postprocess(sent_back)  # its chips then show their tokens as they are
+
+
+def test_the_candidates_read_whole_characters(explorer):
+    from app.figures import CHARACTER_PIECE, candidate_rows, token_in_place
+
+    result = unicode_result(explorer)
+    runs = [(start, end) for start, end in figures.character_labels(result.labels)[1]]
+    decided = result.trace.decided_step()
+    for step in range(result.n_steps):
+        _, rows = candidate_rows(result.trace, step, result.labels, result.token_text)
+        assert rows and not any("<0x" in str(cell) or "\ufffd" in str(cell) for row in rows for cell in row)
+        for row in rows:
+            if row[1] != "committed now":
+                continue
+            p = row[0]
+            start, end = next(((s, e) for s, e in runs if s <= p < e), (p, p + 1))
+            if end - start > 1:  # one token of a split character: the character once all are known
+                which = f"token {p - start + 1} of {end - start}"
+                whole = all(0 <= decided[q] <= step or result.trace.given[q] for q in range(start, end))
+                assert row[2] == (f"{view_of_result(result).labels[p]} ({which})" if whole
+                                  else f"{which} of a character"), (step, row)
+    # a byte token reads the character it makes with the rest of its character's tokens
+    labels = ["a", " <0xF0><0x9F>", "<0xA7>", "<0xA9>"]
+    assert token_in_place(labels, 2, "<0xA7>", (1, 4)) == " 🧩"
+    assert token_in_place(labels, 2, "<0x41>", (1, 4)) == CHARACTER_PIECE  # no character
+    assert token_in_place(labels, 2, "<0xA7>", (1, 4), known=[True, True, True, False]) == CHARACTER_PIECE
+    assert token_in_place(labels, 0, "<0xE2><0x80><0x94>") == "—" and token_in_place(labels, 0, " cat") == " cat"

@@ -36,7 +36,7 @@
         span.style.color = c.ink;
       }
       const where = c.positions.length > 1 ? `positions ${c.positions.join(", ")}` : `position ${c.p}`;
-      span.title = `${where} · ` + (c.state === "decided" ? `step ${c.decidedAt}` : c.state);
+      span.title = `${where} · ` + (c.state === "decided" ? `decided at step ${c.decidedAt + 1}` : c.state);
       box.appendChild(span);
     }
     const mark = box.querySelector(".current");
@@ -64,7 +64,8 @@
       div.style.background = c.color;
       div.style.color = c.ink;
       div.textContent = cell < 20 ? "" : c.text;
-      div.title = `position ${c.p} · group ${c.group}` + (c.decidedAt >= 0 ? ` · step ${c.decidedAt}` : c.state === "given" ? " · given" : "");
+      div.title = `position ${c.p} · group ${c.group}` +
+        (c.state === "decided" ? ` · decided at step ${c.decidedAt + 1}` : ` · ${c.state}`);
       place(div, Math.floor(c.p / cols), c.p % cols, c.p % cols);
       grid.appendChild(div);
     }
@@ -99,7 +100,7 @@
 
   // number every k-th step, k the smallest of 1, 2, 5, 10, 20, ... at which the numbers keep apart
   function labelEvery(ctx, steps, spacing) {
-    const widest = ctx.measureText(String(Math.max(steps - 1, 0))).width + 6;
+    const widest = ctx.measureText(String(Math.max(steps, 1))).width + 6;
     for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]) if (k * spacing >= widest) return k;
     return Infinity;
   }
@@ -142,8 +143,8 @@
       ctx.lineWidth = t === step && step >= 0 ? 3 : 0.7;
       ctx.strokeStyle = t === step && step >= 0 ? pal.highlight : "#555555";
       ctx.stroke();
-      if (t >= 0 && t % every) continue;
-      const text = t < 0 && ctx.measureText("given").width + 6 > x(1) - x(0) ? "g" : t < 0 ? "given" : String(t);
+      if (t >= 0 && (t + 1) % every) continue; // steps count from 1, as the counter does
+      const text = t < 0 && ctx.measureText("given").width + 6 > x(1) - x(0) ? "g" : t < 0 ? "given" : String(t + 1);
       ctx.fillStyle = later ? "#b0b4ba" : "#444a52";
       ctx.fillText(text, x(i), base + r + 13);
       const half = ctx.measureText(text).width / 2;
@@ -220,14 +221,37 @@
       `<span><i class="swatch" style="background:${pal.given}"></i>given</span>` +
       `<span><i class="swatch" style="background:${pal.open};box-shadow:inset 0 0 0 1px #ccc"></i>open</span>` +
       `<span><i class="swatch current"></i>this step</span>` +
-      `<span>step 0<i class="ramp" style="background:${ramp}"></i>${Math.max(N - 1, 0)}</span>` +
+      `<span>step 1<i class="ramp" style="background:${ramp}"></i>${Math.max(N, 1)}</span>` +
       `<span><i class="swatch" style="background:${pal.attend}"></i>may attend</span>`;
+  }
+
+  // the narration's box: as tall as the longest sentence of the trace needs, so nothing below moves
+  function sizeNarration() {
+    const box = $("narration");
+    if (box.hidden) return;
+    const probe = box.cloneNode(false);
+    probe.removeAttribute("id");
+    Object.assign(probe.style, { position: "absolute", visibility: "hidden", width: `${box.getBoundingClientRect().width}px` });
+    box.parentElement.appendChild(probe);
+    const ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = getComputedStyle(box).font;
+    let tallest = 0;
+    for (const [, text] of [data.before, ...data.steps].map((s) => s.narration || "")
+      .map((text) => [ctx.measureText(text).width, text]).sort((a, b) => b[0] - a[0]).slice(0, 4)) {
+      probe.textContent = text;
+      tallest = Math.max(tallest, probe.offsetHeight);
+    }
+    probe.remove();
+    box.style.minHeight = `${tallest}px`;
   }
 
   function render() {
     const step = state.step;
     $("player").dataset.step = String(step);
-    $("summary").textContent = A3Core.caption(data, step).summary;
+    const caption = A3Core.caption(data, step);
+    $("summary").textContent = caption.summary;
+    $("narration").textContent = caption.narration || "";
+    $("narration").hidden = !$("narrate").checked;
     $("counter").textContent = step < 0 ? `start / ${N}` : `step ${step + 1} / ${N}`;
     $("slider").value = String(step);
     drawText(step);
@@ -285,12 +309,15 @@
   $("slider").addEventListener("input", (e) => { setPlaying(false); go(Number(e.target.value)); });
   $("reduced").onchange = () => drawDag(state.step);
   $("sorted").onchange = () => drawMasks(state.step);
-  window.addEventListener("resize", render);
+  $("narrate").onchange = () => { render(); sizeNarration(); render(); };
+  window.addEventListener("resize", () => { sizeNarration(); render(); });
 
   $("title").textContent = data.title;
   Object.assign($("slider"), { min: "-1", max: String(N - 1), step: "1" });
   drawLegend();
   $("play").innerHTML = ICON_PLAY;
+  render();
+  sizeNarration();
   render();
   if (window.location.hash === "#play") setPlaying(true);
 

@@ -2,6 +2,10 @@
 // Stepping, scrubbing and playing never call the server; when the step settles (not while playing)
 // it is reported with trigger('step_settled', {step}) so the detail panels can follow.
 // Runs as the js_on_load of app.stage_component.Stage, after stage_core.js (A3Core).
+// Under the bar, one sentence narrates the step (the view's narration, app/narration.py); "narrate"
+// switches it off, and the choice stays for the next run as the speed does. The headline's and the
+// summary's words hover with what they mean (the view's terms); the step numbers drawn (counter, DAG,
+// hovers) count from 1, as the narration does.
 (() => {
   const $ = (sel) => element.querySelector(sel);
   const root = $('.a3s');
@@ -11,6 +15,7 @@
     dag: $('#stage-dag'), content: $('#stage-content'), query: $('#stage-query'), verdict: $('#verdict'),
     note: $('.a3s-note'), reduce: $('.a3s-reduce'), sort: $('.a3s-sort'), empty: $('.a3s-empty'),
     hover: $('.a3s-mask-hover'), panels: $('.a3s-panels'), maskPanel: $('.a3s-mask-panel'),
+    narration: $('#narration'), narrate: $('#stage-narrate'),
   };
   const stats = { renders: [], ticks: [] };
   const state = { P: null, step: -1, playing: false, timer: null, loop: false, t0: 0, s0: -1, settle: null };
@@ -21,6 +26,65 @@
   const n = () => (state.P && !state.P.empty ? state.P.steps.length : 0);
   const interval = () => Math.max(0.05, Number(el.speed.value) || 0.5) * 1000;
 
+  // ------------------------------------------------------------------------------------ words
+  // what a part of the headline or the summary means: the view's term its text starts with, or holds
+  // (the longest that does: "groups of 4 would take", not "group")
+  function termFor(P, part) {
+    const terms = P.terms || {}, keys = Object.keys(terms).sort((a, b) => b.length - a.length);
+    const key = keys.find((k) => part.startsWith(k)) || keys.find((k) => part.includes(k));
+    return key ? terms[key] : '';
+  }
+
+  // a line of parts joined by ' · ', each part a span with its meaning as the hover
+  function explained(node, P, text, first) {
+    node.textContent = '';
+    const add = (part, title) => {
+      const span = document.createElement('span');
+      span.textContent = part;
+      if (title) span.title = title;
+      node.appendChild(span);
+    };
+    let rest = text;
+    if (first) {  // the method's name, before the first ': ', hovers with what the method does
+      const cut = text.indexOf(': ');
+      if (cut > 0) {
+        add(text.slice(0, cut), P.about || 'The decoding method of this run');
+        node.lastChild.className = 'a3s-method';
+        node.appendChild(document.createTextNode(': '));
+        rest = text.slice(cut + 2);
+      }
+    }
+    rest.split(' · ').forEach((part, i) => {
+      if (i) node.appendChild(document.createTextNode(' · '));
+      add(part, termFor(P, part));
+    });
+  }
+
+  // the narration's box is as tall as the longest sentence of the run needs, so the panels below
+  // do not move from step to step: the widest few sentences (by measureText) are laid out in a hidden
+  // copy of the box, and the tallest sets its height
+  let narrationFor = '';
+  function sizeNarration(P) {
+    const box = el.narration;
+    if (!el.narrate.checked) return;
+    const style = getComputedStyle(box), width = Math.round(box.getBoundingClientRect().width);
+    const key = [P.id, width, style.font].join('|');
+    if (key === narrationFor || width <= 0) return;
+    narrationFor = key;
+    const ctx = document.createElement('canvas').getContext('2d');
+    ctx.font = style.font;
+    const widest = [P.before, ...P.steps].map((s) => s.narration || '')
+      .map((text) => [ctx.measureText(text).width, text]).sort((a, b) => b[0] - a[0]).slice(0, 4);
+    const probe = box.cloneNode(false);
+    probe.removeAttribute('id');
+    Object.assign(probe.style, { position: 'absolute', visibility: 'hidden', width: width + 'px', minHeight: '0' });
+    box.parentElement.appendChild(probe);
+    let tallest = 0;
+    for (const [, text] of widest) { probe.textContent = text; tallest = Math.max(tallest, probe.offsetHeight); }
+    probe.remove();
+    box.style.minHeight = tallest + 'px';
+  }
+
   // ------------------------------------------------------------------------------------ drawing
   // a chip's fill: its token's colour, or one stripe per token of a split character
   const fill = (colors) => (colors.length === 1 ? colors[0] : 'linear-gradient(90deg, ' + colors.map((c, i) =>
@@ -29,13 +93,16 @@
   function drawSentence(P, step) {
     el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) => {
       const where = 'position' + (t.positions.length > 1 ? 's ' + t.positions.join(', ') : ' ' + t.p);
-      if (t.state === 'given') return '<span class="tok given" data-p="' + t.p + '">' + esc(t.label) + '</span>';
+      if (t.state === 'given') {
+        return '<span class="tok given" data-p="' + t.p + '" title="' + where + ' · given">' + esc(t.label) + '</span>';
+      }
       if (t.state === 'open') {
         return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
-          ' · open">▢</span>';
+          ' · open: not decided yet">▢</span>';
       }
       return '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" style="background:' +
-        fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · step ' + t.decidedAt + '">' + esc(t.label) + '</span>';
+        fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' + (t.decidedAt + 1) + '">' +
+        esc(t.label) + '</span>';
     }).join('') + '</div>';
     const cur = el.sentence.querySelector('.tok.current');
     if (cur) {  // keep the current tokens in view inside the text box, never scroll the page
@@ -57,6 +124,14 @@
     return { cols, w: Math.floor(w), h, font };
   }
 
+  function cellTitle(P, c) {
+    if (c.p === 0 && P.hide_start) {
+      return 'position 0 · ' + P.labels[0] + ': the start token every text begins with (not shown in the text) · given';
+    }
+    return 'position ' + c.p + ' · ' + (c.state === 'open' ? 'open: not decided yet' : P.labels[c.p] + ' · ' +
+      (c.state === 'given' ? 'given' : 'decided at step ' + (c.decidedAt + 1))) + ' · group ' + c.group;
+  }
+
   function drawGrid(P, step) {
     const box = el.grid.parentElement, m = gridMetrics(P, box.getBoundingClientRect());
     el.grid.style.gridTemplateColumns = 'repeat(' + m.cols + ', ' + m.w + 'px)';
@@ -67,9 +142,7 @@
     const at = (p) => 'grid-row:' + (Math.floor(p / m.cols) + 1) + ';grid-column:' + (p % m.cols + 1);
     el.grid.innerHTML = cells.map((c) => '<div class="cell ' + c.state + (c.current ? ' current' : '') +
       (c.run >= 0 ? ' in-run' : '') + '" data-p="' + c.p + '" style="' + at(c.p) + ';background:' + c.color +
-      ';color:' + c.ink + '" title="position ' + c.p + ' · ' + (c.state === 'open' ? 'open' : esc(P.labels[c.p])) +
-      ' · ' + (c.state === 'given' ? 'given' : c.state === 'decided' ? 'decided at step ' + c.decidedAt : 'open') +
-      ' · group ' + c.group + '">' + esc(c.text) + '</div>').join('') +
+      ';color:' + c.ink + '" title="' + esc(cellTitle(P, c)) + '">' + esc(c.text) + '</div>').join('') +
       A3Core.runLabels(P, step).map((r) => '<div class="run" data-start="' + r.start + '" data-end="' + r.end +
         '" style="grid-row:' + (r.row + 1) + ';grid-column:' + (r.c0 + 1) + ' / ' + (r.c1 + 2) + ';color:' +
         cells[r.row * m.cols + r.c0].ink + '">' + esc(r.text) + '</div>').join('');
@@ -99,7 +172,7 @@
   // which nodes get a number: every k-th step, k the smallest of 1, 2, 5, 10, 20, ... at which the
   // numbers keep clear of each other (present mode's larger type included)
   function labelEvery(ctx, count, offset, spacing) {
-    const widest = ctx.measureText(String(Math.max(count - offset - 1, 0))).width + 6;
+    const widest = ctx.measureText(String(Math.max(count - offset, 1))).width + 6;
     for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]) if (k * spacing >= widest) return k;
     return Infinity;
   }
@@ -139,17 +212,37 @@
       ctx.globalAlpha = 1;
     }
     drawDagNumbers(ctx, P, D, step, { X, y: Y(0) + size * 1.6 + 3, spacing, font });
+    dagDrawn = { x0, x1, w, y: Y(0), size, offset: D.offset, count };
+    el.dag.dataset.nodes = JSON.stringify([X(0), X(1) - X(0), Y(0)].map(Math.round));  // node i at x + i * dx
     // the plot area (the axes' frame, as Plotly's figure has one): tests measure how much of the stage it fills
     el.dag.dataset.plot = JSON.stringify([X(x0), Y(top), X(x1) - X(x0), h - Y(top)].map(Math.round));
   }
+
+  // a dot under the pointer says which step it is and what it decided (nothing yet for a later step)
+  let dagDrawn = null;
+  const DAG_TITLE = el.dag.getAttribute('title') || '';
+  function dagNodeTitle(P, t) {
+    if (t < 0) return 'The given tokens (' + P.given.filter(Boolean).length + '): what every step starts from';
+    if (t > state.step) return 'Step ' + (t + 1) + ': not decided yet';
+    const s = P.steps[t];
+    return 'Step ' + (t + 1) + ': ' + s.named + ' · group ' + s.group + ' · saw ' + s.context +
+      (s.context === 1 ? ' token' : ' tokens');
+  }
+  el.dag.addEventListener('mousemove', (e) => {
+    const g = dagDrawn, P = state.P;
+    if (!g || !P || P.empty) return;
+    const i = Math.round(g.x0 + (e.offsetX - 4) / (g.w - 8) * (g.x1 - g.x0));
+    const near = i >= 0 && i < g.count && Math.abs(e.offsetY - g.y) <= Math.max(12, 2 * g.size);
+    el.dag.title = near ? dagNodeTitle(P, i - g.offset) : DAG_TITLE;
+  });
 
   function drawDagNumbers(ctx, P, D, step, { X, y, spacing, font }) {
     ctx.font = font + 'px system-ui, sans-serif'; ctx.textAlign = 'center'; ctx.textBaseline = 'top';
     const every = labelEvery(ctx, D.nodes.length, D.offset, spacing), boxes = [];
     for (let i = 0; i < D.nodes.length; i++) {
       const t = i - D.offset;
-      if (t >= 0 && t % every) continue;
-      let text = t < 0 ? 'given' : String(t);
+      if (t >= 0 && (t + 1) % every) continue;  // steps count from 1, as the counter does: k, 2k, ...
+      let text = t < 0 ? 'given' : String(t + 1);
       if (t < 0 && ctx.measureText(text).width + 6 > spacing) text = 'g';
       const half = ctx.measureText(text).width / 2;
       ctx.fillStyle = t === step ? P.palette.highlight : '#333';
@@ -208,8 +301,11 @@
     el.counter.textContent = step < 0 ? 'Before decoding · 0/' + total : 'Step ' + (step + 1) + '/' + total;
     el.counter.dataset.step = String(step);
     const caption = A3Core.caption(P, step);
-    el.summary.textContent = caption.summary;
+    explained(el.summary, P, caption.summary, false);
     el.verdict.textContent = caption.verdict;
+    el.narration.textContent = caption.narration || '';
+    el.narration.hidden = !el.narrate.checked;
+    sizeNarration(P);
     layoutPanels();
     drawSentence(P, step);
     drawGrid(P, step);
@@ -290,6 +386,15 @@
   el.speed.addEventListener('change', () => { if (state.playing) restartClock(); });
   el.reduce.addEventListener('change', render);
   el.sort.addEventListener('change', render);
+  el.narrate.addEventListener('change', () => { narrationFor = ''; render(); });
+  // a box ticked with the mouse hands the focus back, so the stage's keys go on working (a focused
+  // control keeps its keys to itself); one reached with Tab keeps the focus
+  let pointed = false;
+  element.addEventListener('pointerdown', () => { pointed = true; });
+  element.addEventListener('keydown', () => { pointed = false; });
+  element.addEventListener('change', (e) => {
+    if (pointed && e.target.type === 'checkbox') e.target.blur();
+  });
 
   // the mask under the pointer, in words
   for (const [canvas, name] of [[el.content, 'content'], [el.query, 'query']]) {
@@ -311,6 +416,7 @@
   // the panels: the grid and the masks side by side, the DAG a strip across the bottom. The masks get
   // square canvases as tall as their row allows (their panel at most 55% of the width); the grid gets the
   // rest. A narrow window stacks the panels instead (stage.css).
+  let tallest = { key: '', overhead: 0 };
   function layoutPanels() {
     const panels = el.panels, box = panels.getBoundingClientRect();
     if (window.innerWidth <= 900 || box.height < 100) return;
@@ -318,7 +424,12 @@
     setVar(panels, '--dag-h', dagH + 'px');
     // where the masks' row is short (presentation type on a laptop), their column runs down past the DAG
     const canvasBox = el.content.parentElement.getBoundingClientRect(), panel = el.maskPanel.getBoundingClientRect();
-    const chrome = panel.width - 2 * canvasBox.width, overhead = panel.height - canvasBox.height;
+    const chrome = panel.width - 2 * canvasBox.width;
+    // the verdict wraps taller in the narrow column beside the grid than in the tall one: decide with the
+    // tallest chrome seen at this size, or the layout would flip back and forth between the two
+    const key = [state.P && state.P.id, Math.round(box.width), Math.round(box.height), present()].join('|');
+    const overhead = Math.max(panel.height - canvasBox.height, tallest.key === key ? tallest.overhead : 0);
+    tallest = { key, overhead };
     const widest = (0.55 * box.width - chrome) / 2;
     const beside = Math.min(box.height - dagH - 8 - overhead, widest), tall = Math.min(box.height - overhead, widest);
     panels.classList.toggle('masks-tall', beside < 0.5 * tall);
@@ -349,7 +460,8 @@
     el.empty.textContent = P && P.empty ? P.note : '';
     if (!P || P.empty) { el.counter.textContent = 'No trace'; return; }
     el.note.textContent = P.note || '';
-    el.headline.textContent = P.headline;
+    explained(el.headline, P, P.headline || '', true);
+    narrationFor = '';
     el.step.min = '-1'; el.step.max = String(n() - 1);
     if (P.speed) el.speed.value = String(P.speed);  // only when the payload asks: a new run keeps the speed set
     state.loop = !!P.loop;

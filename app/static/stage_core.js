@@ -16,7 +16,7 @@ const A3Core = {
     return step >= 0 ? P.steps[step].positions : [];
   },
 
-  // the summary line and the mask checker's verdict
+  // the summary line, the mask checker's verdict and the narration (one sentence, app/narration.py)
   caption(P, step) {
     return step >= 0 ? P.steps[step] : P.before;
   },

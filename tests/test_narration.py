@@ -1,0 +1,210 @@
+"""The stage's narration (app.narration, kept per step in the trace view): for every method the page offers,
+the sentence of every step names exactly the tokens the step decides (as whole characters), their
+probabilities and how many tokens the step sees, as the trace has them, and points at the marks the stage
+draws for the step in their colour; a step that decides many tokens names 5, then "and N more"; the start
+and the end say what is given and that the text is complete; a split character is never named before all
+its tokens are known, and no byte token ever reads "<0xNN>"."""
+
+import colorsys
+import copy
+import math
+import re
+
+import pytest
+import torch
+from test_trace_view import unicode_result
+
+from app import figures, narration
+from app.narration import Piece, named, start_sentence, step_sentence
+from app.session import PAGE_METHODS, Explorer, Request
+from app.trace_view import view_of_result
+from model.masks import two_stream_masks
+from model.text import character_runs
+
+TEXT = "The cat sat on the mat and [MASK:5] at the birds in the [MASK:2] tree."
+SETTINGS = {"A3 plan": dict(order="random", group_size=2, seed=3)}  # groups of 2 in a random order
+QUOTED = re.compile(r"“([^”]*)”")
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_loaded):
+    return Explorer(tiny_loaded)
+
+
+@pytest.fixture(scope="module")
+def results(explorer):
+    """Every method of the page's list (A3 best of N included), two tokens per step where it takes k."""
+    return {method: explorer.decode(Request(text=TEXT, method=method, k=2, **SETTINGS.get(method, {})))
+            for method in PAGE_METHODS}
+
+
+def with_probabilities(result):
+    """A copy whose steps' tokens have probabilities across the range (the tiny random model gives every
+    token about 1/vocab): 0.93, 0.47, 0.31, ..., 0.004; a step's log p stays their sum."""
+    result = copy.deepcopy(result)
+    for t, record in enumerate(result.trace.steps):
+        record.token_logprobs = [math.log(0.93 / (1 + t + i * 120)) for i in range(len(record.positions))]
+        record.logprob = sum(record.token_logprobs)
+    return result
+
+
+def expected_pieces(result, step: int) -> list[tuple[str, float]]:
+    """What the step decides, worked out from the trace alone: per character of the final text that it
+    decides tokens of (in text order), the character as the text shows it, or None while some of its
+    tokens are still open; and the probability of the tokens decided now."""
+    trace, record = result.trace, result.trace.steps[step]
+    known = [g or 0 <= d <= step for g, d in zip(trace.given, trace.decided_step(), strict=True)]
+    logp = dict(zip(record.positions, record.token_logprobs, strict=True))
+    out = []
+    for start, end, text in character_runs(result.labels):
+        here = [p for p in range(start, end) if p in logp]
+        if here:
+            shown = figures.display_label(text).strip() or figures.display_label(text)
+            out.append((shown if all(known[start:end]) else None, math.exp(sum(logp[p] for p in here))))
+    return out
+
+
+def context_of(result, step: int) -> int:
+    """How many positions the step's first row may attend to in the query stream of its grouping."""
+    groups = torch.tensor(result.trace.group_ids_at(step))
+    _, query = two_stream_masks(groups)
+    return int(query[result.trace.steps[step].positions[0]].sum())
+
+
+def said_probabilities(sentence: str) -> list[str]:
+    """The probabilities a sentence gives: "(p = 0.41, 0.30)" -> ["0.41", "0.30"]; "(p < 0.001 each)"."""
+    found = re.search(r"\(p ([=<]) ([^)]*)\)", sentence)
+    assert found, sentence
+    sign, values = found.groups()
+    values = [v.strip() for v in values.removesuffix(" each").split(",") if v.strip() != "…"]
+    return ["<" + v if sign == "<" else v for v in values]
+
+
+def agrees(said: str, p: float) -> bool:
+    if said.startswith("<"):
+        return p < float(said[1:])
+    return abs(float(said) - p) <= 0.5 * 10 ** -len(said.split(".")[1]) + 1e-9
+
+
+@pytest.mark.parametrize("method", PAGE_METHODS)
+@pytest.mark.parametrize("odds", ["as decoded", "across the range"])
+def test_every_step_names_its_tokens_their_probability_and_what_it_sees(results, method, odds):
+    result = results[method] if odds == "as decoded" else with_probabilities(results[method])
+    view, trace = view_of_result(result), result.trace
+    assert len(view.steps) == result.n_steps > 0
+    for t, record in enumerate(trace.steps):
+        sentence = view.steps[t].narration
+        pieces = expected_pieces(result, t)
+        assert sentence.startswith(f"Step {t + 1}"), sentence
+        # the tokens, in text order: 5 named, the rest counted
+        names = [text for text, _ in pieces[: narration.MAX_NAMED]]
+        assert QUOTED.findall(sentence) == [n for n in names if n is not None and "\ufffd" not in n], (sentence, pieces)
+        assert sentence.count(narration.PART_OF_A_CHARACTER) == names.count(None)
+        assert sentence.count(narration.NO_CHARACTER) == sum(1 for n in names if n and "\ufffd" in n)
+        more = len(pieces) - narration.MAX_NAMED
+        assert (f"and {more} more" in sentence) == (more > 0), sentence
+        # their probabilities
+        said = said_probabilities(sentence)
+        assert len(said) == min(len(pieces), narration.MAX_NAMED) or (len(said) == 1 and "each" in sentence)
+        for value, (_, p) in zip(said * len(pieces) if "each" in sentence else said, pieces[: narration.MAX_NAMED],
+                                 strict=False):
+            assert agrees(value, p), (sentence, value, p)
+        # what the step sees: its query-mask row
+        context = context_of(result, t)
+        assert view.steps[t].context == context
+        seen = re.search(r"seeing (?:the|all|only the) (\d+|one) ", sentence)
+        assert seen and seen.group(1) == (str(context) if context != 1 else "one"), (sentence, context)
+        # the marks drawn for this step: the orange arcs into it, its orange row(s) in the masks
+        if t < result.n_steps - 1:
+            rows = "rows" if len(record.positions) > 1 else "row"
+            assert sentence.endswith(f"orange arcs in the DAG, orange {rows} in the masks."), sentence
+        else:
+            assert sentence.endswith("the text is complete."), sentence
+        assert "<0x" not in sentence and "\ufffd" not in sentence
+        assert view.steps[t].named == named([narration.PART_OF_A_CHARACTER if n is None else
+                                             narration.NO_CHARACTER if "\ufffd" in n else f"“{n}”" for n, _ in pieces])
+
+
+def test_the_start_says_what_is_given_and_how_many_steps(results):
+    for method, result in results.items():
+        trace = result.trace
+        n_given = sum(trace.given)
+        start = view_of_result(result).before.narration
+        assert start.startswith(f"Before decoding: {n_given} tokens are given"), (method, start)
+        assert f"{trace.plan.length - n_given} are open" in start and f"in {result.n_steps} steps" in start
+    assert "the base model" in view_of_result(results["AR baseline"]).before.narration
+
+
+def test_each_mode_says_what_its_steps_see(results):
+    said = {method: view_of_result(result).steps[0].narration for method, result in results.items()}
+    assert "in earlier groups" in said["A3 plan"] and "in earlier groups" in said["A3 dynamic"]
+    assert "known so far" in said["official dynamic"] and "known so far" in said["diffusion"]
+    assert "only the" in said["one-step parallel"] and "given tokens" in said["one-step parallel"]
+    assert said["AR baseline"].startswith("Step 1: the base model") and "to its left" in said["AR baseline"]
+
+
+def test_the_colour_word_is_the_colour_the_stage_highlights_with():
+    """"orange" names figures.HIGHLIGHT_COLOR, the colour of the arcs into the step and of its mask rows."""
+    r, g, b = (int(narration_hex, 16) / 255 for narration_hex in
+               (figures.HIGHLIGHT_COLOR[1:3], figures.HIGHLIGHT_COLOR[3:5], figures.HIGHLIGHT_COLOR[5:7]))
+    hue, lightness, saturation = colorsys.rgb_to_hls(r, g, b)
+    assert narration.HIGHLIGHT_WORD == "orange" and 0 <= hue * 360 <= 40 and saturation > 0.5
+
+
+def test_many_tokens_name_five_then_and_n_more():
+    """A hand-made step that decides 8 tokens at once."""
+    pieces = [Piece(word, p) for word, p in zip(["the", "old", "man", "and", "his", "dog", "ran", "far"],
+                                                 [0.41, 0.3, 0.2, 0.12, 0.05, 0.004, 0.0002, 0.9], strict=True)]
+    sentence = step_sentence(2, 10, pieces, 18, "plan", rows=8)
+    assert sentence == ("Step 3: the model decides “the”, “old”, “man”, “and”, “his” and 3 more at once "
+                        "(p = 0.41, 0.30, 0.20, 0.12, 0.05, …), seeing the 18 tokens in earlier groups: "
+                        "orange arcs in the DAG, orange rows in the masks.")
+    assert named(["a"]) == "a" and named(["a", "b"]) == "a and b" and named(list("abc")) == "a, b and c"
+    assert named(list("abcde")) == "a, b, c, d and e" and named(list("abcdef")) == "a, b, c, d, e and 1 more"
+    two = step_sentence(0, 3, pieces[:2], 1, "ar_baseline", rows=2)
+    assert two.startswith("Step 1: the base model decides “the” and “old” at once (p = 0.41, 0.30), seeing "
+                          "the one token to its left")
+    last = step_sentence(9, 10, pieces[:1], 20, "diffusion", n_open=9, n_left=0)
+    assert last == ("Step 10, the last: the model decides “the” (p = 0.41), seeing all 20 tokens known so far; "
+                    "the text is complete.")
+    assert step_sentence(0, 1, pieces[:1], 3, "plan").startswith("Step 1, the only step:")
+    assert "no other token" in step_sentence(0, 2, pieces[:1], 0, "plan")
+    assert "arcs" not in step_sentence(0, 2, pieces[:1], 0, "plan")  # a step that sees nothing has no arcs
+    assert start_sentence(1, 1, 1, "plan").startswith("Before decoding: 1 token is given (grey), 1 is open (▢)")
+
+
+def test_bytes_that_make_no_character_are_said_so():
+    """A random model can string bytes together that make no character: no "�" in the sentence."""
+    sentence = step_sentence(0, 3, [Piece("\ufffd", 0.2), Piece("had", 0.5)], 4, "plan", rows=2)
+    assert sentence.startswith(f"Step 1: the model decides {narration.NO_CHARACTER} and “had” at once")
+    assert "\ufffd" not in sentence
+
+
+def test_names_are_short_whole_and_visible():
+    words = [Piece(" had", 0.5), Piece("supercalifragilistic", 0.01)]
+    assert QUOTED.findall(step_sentence(0, 5, words, 4, "plan", rows=2)) == ["had", "supercalifragil…"]
+    # the view gives display labels: a line break reads ↵ and a space ·, so nothing is blank
+    shown = [Piece(figures.display_label(t), 0.5) for t in ("\n", " ", " 🧩")]
+    assert QUOTED.findall(step_sentence(0, 5, shown, 4, "plan", rows=3)) == ["↵", "·", "🧩"]
+
+
+def test_split_characters_are_named_whole_once_all_their_tokens_are_known(explorer):
+    """"Zoë 🧩 ate 寿司" given, then " 🧩 寿司" decoded one token per step in a random order: a step that
+    decides some tokens of 🧩 says "part of a character" until the last of them; that step names it."""
+    result = unicode_result(explorer)
+    view = view_of_result(result)
+    decided, trace = result.trace.decided_step(), result.trace
+    named_at = {}
+    for t, record in enumerate(trace.steps):
+        sentence = view.steps[t].narration
+        assert "<0x" not in sentence and "\ufffd" not in sentence, sentence
+        for start, end, text in character_runs(result.labels):
+            if end - start > 1 and any(p in record.positions for p in range(start, end)):
+                whole = all(0 <= decided[p] <= t for p in range(start, end))
+                if whole:
+                    named_at[start] = t
+                    assert f"“{text.strip()}”" in sentence, (t, sentence)
+                else:
+                    assert narration.PART_OF_A_CHARACTER in sentence and "“" not in sentence, (t, sentence)
+    assert {view.labels[p].strip() for p in named_at} == {"🧩", "寿", "司"}
+    assert view.before.narration.startswith(f"Before decoding: {sum(trace.given)} tokens are given")
