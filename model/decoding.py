@@ -17,6 +17,9 @@
 
 `collect(gen)` runs a decoder into a `DecodeTrace` (JSON-exportable). `sequence_log_likelihood` gives
 the exact log-likelihood of a complete sequence under any grouping in one forward pass.
+`decode_together` runs several plan and dynamic decodes of one text in lockstep, one model call per
+step for all of them, each giving what it gives alone (model.rerank's candidates), and
+`left_to_right_log_likelihoods` scores several texts in one pass, computing what they share once.
 
 Resuming (what model/branching.py builds on): decode_plan and decode_dynamic take `keep_cache=True`,
 which leaves the engine's content cache on the returned trace (`trace.cache`), and `prefix=DecodePrefix`,
@@ -42,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
 from model.modeling import A3Cache, A3ForAnyOrderLM
@@ -329,9 +333,10 @@ class DecodeEngine:
         return self.model.lm_head(out.query[0])[:n_rows]  # (Q, V)
 
 
-def _commit(engine: DecodeEngine, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
+def _commit(tokens: torch.Tensor, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
             sampler: Sampler, generator, force: torch.Tensor | None) -> tuple[list[int], list[float]]:
-    """Commit tokens at `positions`: forced ones (force >= 0) as given, the others chosen by the sampler."""
+    """Commit tokens at `positions` of `tokens` (a decode's current sequence, written in place): forced ones
+    (force >= 0) as given, the others chosen by the sampler."""
     forced = force[positions] if force is not None else None
     if forced is not None and bool((forced >= 0).all()):
         chosen = forced  # all forced: the generator is not touched
@@ -339,7 +344,7 @@ def _commit(engine: DecodeEngine, positions: list[int], logits_rows: torch.Tenso
         chosen = choose_tokens(logits_rows, sampler, generator)
         if forced is not None:
             chosen = torch.where(forced >= 0, forced, chosen)
-    engine.tokens[positions] = chosen
+    tokens[positions] = chosen
     return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())]
 
 
@@ -434,63 +439,10 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
         rows = members + (others.nonzero(as_tuple=True)[0].tolist() if preview_open else [])
         logits = engine.query_logits(groups, context, rows, [target] * len(rows))
         stats = _stats(logits, rows, top_k_candidates)
-        tokens, logps = _commit(engine, members, logits[: len(members)], stats, sampler, generator, force)
+        tokens, logps = _commit(engine.tokens, members, logits[: len(members)], stats, sampler, generator, force)
         still_open[members] = False
         yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start))
     return _finish(trace, engine, keep_cache)
-
-
-@torch.no_grad()
-def decode_plans_together(model: A3ForAnyOrderLM, plans: list[Plan], configs: list[DecodeConfig]) -> list[DecodeTrace]:
-    """Several plan decodes of one text in lockstep, one batched model call per step (Algorithm 1 with the
-    content cache, one row of the batch per plan): what `decode(model, plan, config)` gives for each pair,
-    for the cost of about one. The plans share their tokens, their given positions and the given tokens'
-    groups, and open one position per group (orders of single tokens: left to right, outside-in, random,
-    ...). Each config's sampler and seed draw its own row's tokens; each trace counts the calls of the
-    batch (every call served every row)."""
-    if not plans or len(plans) != len(configs):
-        raise PlanError("decode_plans_together needs one config per plan, and at least one plan.")
-    first = plans[0]
-    for plan in plans:
-        _check_plan(model, plan, own_groups=True)
-        same = plan.length == first.length and bool((plan.token_ids == first.token_ids).all()) \
-            and bool((plan.given == first.given).all()) \
-            and bool((plan.group_ids[plan.given] == first.group_ids[first.given]).all())
-        if not same or len(plan.open_groups) != len(plan.open_positions):
-            raise PlanError("plans decoded together must share tokens, given positions and given groups, and "
-                            "open one position per group.")
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    n, length = len(plans), first.length
-    cache = A3Cache(model.config, n, length, device=device, dtype=dtype)
-    orders = [[int((plan.group_ids == g).nonzero()[0, 0]) for g in plan.open_groups] for plan in plans]
-    tokens = first.token_ids.clone().repeat(n, 1)  # (B, L)
-    generators = [_as_generator(None, c.seed) for c in configs]
-    traces = [DecodeTrace("plan", plan, settings={"cache": True}, config=c) for plan, c in zip(plans, configs,
-                                                                                                strict=True)]
-    context = [first.given.nonzero(as_tuple=True)[0].tolist()] * n  # step 0: the given tokens' content rows
-    start = time.perf_counter()
-    for step in range(len(orders[0])):
-        here = [order[step] for order in orders]
-        content = torch.tensor(context, dtype=torch.long)  # (B, C)
-        out = model.model(content_ids=tokens.gather(1, content).to(device), content_positions=content.to(device),
-                          content_groups=torch.stack([plan.group_ids[c] for plan, c in zip(plans, content,
-                                                                                          strict=True)]).to(device),
-                          query_positions=torch.tensor(here, device=device)[:, None],
-                          query_groups=torch.stack([plan.group_ids[p] for plan, p in zip(plans, here,
-                                                                                       strict=True)])[:, None]
-                          .to(device), cache=cache)
-        logits = model.lm_head(out.query[:, 0])  # (B, V)
-        for b, (plan, config, trace) in enumerate(zip(plans, configs, traces, strict=True)):
-            stats = _stats(logits[b : b + 1], [here[b]], config.top_k_candidates)
-            token = int(choose_tokens(logits[b : b + 1], config.sampler, generators[b])[0])
-            tokens[b, here[b]] = token
-            group = int(plan.group_ids[here[b]])
-            trace.steps.append(_make_step(step, group, [here[b]], [token], [float(stats.logprobs[0, token])], stats,
-                                          step + 1, start))
-        context = [[p] for p in here]
-    for b, trace in enumerate(traces):
-        trace.final_ids = tokens[b].tolist()
-    return traces
 
 
 def _check_prefix_step(step: DecodeStep, group: int, members: list[int]) -> None:
@@ -588,7 +540,7 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
         if step == done and force is not None:  # the prefix dictates this step's commits
             chosen = sorted(prefix.commit)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
                                 force if step == done else None)
         groups[chosen] = target
         open_now = [p for p in open_now if p not in set(chosen)]
@@ -682,7 +634,7 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
         order[chosen] = step + 1
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, step + 1, chosen, tokens, logps, stats, engine.calls, start,
@@ -720,7 +672,7 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, "confidence", k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
                                         scores=scores))
@@ -762,6 +714,183 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
         yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start))
     trace.final_ids = tokens.tolist()
     return trace
+
+
+# --------------------------------------------------------------------------------------------------
+# several decodes of one text in lockstep (model.rerank's candidates)
+
+TOGETHER_METHODS = ("plan", "dynamic")  # the decoders `decode_together` runs in lockstep
+
+# On the CPU, float32 matrix products of 4 to 15 rows take a slow path (MKL): the LM head took 48 ms on 14
+# rows and 22 ms on 16 with one thread, 72 ms and 25 ms with two (2-core machine, torch 2.13). A lockstep
+# call with that many query rows is padded to `_FAST_ROWS` with query rows that see nothing (outputs dropped).
+_FAST_ROWS = 16
+
+
+def _padding(n_rows: int, device: torch.device) -> int:
+    return _FAST_ROWS - n_rows if device.type == "cpu" and 4 <= n_rows < _FAST_ROWS else 0
+
+
+@torch.no_grad()
+def forward_rows(model: A3ForAnyOrderLM, content_ids: torch.Tensor, content_positions: torch.Tensor,
+                 query_positions: torch.Tensor, visible: torch.Tensor, cache: A3Cache | None = None,
+                 content_groups: torch.Tensor | None = None) -> torch.Tensor:
+    """`A3Model.forward` on one row of rows whose attention mask is given rather than derived from groups.
+
+    content_ids / content_positions (C,) and query_positions (Q,) on the model's device; visible
+    (C + Q, P + C) bool: which keys (P in `cache`, then this call's C content rows) each row (the
+    content rows first, then the query rows) attends to. Returns the final-normed query rows (Q, H).
+    The same embeddings, RoPE and layers as `A3Model.forward`, which builds the mask from group ids
+    (content rows see g_key <= g_row, query rows g_key < g_row); a mask of one's own lets several
+    decodes, or several texts, share one call, each row seeing only its own keys and the shared ones.
+    With a cache, this call's content keys and values are appended to it (with `content_groups` (C,)).
+    """
+    inner = model.model
+    n_content, n_query = content_ids.numel(), query_positions.numel()
+    content = inner.embed_tokens(content_ids.view(1, n_content))
+    query = inner.query_embed.to(content.dtype).expand(1, n_query, -1)
+    rows = torch.cat([content, query], 1)  # (1, C + Q, H)
+    rope = inner.rotary_emb(rows, torch.cat([content_positions, query_positions]).view(1, -1))
+    mask = visible.view(1, n_content + n_query, -1)
+    for i, layer in enumerate(inner.layers):
+        rows = layer(rows, n_content, rope, mask, cache, i)
+    if cache is not None:
+        cache.advance(content_groups.view(1, n_content), content_positions.view(1, n_content))
+    return inner.norm(rows[0, n_content:])
+
+
+@dataclass
+class _Lane:
+    """One decode of a lockstep run, and what its own decoder (decode_plan / decode_dynamic) keeps
+    between steps."""
+
+    config: DecodeConfig
+    trace: DecodeTrace
+    groups: torch.Tensor  # the grouping decoded (dynamic: the realised plan's, filled in step by step)
+    tokens: torch.Tensor  # the sequence so far
+    generator: torch.Generator
+    open_now: list[int]  # still open, in position order
+    plan_steps: list[tuple[int, list[int]]] | None  # plan decoding: (group, members) of each open group
+    first: int = 0  # dynamic decoding: the group its first step commits
+    pending: list[int] = field(default_factory=list)  # committed by the last step: content rows not computed
+
+    def rows(self, step: int) -> tuple[int, list[int]]:
+        """This step's group and the positions whose query rows it reads (its own decoder's rows)."""
+        if self.plan_steps is None:
+            return self.first + step, self.open_now
+        target, members = self.plan_steps[step]
+        others = [p for p in self.open_now if p not in members] if self.config.preview_open else []
+        return target, members + others
+
+
+def _lane(model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig) -> _Lane:
+    generator = _as_generator(None, config.seed)  # what decode() seeds
+    if config.method == "plan":
+        _check_plan(model, plan, own_groups=True)
+        steps = [(g, ((plan.group_ids == g) & plan.open).nonzero(as_tuple=True)[0].tolist())
+                 for g in plan.open_groups]
+        trace = DecodeTrace("plan", plan, settings={"cache": True}, config=config)
+        return _Lane(config, trace, plan.group_ids, plan.token_ids.clone(), generator, plan.open_positions, steps)
+    _check_plan(model, plan)
+    _check_dynamic(config.strategy, config.k)
+    groups = plan.group_ids.clone()  # as decode_dynamic lays out its realised plan
+    first = int(groups[plan.given].max()) + 1
+    groups[plan.open] = first + len(plan.open_positions)
+    realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({config.strategy}, k={config.k})")
+    trace = DecodeTrace("dynamic", realised, settings={"cache": True}, config=config)
+    return _Lane(config, trace, groups, plan.token_ids.clone(), generator, plan.open_positions, None, first)
+
+
+def _lane_step(lane: _Lane, step: int, logits: torch.Tensor, start: float) -> None:
+    """What the lane's own decoder does with its step's query logits: choose, commit, record."""
+    config, generator = lane.config, lane.generator
+    target, rows = lane.rows(step)
+    stats = _stats(logits, rows, config.top_k_candidates)
+    if lane.plan_steps is not None:  # decode_plan: the group's members, first among the rows
+        chosen, scores = lane.plan_steps[step][1], None
+        tokens, logps = _commit(lane.tokens, chosen, logits[: len(chosen)], stats, config.sampler, generator, None)
+    else:  # decode_dynamic: the best k open positions become this step's group
+        chosen, scores = _choose_positions(logits, rows, config.strategy, config.k, config.sampler, generator)
+        picked = [rows.index(p) for p in chosen]
+        tokens, logps = _commit(lane.tokens, chosen, logits[picked], _rows(stats, picked), config.sampler,
+                                generator, None)
+        lane.groups[chosen] = target
+    lane.open_now = [p for p in lane.open_now if p not in set(chosen)]
+    lane.pending = chosen
+    lane.trace.steps.append(_make_step(step, target, chosen, tokens, logps, stats, step + 1, start, scores=scores))
+
+
+@torch.no_grad()
+def decode_together(model: A3ForAnyOrderLM, plans: list[Plan], configs: list[DecodeConfig]) -> list[DecodeTrace]:
+    """Several decodes of one text in lockstep, one model call per step for all of them: for each pair,
+    what `decode(model, plan, config)` gives alone (the same steps, tokens and statistics, up to float
+    rounding), for about the calls of one.
+
+    Plan decoding (Algorithm 1, any groups) and dynamic decoding (Algorithm 2, any strategy and k) both
+    commit one group per step against a content cache, so each is one lane of the run: per step its own
+    query rows (the group's; dynamic: every open position) and the content rows of what it committed
+    the step before. All lanes share one call and one flat cache (`forward_rows`), each row seeing the
+    keys of its own lane and the given tokens' content rows, which are computed once, in the first call,
+    for every lane. So the plans must share the text, the given positions and their groups, with every
+    given group before every open one (as `make_plan` lays them out). A lane with fewer groups finishes
+    early; the run takes as many calls as its longest lane, and each trace counts the calls it was in.
+    Each config's sampler and seed draw its own lane's tokens (and, for random dynamic, positions).
+    """
+    if not plans or len(plans) != len(configs):
+        raise PlanError("decode_together needs one config per plan, and at least one plan.")
+    for config in configs:
+        if config.method not in TOGETHER_METHODS:
+            raise PlanError(f"decode_together runs plan and dynamic decoding; decode {config.method!r} alone.")
+    lanes = [_lane(model, plan, config) for plan, config in zip(plans, configs, strict=True)]
+    text = plans[0]
+    given_groups = text.group_ids[text.given]
+    for plan, lane in zip(plans, lanes, strict=True):
+        same = plan.length == text.length and bool((plan.token_ids == text.token_ids).all()) \
+            and bool((plan.given == text.given).all()) and bool((plan.group_ids[plan.given] == given_groups).all())
+        if not same:
+            raise PlanError("plans decoded together must share tokens, given positions and given groups.")
+        if int(given_groups.max()) >= int(lane.groups[plan.open].min()):
+            raise PlanError("plans decoded together must put every given group before every open one "
+                            "(as make_plan does); decode this plan alone.")
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    given = text.given.nonzero(as_tuple=True)[0]
+    cache = A3Cache(model.config, 1, given.numel() + sum(len(lane.open_now) for lane in lanes), device=device,
+                    dtype=dtype)
+    key_lane = key_group = torch.zeros(0, dtype=torch.long)  # per cached key: its lane (-1: shared) and group
+    # the first call's content rows: the given tokens, once for every lane
+    c_pos, c_ids, c_group, c_lane = given, text.token_ids[given], given_groups, torch.full_like(given, -1)
+    start, step = time.perf_counter(), 0
+    while active := [(b, lane) for b, lane in enumerate(lanes) if lane.open_now]:
+        queries = [lane.rows(step) for _, lane in active]
+        q_pos = torch.tensor([p for _, rows in queries for p in rows], dtype=torch.long)
+        q_group = torch.tensor([g for g, rows in queries for _ in rows], dtype=torch.long)
+        q_lane = torch.tensor([b for (b, _), (_, rows) in zip(active, queries, strict=True) for _ in rows],
+                              dtype=torch.long)
+        key_lane, key_group = torch.cat([key_lane, c_lane]), torch.cat([key_group, c_group])
+        row_lane, row_group = torch.cat([c_lane, q_lane]), torch.cat([c_group, q_group])
+        is_query = torch.arange(row_lane.numel()) >= c_lane.numel()
+        own = (key_lane[None] == -1) | (key_lane[None] == row_lane[:, None])
+        seen = torch.where(is_query[:, None], key_group[None] < row_group[:, None],
+                           key_group[None] <= row_group[:, None])
+        pad = _padding(q_pos.numel(), device)
+        visible = torch.cat([own & seen, torch.zeros(pad, key_lane.numel(), dtype=torch.bool)])
+        hidden = forward_rows(model, c_ids.to(device), c_pos.to(device), F.pad(q_pos, (0, pad)).to(device),
+                              visible.to(device), cache, c_group.to(device))
+        logits = model.lm_head(hidden)[: q_pos.numel()]  # (Q, V)
+        offset = 0
+        for (_, lane), (_, rows) in zip(active, queries, strict=True):
+            _lane_step(lane, step, logits[offset : offset + len(rows)], start)
+            offset += len(rows)
+        step += 1
+        # the next call's content rows: what each lane still decoding committed now
+        going = [(b, lane) for b, lane in active if lane.open_now]
+        c_pos = torch.tensor([p for _, lane in going for p in lane.pending], dtype=torch.long)
+        c_ids = torch.cat([lane.tokens[lane.pending] for _, lane in going]) if going else c_pos
+        c_group = torch.cat([lane.groups[lane.pending] for _, lane in going]) if going else c_pos
+        c_lane = torch.tensor([b for b, lane in going for _ in lane.pending], dtype=torch.long)
+    for lane in lanes:
+        lane.trace.final_ids = lane.tokens.tolist()
+    return [lane.trace for lane in lanes]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -849,6 +978,59 @@ def batch_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=No
     per_position = torch.where(keep, logp, torch.full_like(logp, float("nan")))
     return torch.where(keep, logp, torch.zeros_like(logp)).sum(-1), per_position
 
+
+
+@torch.no_grad()
+def left_to_right_log_likelihoods(model: A3ForAnyOrderLM, token_ids, *, head_rows: int = 256) -> tuple[torch.Tensor,
+                                                                                                     torch.Tensor]:
+    """`batch_log_likelihood(model, token_ids, arange(L))` of N texts of one length (N, L) in one forward
+    pass that computes what the texts share once.
+
+    Under left-to-right grouping the content row of position i and the query row of position i + 1 both
+    see exactly the tokens 0..i: they depend on that prefix alone. So each distinct prefix is one node of
+    a prefix tree with those two rows, attending to the content rows of its ancestors and itself
+    (`forward_rows`), and texts that share a prefix (the text before a blank; the first tokens of two
+    fills; a text listed twice) share its rows. The LM head runs `head_rows` query rows at a time.
+    Returns the totals (N,) and the per-position log-probabilities (N, L), NaN at position 0 (the lowest
+    group: its query row sees nothing, so it is never scored).
+    """
+    ids = torch.as_tensor(token_ids, dtype=torch.long).cpu()
+    if ids.dim() != 2:
+        raise ValueError(f"token_ids must be (N, L); got shape {tuple(ids.shape)}.")
+    n, length = ids.shape
+    per_position = torch.full((n, length), float("nan"))
+    if n == 0 or length < 2:
+        return torch.zeros(n), per_position
+    nodes: dict[tuple[int, int], int] = {}  # (parent node, token) -> node; a node is one prefix 0..i
+    positions: list[int] = []
+    path = []  # per text: its node at each position 0..L-2
+    for row in ids[:, :-1].tolist():
+        parent, here = -1, []
+        for i, token in enumerate(row):
+            parent = nodes.setdefault((parent, token), len(positions))
+            if parent == len(positions):
+                positions.append(i)
+            here.append(parent)
+        path.append(here)
+    path = torch.tensor(path, dtype=torch.long)  # (N, L-1)
+    m = len(positions)
+    ancestors = torch.zeros(m, m, dtype=torch.bool)  # [a, b]: node b is node a or one of its ancestors
+    earlier = torch.ones(length - 1, length - 1, dtype=torch.bool).tril()
+    for here in path:
+        ancestors[here[:, None].expand_as(earlier)[earlier], here[None, :].expand_as(earlier)[earlier]] = True
+    tokens = torch.tensor([token for (_, token) in nodes], dtype=torch.long)  # in node order (dicts keep it)
+    device = next(model.parameters()).device
+    where = torch.tensor(positions, dtype=torch.long)
+    hidden = forward_rows(model, tokens.to(device), where.to(device), (where + 1).to(device),
+                          torch.cat([ancestors, ancestors]).to(device))  # content rows, then query rows
+    rows, targets = path.reshape(-1).to(device), ids[:, 1:].reshape(-1).to(device)  # text b, position i + 1
+    logp = torch.empty(rows.numel(), device=device)
+    for s in range(0, m, head_rows):
+        part = model.lm_head(hidden[s : s + head_rows]).float().log_softmax(-1)
+        here = (rows >= s) & (rows < s + head_rows)
+        logp[here] = part[rows[here] - s, targets[here]]
+    per_position[:, 1:] = logp.view(n, length - 1).cpu()
+    return per_position[:, 1:].sum(-1), per_position
 
 # --------------------------------------------------------------------------------------------------
 # one entry point: a DecodeConfig (used by the app, branching, the evaluation and the benchmarks)

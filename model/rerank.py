@@ -4,10 +4,11 @@ What A3 offers and a left-to-right model does not: the exact likelihood of a who
 in one forward pass. So a blank can be filled by several decoders (left to right, outside-in, dynamic,
 right to left, a few sampled runs with fixed seeds) and the complete texts compared by the model's own
 log p of the whole text (left-to-right grouping: each token given everything before it, the fill and
-the text after it included, so a fill that does not lead into what follows pays for it). The plan
-candidates of single tokens are decoded together, one batched call per step for all of them
-(`decode_plans_together`); one batched forward pass scores every candidate; the base AR model is
-never asked.
+the text after it included, so a fill that does not lead into what follows pays for it). The plan and
+dynamic candidates are decoded together, one model call per step for all of them, each exactly as it
+would be alone (`decode_together`: the given tokens' content computed once for all); one forward pass
+scores every candidate, computing the rows the texts share (the text before the blank) once
+(`left_to_right_log_likelihoods`); the base AR model is never asked.
 
     result = best_of_n(model, token_ids, given)          # a BestOfN: every candidate with its score
     result.best.trace                                    # the chosen decode (a DecodeTrace)
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from model.config import DecodeConfig, Sampler
-from model.decoding import DecodeTrace, batch_log_likelihood, collect, decode, decode_plans_together
+from model.decoding import (
+    TOGETHER_METHODS,
+    DecodeTrace,
+    collect,
+    decode,
+    decode_together,
+    left_to_right_log_likelihoods,
+)
 from model.modeling import A3ForAnyOrderLM
 from model.plans import make_plan
 
@@ -46,7 +54,7 @@ class Candidate:
     trace: DecodeTrace
     logp: float  # exact log p of the whole text under the A3 model, left-to-right grouping
     calls: int  # model calls its decode took
-    together: bool = False  # decoded in lockstep with the other plan candidates (their calls are shared)
+    together: bool = False  # decoded in lockstep with the other candidates (their calls are shared)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config.to_dict(), "logp": round(self.logp, 4),
@@ -66,23 +74,31 @@ class BestOfN:
 
     @property
     def model_calls(self) -> int:
-        """Every forward pass: the lockstep decode of the plan candidates (shared), each other candidate's
-        decode, and the scoring."""
+        """Every forward pass: the lockstep decode (shared: as many calls as its longest candidate), each
+        other candidate's decode, and the scoring."""
         shared = max((c.calls for c in self.candidates if c.together), default=0)
         return shared + sum(c.calls for c in self.candidates if not c.together) + self.scoring_calls
 
 
 def _together(config: DecodeConfig) -> bool:
-    """Whether a candidate is decoded in lockstep with the others: plan decoding, one token per group."""
-    return config.method == "plan" and config.group_size == 1
+    """Whether a candidate is decoded in lockstep with the others (`decode_together`): plan and dynamic
+    decoding; any other method is decoded alone."""
+    return config.method in TOGETHER_METHODS
+
+
+def _steps(n_open: int, config: DecodeConfig) -> int:
+    """Model calls of one decode of `n_open` tokens: one per group (k per step for the dynamic decoders;
+    for plans, groups of `group_size`: exact for every order but blocks and span_left_to_right, whose
+    groups may come out smaller at span edges)."""
+    return -(-n_open // (config.k if config.spec.k else config.group_size))
 
 
 def planned_calls(n_open: int, candidates=CANDIDATES, batch_size: int = 8) -> int:
     """The model calls a best-of-N decode of `n_open` blank tokens takes, known before it runs (what the
-    page says it will cost): n_open for the plan candidates together, one per step of each other one,
-    and one scoring pass per `batch_size` candidates."""
-    alone = sum(-(-n_open // (c.k if c.spec.k else c.group_size)) for _, c in candidates if not _together(c))
-    shared = n_open if any(_together(c) for _, c in candidates) else 0
+    page says it will cost): the lockstep decode's (as many as its longest candidate), one per step of
+    each candidate decoded alone, and one scoring pass per `batch_size` candidates."""
+    shared = max((_steps(n_open, c) for _, c in candidates if _together(c)), default=0)
+    alone = sum(_steps(n_open, c) for _, c in candidates if not _together(c))
     return shared + alone + -(-len(candidates) // batch_size)
 
 
@@ -105,18 +121,17 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
         plans.append(make_plan(ids, given=given, order=order, group_size=config.group_size,
                                given_grouping=given_grouping))
     together = [i for i, (_, config) in enumerate(candidates) if _together(config)]
-    traces = dict(zip(together, decode_plans_together(model, [plans[i] for i in together],
-                                                       [candidates[i][1] for i in together]), strict=True)) \
+    traces = dict(zip(together, decode_together(model, [plans[i] for i in together],
+                                                [candidates[i][1] for i in together]), strict=True)) \
         if together else {}
     for i, (_, config) in enumerate(candidates):
         if i not in traces:
             traces[i] = collect(decode(model, plans[i], config))
     decoded = [(name, config, traces[i]) for i, (name, config) in enumerate(candidates)]
     texts = torch.tensor([trace.final_ids for _, _, trace in decoded])
-    left_to_right = torch.arange(ids.numel())
     scores, calls = [], 0
     for start in range(0, len(decoded), batch_size):
-        totals, _ = batch_log_likelihood(model, texts[start : start + batch_size], left_to_right)
+        totals, _ = left_to_right_log_likelihoods(model, texts[start : start + batch_size])
         scores += totals.tolist()
         calls += 1
     out = [Candidate(name, config, trace, score, trace.model_calls, _together(config))

@@ -10,6 +10,7 @@ from model.decoding import (
     DecodeEngine,
     DecodeTrace,
     Sampler,
+    batch_log_likelihood,
     collect,
     decode,
     decode_ar_baseline,
@@ -18,12 +19,15 @@ from model.decoding import (
     decode_official_dynamic,
     decode_one_step_parallel,
     decode_plan,
-    decode_plans_together,
+    decode_together,
+    forward_rows,
+    left_to_right_log_likelihoods,
     run_decoder,
     sequence_log_likelihood,
 )
 from model.loading import tiny_model
 from model.masks import two_stream_masks
+from model.modeling import A3Cache
 from model.plans import ORDERS, Plan, PlanError, custom_plan, make_plan
 
 L = 24
@@ -423,33 +427,135 @@ def test_preview_on_demand_leaves_other_decoders_alone(tiny):
     assert [dict(s.candidates) for s in trace.steps] == before
 
 
-@pytest.mark.parametrize("sampled", [False, True])
-def test_plans_decoded_together_equal_each_plan_decoded_alone(tiny, sampled):
-    """Lockstep batched plan decoding (one model call per step for every plan) gives each plan's own decode:
-    the same tokens, log-probabilities within 1e-4, the same candidates."""
+class LayerSpy:
+    """Counts passes through the model (its first layer runs once per forward, whatever the batch) and the
+    rows of each."""
+
+    def __init__(self, model, monkeypatch):
+        self.rows = []
+        layer = model.model.layers[0]
+        inner = layer.forward
+
+        def forward(rows, *args, **kwargs):
+            self.rows.append(rows.shape[0] * rows.shape[1])
+            return inner(rows, *args, **kwargs)
+
+        monkeypatch.setattr(layer, "forward", forward)
+
+    @property
+    def calls(self) -> int:
+        return len(self.rows)
+
+
+LANES = [("plan", "left_to_right", 1), ("plan", "outside_in", 1), ("plan", "right_to_left", 1), ("plan", "random", 1),
+         ("plan", "outside_in", 2), ("preview", "right_to_left", 1), ("dynamic", "confidence", 1),
+         ("dynamic", "entropy", 2), ("dynamic", "random", 3)]
+
+
+def lanes(base, sampler, grouping="causal"):
+    plans, configs = [], []
+    for seed, (kind, how, size) in enumerate(LANES):
+        if kind == "dynamic":
+            plans.append(make_plan(base.token_ids, given=base.given, given_grouping=grouping))
+            configs.append(DecodeConfig("dynamic", strategy=how, k=size, sampler=sampler, seed=seed))
+        else:
+            plans.append(make_plan(base.token_ids, given=base.given, order=how, group_size=size,
+                                   given_grouping=grouping, generator=torch.Generator().manual_seed(3)))
+            configs.append(DecodeConfig("plan", order=how, group_size=size, sampler=sampler, seed=seed,
+                                        preview_open=kind == "preview"))
+    return plans, configs
+
+
+@pytest.mark.parametrize("sampled, grouping", [(False, "causal"), (True, "causal"), (False, "joint")])
+def test_decodes_together_equal_each_decoded_alone(tiny, sampled, grouping, monkeypatch):
+    """Lockstep decoding (one model call per step for every lane: plans of any groups, dynamic decoding of any
+    strategy and k; the given tokens read causally or as one group) gives each lane its own decode: the same
+    steps, groups, tokens and candidates, the same realised plan, log-probabilities within 1e-4; the run takes
+    as many calls as its longest lane."""
     base = infill_plan()
-    orders = ["left_to_right", "outside_in", "right_to_left", "random"]
-    plans = [make_plan(base.token_ids, given=base.given, order=o, generator=torch.Generator().manual_seed(3))
-             for o in orders]
-    sampler = Sampler(temperature=1.0, top_k=20) if sampled else Sampler()
-    configs = [DecodeConfig("plan", order=o, sampler=sampler, seed=s, preview_open=False)
-               for s, o in enumerate(orders)]
-    together = decode_plans_together(tiny, plans, configs)
+    plans, configs = lanes(base, Sampler(temperature=1.0, top_k=20) if sampled else Sampler(), grouping)
+    spy = LayerSpy(tiny, monkeypatch)
+    together = decode_together(tiny, plans, configs)
+    assert spy.calls == max(len(t.steps) for t in together) == len(base.open_positions)
     for plan, config, trace in zip(plans, configs, together, strict=True):
         alone = collect(decode(tiny, plan, config))
-        assert trace.final_ids == alone.final_ids and trace.config == config
-        assert [s.positions for s in trace.steps] == [s.positions for s in alone.steps]
+        assert trace.final_ids == alone.final_ids and trace.config == config and trace.mode == alone.mode
+        assert trace.plan.group_ids.tolist() == alone.plan.group_ids.tolist() and trace.plan.name == alone.plan.name
+        assert trace.settings == alone.settings and trace.model_calls == alone.model_calls == len(alone.steps)
         for a, b in zip(trace.steps, alone.steps, strict=True):
-            assert a.tokens == b.tokens and abs(a.logprob - b.logprob) < 1e-4
-            assert [t for t, _ in a.candidates[a.positions[0]]] == [t for t, _ in b.candidates[b.positions[0]]]
-    assert together[0].model_calls == len(base.open_positions)  # one call per step for all four
+            assert (a.step, a.group, a.positions, a.tokens, a.model_calls) == (b.step, b.group, b.positions, b.tokens,
+                                                                               b.model_calls)
+            assert abs(a.logprob - b.logprob) < 1e-4
+            assert a.candidates.keys() == b.candidates.keys()
+            assert all([t for t, _ in a.candidates[p]] == [t for t, _ in b.candidates[p]] for p in a.candidates)
+            assert max(abs(a.confidence[p] - b.confidence[p]) for p in a.confidence) < 1e-4
+            assert (a.selection_scores is None) == (b.selection_scores is None)
+            if a.selection_scores is not None and config.strategy != "random":
+                assert max(abs(a.selection_scores[p] - b.selection_scores[p]) for p in a.selection_scores) < 1e-4
+            elif a.selection_scores is not None:
+                assert a.selection_scores == b.selection_scores  # the same draws from the same seed
 
 
-def test_plans_decoded_together_must_share_the_text_and_open_one_position_per_group(tiny):
+def test_decoding_together_needs_one_text_with_the_given_groups_first(tiny):
     base = infill_plan()
     pairs = make_plan(base.token_ids, given=base.given, group_size=2)
-    with pytest.raises(PlanError, match="open one position per group"):
-        decode_plans_together(tiny, [base, pairs], [DecodeConfig("plan")] * 2)
+    assert len(decode_together(tiny, [base, pairs], [DecodeConfig("plan")] * 2)[1].steps) == 5  # groups of 2: fine
     other = make_plan(base.token_ids.roll(1), given=base.given)
     with pytest.raises(PlanError, match="must share tokens"):
-        decode_plans_together(tiny, [base, other], [DecodeConfig("plan")] * 2)
+        decode_together(tiny, [base, other], [DecodeConfig("plan")] * 2)
+    late = base.group_ids.clone()
+    late[-1] = int(late.max()) + 1  # a given token after every open group: its content is not the first call's
+    with pytest.raises(PlanError, match="every given group before every open one"):
+        decode_together(tiny, [custom_plan(base.token_ids, given=base.given, group_ids=late)], [DecodeConfig("plan")])
+    with pytest.raises(PlanError, match="decode 'diffusion' alone"):
+        decode_together(tiny, [base], [DecodeConfig("diffusion")])
+
+
+def _flat_visibility(key_lane, key_group, row_lane, row_group, is_query):
+    own = (key_lane[None] == -1) | (key_lane[None] == row_lane[:, None])
+    sees = torch.where(is_query[:, None], key_group[None] < row_group[:, None], key_group[None] <= row_group[:, None])
+    return own & sees
+
+
+def test_given_rows_computed_once_give_every_lane_the_logits_of_its_own_forward(tiny):
+    """The lockstep's flat cache: the given tokens' content rows once for both lanes (lane -1), then each lane's
+    own content rows; every query row gets the logits of an uncached forward of its own lane's grouping."""
+    plans = [infill_plan("left_to_right"), infill_plan("right_to_left")]
+    tokens, given = plans[0].token_ids, plans[0].given  # random tokens at the open positions: a filled text
+    open_at = plans[0].open_positions
+    expected = torch.cat([tiny(tokens[None], group_ids=plan.group_ids[None]).logits[0, open_at] for plan in plans])
+    q_lane = torch.tensor([0] * len(open_at) + [1] * len(open_at))
+    q_group = torch.cat([plan.group_ids[open_at] for plan in plans])
+    first = torch.cat([plan.group_ids[open_at] == plan.open_groups[0] for plan in plans])
+    given_at = given.nonzero(as_tuple=True)[0]
+    cache = A3Cache(tiny.config, 1, L + len(open_at))
+    key_lane = key_group = torch.zeros(0, dtype=torch.long)
+    for call, (positions, lane, groups) in enumerate([
+            (given_at, torch.full_like(given_at, -1), plans[0].group_ids[given_at]),  # shared, computed once
+            (torch.tensor(open_at * 2), q_lane, q_group)]):  # each lane's own content rows
+        key_lane, key_group = torch.cat([key_lane, lane]), torch.cat([key_group, groups])
+        visible = _flat_visibility(key_lane, key_group, torch.cat([lane, q_lane]), torch.cat([groups, q_group]),
+                                   torch.arange(len(lane) + len(q_lane)) >= len(lane))
+        logits = tiny.lm_head(forward_rows(tiny, tokens[positions], positions, torch.tensor(open_at * 2), visible,
+                                           cache, groups))
+        rows = first if call == 0 else slice(None)  # after the first call only the first groups see all they need
+        assert (logits[rows] - expected[rows]).abs().max() < 1e-4
+    assert cache.length == len(given_at) + 2 * len(open_at)
+
+
+def test_left_to_right_likelihoods_share_prefixes_and_equal_the_batched_forward(tiny, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    base = torch.randint(0, VOCAB, (L,), generator=g)
+    texts = base.repeat(5, 1)
+    texts[1, 9:] = torch.randint(0, VOCAB, (L - 9,), generator=g)  # shares positions 0..8
+    texts[2, 12:] = torch.randint(0, VOCAB, (L - 12,), generator=g)  # shares 0..11
+    texts[3, 0] = (base[0] + 1) % VOCAB  # shares nothing
+    texts[4] = texts[1]  # a text listed twice
+    expected, expected_per = batch_log_likelihood(tiny, texts, torch.arange(L))
+    spy = LayerSpy(tiny, monkeypatch)
+    totals, per = left_to_right_log_likelihoods(tiny, texts, head_rows=7)
+    assert spy.calls == 1
+    distinct = len({tuple(t[: i + 1].tolist()) for t in texts for i in range(L - 1)})
+    assert spy.rows == [2 * distinct] and distinct == (L - 1) + (L - 10) + (L - 13) + (L - 1)
+    assert (totals - expected).abs().max() < 1e-3 and totals[4] == totals[1]
+    assert per[:, 0].isnan().all() and (per[:, 1:] - expected_per[:, 1:]).abs().max() < 1e-4

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import two_span_plan
+from test_decoding import LayerSpy
 
 from model.config import DecodeConfig, Sampler
 from model.decoding import collect, decode, sequence_log_likelihood
@@ -28,6 +29,8 @@ def result(tiny, blank):
 
 
 def test_every_candidate_is_the_decode_its_config_asks_for(tiny, blank, result):
+    """Each candidate, decoded in lockstep with the others (dynamic included), is its own decode: the same steps,
+    tokens and realised plan as decoding it alone, log-probabilities within 1e-4."""
     ids, given = blank
     assert [c.name for c in result.candidates] == [name for name, _ in CANDIDATES]
     for cand in result.candidates:
@@ -35,6 +38,9 @@ def test_every_candidate_is_the_decode_its_config_asks_for(tiny, blank, result):
         plan = make_plan(ids, given=given, order=order, group_size=cand.config.group_size)
         alone = collect(decode(tiny, plan, cand.config))
         assert cand.trace.final_ids == alone.final_ids and cand.trace.config == cand.config
+        assert cand.trace.plan.group_ids.tolist() == alone.plan.group_ids.tolist()
+        assert [(s.positions, s.tokens) for s in cand.trace.steps] == [(s.positions, s.tokens) for s in alone.steps]
+        assert max(abs(a.logprob - b.logprob) for a, b in zip(cand.trace.steps, alone.steps, strict=True)) < 1e-4
         assert [t for t, g in zip(cand.trace.final_ids, given.tolist(), strict=True) if g] == ids[given].tolist()
 
 
@@ -49,14 +55,47 @@ def test_the_choice_is_the_argmax_of_the_scores_shown(result):
     assert result.best_index == scores.index(max(scores)) and result.best is result.candidates[result.best_index]
 
 
-def test_calls_are_counted_and_known_before_the_run(result, blank):
+def test_calls_are_counted_and_known_before_the_run(tiny, blank, result, monkeypatch):
+    """Every candidate shares one lockstep decode (one call per step serves all six), one forward scores them
+    all, and the count said before the run is the number of passes through the model that happen."""
     n_open = int((~blank[1]).sum())
-    assert result.scoring_calls == 1  # six candidates, one batched forward
-    together = [c for c in result.candidates if c.together]
-    assert len(together) == 5 and all(c.calls == n_open for c in together)  # five plans, one call per step
-    alone = [c for c in result.candidates if not c.together]
-    assert result.model_calls == n_open + sum(c.trace.model_calls for c in alone) + 1
-    assert result.model_calls == planned_calls(n_open)
+    assert result.scoring_calls == 1  # six candidates, one forward
+    assert all(c.together and c.calls == n_open for c in result.candidates)  # one call per step for all
+    assert result.model_calls == n_open + 1 == planned_calls(n_open)
+    spy = LayerSpy(tiny, monkeypatch)
+    best_of_n(tiny, *blank)
+    assert spy.calls == result.model_calls
+
+
+def test_candidates_decoded_alone_and_of_other_lengths_are_counted_too(tiny, blank, monkeypatch):
+    """A dynamic candidate of k = 2 (half the steps) joins the lockstep; a diffusion candidate is decoded alone;
+    two scoring passes of 2 candidates each: the planned count is what runs."""
+    n_open = int((~blank[1]).sum())
+    candidates = (CANDIDATES[0], ("dynamic, k 2", DecodeConfig("dynamic", k=2)),
+                  ("diffusion", DecodeConfig("diffusion", k=3)), CANDIDATES[3])
+    spy = LayerSpy(tiny, monkeypatch)
+    result = best_of_n(tiny, *blank, candidates=candidates, batch_size=2)
+    assert [c.together for c in result.candidates] == [True, True, False, True]
+    assert [c.calls for c in result.candidates] == [n_open, -(-n_open // 2), -(-n_open // 3), n_open]
+    assert result.scoring_calls == 2
+    assert spy.calls == result.model_calls == n_open + -(-n_open // 3) + 2 == planned_calls(n_open, candidates, 2)
+
+
+def test_the_base_model_is_never_called(tiny, blank, monkeypatch):
+    """Every way to the base AR model (the evaluation's judge) fails the test if the rerank takes it."""
+    import model.base
+    import model.decoding
+    import model.loading
+
+    def judge(*args, **kwargs):
+        raise AssertionError("the rerank used the base model")
+
+    for module, name in ((model.loading.LoadedModel, "base"), (model.loading, "base_a3"),
+                         (model.loading, "load_ar_base"), (model.base, "load_base_causal_lm"),
+                         (model.decoding, "causal_log_probs"), (model.decoding, "decode_ar_baseline")):
+        monkeypatch.setattr(module, name, judge)
+    monkeypatch.setitem(model.decoding._DECODERS, "ar_baseline", judge)
+    assert best_of_n(tiny, *blank).best.trace.final_ids
 
 
 def test_a_planted_better_candidate_wins(tiny, blank):
