@@ -21,7 +21,7 @@ def device_note(loaded) -> str:
 
     from model.precision import precision_note
 
-    device, precision = loaded.device, precision_note(loaded.device, loaded.dtype)
+    device, precision = loaded.device, precision_note(loaded.device, loaded.weight_dtype)
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)} ({precision})"
     threads = torch.get_num_threads()

@@ -16,7 +16,10 @@ relative to the checkpoint first); `load_model(..., base=...)` overrides both. A
 none has no base: `has_base` is False and `base()` raises BaseUnavailableError saying how to name one.
 
 Without a `dtype`, a model runs in bf16 on a GPU and in float32 on a CPU, where bf16 was measured to change
-greedy fills (`model.precision`; A3_CPU_DTYPE=bfloat16 opts in on a CPU).
+greedy fills (`model.precision`; A3_CPU_DTYPE=bfloat16 opts in on a CPU). `dtype="int8"` (or torch.int8,
+or A3_CPU_DTYPE=int8) loads the model in float32, LoRA merged, and then quantizes its Linear modules with
+model.quant (int8 weights per channel, int8 activations per token; `LoadedModel.weight_dtype` is then
+torch.int8 while `dtype`, what activations and caches use, stays float32). The AR base stays float32.
 
 Weights load from safetensors only; nothing runs remote code. Converting a LLaMA checkpoint is a key
 table plus checks (`LLAMA_TO_A3`; each failure raises ModelLoadError, so they hold under `python -O`):
@@ -39,7 +42,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from model.modeling import A3Config, A3ForAnyOrderLM, A3Model
-from model.precision import auto_dtype
+from model.precision import as_dtype, auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,21 @@ class LoadedModel:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The floating dtype the model computes in (activations, caches); float32 for an int8 model."""
         return next(self.model.parameters()).dtype
+
+    @property
+    def quantization(self):
+        """What model.quant did to the model (a model.quant.Quantization), or None."""
+        from model.quant import quantization_of
+
+        return quantization_of(self.model)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The weights' precision: torch.int8 for a model quantized by model.quant, else `dtype` (for
+        model.precision.precision_note and the page's header)."""
+        return torch.int8 if self.quantization is not None else self.dtype
 
     @property
     def max_length(self) -> int:
@@ -342,8 +359,12 @@ def apply_adapter(model: A3ForAnyOrderLM, adapter_dir: Path) -> A3ForAnyOrderLM:
 def _resolve_device(device, dtype):
     device = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dtype = as_dtype(dtype)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
     if dtype is None:
-        dtype = auto_dtype(device)  # bf16 on a GPU, float32 on a CPU (A3_CPU_DTYPE can ask for bf16)
+        dtype = auto_dtype(device)  # bf16 on a GPU, float32 on a CPU (A3_CPU_DTYPE can ask for bf16 or int8)
     return device, dtype
 
 
@@ -352,15 +373,17 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: 
 
     base: the AR model the checkpoint was adapted from ("default", a directory or a hub id), overriding
     what the checkpoint names (config.json "a3_base", adapter_config.json base_model_name_or_path).
+    dtype: a torch.dtype or its name; "int8" (torch.int8) quantizes the merged float32 model (model.quant).
     """
-    device, dtype = _resolve_device(device, dtype)
+    device, weights = _resolve_device(device, dtype)
+    dtype = torch.float32 if weights == torch.int8 else weights  # what the model computes in; the base too
     name = str(name_or_path).strip()
     if not name:
         raise ModelLoadError("model name is empty: use 'default', 'tiny', a local directory or a hub id.")
     if name == "tiny":
         loaded = _load_tiny()
     elif name == "default":
-        loaded = _load_default(dtype)
+        loaded = _load_default(dtype, int8=weights == torch.int8)
     elif Path(name).expanduser().exists():
         loaded = _load_directory(Path(name).expanduser(), name, dtype, base)
     elif _is_hub_id(name):
@@ -374,6 +397,10 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: 
     if base is not None and name in ("tiny", "default"):
         _name_base(loaded, base, None, dtype)
     loaded.model.to(device=device, dtype=dtype)
+    if weights == torch.int8 and loaded.quantization is None:
+        from model.quant import quantize_model
+
+        quantize_model(loaded.model)  # after the merge: LoRA is in the weights it quantizes
     return loaded
 
 
@@ -397,14 +424,52 @@ def _load_tiny() -> LoadedModel:
                        base_name="the tiny model itself (random, never adapted: its content stream is its AR base)")
 
 
-def _load_default(dtype) -> LoadedModel:
+def _int8_cache_file(adapter_dir: Path) -> Path | None:
+    """Where the default model's int8 weights are kept: beside the converted base, named by the base's and
+    the adapter's content hashes, the scheme and the torch version (model.quant.cache_file). None where the
+    hashes cannot be had (then the model is quantized in memory)."""
+    import hashlib
+
+    from model.base import BaseModelMissing, base_weights, file_sha256
+    from model.quant import cache_file
+
+    try:
+        weights = base_weights()
+        adapter = hashlib.sha256("".join(f"{f} {file_sha256(adapter_dir / f)}\n" for f in ADAPTER_FILES).encode())
+    except (OSError, BaseModelMissing):
+        return None
+    return cache_file(weights.checkpoint, weights.sha256, adapter.hexdigest())
+
+
+def _default_int8(cached: Path | None) -> A3ForAnyOrderLM:
+    """The default model, LoRA merged and quantized: read from `cached` (safetensors) or made and kept there."""
+    from model.quant import load_quantized, quantize_model, save_quantized
+
+    if cached is not None and cached.is_file():
+        try:
+            return load_quantized(cached)
+        except Exception as err:  # a torn or foreign file: made again below
+            log.warning("int8 weights %s unusable (%s: %s); quantizing again", cached, type(err).__name__, err)
+    model = quantize_model(apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER))
+    if cached is not None:
+        try:
+            save_quantized(model, cached)
+        except OSError as err:  # a read-only cache costs a quantization per start, nothing else
+            log.warning("could not keep the int8 weights in %s (%s)", cached, err)
+    return model
+
+
+def _load_default(dtype, int8: bool = False) -> LoadedModel:
     tokenizer = base_tokenizer()
-    model = base_a3(torch.float32)
     notes, trained = [], (DEFAULT_ADAPTER / "adapter_config.json").is_file()
-    if trained:
-        model = apply_adapter(model, DEFAULT_ADAPTER)
+    if trained and int8:
+        model = _default_int8(_int8_cache_file(DEFAULT_ADAPTER))
+        description = "SmolLM2-135M-Instruct + A3 adapter (assets/a3-smollm2-135m)"
+    elif trained:
+        model = apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER)
         description = "SmolLM2-135M-Instruct + A3 adapter (assets/a3-smollm2-135m)"
     else:
+        model = base_a3(torch.float32)
         msg = ("No A3 adapter in assets/a3-smollm2-135m: the default model is the SmolLM2 base with an "
                "UNTRAINED query stream, so its any-order predictions are noise. Train one with "
                "`python -m model.train` (see README).")

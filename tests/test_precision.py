@@ -1,5 +1,5 @@
-"""The default dtype: bf16 on a GPU, float32 on a CPU unless asked; bf16 decoding on a CPU still caches exactly
-on the tiny model."""
+"""The default dtype: bf16 on a GPU, float32 on a CPU unless asked (bf16 or int8); bf16 decoding on a CPU still
+caches exactly on the tiny model."""
 
 from __future__ import annotations
 
@@ -40,9 +40,27 @@ def test_the_environment_opts_in_to_bf16_and_a_typo_says_what_to_use(monkeypatch
     assert auto_dtype(CPU) == torch.float32
     monkeypatch.setenv("A3_CPU_DTYPE", "float32")
     assert auto_dtype(CUDA) == torch.bfloat16  # a GPU is not a CPU
+    monkeypatch.setenv("A3_CPU_DTYPE", "int8")
+    assert auto_dtype(CPU) == torch.int8  # model.quant's scheme, opt-in
+    assert auto_dtype(CUDA) == torch.bfloat16
     monkeypatch.setenv("A3_CPU_DTYPE", "half")
-    with pytest.raises(ValueError, match="float32, bfloat16 or auto"):
+    with pytest.raises(ValueError, match="float32, bfloat16, int8 or auto"):
         auto_dtype(CPU)
+
+
+def test_dtype_names_and_the_int8_note_say_what_runs():
+    from model.precision import INT8_NOTE, as_dtype, precision_note
+
+    assert as_dtype("int8") == as_dtype(torch.int8) == torch.int8
+    assert as_dtype("bf16") == torch.bfloat16 and as_dtype(None) is None and as_dtype(torch.float32) == torch.float32
+    with pytest.raises(ValueError, match="float32, bfloat16, float16 or int8"):
+        as_dtype("int4")
+    with pytest.raises(ValueError, match="float32, bfloat16, float16 or int8"):
+        as_dtype(torch.int32)
+    assert precision_note(CPU, torch.int8) == INT8_NOTE
+    assert INT8_NOTE.startswith("int8 (per-channel weights, per-token activations)")
+    assert "greedy fills differ from float32" in INT8_NOTE  # until bench.int8_gate passes
+    assert precision_note(CPU, torch.float32) == "float32"
 
 
 @pytest.mark.parametrize(("choice", "dtype", "note"), [
