@@ -184,6 +184,16 @@ class PageConfig:
                 return [c[1] if isinstance(c, list | tuple) else c for c in props.get("choices") or []]
         return []
 
+    def update_choices(self, name: str, output: list | None, elem_id: str) -> list:
+        """The choices an event's output sets on a dropdown (empty when it sets none)."""
+        outputs = self.events[name]["outputs"]
+        ids = [i for i in outputs if self.components[i].get("props", {}).get("elem_id") == elem_id]
+        if output is None or not ids:
+            return []
+        value = output[outputs.index(ids[0])]
+        choices = value.get("choices") if isinstance(value, dict) else None
+        return [c[1] if isinstance(c, list | tuple) else c for c in choices or []]
+
     def warning_of(self, name: str, output: list | None) -> str:
         """The text the event put in the page's warning line ("" for none)."""
         outputs = self.events[name]["outputs"]
@@ -330,10 +340,12 @@ class Visitor(threading.Thread):
         if result.get("left") or not result["success"]:
             return
         step = self.rng.randrange(1, 4)
-        self.event("on_step_settled", event_data={"step": step}, what=f"step {step}")
+        settled = self.event("on_step_settled", event_data={"step": step}, what=f"step {step}")
         then = self.rng.randrange(3)
         if then == 0 and branchable(method):
-            order = self.rng.choice(self.page.choices("br-order") or ["left to right"])
+            # the orders (plan) or strategies (dynamic) the page offers for this run, as the step's details set them
+            offered = self.page.update_choices("on_step_settled", settled["output"], "br-order")
+            order = self.rng.choice(offered or self.page.choices("br-order") or ["left to right"])
             self.event("on_branch_order", what=f"branch {order}", **{"br-order": order, "br-size": 1})
         elif then == 1:
             self.event("on_attention", what="attention")
