@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from adapter_fixture import write_adapter
 from conftest import VOCAB
 from safetensors.torch import save_file
 
@@ -356,23 +357,6 @@ def test_the_base_follows_the_model_onto_its_device_and_dtype(tokenizer):
     assert loaded.base().device.type == "meta"
 
 
-def _write_adapter(directory, base_model, seed=0):
-    """An A3 adapter directory exactly as model.train writes OUT/final (peft LoRA + a3_extra)."""
-    from peft import LoraConfig, get_peft_model
-
-    from model.train.adapters import save_adapter
-
-    torch.manual_seed(seed)
-    peft = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
-            if name.endswith("query_embed"):
-                param.requires_grad_(True)
-                param.normal_(0, 0.02)
-    save_adapter(peft, directory)
-    return peft
 
 
 def test_an_adapter_directory_loads_on_the_default_base(tmp_path, tokenizer, monkeypatch):
@@ -380,7 +364,7 @@ def test_an_adapter_directory_loads_on_the_default_base(tmp_path, tokenizer, mon
 
     fake_base = lambda dtype=torch.float32: tiny_model(len(tokenizer), seed=3).to(dtype)  # stands in for SmolLM2
     monkeypatch.setattr(loading, "base_a3", fake_base)
-    adapted = _write_adapter(tmp_path, fake_base())
+    adapted = write_adapter(tmp_path, fake_base())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "a3_extra.safetensors",
                                                           "adapter_config.json", "adapter_model.safetensors"]
     loaded = load_model(str(tmp_path), device="cpu")

@@ -14,6 +14,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from adapter_fixture import write_adapter
 from conftest import ROOT, VOCAB, random_groups, two_span_plan
 from torch import nn
 
@@ -293,22 +294,6 @@ def test_a_quantized_model_saves_as_safetensors_and_loads_back_the_same(tmp_path
         load_quantized(tmp_path / "pickle.safetensors")
 
 
-def _write_adapter(directory, base_model, seed=0):
-    """An A3 adapter directory as model.train writes OUT/final (as tests/test_loading.py makes one)."""
-    from peft import LoraConfig, get_peft_model
-
-    from model.train.adapters import save_adapter
-
-    torch.manual_seed(seed)
-    peft = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
-            if name.endswith("query_embed"):
-                param.requires_grad_(True)
-                param.normal_(0, 0.02)
-    save_adapter(peft, directory)
 
 
 def test_the_default_int8_weights_are_kept_and_made_again_when_the_adapter_changes(tmp_path, tokenizer, monkeypatch):
@@ -325,7 +310,7 @@ def test_the_default_int8_weights_are_kept_and_made_again_when_the_adapter_chang
         return tiny_model(len(tokenizer), seed=3).to(dtype)
 
     adapter, cache = tmp_path / "adapter", tmp_path / "converted-base"
-    _write_adapter(adapter, fake_base(), seed=0)
+    write_adapter(adapter, fake_base(), seed=0)
     monkeypatch.setattr(loading, "base_a3", fake_base)
     monkeypatch.setattr(loading, "DEFAULT_ADAPTER", adapter)
     monkeypatch.setattr(base_module, "base_weights", lambda: SimpleNamespace(checkpoint=cache, sha256="b" * 64))
@@ -344,7 +329,7 @@ def test_the_default_int8_weights_are_kept_and_made_again_when_the_adapter_chang
     assert torch.equal(logits(again.model), logits(first.model)) and again.quantization == first.quantization
     monkeypatch.setattr(loading, "apply_adapter", apply_adapter)
 
-    _write_adapter(adapter, fake_base(), seed=1)  # the adapter changes: other weights, another file
+    write_adapter(adapter, fake_base(), seed=1)  # the adapter changes: other weights, another file
     changed = load_model("default", device="cpu", dtype="int8")
     assert len(list(cache.glob("a3-int8-*.safetensors"))) == 2
     assert not torch.equal(logits(changed.model), logits(first.model))
