@@ -6,6 +6,7 @@
     blanks         the blanks: prefix, masked middle and suffix as token ids
     metrics        likelihoods under the base model (the judge), bootstrap intervals
     right_context  what the text after a blank buys, teacher-forced
+    targets        which decoder may be the page's default: the targets read off a run
     selfcheck      the library's core properties on any model, device and dtype
 """
 

@@ -47,6 +47,8 @@ three-sentence story gives two) and cover more sentence positions, so they are a
 the default run's: compare runs made with the same N.
 `--fills-cache FILE.jsonl` keeps every fill as it is decoded; the same command run again after an
 interruption reads those back (same weights, blank and method only) and decodes the rest.
+`targets` (model.eval.targets, also `python -m model.eval.targets RUN.json`) reads the page-default targets
+off the run: which A3 decoders beat AR prefix and diffusion, keep text NLL and repeats, and the model's own.
 `--compare A.json B.json` pairs two such runs (each made with --per-example, on the same blanks: checked)
 and prints B minus A for every method both hold, with clustered intervals; nothing is loaded or decoded.
 """
@@ -61,6 +63,7 @@ import torch
 
 from model.eval.fill_cache import FillCache, model_key
 from model.eval.infill import EVAL_METHODS, EXTRA_METHODS, compare_runs, evaluate
+from model.eval.targets import check as check_targets
 
 
 def _compare_files(ap, path_a: str, path_b: str) -> dict:
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                       general_dir=Path(args.general_dir) if args.general_dir else None,
                       per_example=args.per_example, blanks_per_story=args.blanks_per_story,
                       fills_cache=fills_cache)
+    result["targets"] = check_targets(result)
     if not args.json:
         for sample in result["samples"]:
             print(json.dumps(sample, indent=1))
