@@ -1,0 +1,109 @@
+"""An evaluation run as the Markdown tables the README and docs/evaluation.md show.
+
+    python -m model.eval.report runs/eval/v7-b4.json            # the README's one table
+    python -m model.eval.report runs/eval/v7-b4.json --full     # + the paired differences and the targets
+
+Every number comes from the run's JSON (its last line); nothing is loaded or decoded. The one table puts
+rougeL, suffix NLL, text NLL and repeats side by side for every method on both splits, so a gain on one
+that costs another shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from model.eval.targets import check
+
+NAMES = {"a3_rerank": "A3 best of N", "a3_plan": "A3 left to right", "a3_outside_in": "A3 outside-in",
+         "a3_dynamic": "A3 dynamic", "diffusion": "diffusion", "diffusion_k2": "diffusion, 2 per step",
+         "one_step_parallel": "one-step parallel", "ar_prefix": "AR from the prefix",
+         "a3_prefix_only": "A3, prefix only", "reference": "the original text"}
+ORDER = ("a3_rerank", "a3_plan", "a3_outside_in", "a3_dynamic", "diffusion", "diffusion_k2", "one_step_parallel",
+         "ar_prefix", "a3_prefix_only", "reference")
+
+
+def _cell(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(diff: dict | None) -> str:
+    if not diff or diff.get("mean") is None:
+        return "–"
+    ci = diff.get("ci95")
+    return f"{diff['mean']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
+def one_table(run: dict) -> str:
+    """rougeL ↑, suffix NLL ↓, text NLL ↓, repeats (%) ↓ per method, stories | general text."""
+    splits = (run.get("infill", {}), run.get("general", {}).get("infill", {}))
+    lines = ["| method | rougeL ↑ | suffix NLL ↓ | text NLL ↓ | repeats % ↓ | rougeL ↑ | suffix NLL ↓ | text NLL ↓ "
+             "| repeats % ↓ |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             "| | **stories** | | | | **general text** | | | |"]
+    default = run.get("default_method")
+    for method in (m for m in ORDER if any(m in s for s in splits)):
+        name = NAMES.get(method, method) + (" (the page's default)" if method == default else "")
+        cells = []
+        for split in splits:
+            row = split.get(method, {})
+            cells += [_cell(row.get("rougeL"), 2), _cell(row.get("suffix_nll"), 3), _cell(row.get("text_nll"), 3),
+                      _cell(row.get("repeats"), 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(run: dict) -> str:
+    """Each A3 decoder minus each other method, mean and 95% story-clustered interval."""
+    lines = ["| split | A3 decoder − other | rougeL | suffix NLL | text NLL |", "|---|---|---|---|---|"]
+    for split, block in (("stories", run.get("infill_paired", {})),
+                         ("general", run.get("general", {}).get("infill_paired", {}))):
+        for pair, diff in block.items():
+            a, b = pair.split("-", 1)
+            lines.append(f"| {split} | {NAMES.get(a, a)} − {NAMES.get(b, b)} | {_interval(diff.get('rougeL'))} "
+                         f"| {_interval(diff.get('suffix_nll'))} | {_interval(diff.get('text_nll'))} |")
+    return "\n".join(lines)
+
+
+def targets_table(run: dict) -> str:
+    result = check(run)
+    mark = {True: "yes", False: "**no**", None: "not measured"}
+    lines = ["| decoder | stories | general text | all targets |", "|---|---|---|---|"]
+    for method, verdict in result["decoders"].items():
+        cells = []
+        for split in ("stories", "general"):
+            checks = verdict[split]
+            cells.append("–" if checks is None else
+                         ", ".join(f"{name} {mark[c['pass']]}" for name, c in checks.items() if name != "pass"))
+        lines.append(f"| {NAMES.get(method, method)} | {cells[0]} | {cells[1]} | {mark[verdict['pass']]} |")
+    model = result["model_targets"]
+    lines.append("")
+    lines.append(f"Random groups of 4: {model['random_s4_within_5x']['multiple']}x left to right (target ≤ 5x: "
+                 f"{mark[model['random_s4_within_5x']['pass']]}); story perplexity left to right "
+                 f"{model['story_ppl_vs_v7']['ppl_a3_ar_order']} (v7 10.49: {mark[model['story_ppl_vs_v7']['pass']]}); "
+                 f"general {model['general_ppl_vs_base']['ppl_a3_ar_order']} against the base's "
+                 f"{model['general_ppl_vs_base']['ppl_base_ar']} ({mark[model['general_ppl_vs_base']['pass']]}). "
+                 f"A run a target may be read from (4 blanks per story, general split): {mark[result['full_run']]}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m model.eval.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a `python -m model.eval --json` output")
+    ap.add_argument("--full", action="store_true", help="add the paired differences and the targets")
+    args = ap.parse_args(argv)
+    try:
+        lines = [line for line in Path(args.run).read_text(encoding="utf-8").splitlines() if line.strip()]
+        run = json.loads(lines[-1])
+    except (OSError, IndexError, json.JSONDecodeError) as err:
+        ap.exit(2, f"{args.run}: not a model.eval output (its last line must be the JSON object): {err}\n")
+    parts = [one_table(run)]
+    if args.full:
+        parts += [paired_table(run), targets_table(run)]
+    print("\n\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
