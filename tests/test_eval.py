@@ -388,3 +388,50 @@ def test_fills_cache_keys_on_the_weights_and_the_method_config(tiny_loaded):
     assert model_key(tiny_loaded.model) == key
     identities = {method_identity(m) for m in EVAL_METHODS}
     assert len(identities) == len(EVAL_METHODS)
+
+
+def test_shards_decode_every_fill_once_and_the_whole_run_reads_them_all_back(tmp_path, tiny_loaded, monkeypatch):
+    from model.eval import infill as infill_module
+    from model.eval.fill_cache import FillCache, model_key
+
+    kw = dict(data_dir=write_corpus(tmp_path), limit=3, general_limit=6, general_infill=3, per_example=True,
+              blanks_per_story=2, methods=("a3_plan", "a3_dynamic"))
+    path, key = tmp_path / "fills.jsonl", model_key(tiny_loaded.model)
+    fresh = evaluate(tiny_loaded, **kw)
+    real_fill, decoded = infill_module.fill, []
+
+    def counting_fill(method, *args, **kwargs):
+        decoded.append(method)
+        return real_fill(method, *args, **kwargs)
+
+    monkeypatch.setattr(infill_module, "fill", counting_fill)
+    shards = [evaluate(tiny_loaded, fills_cache=FillCache(path, key), shard=(k, 2), **kw) for k in (0, 1)]
+    total = fresh["n_infill"] + fresh["general"]["n_infill"]
+    assert len(decoded) == 2 * total  # every (blank, method) decoded once, by one shard or the other
+    assert shards[0]["fills_kept"] < shards[1]["fills_kept"] == 2 * total
+    decoded.clear()
+    whole = evaluate(tiny_loaded, fills_cache=FillCache(path, key), **kw)
+    assert decoded == [] and whole["fills_read_from_cache"] == 2 * total
+    for key_ in ("ppl_a3_ar_order", "ppl_a3_random_s4"):  # the shards left the seeded draws as they were
+        assert whole[key_] == fresh[key_] and whole["general"][key_] == fresh["general"][key_]
+    for split in ("infill", "general"):
+        ours = whole[split] if split == "infill" else whole["general"]["infill"]
+        theirs = fresh[split] if split == "infill" else fresh["general"]["infill"]
+        for method in kw["methods"]:
+            assert ours[method]["per_example"] == theirs[method]["per_example"]
+
+
+def test_a_shard_needs_a_fills_cache(tmp_path, tiny_loaded):
+    with pytest.raises(ValueError, match="needs a fills cache"):
+        evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=1, general_limit=0, shard=(0, 2))
+
+
+@pytest.mark.parametrize("argv, message", [(["--shard", "2/2", "--fills-cache", "f.jsonl"], "0 <= K < N"),
+                                           (["--shard", "one"], "K/N"),
+                                           (["--shard", "0/2"], "--fills-cache")])
+def test_cli_refuses_a_bad_shard_with_a_message(argv, message, capsys):
+    from model.eval.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--model", "tiny", *argv])
+    assert err.value.code == 2 and message in capsys.readouterr().err

@@ -49,6 +49,9 @@ the default run's: compare runs made with the same N.
 interruption reads those back (same weights, blank and method only) and decodes the rest.
 `targets` (model.eval.targets, also `python -m model.eval.targets RUN.json`) reads the page-default targets
 off the run: which A3 decoders beat AR prefix and diffusion, keep text NLL and repeats, and the model's own.
+`--shard K/N` (with --fills-cache) only decodes every N-th story and general sentence into the cache and
+scores nothing: N such runs side by side (one thread each: on a small CPU two processes decode more than one
+with two threads), then the same command without --shard, which reads them all back and scores.
 `--compare A.json B.json` pairs two such runs (each made with --per-example, on the same blanks: checked)
 and prints B minus A for every method both hold, with clustered intervals; nothing is loaded or decoded.
 """
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fills-cache", default=None, metavar="FILE.jsonl",
                     help="keep every fill here as it is decoded, and read back the ones an interrupted run of "
                          "the same model already made (run the same command again to go on)")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="only decode the K-th of every N stories and general sentences into --fills-cache "
+                         "(K from 0); score nothing")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
@@ -116,6 +122,16 @@ def main(argv: list[str] | None = None) -> None:
                                ("--general-infill", args.general_infill, 0)):
         if value is not None and value < least:
             ap.error(f"{flag} must be at least {least}; got {value}")
+    shard = None
+    if args.shard is not None:
+        try:
+            shard = tuple(int(part) for part in args.shard.split("/"))
+            if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+                raise ValueError
+        except ValueError:
+            ap.error(f"--shard must be K/N with 0 <= K < N (e.g. 0/2); got {args.shard!r}")
+        if not args.fills_cache:
+            ap.error("--shard keeps its fills in --fills-cache FILE.jsonl: name one (the same for every shard)")
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -132,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
                       general_limit=args.general_limit, general_infill=args.general_infill,
                       general_dir=Path(args.general_dir) if args.general_dir else None,
                       per_example=args.per_example, blanks_per_story=args.blanks_per_story,
-                      fills_cache=fills_cache)
+                      fills_cache=fills_cache, shard=shard)
+    if shard is not None:
+        print(json.dumps(result))
+        return
     result["targets"] = check_targets(result)
     if not args.json:
         for sample in result["samples"]:

@@ -130,15 +130,9 @@ class InfillScores:
         self.clusters["rouge"].append(cluster)
         self.ids["rouge"].append(sample_id)
         lo, hi = example["span"]
-        fills = {"reference": example["ids"][lo:hi].tolist()}
+        fills = {"reference": example["ids"][lo:hi].tolist(), **self.fills_of(model, example)}
         texts = {"reference": example["reference"]}
         for method in self.methods:
-            identity = method_identity(method)
-            fills[method] = self.cache.get(example, identity, self.given_grouping) if self.cache else None
-            if fills[method] is None:
-                fills[method] = fill(method, model, self.base, example, self.given_grouping)
-                if self.cache is not None:
-                    self.cache.put(example, identity, self.given_grouping, fills[method])
             texts[method] = tokenizer.decode(fills[method], skip_special_tokens=True).strip()
             for key, value in self.scorer.score(example["reference"], texts[method]).items():
                 self.rouge[method][key].append(value.fmeasure * 100)
@@ -158,6 +152,18 @@ class InfillScores:
                 self.text[name].append(together)
         if keep_sample:
             self.samples.append({"id": sample_id, **texts})
+
+    def fills_of(self, model, example: dict) -> dict[str, list[int]]:
+        """Every method's fill of the example: read from the cache, else decoded (and kept there)."""
+        fills = {}
+        for method in self.methods:
+            identity = method_identity(method)
+            fills[method] = self.cache.get(example, identity, self.given_grouping) if self.cache else None
+            if fills[method] is None:
+                fills[method] = fill(method, model, self.base, example, self.given_grouping)
+                if self.cache is not None:
+                    self.cache.put(example, identity, self.given_grouping, fills[method])
+        return fills
 
     def __len__(self) -> int:
         """The examples added so far."""
@@ -245,6 +251,11 @@ class Perplexities:
         self.merge(one)
         return one
 
+    def skip(self, ids: list[int]) -> None:
+        """Draw what `add` would draw, score nothing: a shard keeps the seeded stream of the whole run."""
+        if len(ids) >= 2:
+            sample_training_groups(len(ids), "perm4", self.rng)
+
     def merge(self, scored: dict) -> None:
         for key, value in scored["nll"].items():
             self.nll[key] += value
@@ -261,14 +272,23 @@ class Perplexities:
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=EVAL_METHODS,
              data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
              general_dir=None, per_example: bool = False, blanks_per_story: int = 1,
-             fills_cache: FillCache | None = None) -> dict:
+             fills_cache: FillCache | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
     `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part).
     blanks_per_story > 1 masks that many different sentences of each story, one example each (the
     first is the default's blank); the intervals then resample whole stories. `fills_cache` reads the
-    fills already decoded by an interrupted run of the same model and keeps every new one."""
+    fills already decoded by an interrupted run of the same model and keeps every new one.
+
+    shard=(k, n): only decode, into `fills_cache`, the fills of every n-th story (the k-th of each n, from 0)
+    and every n-th general sentence, drawing the same blanks as the whole run; nothing is scored. n such
+    runs side by side, then one whole run reading the cache, give the whole run's result."""
     if blanks_per_story < 1:
         raise ValueError(f"blanks_per_story must be at least 1; got {blanks_per_story}.")
+    if shard is not None:
+        k, n = shard
+        if fills_cache is None or not 0 <= k < n:
+            raise ValueError(f"a shard needs a fills cache and 0 <= k < n; got shard {k}/{n}"
+                             f"{'' if fills_cache is not None else ' without a fills cache'}.")
     base, why_no_base = base_or_none(loaded)
     if base is None:
         methods = tuple(m for m in methods if m not in BASE_METHODS)
@@ -283,12 +303,27 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     grouping = loaded.given_grouping
     ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping, fills_cache)
     for n, story in enumerate(stories):
-        _progress(f"story {n + 1}/{len(stories)}")
+        mine = shard is None or n % shard[1] == shard[0]
+        if mine:
+            _progress(f"story {n + 1}/{len(stories)}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
         ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
-        ppl.add(ids)
+        if shard is None:
+            ppl.add(ids)
+        else:
+            ppl.skip(ids)
         for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
             sample_id = story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"
+            if shard is not None:
+                if mine:
+                    infill.fills_of(model, example)
+                continue
             infill.add(model, tok, example, sample_id, keep_sample=len(infill.samples) < 5, cluster=story["id"])
+    if shard is not None:
+        if general_limit != 0:
+            evaluate_general(loaded, model, base, methods, seed=seed, limit=general_limit, n_infill=general_infill,
+                             directory=general_dir, fills_cache=fills_cache, shard=shard)
+        return {"model": loaded.name, "shard": list(shard), "fills_kept": len(fills_cache),
+                "fills_read_from_cache": fills_cache.hits, "seconds": round(time.perf_counter() - t0, 1)}
     result = {"model": loaded.name, "trained": loaded.trained, "split": split, "default_method": DEFAULT_METHOD,
               **ppl.summary(),
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
@@ -311,8 +346,8 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 
 
 def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
-                     directory=None, per_example: bool = False,
-                     fills_cache: FillCache | None = None) -> tuple[dict, list[dict]]:
+                     directory=None, per_example: bool = False, fills_cache: FillCache | None = None,
+                     shard: tuple[int, int] | None = None) -> tuple[dict, list[dict]] | None:
     from model.data.general import SOURCES, interleave_sources, read_general, sentence_for_infill
 
     tok, start = loaded.tokenizer, loaded.start_token_id
@@ -321,6 +356,20 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     overall = Perplexities(model, base, rng)
     by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
     infill = InfillScores(methods, base, loaded.given_grouping, fills_cache)
+    if shard is not None:  # decode this shard's sentences into the cache; the perplexities draw nothing here
+        found = 0
+        for doc in docs:
+            sentence = sentence_for_infill(doc["text"])
+            example = middle_infill_example(tok, start, sentence) if sentence else None
+            if example is None:
+                continue
+            if found % shard[1] == shard[0]:
+                _progress(f"general infill {found + 1}/{n_infill} (shard {shard[0]}/{shard[1]})")
+                infill.fills_of(model, example)
+            found += 1
+            if found >= n_infill:
+                break
+        return None
     for doc in docs:
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         by_source[doc["source"]].merge(overall.add(ids))
