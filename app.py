@@ -6,6 +6,12 @@ otherwise open to anyone (see `Guard`).
 
 Host and port: --host / --port, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (or PORT), else 127.0.0.1:7860;
 on a Hugging Face Space (SYSTEM=spaces) the host defaults to 0.0.0.0, as the Space's Dockerfile also sets.
+
+Many visitors: --queue-size N (else A3_QUEUE_SIZE, else 64) events wait at once, every visitor's together;
+one more is refused at once ("This application is currently busy. Please try again." on the page,
+QueueError "Queue is full! Please try again." in gradio_client), never left hanging. --session-mb MB (else
+A3_SESSION_MB, else 256) caps what one browser tab keeps (app.memory): past it the oldest branch caches
+are dropped, never the branches, and the page says so; a dropped cache is rebuilt in one model call.
 """
 
 from __future__ import annotations
@@ -142,17 +148,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=default_port())
     ap.add_argument("--host", default=default_host())
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    ap.add_argument("--queue-size", default=None, metavar="N",
+                    help="events that may wait at once (default: A3_QUEUE_SIZE, else 64); past it a visitor is told "
+                         "at once that the app is busy")
+    ap.add_argument("--session-mb", default=None, metavar="MB",
+                    help="memory one browser tab may keep, in MB (default: A3_SESSION_MB, else 256); past it the "
+                         "oldest branch caches are dropped (never the branches) and rebuilt in one call when needed")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
     from app import build
+    from app.layout import QUEUE_SIZE_ENV, queue_size
+    from app.memory import SESSION_MB_ENV, session_cap_bytes
     from model.base import BaseModelMissing
     from model.loading import ModelLoadError
 
+    try:  # checked here; build() and every tab read them from the environment, as a Space's variables
+        if args.queue_size is not None:
+            os.environ[QUEUE_SIZE_ENV] = str(queue_size(args.queue_size))
+        if args.session_mb is not None:
+            session_cap_bytes({SESSION_MB_ENV: args.session_mb})
+            os.environ[SESSION_MB_ENV] = args.session_mb
+    except ValueError as err:
+        ap.error(str(err))
     try:
         demo = build(args.model, device=args.device)
-    except (ModelLoadError, BaseModelMissing) as err:  # e.g. the base weights are not installed: say so, stop
-        raise SystemExit(f"error: {err}") from None
+    except (ModelLoadError, BaseModelMissing, ValueError) as err:  # e.g. the base weights are not installed or
+        raise SystemExit(f"error: {err}") from None  # A3_SESSION_MB is not a number: say so, stop
     launch(demo, server_name=args.host, server_port=args.port)
 
 

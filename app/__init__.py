@@ -5,6 +5,8 @@ Nothing heavy at import: gradio, torch and the model load inside `build()`.
 
 from __future__ import annotations
 
+import logging
+
 
 def gpu_decorator():
     """ZeroGPU's `spaces.GPU` (a no-op off Spaces); the identity where the package is missing."""
@@ -58,19 +60,28 @@ def model_note(loaded) -> str:
     return f"A3 adapter {version + ' ' if version else ''}on {base}"
 
 
-def build(model: str = "default", *, device: str | None = None):
-    """The app for one model: a gr.Blocks, not launched. The model is loaded once, here."""
+def build(model: str = "default", *, device: str | None = None, queue_size: int | None = None):
+    """The app for one model: a gr.Blocks, not launched. The model is loaded once, here. `queue_size`:
+    app.layout.queue_size (default: A3_QUEUE_SIZE, else 64). A bad queue size or A3_SESSION_MB (app.memory)
+    raises ValueError before anything loads."""
     from app.demo_trace import load_demo
     from app.layout import build_demo
+    from app.layout import queue_size as checked_queue_size
+    from app.memory import session_cap_bytes
     from app.session import Explorer
     from model.loading import load_model
 
+    queue_size = checked_queue_size(queue_size)
+    cap = session_cap_bytes()
     loaded = load_model(model, device=device)
     note = model_note(loaded)  # before anything else is logged: the default model's base weights, by content
     explorer = Explorer(loaded)
     demo = load_demo(explorer)  # the example the stage opens with: shipped, or decoded once, here
     settle()
-    return build_demo(explorer, device_note=device_note(loaded), model_note=note, gpu=gpu_decorator(), demo=demo)
+    logging.getLogger(__name__).info("queue: at most %d events waiting; each session's memory capped at %.3g MB",
+                                     queue_size, cap / 2**20)
+    return build_demo(explorer, device_note=device_note(loaded), model_note=note, gpu=gpu_decorator(), demo=demo,
+                      max_queue=queue_size)
 
 
 def settle() -> None:

@@ -8,12 +8,14 @@ them can be put on the stage and branched again. Plain values in, plain values o
 
 from __future__ import annotations
 
+from app import memory
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
 from model.config import STRATEGIES
 from model.plans import PlanError
 
-MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model)
+MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model) while the
+# session stays under its memory cap (app.memory); past it the oldest caches go, the branches stay
 TREE_HEADERS = ["#", "branch", "parent", "shared steps", "log p", "new calls", "text"]
 PLAN_ORDERS = [name for name in ORDER_NAMES if ORDER_NAMES[name] != "custom"]
 
@@ -71,8 +73,13 @@ def token_choices(result: Result | None, step: int, position) -> list[tuple[str,
 
 
 def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: int, *, position=None, token=None,
-           order: str | None = None, group_size: int | None = None) -> tuple[BranchTree, Result]:
-    """Branch the result on the stage at `step`; returns the tree and the new branch as a Result."""
+           order: str | None = None, group_size: int | None = None, held=(), lab=None,
+           cap: int | None = None) -> tuple[BranchTree, Result, str]:
+    """Branch the result on the stage at `step`; returns the tree, the new branch as a Result, and a note
+    for the page ("" for none) when a dropped cache was rebuilt or caches were dropped to keep the session
+    within `cap` bytes (default: app.memory.session_cap_bytes()). `held` (other Results) and `lab` (the order
+    lab's LabResult) are what else the session keeps: they count towards the cap."""
+    cap = memory.session_cap_bytes() if cap is None else cap  # checked at start-up; read before any change
     tree, parent = tree_of(explorer, result, tree)
     if len(tree) >= MAX_BRANCHES:
         raise InputError(f"This run has {MAX_BRANCHES} branches, the most the page keeps: run again to start a "
@@ -93,7 +100,9 @@ def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: in
                             name=_name(result, len(tree), int(step), position, token, order, group_size))
     except PlanError as err:
         raise InputError(f"Cannot branch: {err}") from None
-    return tree, branch_result(explorer, tree, index, result.method)
+    rebuilt = tree.last_rebuilt if tree.last_rebuilt is not None and tree[tree.last_rebuilt].cache_drops else None
+    dropped = memory.fit(tree, cap, results=[result, *held], lab=lab)
+    return tree, branch_result(explorer, tree, index, result.method), memory.note(dropped, rebuilt, cap)
 
 
 def _name(result: Result, index: int, step: int, position, token, order, group_size) -> str:

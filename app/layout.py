@@ -11,6 +11,7 @@ call the server, so playback keeps the speed asked. When the step settles the st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -94,10 +95,31 @@ def launch_kwargs() -> dict:
             "footer_links": ["gradio", "api", "settings"], "show_error": False}
 
 
+QUEUE_SIZE = 64  # events waiting at once, every visitor's together; one more is told at once that the app is busy
+QUEUE_SIZE_ENV = "A3_QUEUE_SIZE"
+
+
+def queue_size(value=None) -> int:
+    """The queue's size: `value`, else A3_QUEUE_SIZE, else QUEUE_SIZE; a positive whole number, or ValueError
+    saying so. A full queue does not hang a visitor: Gradio refuses the event at once (HTTP 503), the page
+    shows "This application is currently busy. Please try again." and gradio_client raises
+    QueueError("Queue is full! Please try again.")."""
+    raw = value if value is not None else (os.environ.get(QUEUE_SIZE_ENV, "").strip() or QUEUE_SIZE)
+    try:
+        size = int(raw)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1 or str(size) != str(raw).strip():
+        raise ValueError(f"The queue size ({QUEUE_SIZE_ENV} or --queue-size) must be a positive whole number of "
+                         f"events (default {QUEUE_SIZE}); got {raw!r}.")
+    return size
+
+
 def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "", gpu=None,
-               demo: tuple[Result | None, str] | None = None) -> gr.Blocks:
+               demo: tuple[Result | None, str] | None = None, max_queue: int | None = None) -> gr.Blocks:
     """The page for one explorer. `gpu` wraps the model calls (spaces.GPU on ZeroGPU); `demo` is the
-    example the stage opens with (app.demo_trace.load_demo), decoded before any page loads."""
+    example the stage opens with (app.demo_trace.load_demo), decoded before any page loads; `max_queue`
+    the queue's size (`queue_size`)."""
     calls = model_calls(explorer, gpu)
     demo_result, demo_note = demo if demo is not None else (None, "")
     slides = slides_module()
@@ -115,7 +137,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "
             build_how_tab()
         page = Page(states, warning, tabs, stage, text, compare, lab, details, export)
         wire_events(blocks, page, calls, slides)
-    blocks.queue(default_concurrency_limit=4, max_size=64)
+    blocks.queue(default_concurrency_limit=4, max_size=queue_size(max_queue))
     blocks.loaded_model = explorer.loaded
     return blocks
 

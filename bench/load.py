@@ -3,6 +3,7 @@
     python -m bench.load --json --visitors 20 --minutes 5              # starts `python app.py --model default`
     python -m bench.load --json --visitors 4 --minutes 1 --model tiny   # seconds of setup: the smoke run
     python -m bench.load --json --visitors 20 --minutes 5 --url http://127.0.0.1:7860   # a running app
+    python -m bench.load --json --visitors 20 --minutes 5 --queue-size 4 --session-mb 1  # a full queue, the cap
 
 Starts `python app.py --model MODEL` on a free port itself (or uses `--url`; then the server's memory is not
 read), then runs N visitors for T minutes, each in a thread with a gradio_client session of its own (its
@@ -16,6 +17,15 @@ again, in a seeded random mix:
   - sends bad input about 30% of the time (a text over the size limit, an unknown method, a seed that is
     not a number, broken orders JSON or group ids, a text without a blank);
   - now and then leaves in the middle of a decode (joins the queue, closes the connection once it starts).
+  - after a branch, now and then branches the branch again (the tree grows, and with it the tab's memory).
+
+`--queue-size N` and `--session-mb MB` are passed to the app it starts (`python app.py --queue-size N
+--session-mb MB`; with `--url`, start the app with them yourself). A full queue refuses an event at once
+(HTTP 503; gradio_client raises QueueError "Queue is full! Please try again."; the page says "This
+application is currently busy. Please try again."): such an answer is counted under `busy` with how fast it
+came (p50 and max seconds from the call to the refusal), never as an error, and the visitor tries something
+else a moment later. The page's notes about the tab's memory cap ("ℹ️ Memory: ... dropped ...", app.memory)
+are counted per visitor under `cache_drops` (caches dropped, dropped caches rebuilt), not as errors.
 
 Reported per endpoint: calls, p50 and p95 latency (queue join to the result) and queue wait (join to the
 start of processing). Errors on good input (a failed call or a warning where none is due), bad inputs, and
@@ -42,6 +52,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.fuzz_api import GRADIO_GENERIC, flag_leaks, free_port
+
+BUSY_STATUS = 503  # what Gradio's queue/join answers when the queue is full ("Queue is full. Max size is N ...")
+BUSY_PAUSE_S = 0.5  # how long a visitor told "busy" waits before it goes on
 
 ROOT = Path(__file__).resolve().parent.parent
 STORY = ("Mia found an old key under the porch. {blank} She opened the little box with it, and inside was a "
@@ -116,15 +129,19 @@ class MemoryWatch(threading.Thread):
 
 
 @contextlib.contextmanager
-def served_app(model: str, timeout: float = 900):
-    """`python app.py --model MODEL` on a free localhost port; yields (url, pid)."""
+def served_app(model: str, timeout: float = 900, *, queue_size: int | None = None, session_mb: float | None = None):
+    """`python app.py --model MODEL [--queue-size N] [--session-mb MB]` on a free localhost port; yields
+    (url, pid)."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     log = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+    extra = [*(["--queue-size", str(queue_size)] if queue_size is not None else []),
+             *(["--session-mb", str(session_mb)] if session_mb is not None else [])]
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port),
-                               "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               "--host", "127.0.0.1", *extra], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -208,7 +225,8 @@ class PageConfig:
 def call(url: str, fn_index: int, data: list, session_hash: str, *, event_data=None, leave: bool = False,
          timeout: float = 600) -> dict:
     """One event the way the browser calls it (POST queue/join, then queue/data). {"success", "output",
-    "error", "latency_s", "queue_s", "left"}; `leave` closes the connection once processing starts."""
+    "error", "latency_s", "queue_s", "left", "busy"}; `leave` closes the connection once processing starts;
+    `busy`: the queue was full and refused the event."""
     import httpx
 
     body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": event_data,
@@ -218,7 +236,7 @@ def call(url: str, fn_index: int, data: list, session_hash: str, *, event_data=N
         joined = http.post(f"{url}/gradio_api/queue/join", json=body)
         if joined.status_code != 200:
             return {"success": False, "output": None, "error": joined.text, "latency_s": time.perf_counter() - start,
-                    "queue_s": None, "left": False}
+                    "queue_s": None, "left": False, "busy": joined.status_code == BUSY_STATUS}
         event_id = joined.json()["event_id"]
         with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash}) as stream:
             for line in stream.iter_lines():
@@ -255,12 +273,22 @@ class Tally:
         self.good_errors: list[str] = []
         self.bad, self.bad_clear, self.left = 0, 0, 0
         self.unclear: list[str] = []
+        self.busy: list[float] = []  # seconds from the call to the "busy" answer
+        self.drops: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # visitor -> [caches dropped, rebuilt]
 
-    def add(self, endpoint: str, result: dict, *, bad: bool, message: str, what: str) -> None:
+    def add(self, endpoint: str, result: dict, *, bad: bool, message: str, what: str, visitor: str = "") -> None:
         with self.lock:
             if result.get("left"):
                 self.left += 1
                 return
+            if result.get("busy"):
+                self.busy.append(result["latency_s"])
+                return
+            dropped, rebuilt = memory_note(message)
+            if dropped or rebuilt:  # the tab's memory cap at work: a note, not an error
+                self.drops[visitor][0] += dropped
+                self.drops[visitor][1] += rebuilt
+                message = ""
             self.latency[endpoint].append(result["latency_s"])
             if result.get("queue_s") is not None:
                 self.queue[endpoint].append(result["queue_s"])
@@ -292,13 +320,20 @@ class Visitor(threading.Thread):
         result = call(self.url, self.page.fn_index(name), self.page.data(name, **values), self.session,
                       event_data=event_data, leave=leave)
         message = self.page.warning_of(name, result["output"]) if result["success"] else str(result["error"] or "")
-        self.tally.add(name, result, bad=bad, message=message, what=what)
+        self.tally.add(name, result, bad=bad, message=message, what=what, visitor=self.session)
+        self.pause_if_busy(result)
         return result
+
+    def pause_if_busy(self, result: dict) -> None:
+        if result.get("busy"):  # "try again in a moment"
+            time.sleep(BUSY_PAUSE_S)
 
     def api(self, name: str, args: list, *, bad: bool = False, leave: bool = False) -> dict:
         result = call(self.url, self.page.fn_index(name), args, self.session, leave=leave)
         message = "" if result["success"] else str(result["error"] or "")
-        self.tally.add("/" + name, result, bad=bad, message=message, what=json.dumps(args)[:200])
+        self.tally.add("/" + name, result, bad=bad, message=message, what=json.dumps(args)[:200],
+                       visitor=self.session)
+        self.pause_if_busy(result)
         return result
 
     def run(self) -> None:
@@ -308,14 +343,21 @@ class Visitor(threading.Thread):
         first = True
         while time.monotonic() < self.deadline:
             if first:  # once through gradio_client itself: the API as a client library calls it
+                from gradio_client.utils import QueueError
+
                 start = time.perf_counter()
                 try:
                     self.client.predict(text_with_blank(6), "A3 plan", 0, api_name="/infill")
                     result = {"success": True, "latency_s": time.perf_counter() - start}
                     message = ""
+                except QueueError as err:  # the queue was full: "Queue is full! Please try again."
+                    result, message = {"success": False, "busy": True, "latency_s": time.perf_counter() - start}, \
+                        str(err)
                 except Exception as err:
                     result, message = {"success": False, "latency_s": time.perf_counter() - start}, str(err)
-                self.tally.add("/infill (gradio_client)", result, bad=False, message=message, what="first call")
+                self.tally.add("/infill (gradio_client)", result, bad=False, message=message, what="first call",
+                               visitor=self.session)
+                self.pause_if_busy(result)
                 first = False
                 continue
             self.rng.choices(actions, weights=(35, 35, 15, 15))[0](self.rng.random() < BAD_SHARE, MAX_TEXT_CHARS)
@@ -345,8 +387,13 @@ class Visitor(threading.Thread):
         if then == 0 and branchable(method):
             # the orders (plan) or strategies (dynamic) the page offers for this run, as the step's details set them
             offered = self.page.update_choices("on_step_settled", settled["output"], "br-order")
-            order = self.rng.choice(offered or self.page.choices("br-order") or ["left to right"])
-            self.event("on_branch_order", what=f"branch {order}", **{"br-order": order, "br-size": 1})
+            choices = offered or self.page.choices("br-order") or ["left to right"]
+            for size in range(1, 5):  # the first from the run; then, now and then, from the branch on show
+                order = self.rng.choice(choices)
+                branched = self.event("on_branch_order", what=f"branch {order}",
+                                      **{"br-order": order, "br-size": size})
+                if not branched["success"] or self.rng.random() < 0.5:
+                    break
         elif then == 1:
             self.event("on_attention", what="attention")
         else:
@@ -365,6 +412,20 @@ class Visitor(threading.Thread):
         self.api("order_likelihoods", [text, orders], bad=bad)
 
 
+def memory_note(message: str) -> tuple[int, int]:
+    """(caches dropped, dropped caches rebuilt) that a page note of app.memory reports; (0, 0) for any other
+    message."""
+    import re
+
+    from app.memory import NOTE_PREFIX
+
+    if NOTE_PREFIX not in message:
+        return 0, 0
+    listed = re.search(r"branch(?:es)? ([0-9][0-9, ]*) \(the oldest\)", message)
+    dropped = len(re.findall(r"[0-9]+", listed.group(1))) if listed else 0
+    return dropped, int("cache had been dropped" in message)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -374,7 +435,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None, seed: int = 0,
-             settle: float = 60.0) -> dict:
+             settle: float = 60.0, queue_size: int | None = None, session_mb: float | None = None) -> dict:
     page, tally = PageConfig(url), Tally()
     watch = MemoryWatch(pid) if pid else None
     rss_start = process_tree_rss_mb(pid) if pid else None
@@ -402,6 +463,14 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
             "errors_good_input": len(tally.good_errors), "good_input_errors": tally.good_errors[:20],
             "bad_inputs": tally.bad, "bad_inputs_clear": tally.bad_clear, "unclear_answers": tally.unclear[:20],
             "left_mid_decode": tally.left,
+            "queue_size": queue_size,
+            "busy": {"calls": len(tally.busy), "p50_s": percentile(tally.busy, 50),
+                     "max_s": round(max(tally.busy), 3) if tally.busy else None},
+            "session_mb": session_mb,
+            "cache_drops": {"dropped": sum(d for d, _ in tally.drops.values()),
+                            "rebuilt": sum(r for _, r in tally.drops.values()),
+                            # [dropped, rebuilt] of each visitor whose tab dropped or rebuilt a cache, most first
+                            "per_session": sorted(([d, r] for d, r in tally.drops.values()), reverse=True)},
             "rss_mb": {"start": _mb(rss_start), "peak": _mb(watch.peak if watch else None), "after": _mb(rss_after),
                        "after_s": settle},
             "endpoints": endpoints}
@@ -420,15 +489,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--url", default=None, help="a running app instead (its memory is then not read)")
     ap.add_argument("--settle", type=float, default=60.0, help="seconds after the last visitor before RSS is read")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--queue-size", type=int, default=None, metavar="N",
+                    help="the queue size of the app it starts (`app.py --queue-size`; default: the app's, 64)")
+    ap.add_argument("--session-mb", type=float, default=None, metavar="MB",
+                    help="the per-tab memory cap of the app it starts (`app.py --session-mb`; default: the app's, 256)")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     if args.visitors < 1 or args.minutes <= 0 or args.settle < 0:
         ap.error("--visitors must be at least 1, --minutes above 0 and --settle at least 0")
-    if args.url:
-        result = run_load(args.url.rstrip("/"), args.visitors, args.minutes, seed=args.seed, settle=args.settle)
+    if (args.queue_size is not None and args.queue_size < 1) or (args.session_mb is not None and args.session_mb <= 0):
+        ap.error("--queue-size must be at least 1 and --session-mb above 0")
+    sizes = {"queue_size": args.queue_size, "session_mb": args.session_mb}
+    if args.url:  # the app runs with what it was started with: these are only reported
+        result = run_load(args.url.rstrip("/"), args.visitors, args.minutes, seed=args.seed, settle=args.settle,
+                          **sizes)
     else:
-        with served_app(args.model) as (url, pid):
-            result = run_load(url, args.visitors, args.minutes, pid=pid, seed=args.seed, settle=args.settle)
+        with served_app(args.model, **sizes) as (url, pid):
+            result = run_load(url, args.visitors, args.minutes, pid=pid, seed=args.seed, settle=args.settle,
+                              **sizes)
         result["model"] = args.model
     if not args.json:
         print(json.dumps(result, indent=1))

@@ -11,6 +11,11 @@ decodes the rest. Its first model call reads the parent's content cache truncate
 step k (the given tokens and the groups committed before step k), so each remaining step costs one call
 over new rows only: a branch at step k of an n-step plan makes n - k model calls.
 
+A branch's cache may be dropped to save memory (`BranchTree.drop_cache`, oldest first: `cached()`; the
+app's per-session cap, app.memory, does so); the branch itself stays whole, and the next branch from it
+rebuilds the cache in one model call, counted in that branch's `new_model_calls`, as the first branch of
+a trace decoded without its cache does.
+
 Branches form a tree (`BranchTree`): the root is a decoded trace; every branch names its parent and the
 step it leaves it at, and can itself be branched. `to_dict()` is plain data for the app.
 
@@ -55,6 +60,8 @@ class Branch:
     change: dict = field(default_factory=dict)  # what differs from the parent from at_step on
     new_model_calls: int = 0  # calls this branch made itself (the shared prefix's were made once, earlier;
     # the first branch of a trace decoded without keep_cache also counts the one call rebuilding its cache)
+    cache_built: int | None = None  # when its content cache was built, on the tree's clock (None: it holds none)
+    cache_drops: int = 0  # times its cache was dropped (`BranchTree.drop_cache`) to save memory
 
     @property
     def logprob(self) -> float:
@@ -75,7 +82,11 @@ class BranchTree:
         first branch from it."""
         _check_mode(root.mode)
         self.model = model
+        self.clock = 0  # counts cache builds: a cache built earlier has a smaller `Branch.cache_built`
+        self.last_rebuilt: int | None = None  # the branch whose cache the last `branch()` call rebuilt, if any
         self.branches = [Branch(name, None, 0, root, {}, root.model_calls)]
+        if root.cache is not None:
+            self.branches[0].cache_built = self._tick()
 
     @classmethod
     def decode(cls, model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig | None = None, *, mode: str | None = None,
@@ -127,6 +138,7 @@ class BranchTree:
         run_sampler = sampler if sampler is not None else parent_trace.config.sampler
         # everything is checked: only now copy the cache and decode
         rebuilt = parent_trace.cache is None  # then one call rebuilds the parent's cache: counted below
+        self.last_rebuilt = index if rebuilt else None
         prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), self._prefix_cache(index, k), commit)
         config = _branch_config(parent_trace, rest, run_sampler, run_seed)
         plan = _branch_plan(parent_trace, k, prefix, rest, run_seed) if parent_trace.mode == "plan" \
@@ -140,8 +152,24 @@ class BranchTree:
             change["sampler"] = asdict(sampler)
         new_index = len(self.branches)
         self.branches.append(Branch(name or _describe(new_index, k, change), index, k, trace, change,
-                                    trace.model_calls - shared_calls + int(rebuilt)))
+                                    trace.model_calls - shared_calls + int(rebuilt), self._tick()))
         return new_index
+
+    def cached(self) -> list[int]:
+        """The branches holding a content cache, the oldest cache first."""
+        held = [i for i, b in enumerate(self.branches) if b.trace.cache is not None]
+        return sorted(held, key=lambda i: (self.branches[i].cache_built or 0, i))
+
+    def drop_cache(self, index: int) -> bool:
+        """Free branch `index`'s content cache (the branch itself stays, its trace whole); the next branch
+        from it rebuilds the cache in one counted model call, as the first branch of a run does. Returns
+        whether there was a cache to drop."""
+        branch = self.branches[self._index(index)]
+        if branch.trace.cache is None:
+            return False
+        branch.trace.cache, branch.cache_built = None, None
+        branch.cache_drops += 1
+        return True
 
     def to_dict(self, tokenizer=None) -> dict:
         """Plain data: every branch (its trace included) with its index and its children's indices."""
@@ -149,6 +177,10 @@ class BranchTree:
                              for i, b in enumerate(self.branches)]}
 
     # ----------------------------------------------------------------------------------------------
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
 
     def _index(self, index) -> int:
         if not isinstance(index, numbers.Integral) or isinstance(index, bool) or not 0 <= index < len(self.branches):
@@ -161,6 +193,7 @@ class BranchTree:
         trace = self.branches[index].trace
         if trace.cache is None:
             trace.cache = _rebuild_cache(self.model, trace)
+            self.branches[index].cache_built = self._tick()
         context = (trace.plan.group_ids < trace.steps[k].group).nonzero(as_tuple=True)[0].tolist()
         return _cache_prefix(trace.cache, context, self.model, trace.plan.length)
 

@@ -23,7 +23,7 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     tokens = branching.token_choices(result, step, decided)
     assert [t for _, t in tokens] == [t for t, _ in result.trace.steps[step].candidates[decided]]
     other = tokens[1][1]
-    tree, shown = branching.branch(explorer, None, result, step, position=decided, token=other)
+    tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=other)
     assert len(tree) == 2 and shown.trace is tree[1].trace
     assert shown.trace.final_ids[decided] == other
     assert [s.tokens for s in shown.trace.steps[:step]] == [s.tokens for s in result.trace.steps[:step]]
@@ -31,7 +31,7 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     assert tree[1].new_model_calls == result.n_steps - step + 1
 
     # branching the branch (now on the stage) adds a child of branch 1, not of the root
-    tree, again = branching.branch(explorer, tree, shown, 3, order="right to left", group_size=2)
+    tree, again, _ = branching.branch(explorer, tree, shown, 3, order="right to left", group_size=2)
     assert len(tree) == 3 and tree[2].parent == 1 and tree.children(1) == [2]
     rows = branching.tree_rows(explorer, tree, again)
     assert [r[0] for r in rows] == ["0", "1", "▶ 2"] and rows[2][2] == 1 and rows[2][3] == 3
@@ -39,7 +39,7 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
 
     # a fresh run is not part of the tree: branching it starts a new tree
     fresh = explorer.decode(Request(text=TEXT, seed=1))
-    new_tree, _ = branching.branch(explorer, tree, fresh, 0, order="outside-in")
+    new_tree, _, _ = branching.branch(explorer, tree, fresh, 0, order="outside-in")
     assert new_tree is not tree and len(new_tree) == 2
 
 
@@ -47,7 +47,7 @@ def test_dynamic_runs_continue_with_a_strategy(explorer):
     result = explorer.decode(Request(text=TEXT, method="A3 dynamic", k=1))
     choices, label = branching.continuation_choices(result)
     assert choices == ["confidence", "entropy", "random"] and "dynamic" in label
-    tree, shown = branching.branch(explorer, None, result, 1, order="entropy", group_size=2)
+    tree, shown, _ = branching.branch(explorer, None, result, 1, order="entropy", group_size=2)
     assert shown.trace.mode == "dynamic" and all(len(s.positions) <= 2 for s in shown.trace.steps[1:])
 
 
@@ -74,6 +74,6 @@ def test_what_cannot_branch_says_why(explorer):
 def test_the_tree_is_capped(explorer, monkeypatch):
     monkeypatch.setattr(branching, "MAX_BRANCHES", 2)
     result = explorer.decode(Request(text=TEXT))
-    tree, _ = branching.branch(explorer, None, result, 1, order="right to left")
+    tree, _, _ = branching.branch(explorer, None, result, 1, order="right to left")
     with pytest.raises(InputError, match="the most the page keeps"):
         branching.branch(explorer, tree, result, 2, order="outside-in")

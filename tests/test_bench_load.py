@@ -2,14 +2,22 @@
 
 import json
 
-from bench.load import Tally, branchable, main, percentile
+from app import memory
+from bench.load import Tally, branchable, main, memory_note, percentile
 
 
 def test_a_small_crowd_gets_answers_and_clear_messages_and_the_memory_is_read(capsys):
-    main(["--json", "--model", "tiny", "--visitors", "2", "--minutes", "0.3", "--settle", "1", "--seed", "1"])
+    # a small queue and a tab cap below one branch cache: a busy answer and a dropped cache are not errors
+    main(["--json", "--model", "tiny", "--visitors", "2", "--minutes", "0.3", "--settle", "1", "--seed", "1",
+          "--queue-size", "2", "--session-mb", "0.01"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("visitors", "minutes", "errors_good_input", "bad_inputs", "bad_inputs_clear", "rss_mb", "endpoints"):
+    for key in ("visitors", "minutes", "errors_good_input", "bad_inputs", "bad_inputs_clear", "rss_mb", "endpoints",
+                "busy", "cache_drops"):
         assert key in result
+    assert result["queue_size"] == 2 and result["session_mb"] == 0.01
+    assert set(result["busy"]) == {"calls", "p50_s", "max_s"} and result["busy"]["calls"] >= 0
+    drops = result["cache_drops"]
+    assert drops["dropped"] == sum(d for d, _ in drops["per_session"]) >= 0
     assert result["visitors"] == 2 and result["calls"] > 5
     assert result["errors_good_input"] == 0, result["good_input_errors"]
     assert result["bad_inputs_clear"] == result["bad_inputs"], result["unclear_answers"]
@@ -35,6 +43,22 @@ def test_a_traceback_or_the_catch_all_is_counted_as_unclear_and_a_warning_on_goo
     assert (tally.bad, tally.bad_clear, len(tally.unclear)) == (4, 1, 3)
     assert len(tally.good_errors) == 1
     assert len(tally.latency["/infill"]) == 3 and len(tally.latency["on_run"]) == 3
+
+
+def test_busy_answers_and_memory_notes_are_counted_apart_from_errors():
+    tally = Tally()
+    tally.add("on_run", {"success": False, "busy": True, "latency_s": 0.02, "error": "Queue is full."}, bad=False,
+              message="Queue is full.", what="x", visitor="a")
+    tally.add("on_run", {"success": False, "busy": True, "latency_s": 0.04}, bad=True, message="", what="x")
+    dropped = memory.note([0, 1], None, 2**20)
+    rebuilt = memory.note([], 2, 2**20)
+    ok = {"success": True, "latency_s": 0.1, "queue_s": 0.01}
+    tally.add("on_branch_order", ok, bad=False, message=f"ℹ️ {dropped}", what="x", visitor="a")
+    tally.add("on_branch_order", ok, bad=False, message=f"ℹ️ {rebuilt}", what="x", visitor="a")
+    tally.add("on_branch_order", ok, bad=False, message=f"ℹ️ {memory.note([3], 1, 2**20)}", what="x", visitor="b")
+    assert tally.busy == [0.02, 0.04] and tally.bad == 0 and tally.good_errors == []
+    assert dict(tally.drops) == {"a": [2, 1], "b": [1, 1]}
+    assert memory_note(dropped) == (2, 0) and memory_note(rebuilt) == (0, 1) and memory_note("⚠️ other") == (0, 0)
 
 
 def test_percentiles_and_which_methods_branch():

@@ -16,7 +16,7 @@ from app.render import clamp_step, render_step
 from app.session import Explorer, InputError
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import SERVER_ERROR, warn
+from app.ui.shared import SERVER_ERROR, inform, warn
 from model.decoding import has_preview
 
 log = logging.getLogger(__name__)
@@ -248,24 +248,27 @@ class DetailsCallbacks:
         return (gr.Dataframe(value=rows or None, headers=branch_logic.TREE_HEADERS, visible=bool(rows)),
                 gr.Dropdown(choices=picks, value=current))
 
-    def on_branch(self, tree, result, step, change: dict):
-        """(tree, result, stage, table, pick, tabs, warning) after branching at the step on show."""
+    def on_branch(self, tree, result, step, change: dict, compared=None, lab=None):
+        """(tree, result, stage, table, pick, tabs, warning) after branching at the step on show. What else
+        the session holds (the comparison's runs, the lab's result) counts towards its memory cap
+        (app.memory); the warning line says when caches were dropped or one was rebuilt."""
         skip = (gr.skip(),) * 6
         try:
-            tree, shown = self.calls.branch(tree, result, clamp_step(result, step) if result is not None else -1,
-                                            **change)
+            tree, shown, note = self.calls.branch(tree, result, clamp_step(result, step) if result is not None
+                                                  else -1, held=list((compared or {}).values()), lab=lab, **change)
         except InputError as err:
             return (*skip, warn(err))
         except Exception:  # never a stack trace in the page
             log.exception("branch failed")
             return (*skip, warn(SERVER_ERROR))
-        return (tree, shown, stage_payload(shown), *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"), "")
+        return (tree, shown, stage_payload(shown), *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"),
+                inform(note))
 
-    def on_branch_token(self, tree, result, step, position, token):
-        return self.on_branch(tree, result, step, {"position": position, "token": token})
+    def on_branch_token(self, tree, result, step, position, token, compared=None, lab=None):
+        return self.on_branch(tree, result, step, {"position": position, "token": token}, compared, lab)
 
-    def on_branch_order(self, tree, result, step, order, size):
-        return self.on_branch(tree, result, step, {"order": order, "group_size": size})
+    def on_branch_order(self, tree, result, step, order, size, compared=None, lab=None):
+        return self.on_branch(tree, result, step, {"order": order, "group_size": size}, compared, lab)
 
     def on_show_branch(self, tree, index):
         """(result, stage, table, tabs, warning): a branch of the tree onto the stage."""

@@ -23,7 +23,7 @@ class ModelCalls:
     load_scheme: Callable  # (text, scheme name, group size, seed) -> Result, teacher-forced
     preview: Callable  # (Result, step) -> (candidates, entropy, confidence, vocab) of the step
     attention: Callable  # (Result, step, stream) -> attention weights of the step
-    branch: Callable  # (tree, Result, step, **change) -> (tree, shown Result)
+    branch: Callable  # (tree, Result, step, held=, lab=, **change) -> (tree, shown Result, memory note)
     infill: Callable  # (text, method, seed) -> (filled text, trace JSON)
     order_likelihoods: Callable  # (text, orders JSON) -> {"orders": [...]}
 

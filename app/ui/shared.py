@@ -40,6 +40,14 @@ def warn(message) -> str:
     return f"⚠️ {message}"
 
 
+def inform(message: str) -> str:
+    """A note (not a warning) as a toast now, and the text of the warning line ("" for none)."""
+    if not message:
+        return ""
+    gr.Info(message)
+    return f"ℹ️ {message}"
+
+
 def to_stage(result: Result) -> tuple:
     """(result, stage, tabs, warning): `result` on the stage, the stage tab open, no warning."""
     return result, stage_payload(result), gr.Tabs(selected="stage"), ""

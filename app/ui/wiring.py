@@ -109,9 +109,11 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     b.position.change(on_position, [states.result, states.details_step, b.position], b.token,
                       api_visibility="private", show_progress="hidden")
     branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning]
-    b.token_btn.click(on.on_branch_token, [states.tree, states.result, states.details_step, b.position, b.token],
+    held = [states.compared, states.lab]  # what else the session keeps: counted towards its memory cap
+    b.token_btn.click(on.on_branch_token,
+                      [states.tree, states.result, states.details_step, b.position, b.token, *held],
                       branched, api_visibility="private", **model)
-    b.order_btn.click(on.on_branch_order, [states.tree, states.result, states.details_step, b.order, b.size],
+    b.order_btn.click(on.on_branch_order, [states.tree, states.result, states.details_step, b.order, b.size, *held],
                       branched, api_visibility="private", **model)
     b.show.click(on.on_show_branch, [states.tree, b.pick],
                  [states.result, page.stage, b.table, page.tabs, page.warning], api_visibility="private")
