@@ -40,23 +40,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from bench.fuzz_api import GRADIO_GENERIC, flag_leaks, free_port
+from bench.fuzz_api import GRADIO_GENERIC, flag_leaks
+from bench.server import served_app
 
 BUSY_STATUS = 503  # what Gradio's queue/join answers when the queue is full ("Queue is full. Max size is N ...")
 BUSY_PAUSE_S = 0.5  # how long a visitor told "busy" waits before it goes on
 
-ROOT = Path(__file__).resolve().parent.parent
 STORY = ("Mia found an old key under the porch. {blank} She opened the little box with it, and inside was a "
          "letter from her grandmother.")
 BLANK_TOKENS = (2, 6, 14, 30)
@@ -126,42 +123,6 @@ class MemoryWatch(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-
-
-@contextlib.contextmanager
-def served_app(model: str, timeout: float = 900, *, queue_size: int | None = None, session_mb: float | None = None):
-    """`python app.py --model MODEL [--queue-size N] [--session-mb MB]` on a free localhost port; yields
-    (url, pid)."""
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(os.devnull, "w")  # noqa: SIM115 (closed below)
-    extra = [*(["--queue-size", str(queue_size)] if queue_size is not None else []),
-             *(["--session-mb", str(session_mb)] if session_mb is not None else [])]
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port),
-                               "--host", "127.0.0.1", *extra], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"`python app.py --model {model}` exited with {server.returncode} before serving")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/config", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not answer on {url} within {timeout:.0f} s")
-            time.sleep(1)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=30)
-        if server.poll() is None:
-            server.kill()
-        log.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_load(args.url.rstrip("/"), args.visitors, args.minutes, seed=args.seed, settle=args.settle,
                           **sizes)
     else:
-        with served_app(args.model, **sizes) as (url, pid):
+        with served_app(args.model, **sizes) as (url, pid, _):
             result = run_load(url, args.visitors, args.minutes, pid=pid, seed=args.seed, settle=args.settle,
                               **sizes)
         result["model"] = args.model

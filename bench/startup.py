@@ -4,11 +4,12 @@
     python -m bench.startup --json                      # the default model, 3 starts
     python -m bench.startup --json --model tiny --runs 1
 
-Each start is a fresh process on a free localhost port (`python app.py --model M --port P --host 127.0.0.1`),
-with whatever the machine has cached: the converted base model (`warm_cache` says whether it was already
-there before the first start; a cold first start converts the GGUF once, about 25 s on 2 cores) and the
-operating system's file cache. `first_answer_s` is the issue's measure: the time from the process start to
-the first filled answer, a few tokens of one blank. Times are wall seconds; nothing is asserted.
+Each start is a fresh process on a free localhost port (bench.server: `python app.py --model M --port P
+--host 127.0.0.1`), with whatever the machine has cached: the converted base model (`warm_cache` says
+whether it was already there before the first start; a cold first start converts the GGUF once, about 25 s
+on 2 cores) and the operating system's file cache. `first_answer_s` is the issue's measure: the time from the
+process start to the first filled answer, a few tokens of one blank. `--threads N` sets the app's torch
+threads (OMP_NUM_THREADS; default: every core). Times are wall seconds; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -16,15 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from bench import arg_parser, report
-from bench.fuzz_api import free_port
+from bench.server import served_app
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Mia found an old key under the porch. [MASK:6] Inside the box was a letter from her grandmother."
 
 
@@ -35,47 +32,24 @@ def _converted_base_exists() -> bool | None:
 
     with contextlib.suppress(Exception):
         if base.base_source() != "hub":
-            target = base.cache_root() / f"{base.BASE_NAME}-{base._fingerprint(base.gguf_path())}"
-            return (target / "done.json").is_file()
+            return base.base_converted()
     return None
 
 
 def one_start(model: str, timeout: float, threads: int | None = None) -> dict:
-    import httpx
     from gradio_client import Client
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)  # torch's threads in the app (default: every core)
-    t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port),
-                               "--host", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     try:
-        deadline = t0 + timeout
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"`python app.py --model {model}` exited with {server.returncode} before serving")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/config", timeout=5).status_code == 200:
-                    break
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"the app did not serve on {url} within {timeout:.0f} s")
-            time.sleep(0.1)
-        serving = time.perf_counter() - t0
-        filled, _ = Client(url, verbose=False).predict(TEXT, "A3 plan", 0, api_name="/infill")
-        answered = time.perf_counter() - t0
-        if "[MASK" in filled:
-            raise SystemExit(f"the first /infill came back unfilled: {filled!r}")
-        return {"serving_s": round(serving, 2), "first_answer_s": round(answered, 2)}
-    finally:
-        server.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=30)
-        if server.poll() is None:
-            server.kill()
+        with served_app(model, timeout, poll_s=0.1, env=env) as (url, _pid, started):
+            serving = time.perf_counter() - started
+            filled, _ = Client(url, verbose=False).predict(TEXT, "A3 plan", 0, api_name="/infill")
+            answered = time.perf_counter() - started
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
+    if "[MASK" in filled:
+        raise SystemExit(f"the first /infill came back unfilled: {filled!r}")
+    return {"serving_s": round(serving, 2), "first_answer_s": round(answered, 2)}
 
 
 def main(argv: list[str] | None = None) -> None:

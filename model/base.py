@@ -123,13 +123,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def converted_base_dir() -> Path:
+    """Where the GGUF's safetensors copy lives (or will, once converted); nothing is converted here."""
+    return cache_root() / f"{BASE_NAME}-{_fingerprint(gguf_path())}"
+
+
+def base_converted() -> bool:
+    """Whether the GGUF's safetensors copy is already made (a start then skips the conversion)."""
+    return (converted_base_dir() / "done.json").is_file()
+
+
 def base_checkpoint_dir() -> Path:
     """A safetensors copy of the base model (config, weights, tokenizer), made on first use."""
     if base_source() == "hub":
         return _hub_base()
     source = gguf_path()
-    target = cache_root() / f"{BASE_NAME}-{_fingerprint(source)}"
-    if (target / "done.json").is_file():
+    target = converted_base_dir()
+    if base_converted():
         return target
     _convert_gguf(source, target)
     return target
