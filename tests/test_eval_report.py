@@ -44,7 +44,11 @@ def test_paired_and_targets_tables_read_the_run():
     targets = targets_table(run)
     lines = {line.split("|")[1].strip(): line for line in targets.splitlines() if line.startswith("| A3")}
     assert lines["A3 dynamic"].endswith("| yes |") and lines["A3 left to right"].endswith("| **no** |")
-    assert "6.0x left to right (target ≤ 5x: **no**)" in targets
+    assert "Random groups of 4: 6.0 times the left-to-right perplexity (target ≤ 5: **no**)" in targets
+    assert "targets may be read from it" in targets
+    del run["ppl_a3_ar_order"], run["options"]
+    targets = targets_table(run)
+    assert "story perplexity left to right not measured" in targets and "no target is read from it" in targets
 
 
 def test_cli_prints_the_tables_and_refuses_a_bad_file(tmp_path, capsys):

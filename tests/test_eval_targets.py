@@ -35,7 +35,8 @@ def _run(winner_gain: float, *, winner_repeats: float = 2.0, reference_repeats: 
                              winner_repeats, stories),
         "reference": {"repeats": reference_repeats},
     }
-    return {"model": "hand-made", "default_method": "a3_dynamic", "blanks_per_story": 4,
+    return {"model": "hand-made", "default_method": "a3_dynamic", "blanks_per_story": 4, "split": "test",
+            "options": {"limit": None, "general_limit": 300, "general_infill": 120, "blanks_per_story": 4},
             "ppl_a3_ar_order": 10.0, "ppl_a3_random_s4": 60.0, "infill": infill,
             "general": {"ppl_a3_ar_order": 40.0, "ppl_base_ar": 50.0, "n_infill": N, "infill": infill}}
 
@@ -79,13 +80,25 @@ def test_the_model_targets():
 
 def test_a_small_run_is_not_a_full_run_and_missing_scores_are_unknown_not_passed():
     run = _run(1.0)
-    del run["blanks_per_story"]
     for name in ("ar_prefix", "diffusion", "a3_plan", "a3_dynamic"):
         del run["general"]["infill"][name]["per_example"]
     result = check(run)
-    assert result["full_run"] is False
     assert result["decoders"]["a3_dynamic"]["general"]["beats_ar_prefix"]["pass"] is None
     assert result["decoders"]["a3_dynamic"]["pass"] is None and result["eligible"] == []
+    for change in ({"limit": 5}, {"general_infill": 10}, {"blanks_per_story": 1}, None):
+        small = _run(1.0)
+        small["options"] = None if change is None else {**small["options"], **change}
+        verdict = check(small)
+        assert verdict["full_run"] is False and verdict["eligible"] is None  # informative only
+        assert verdict["decoders"]["a3_dynamic"]["pass"] is True
+
+
+def test_best_of_n_without_the_decoder_it_replaces_is_not_measured_never_passed():
+    run = _run(1.0)
+    for block in (run["infill"], run["general"]["infill"]):  # one dict for both splits here
+        block.pop("a3_dynamic", None)
+    verdict = check(run, replaces="a3_dynamic")["decoders"]["a3_rerank"]
+    assert verdict["stories"]["beats_replaced"]["pass"] is None and verdict["pass"] is None
 
 
 def test_cli_reads_a_real_run_and_refuses_a_bad_file(tmp_path, tiny_loaded, capsys):
@@ -98,6 +111,7 @@ def test_cli_reads_a_real_run_and_refuses_a_bad_file(tmp_path, tiny_loaded, caps
     assert set(out["decoders"]) == {"a3_plan", "a3_dynamic"}
     assert out["decoders"]["a3_dynamic"]["stories"]["beats_ar_prefix"]["rougeL"]["n"] == run["n_infill"]
     assert out["decoders"]["a3_dynamic"]["general"] is None and out["full_run"] is False
+    assert out["eligible"] is None
     (tmp_path / "bad.json").write_text("")
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "bad.json")])

@@ -66,17 +66,15 @@ import torch
 
 from model.eval.fill_cache import FillCache, model_key
 from model.eval.infill import EVAL_METHODS, EXTRA_METHODS, compare_runs, evaluate
+from model.eval.runs import read_run
 from model.eval.targets import check as check_targets
 
 
 def _compare_files(ap, path_a: str, path_b: str) -> dict:
-    runs = []
-    for path in (path_a, path_b):
-        try:
-            lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-            runs.append(json.loads(lines[-1]))
-        except (OSError, IndexError, json.JSONDecodeError) as err:
-            ap.error(f"--compare {path}: not a model.eval output (its last line must be the JSON object): {err}")
+    try:
+        runs = [read_run(path) for path in (path_a, path_b)]
+    except ValueError as err:
+        ap.error(f"--compare {err}")
     try:
         return {"first": path_a, "second": path_b, "second_minus_first": compare_runs(*runs)}
     except ValueError as err:

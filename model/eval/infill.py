@@ -24,6 +24,7 @@ from model.eval.metrics import (
     has_repeat,
     paired_difference,
 )
+from model.eval.runs import SPLITS, infill_block
 from model.plans import make_plan, sample_training_groups
 from model.rerank import best_of_n
 
@@ -35,6 +36,7 @@ A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank")  # paired w
 BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
 RESAMPLES = 2000
 PAIRED_METRICS = ("rougeL", "suffix_nll", "text_nll")
+GENERAL_LIMIT, GENERAL_INFILL = 300, 120  # the whole run's general documents (perplexity) and sentences (infill)
 DEFAULT_METHOD = "a3_dynamic"  # the page's default decoder (app.ui.text_tab.EXAMPLES[0]), by evaluation id
 
 
@@ -85,11 +87,9 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
     """second minus first, per split ("stories", "general"), method and metric, on the same blanks: two
     `evaluate(..., per_example=True)` results. Raises ValueError where the blanks differ (another seed,
     split, --blanks-per-story or corpus) or where neither run kept its per-example scores."""
-    def infill_of(run: dict) -> dict:
-        return {"stories": run.get("infill", {}), "general": run.get("general", {}).get("infill", {})}
-
-    a, b, out = infill_of(first), infill_of(second), {}
-    for split in ("stories", "general"):
+    a, b = ({split: infill_block(run, split) for split in SPLITS} for run in (first, second))
+    out = {}
+    for split in SPLITS:
         for method in (m for m in a[split] if "per_example" in a[split][m] and "per_example" in b[split].get(m, {})):
             pa, pb = a[split][method]["per_example"], b[split][method]["per_example"]
             result = {}
@@ -195,18 +195,21 @@ class InfillScores:
         return out
 
     def paired(self) -> dict:
-        """Each A3 method minus each baseline, and minus a3_plan, on the same blanks: rougeL (higher is
-        better), suffix_nll and text_nll (lower is better), with story-clustered intervals."""
+        """Each A3 method minus each baseline and minus a3_plan (best of N: minus every other A3 decoder), on
+        the same blanks: rougeL (higher is better), suffix_nll and text_nll (lower is better), with
+        story-clustered intervals."""
         def values(method: str, metric: str) -> list[float]:
             return self.rouge[method]["rougeL"] if metric == "rougeL" else \
                 (self.suffix if metric == "suffix_nll" else self.text)[method]
 
         clusters = {"rougeL": self.clusters["rouge"], "suffix_nll": self.clusters["suffix"],
                     "text_nll": self.clusters["suffix"]}
-        others = (*BASELINES, "a3_plan")
+        def others(a: str) -> tuple[str, ...]:  # best of N also against each single decoder it could replace
+            return (*BASELINES, *(A3_METHODS if a == "a3_rerank" else ("a3_plan",)))
+
         return {f"{a}-{b}": {metric: paired_difference(values(a, metric), values(b, metric), clusters=clusters[metric])
                              for metric in PAIRED_METRICS}
-                for a in A3_METHODS if a in self.methods for b in others if b in self.methods and b != a}
+                for a in A3_METHODS if a in self.methods for b in others(a) if b in self.methods and b != a}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,8 +272,35 @@ class Perplexities:
                 "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4")}
 
 
+def story_examples(loaded, stories, rng, extra_rng, blanks_per_story: int, score):
+    """(story index, story, sample id, example) for every blank of every story, in the whole run's order.
+    `score(ids)` sees each story's tokens before its blanks are drawn: the perplexities (Perplexities.add,
+    or .skip for a shard) draw from the same generator as the first blank, so this order is the run's."""
+    tok, start = loaded.tokenizer, loaded.start_token_id
+    for n, story in enumerate(stories):
+        _progress(f"story {n + 1}/{len(stories)}")
+        score(([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length])
+        for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
+            yield n, story, (story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"), example
+
+
+def general_examples(tok, start: int, docs, n_infill: int):
+    """(index, document, example) for the first `n_infill` documents with a sentence to mask in the middle."""
+    from model.data.general import sentence_for_infill
+
+    found = 0
+    for doc in docs:
+        if found >= n_infill:
+            return
+        sentence = sentence_for_infill(doc["text"])
+        example = middle_infill_example(tok, start, sentence) if sentence else None
+        if example is not None:
+            yield found, doc, example
+            found += 1
+
+
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=EVAL_METHODS,
-             data_dir=None, general_limit: int | None = 300, general_infill: int = 120,
+             data_dir=None, general_limit: int | None = GENERAL_LIMIT, general_infill: int = GENERAL_INFILL,
              general_dir=None, per_example: bool = False, blanks_per_story: int = 1,
              fills_cache: FillCache | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
@@ -294,7 +324,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
         methods = tuple(m for m in methods if m not in BASE_METHODS)
         if not methods:
             raise ValueError(f"every method asked for needs the AR base, which this model lacks: {why_no_base}")
-    model, tok, start = loaded.model, loaded.tokenizer, loaded.start_token_id
+    model, tok = loaded.model, loaded.tokenizer
     rng = torch.Generator().manual_seed(seed)
     extra_rng = torch.Generator().manual_seed(seed + 2)  # the general split draws with seed + 1
     t0 = time.perf_counter()
@@ -302,22 +332,12 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     stories = read_stories(split, data_dir, limit=limit)
     grouping = loaded.given_grouping
     ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping, fills_cache)
-    for n, story in enumerate(stories):
-        mine = shard is None or n % shard[1] == shard[0]
-        if mine:
-            _progress(f"story {n + 1}/{len(stories)}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
-        ids = ([start] + tok(story["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
+    score = ppl.add if shard is None else ppl.skip  # a shard draws what the whole run draws, scores nothing
+    for n, story, sample_id, example in story_examples(loaded, stories, rng, extra_rng, blanks_per_story, score):
         if shard is None:
-            ppl.add(ids)
-        else:
-            ppl.skip(ids)
-        for j, example in enumerate(story_blanks(tok, start, story["text"], rng, blanks_per_story, extra_rng)):
-            sample_id = story["id"] if j == 0 else f"{story['id']}#{example['sentence']}"
-            if shard is not None:
-                if mine:
-                    infill.fills_of(model, example)
-                continue
             infill.add(model, tok, example, sample_id, keep_sample=len(infill.samples) < 5, cluster=story["id"])
+        elif n % shard[1] == shard[0]:
+            infill.fills_of(model, example)
     if shard is not None:
         if general_limit != 0:
             evaluate_general(loaded, model, base, methods, seed=seed, limit=general_limit, n_infill=general_infill,
@@ -329,7 +349,9 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
               "n_examples": len(stories),
               "n_infill": len(infill), "n_tokens": ppl.n_tokens, "seed": seed,
-              **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {})}
+              **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {}),
+              "options": {"limit": limit, "general_limit": general_limit, "general_infill": general_infill,
+                          "blanks_per_story": blanks_per_story, "methods": list(methods)}}
     samples = infill.samples
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
@@ -348,7 +370,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
                      directory=None, per_example: bool = False, fills_cache: FillCache | None = None,
                      shard: tuple[int, int] | None = None) -> tuple[dict, list[dict]] | None:
-    from model.data.general import SOURCES, interleave_sources, read_general, sentence_for_infill
+    from model.data.general import SOURCES, interleave_sources, read_general
 
     tok, start = loaded.tokenizer, loaded.start_token_id
     docs = interleave_sources(read_general("test", directory), limit)
@@ -357,30 +379,17 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
     infill = InfillScores(methods, base, loaded.given_grouping, fills_cache)
     if shard is not None:  # decode this shard's sentences into the cache; the perplexities draw nothing here
-        found = 0
-        for doc in docs:
-            sentence = sentence_for_infill(doc["text"])
-            example = middle_infill_example(tok, start, sentence) if sentence else None
-            if example is None:
-                continue
+        for found, _doc, example in general_examples(tok, start, docs, n_infill):
             if found % shard[1] == shard[0]:
                 _progress(f"general infill {found + 1}/{n_infill} (shard {shard[0]}/{shard[1]})")
                 infill.fills_of(model, example)
-            found += 1
-            if found >= n_infill:
-                break
         return None
     for doc in docs:
         ids = ([start] + tok(doc["text"], add_special_tokens=False).input_ids)[: loaded.max_length]
         by_source[doc["source"]].merge(overall.add(ids))
-    for doc in docs:
-        if len(infill) >= n_infill:
-            break
-        _progress(f"general infill {len(infill) + 1}/{n_infill}")
-        sentence = sentence_for_infill(doc["text"])
-        example = middle_infill_example(tok, start, sentence) if sentence else None
-        if example is not None:
-            infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
+    for found, doc, example in general_examples(tok, start, docs, n_infill):
+        _progress(f"general infill {found + 1}/{n_infill}")
+        infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
     result = {**overall.summary(), "infill": infill.summary(per_example=per_example),
               "infill_paired": infill.paired(), "n_documents": len(docs),
               "n_infill": len(infill), "n_tokens": overall.n_tokens,

@@ -11,9 +11,8 @@ that costs another shows.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
+from model.eval.runs import infill_block, paired_block, read_run
 from model.eval.targets import check
 
 NAMES = {"a3_rerank": "A3 best of N", "a3_plan": "A3 left to right", "a3_outside_in": "A3 outside-in",
@@ -37,7 +36,7 @@ def _interval(diff: dict | None) -> str:
 
 def one_table(run: dict) -> str:
     """rougeL ↑, suffix NLL ↓, text NLL ↓, repeats (%) ↓ per method, stories | general text."""
-    splits = (run.get("infill", {}), run.get("general", {}).get("infill", {}))
+    splits = (infill_block(run, "stories"), infill_block(run, "general"))
     lines = ["| method | rougeL ↑ | suffix NLL ↓ | text NLL ↓ | repeats % ↓ | rougeL ↑ | suffix NLL ↓ | text NLL ↓ "
              "| repeats % ↓ |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -57,9 +56,8 @@ def one_table(run: dict) -> str:
 def paired_table(run: dict) -> str:
     """Each A3 decoder minus each other method, mean and 95% story-clustered interval."""
     lines = ["| split | A3 decoder − other | rougeL | suffix NLL | text NLL |", "|---|---|---|---|---|"]
-    for split, block in (("stories", run.get("infill_paired", {})),
-                         ("general", run.get("general", {}).get("infill_paired", {}))):
-        for pair, diff in block.items():
+    for split in ("stories", "general"):
+        for pair, diff in paired_block(run, split).items():
             a, b = pair.split("-", 1)
             lines.append(f"| {split} | {NAMES.get(a, a)} − {NAMES.get(b, b)} | {_interval(diff.get('rougeL'))} "
                          f"| {_interval(diff.get('suffix_nll'))} | {_interval(diff.get('text_nll'))} |")
@@ -78,13 +76,18 @@ def targets_table(run: dict) -> str:
                          ", ".join(f"{name} {mark[c['pass']]}" for name, c in checks.items() if name != "pass"))
         lines.append(f"| {NAMES.get(method, method)} | {cells[0]} | {cells[1]} | {mark[verdict['pass']]} |")
     model = result["model_targets"]
+
+    def value(x) -> str:
+        return "not measured" if x is None else f"{x}"
+
+    s4, story, general = model["random_s4_within_5x"], model["story_ppl_vs_v7"], model["general_ppl_vs_base"]
     lines.append("")
-    lines.append(f"Random groups of 4: {model['random_s4_within_5x']['multiple']}x left to right (target ≤ 5x: "
-                 f"{mark[model['random_s4_within_5x']['pass']]}); story perplexity left to right "
-                 f"{model['story_ppl_vs_v7']['ppl_a3_ar_order']} (v7 10.49: {mark[model['story_ppl_vs_v7']['pass']]}); "
-                 f"general {model['general_ppl_vs_base']['ppl_a3_ar_order']} against the base's "
-                 f"{model['general_ppl_vs_base']['ppl_base_ar']} ({mark[model['general_ppl_vs_base']['pass']]}). "
-                 f"A run a target may be read from (4 blanks per story, general split): {mark[result['full_run']]}.")
+    lines.append(f"Random groups of 4: {value(s4['multiple'])} times the left-to-right perplexity (target ≤ 5: "
+                 f"{mark[s4['pass']]}); story perplexity left to right {value(story['ppl_a3_ar_order'])} (v7 10.49: "
+                 f"{mark[story['pass']]}); general {value(general['ppl_a3_ar_order'])} against the base's "
+                 f"{value(general['ppl_base_ar'])} ({mark[general['pass']]}). "
+                 + ("The whole run (4 blanks per story, the general part): targets may be read from it."
+                    if result["full_run"] else "**Not the whole run: no target is read from it.**"))
     return "\n".join(lines)
 
 
@@ -95,10 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--full", action="store_true", help="add the paired differences and the targets")
     args = ap.parse_args(argv)
     try:
-        lines = [line for line in Path(args.run).read_text(encoding="utf-8").splitlines() if line.strip()]
-        run = json.loads(lines[-1])
-    except (OSError, IndexError, json.JSONDecodeError) as err:
-        ap.exit(2, f"{args.run}: not a model.eval output (its last line must be the JSON object): {err}\n")
+        run = read_run(args.run)
+    except ValueError as err:
+        ap.exit(2, f"{err}\n")
     parts = [one_table(run)]
     if args.full:
         parts += [paired_table(run), targets_table(run)]

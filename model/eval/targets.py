@@ -13,7 +13,8 @@ and for best of N (`a3_rerank`) also `beats_replaced`: rougeL above the single d
 paired interval clear of 0, and no more repeats than it. The model's own targets: random groups of 4 within
 5x left to right on stories, story left-to-right perplexity at most v7's 10.49, general left-to-right
 perplexity at most the base's. `eligible` lists the decoders that pass every decoder target;
-`full_run` says whether the run is one a target may be read from (4 blanks per story, general split).
+`full_run` says whether the run is one a target may be read from (the whole test split with 4 blanks per
+story and the whole general part, from the run's recorded options); for any other run `eligible` is null.
 """
 
 from __future__ import annotations
@@ -21,27 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from model.eval.infill import A3_METHODS
+from model.eval.infill import A3_METHODS, GENERAL_INFILL, GENERAL_LIMIT
 from model.eval.metrics import paired_difference
+from model.eval.runs import SPLITS, infill_block, paired_block, read_run
 
-SPLITS = ("stories", "general")
 BASELINES_TO_BEAT = ("ar_prefix", "diffusion")
 V7_STORY_PPL = 10.49  # the shipped v7's story left-to-right perplexity (the issue's floor)
 RANDOM_S4_MULTIPLE = 5.0
 
 
-def _infill(run: dict, split: str) -> dict:
-    return run.get("infill", {}) if split == "stories" else run.get("general", {}).get("infill", {})
-
-
 def _paired(run: dict, split: str, a: str, b: str) -> dict | None:
     """a minus b on rougeL, suffix_nll and text_nll: the run's own pairing, else from its per-example scores."""
-    block = run.get("infill_paired", {}) if split == "stories" else run.get("general", {}).get("infill_paired", {})
+    block = paired_block(run, split)
     if f"{a}-{b}" in block:
         return block[f"{a}-{b}"]
-    infill = _infill(run, split)
+    infill = infill_block(run, split)
     pa, pb = infill.get(a, {}).get("per_example"), infill.get(b, {}).get("per_example")
     if not pa or not pb:
         return None
@@ -67,7 +63,7 @@ def _all(values) -> bool | None:
 def decoder_targets(run: dict, method: str, replaces: str) -> dict:
     out = {}
     for split in SPLITS:
-        infill = _infill(run, split)
+        infill = infill_block(run, split)
         if method not in infill:
             out[split] = None
             continue
@@ -85,9 +81,9 @@ def decoder_targets(run: dict, method: str, replaces: str) -> dict:
         known = repeats is not None and reference is not None
         checks["repeats_vs_reference"] = {"pass": repeats <= reference if known else None,
                                           "repeats": repeats, "reference": reference}
-        if method == "a3_rerank" and replaces in infill:
+        if method == "a3_rerank":  # never skipped: a run without the replaced decoder has not measured this
             diff = (_paired(run, split, method, replaces) or {}).get("rougeL")
-            more = infill[method].get("repeats"), infill[replaces].get("repeats")
+            more = infill[method].get("repeats"), infill.get(replaces, {}).get("repeats")
             checks["beats_replaced"] = {"replaces": replaces, "rougeL": diff,
                                         "pass": _all([_clear(diff, True),
                                                       None if None in more else more[0] <= more[1]]),
@@ -114,14 +110,26 @@ def model_targets(run: dict) -> dict:
     return checks
 
 
+FULL_RUN = {"limit": None, "general_limit": GENERAL_LIMIT, "general_infill": GENERAL_INFILL, "blanks_per_story": 4}
+
+
+def full_run(run: dict) -> bool:
+    """Whether a target may be read from the run: the whole test split with 4 blanks per story and the whole
+    general part (the evaluation's defaults), as the run's recorded options say (a run without them: no)."""
+    options = run.get("options") or {}
+    return run.get("split", "test") == "test" and all(options.get(k, "?") == v for k, v in FULL_RUN.items())
+
+
 def check(run: dict, replaces: str | None = None) -> dict:
+    """Every target, measured or not. `eligible` (the decoders passing all theirs) is None for a run no
+    target may be read from (`full_run` false): its verdicts are only informative."""
     replaces = replaces or run.get("default_method", "a3_dynamic")
     if replaces == "a3_rerank":
         replaces = "a3_dynamic"
     decoders = {m: decoder_targets(run, m, replaces) for m in A3_METHODS if m in run.get("infill", {})}
-    return {"model": run.get("model"), "default_method": run.get("default_method"),
-            "full_run": run.get("blanks_per_story") == 4 and run.get("general", {}).get("n_infill", 0) > 0,
-            "decoders": decoders, "eligible": [m for m, r in decoders.items() if r["pass"]],
+    full = full_run(run)
+    return {"model": run.get("model"), "default_method": run.get("default_method"), "full_run": full,
+            "decoders": decoders, "eligible": [m for m, r in decoders.items() if r["pass"]] if full else None,
             "model_targets": model_targets(run)}
 
 
@@ -133,10 +141,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the single decoder best of N would replace (default: the run's default_method)")
     args = ap.parse_args(argv)
     try:
-        lines = [line for line in Path(args.run).read_text(encoding="utf-8").splitlines() if line.strip()]
-        run = json.loads(lines[-1])
-    except (OSError, IndexError, json.JSONDecodeError) as err:
-        ap.exit(2, f"{args.run}: not a model.eval output (its last line must be the JSON object): {err}\n")
+        run = read_run(args.run)
+    except ValueError as err:
+        ap.exit(2, f"{err}\n")
     if args.replaces and args.replaces not in A3_METHODS:
         ap.exit(2, f"--replaces must be one of {', '.join(A3_METHODS)}; got {args.replaces!r}\n")
     json.dump(check(run, args.replaces), sys.stdout)
