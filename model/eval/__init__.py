@@ -7,6 +7,7 @@
     metrics        likelihoods under the base model (the judge), bootstrap intervals
     right_context  what the text after a blank buys, teacher-forced
     targets        which decoder may be the page's default: the targets read off a run
+    runs           a run's JSON read back, its blocks per split
     report         the run as the Markdown tables of the README and docs/evaluation.md
     selfcheck      the library's core properties on any model, device and dtype
 """
