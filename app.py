@@ -10,8 +10,10 @@ on a Hugging Face Space (SYSTEM=spaces) the host defaults to 0.0.0.0, as the Spa
 Many visitors: --queue-size N (else A3_QUEUE_SIZE, else 64) events wait at once, every visitor's together;
 one more is refused at once ("This application is currently busy. Please try again." on the page,
 QueueError "Queue is full! Please try again." in gradio_client), never left hanging. --session-mb MB (else
-A3_SESSION_MB, else 256) caps what one browser tab keeps (app.memory): past it the oldest branch caches
-are dropped, never the branches, and the page says so; a dropped cache is rebuilt in one model call.
+A3_SESSION_MB, else 192) caps what one browser tab keeps (app.memory; per tab, so 20 tabs at most ~3.8 GB):
+past it the least recently used branch caches are dropped, never the branches, and the page says so; a
+dropped cache is rebuilt in one model call. --session-ttl S (else A3_SESSION_TTL, else 1800): a tab's runs
+are let go when it closes, or after S seconds without an event (app.ui.sessions).
 """
 
 from __future__ import annotations
@@ -152,29 +154,38 @@ def main(argv: list[str] | None = None) -> None:
                     help="events that may wait at once (default: A3_QUEUE_SIZE, else 64); past it a visitor is told "
                          "at once that the app is busy")
     ap.add_argument("--session-mb", default=None, metavar="MB",
-                    help="memory one browser tab may keep, in MB (default: A3_SESSION_MB, else 256); past it the "
-                         "oldest branch caches are dropped (never the branches) and rebuilt in one call when needed")
+                    help="memory one browser tab may keep, in MB (default: A3_SESSION_MB, else 192); past it the "
+                         "least recently used branch caches are dropped (never the branches) and rebuilt in one "
+                         "call when needed")
+    ap.add_argument("--session-ttl", default=None, metavar="S",
+                    help="seconds without an event after which a tab's runs are let go (default: A3_SESSION_TTL, "
+                         "else 1800); a closed tab's go at once")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
     from app import build
     from app.layout import QUEUE_SIZE_ENV, queue_size
-    from app.memory import SESSION_MB_ENV, session_cap_bytes
+    from app.memory import SESSION_MB_ENV, SESSION_TTL_ENV, session_cap_bytes, session_ttl_s
     from model.base import BaseModelMissing
     from model.loading import ModelLoadError
 
-    try:  # checked here; build() and every tab read them from the environment, as a Space's variables
+    try:  # checked here, flags and environment alike, before anything loads; build() and every tab read them
+        # from the environment, as a Space's variables
         if args.queue_size is not None:
             os.environ[QUEUE_SIZE_ENV] = str(queue_size(args.queue_size))
         if args.session_mb is not None:
             session_cap_bytes({SESSION_MB_ENV: args.session_mb})
             os.environ[SESSION_MB_ENV] = args.session_mb
+        if args.session_ttl is not None:
+            session_ttl_s({SESSION_TTL_ENV: args.session_ttl})
+            os.environ[SESSION_TTL_ENV] = args.session_ttl
+        queue_size(), session_cap_bytes(), session_ttl_s()  # the environment's own values, when no flag is given
     except ValueError as err:
         ap.error(str(err))
     try:
         demo = build(args.model, device=args.device)
-    except (ModelLoadError, BaseModelMissing, ValueError) as err:  # e.g. the base weights are not installed or
-        raise SystemExit(f"error: {err}") from None  # A3_SESSION_MB is not a number: say so, stop
+    except (ModelLoadError, BaseModelMissing) as err:  # e.g. the base weights are not installed: say so, stop
+        raise SystemExit(f"error: {err}") from None
     launch(demo, server_name=args.host, server_port=args.port)
 
 

@@ -62,24 +62,26 @@ def model_note(loaded) -> str:
 
 def build(model: str = "default", *, device: str | None = None, queue_size: int | None = None):
     """The app for one model: a gr.Blocks, not launched. The model is loaded once, here. `queue_size`:
-    app.layout.queue_size (default: A3_QUEUE_SIZE, else 64). A bad queue size or A3_SESSION_MB (app.memory)
-    raises ValueError before anything loads."""
+    app.layout.queue_size (default: A3_QUEUE_SIZE, else 64). A bad queue size, A3_SESSION_MB or A3_SESSION_TTL
+    (app.memory) raises ValueError before anything loads."""
     from app.demo_trace import load_demo
     from app.layout import build_demo
     from app.layout import queue_size as checked_queue_size
-    from app.memory import session_cap_bytes
+    from app.memory import session_cap_bytes, session_ttl_s
     from app.session import Explorer
     from model.loading import load_model
 
     queue_size = checked_queue_size(queue_size)
     cap = session_cap_bytes()
+    ttl = session_ttl_s()
     loaded = load_model(model, device=device)
     note = model_note(loaded)  # before anything else is logged: the default model's base weights, by content
     explorer = Explorer(loaded)
     demo = load_demo(explorer)  # the example the stage opens with: shipped, or decoded once, here
     settle()
-    logging.getLogger(__name__).info("queue: at most %d events waiting; each session's memory capped at %.3g MB",
-                                     queue_size, cap / 2**20)
+    logging.getLogger(__name__).info("queue: at most %d events waiting; each tab's memory capped at %.3g MB, its "
+                                     "runs let go when it closes or after %.0f s without an event", queue_size,
+                                     cap / 2**20, ttl)
     return build_demo(explorer, device_note=device_note(loaded), model_note=note, gpu=gpu_decorator(), demo=demo,
                       max_queue=queue_size)
 

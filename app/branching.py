@@ -8,6 +8,9 @@ them can be put on the stage and branched again. Plain values in, plain values o
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 from app import memory
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
@@ -15,7 +18,9 @@ from model.config import STRATEGIES
 from model.plans import PlanError
 
 MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model) while the
-# session stays under its memory cap (app.memory); past it the oldest caches go, the branches stay
+# session stays under its memory cap (app.memory); past it the least recently used caches go, the branches stay
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tree -> its lock: one branch at a time per tree
+_LOCKS_GUARD = threading.Lock()
 TREE_HEADERS = ["#", "branch", "parent", "shared steps", "log p", "new calls", "text"]
 PLAN_ORDERS = [name for name in ORDER_NAMES if ORDER_NAMES[name] != "custom"]
 
@@ -23,7 +28,7 @@ PLAN_ORDERS = [name for name in ORDER_NAMES if ORDER_NAMES[name] != "custom"]
 def can_branch(result: Result | None) -> str:
     """Why this result cannot be branched ("" when it can)."""
     if result is None:
-        return "Run a decoding first; then stop the stage on the step to branch from."
+        return f"Run a decoding first, then stop the stage on the step to branch from: {memory.not_held()}"
     if result.trace.mode not in BRANCHABLE:
         return (f"{result.method} cannot branch: only A3 plan and A3 dynamic decode one cached order (the others "
                 "regroup or recompute every step, or run another model). Run with one of those two.")
@@ -72,37 +77,48 @@ def token_choices(result: Result | None, step: int, position) -> list[tuple[str,
     return [(f"{result.token_text(t)!r} p={p:.3f}", int(t)) for t, p in candidates]
 
 
+def tree_lock(tree: BranchTree) -> threading.Lock:
+    """The lock of one tree (a tab's): branch events of one tab run one at a time even where the model
+    runs two events at once (GPU), so the tree never passes MAX_BRANCHES and a cache is never dropped while
+    another branch reads it."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(tree, threading.Lock())
+
+
 def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: int, *, position=None, token=None,
            order: str | None = None, group_size: int | None = None, held=(), lab=None,
            cap: int | None = None) -> tuple[BranchTree, Result, str]:
     """Branch the result on the stage at `step`; returns the tree, the new branch as a Result, and a note
     for the page ("" for none) when a dropped cache was rebuilt or caches were dropped to keep the session
     within `cap` bytes (default: app.memory.session_cap_bytes()). `held` (other Results) and `lab` (the order
-    lab's LabResult) are what else the session keeps: they count towards the cap."""
+    lab's LabResult) are what else the session keeps: they count towards the cap. Caches go least recently
+    used first; the parent's and the new branch's last. Branches of one tree are made one at a time."""
     cap = memory.session_cap_bytes() if cap is None else cap  # checked at start-up; read before any change
     tree, parent = tree_of(explorer, result, tree)
-    if len(tree) >= MAX_BRANCHES:
-        raise InputError(f"This run has {MAX_BRANCHES} branches, the most the page keeps: run again to start a "
-                         "new tree.")
-    if order is None and group_size is None and (position is None or token is None):
-        raise InputError("Pick a position and one of its candidates first (or an order for the rest).")
-    if not 0 <= int(step) < result.n_steps:
-        raise InputError("Stop the stage on a step first (→): a branch replaces a decision of that step or "
-                         "decodes the rest from it.")
-    if order is not None and result.trace.mode == "plan":
-        if order not in ORDER_NAMES or ORDER_NAMES[order] == "custom":
-            raise InputError(f"Unknown order {order!r}; choose one of {', '.join(PLAN_ORDERS)}.")
-        order = ORDER_NAMES[order]
-    try:
-        index = tree.branch(int(step), parent=parent, position=None if position is None else int(position),
-                            token=None if token is None else int(token), order=order,
-                            group_size=None if group_size is None else int(group_size),
-                            name=_name(result, len(tree), int(step), position, token, order, group_size))
-    except PlanError as err:
-        raise InputError(f"Cannot branch: {err}") from None
-    rebuilt = tree.last_rebuilt if tree.last_rebuilt is not None and tree[tree.last_rebuilt].cache_drops else None
-    dropped = memory.fit(tree, cap, results=[result, *held], lab=lab)
-    return tree, branch_result(explorer, tree, index, result.method), memory.note(dropped, rebuilt, cap)
+    with tree_lock(tree):
+        if len(tree) >= MAX_BRANCHES:
+            raise InputError(f"This run has {MAX_BRANCHES} branches, the most the page keeps: run again to start "
+                             "a new tree.")
+        if order is None and group_size is None and (position is None or token is None):
+            raise InputError("Pick a position and one of its candidates first (or an order for the rest).")
+        if not 0 <= int(step) < result.n_steps:
+            raise InputError("Stop the stage on a step first (→): a branch replaces a decision of that step or "
+                             "decodes the rest from it.")
+        if order is not None and result.trace.mode == "plan":
+            if order not in ORDER_NAMES or ORDER_NAMES[order] == "custom":
+                raise InputError(f"Unknown order {order!r}; choose one of {', '.join(PLAN_ORDERS)}.")
+            order = ORDER_NAMES[order]
+        try:
+            index = tree.branch(int(step), parent=parent, position=None if position is None else int(position),
+                                token=None if token is None else int(token), order=order,
+                                group_size=None if group_size is None else int(group_size),
+                                name=_name(result, len(tree), int(step), position, token, order, group_size))
+        except PlanError as err:
+            raise InputError(f"Cannot branch: {err}") from None
+        rebuilt = parent if tree[index].rebuilt_parent and tree[parent].cache_drops else None
+        dropped, held_bytes = memory.fit(tree, cap, results=[result, *held], lab=lab, keep=(parent, index))
+    return (tree, branch_result(explorer, tree, index, result.method),
+            memory.note(dropped, rebuilt, cap, held_bytes))
 
 
 def _name(result: Result, index: int, step: int, position, token, order, group_size) -> str:

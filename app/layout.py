@@ -23,6 +23,7 @@ from app.ui.export_tab import build_export_tab, slides_module
 from app.ui.how_tab import HOW_A3_WORKS, build_how_tab
 from app.ui.lab_tab import build_lab_tab
 from app.ui.model_calls import model_calls
+from app.ui.sessions import release_sessions
 from app.ui.shared import States
 from app.ui.stage_tab import build_stage_tab
 from app.ui.text_tab import EXAMPLES, build_text_tab
@@ -119,7 +120,8 @@ def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "
                demo: tuple[Result | None, str] | None = None, max_queue: int | None = None) -> gr.Blocks:
     """The page for one explorer. `gpu` wraps the model calls (spaces.GPU on ZeroGPU); `demo` is the
     example the stage opens with (app.demo_trace.load_demo), decoded before any page loads; `max_queue`
-    the queue's size (`queue_size`)."""
+    the queue's size (`queue_size`). A tab's runs are let go when it closes or idles (app.ui.sessions;
+    `blocks.releaser`)."""
     calls = model_calls(explorer, gpu)
     demo_result, demo_note = demo if demo is not None else (None, "")
     slides = slides_module()
@@ -137,6 +139,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "
             build_how_tab()
         page = Page(states, warning, tabs, stage, text, compare, lab, details, export)
         wire_events(blocks, page, calls, slides)
+        blocks.releaser = release_sessions(blocks, states)  # a closed or idle tab's runs go (app.ui.sessions)
     blocks.queue(default_concurrency_limit=4, max_size=queue_size(max_queue))
     blocks.loaded_model = explorer.loaded
     return blocks

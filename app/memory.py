@@ -1,24 +1,40 @@
-"""Each browser session's memory, capped in bytes. Plain values in, plain values out; no gradio here.
+"""Each browser session's memory, capped in bytes, and let go when the tab goes. Plain values in, plain
+values out; no gradio here (app.ui.sessions applies the release to Gradio's sessions).
 
-A tab keeps in gr.State the result on the stage, the last comparison, the order lab's last result and a
-tree of up to app.branching.MAX_BRANCHES branches, each with its content cache (the model's keys and values
-for the positions decided so far: about 12 MB at 256 tokens on the default model). `session_bytes` counts
-what the session holds: the caches' tensors exactly, the traces and lab results estimated from their sizes
-(model.decoding's records are Python lists and dicts). Past the cap (`session_cap_bytes`: SESSION_MB, or the
-environment's A3_SESSION_MB), `fit` drops the oldest caches first, never a branch: a branch whose cache was
-dropped rebuilds it in one counted model call the next time it is branched from, as the first branch of a
-run does (model.branching). The traces, comparisons and lab results stay; they are small beside the caches,
-and the size limits on what a visitor sends (app.session) bound them.
+A tab keeps in gr.State the result on the stage, the last comparison, the order lab's last result, the run
+its attention plot was drawn for, and a tree of up to app.branching.MAX_BRANCHES branches, each with its
+content cache (the model's keys and values for the positions decided so far: about 12 MB at 256 tokens on
+the default model). `session_bytes` counts what the session holds: the caches' tensors exactly, the traces
+and lab results estimated from their sizes (model.decoding's records are Python lists and dicts).
+
+The cap is per tab (`session_cap_bytes`: SESSION_MB, or the environment's A3_SESSION_MB): 20 tabs at the
+default cap and the default model (about 1 GB) stay under 6 GB. Past it, `fit` drops caches, the least
+recently used first and the ones the branch just made used (its parent's, its own) last; never a branch: a
+branch whose cache was dropped rebuilds it in one counted model call the next time it is branched from, as
+the first branch of a run does (model.branching). The traces, comparisons and lab results stay; when they
+alone pass the cap, the note says so (`note`; `parse_note` reads a note back, for bench.load).
+
+A tab's runs go when the tab goes: when it closes (Gradio's heartbeat ends), or after SESSION_TTL_S
+seconds without an event (A3_SESSION_TTL; a script's session has no heartbeat). `free_memory` then hands
+the freed memory back to the system. A visitor who comes back to a released tab is told to run again
+(`NOT_HELD`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import os
+import re
 
 import torch
 
-SESSION_MB = 256  # the default cap on one browser session's memory, in MB (2**20 bytes)
+SESSION_MB = 192  # the default cap on one browser tab's memory, in MB (2**20 bytes): 20 tabs ~ 3.8 GB
 SESSION_MB_ENV = "A3_SESSION_MB"
+SESSION_TTL_S = 1800  # a tab's runs are let go after this many seconds without an event (or when it closes)
+SESSION_TTL_ENV = "A3_SESSION_TTL"
 NOTE_PREFIX = "Memory:"  # how the page's notes about dropped and rebuilt caches start (bench.load counts them)
 
 # rough sizes of CPython objects in a trace's records (64-bit): an int or float with its list or dict slot,
@@ -40,6 +56,55 @@ def session_cap_bytes(environ=None) -> int:
         raise ValueError(f"{SESSION_MB_ENV} must be a positive number of MB (the memory one browser session may "
                          f"hold; default {SESSION_MB}); got {raw!r}.")
     return int(mb * 2**20)
+
+
+def session_ttl_s(environ=None) -> float:
+    """Seconds without an event after which a tab's runs are let go: A3_SESSION_TTL (a positive number) if
+    set, else SESSION_TTL_S. A bad value raises ValueError saying what is expected."""
+    raw = (os.environ if environ is None else environ).get(SESSION_TTL_ENV, "").strip()
+    if not raw:
+        return float(SESSION_TTL_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{SESSION_TTL_ENV} must be a positive number of seconds (how long a tab without events "
+                         f"keeps its runs; default {SESSION_TTL_S}); got {raw!r}.")
+    return seconds
+
+
+def not_held(what: str = "run", environ=None) -> str:
+    """The page's words for a tab whose `what` (a run, a branch, a comparison, ...) was let go, or that
+    never had one."""
+    try:
+        minutes = session_ttl_s(environ) / 60
+    except ValueError:
+        minutes = SESSION_TTL_S / 60
+    return (f"this tab holds no {what} on the server: none yet, or it was let go because the tab was idle for "
+            f"{minutes:.3g} minutes or was closed. Run it again.")
+
+
+def free_memory() -> bool:
+    """Collect garbage, then ask glibc to give freed heap memory back to the system (malloc_trim), so the
+    process's RSS drops. Returns whether malloc_trim ran (only where the C library has it)."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    with contextlib.suppress(Exception):
+        trim(0)
+        return True
+    return False
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 def tensor_bytes(tensor: torch.Tensor | None) -> int:
@@ -81,11 +146,13 @@ def result_bytes(result) -> int:
 
 
 def lab_bytes(lab) -> int:
-    """An app.order_lab.LabResult (estimated): per order, its group ids and per-token log p."""
+    """An app.order_lab.LabResult (estimated): per order, its group ids and per-token log p; the AR base's
+    per-token log p."""
     if lab is None:
         return 0
     per_order = sum(_RECORD + _NUMBER * (len(o.group_ids) + len(o.token_logps)) for o in lab.orders)
-    return per_order + _NUMBER * len(lab.token_ids) + sum(len(s) + 60 for s in lab.labels) + len(lab.text)
+    ar = _RECORD + _NUMBER * (1 + len(lab.ar[1])) if lab.ar else 0
+    return per_order + ar + _NUMBER * len(lab.token_ids) + sum(len(s) + 60 for s in lab.labels) + len(lab.text)
 
 
 def session_bytes(tree=None, *, results=(), lab=None) -> int:
@@ -103,31 +170,57 @@ def session_bytes(tree=None, *, results=(), lab=None) -> int:
     return total
 
 
-def fit(tree, cap: int, *, results=(), lab=None) -> list[int]:
-    """Drop the tree's oldest caches until the session holds at most `cap` bytes; the branches stay.
-    Returns the branches whose caches were dropped, oldest first."""
+def fit(tree, cap: int, *, results=(), lab=None, keep=()) -> tuple[list[int], int]:
+    """Drop the tree's caches until the session holds at most `cap` bytes, the least recently used first
+    and the branches in `keep` (the parent just branched from, the new branch) only when nothing else is
+    left; the branches stay. Returns (the branches whose caches were dropped, in that order; the bytes the
+    session holds afterwards, which stay above `cap` when the rest alone is more)."""
     dropped = []
     total = session_bytes(tree, results=results, lab=lab)
-    for index in tree.cached() if tree is not None else ():
+    cached = tree.cached() if tree is not None else []
+    order = [i for i in cached if i not in keep] + [i for i in keep if i in cached]
+    for index in order:
         if total <= cap:
             break
         total -= cache_bytes(tree[index].trace.cache)
         tree.drop_cache(index)
         dropped.append(index)
-    return dropped
+    return dropped, total
 
 
-def note(dropped: list[int], rebuilt: int | None, cap: int) -> str:
-    """What the page says about caches dropped (to stay under the cap) and a dropped cache rebuilt ("" for
-    neither)."""
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB"
+
+
+def note(dropped: list[int], rebuilt: int | None, cap: int, held: int = 0) -> str:
+    """What the page says about caches dropped to stay under the cap, a dropped cache rebuilt, and the tab
+    holding more than its cap (`held` bytes) after all ("" for none of these). `parse_note` reads it back."""
     parts = []
     if rebuilt is not None:
         parts.append(f"branch {rebuilt}'s cache had been dropped to save memory, so it was rebuilt in one model "
                      "call (counted in the new branch's calls).")
-    if dropped:
-        which = ", ".join(map(str, dropped))
-        parts.append(f"this tab holds at most {cap / 2**20:.3g} MB, so the cache{'s' if len(dropped) > 1 else ''} "
-                     f"of branch{'es' if len(dropped) > 1 else ''} {which} (the oldest) "
-                     f"{'were' if len(dropped) > 1 else 'was'} dropped. Every branch stays; one model call "
-                     "rebuilds a cache when you branch from it again.")
+    many = len(dropped) > 1
+    caches = (f"the cache{'s' if many else ''} of branch{'es' if many else ''} {', '.join(map(str, dropped))} "
+              f"(the least recently used)")
+    if held > cap:
+        parts.append(f"this tab may hold {_mb(cap)} but still holds {_mb(held)}"
+                     + (f" after {caches} {'were' if many else 'was'} dropped" if dropped else "")
+                     + ": what is left (the runs themselves, and the caches this branch needs) cannot be dropped. "
+                     "Every branch stays; run again to start afresh.")
+    elif dropped:
+        parts.append(f"this tab holds at most {_mb(cap)}, so {caches} {'were' if many else 'was'} dropped. Every "
+                     "branch stays; one model call rebuilds a cache when you branch from it again.")
     return f"{NOTE_PREFIX} {' '.join(p[0].upper() + p[1:] for p in parts)}" if parts else ""
+
+
+_DROPPED = re.compile(r"the caches? of branch(?:es)? ([0-9][0-9, ]*) \(the least recently used\)")
+_REBUILT = re.compile(r"cache had been dropped to save memory, so it was rebuilt")
+
+
+def parse_note(message: str) -> tuple[int, int]:
+    """(caches dropped, dropped caches rebuilt) that a `note` reports, wherever it sits in `message`; (0, 0)
+    for any other message. Tested against `note` itself, so a rewording of one breaks the test of both."""
+    if NOTE_PREFIX not in message:
+        return 0, 0
+    listed = _DROPPED.search(message)
+    return (len(re.findall(r"[0-9]+", listed.group(1))) if listed else 0), int(bool(_REBUILT.search(message)))

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from app import figures
+from app import figures, memory
 from app.session import (
     MAX_ORDERS,
     MAX_ORDERS_JSON_CHARS,
@@ -220,7 +220,8 @@ def stepper_result(explorer: Explorer, token_ids, order: Order, label: str) -> R
 
 def load_order(explorer: Explorer, lab: LabResult | None, name: str) -> Result:
     if lab is None:
-        raise InputError("Compute the order lab first, then pick an order to step through.")
+        raise InputError("Compute the order lab first, then pick an order to step through: "
+                         f"{memory.not_held('order lab result')}")
     chosen = lab.get(name)
     return stepper_result(explorer, lab.token_ids, Order(chosen.name, tuple(chosen.group_ids)),
                           f"teacher-forced {chosen.name}")

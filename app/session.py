@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from app import memory
 from model.config import LABELS, DecodeConfig, Sampler, method_spec
 from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
 from model.flexible import (
@@ -366,7 +367,9 @@ class Explorer:
 
     def best_of_n_candidate(self, result: Result, index: int) -> Result:
         """Another candidate of a best-of-N run, as a result of its own (no decoding: its trace is kept)."""
-        found = result.best_of_n if result is not None else None
+        if result is None:
+            raise InputError(f"Run A3 best of N first: {memory.not_held()}")
+        found = result.best_of_n
         if found is None:
             raise InputError("This run has no candidates: choose A3 best of N and run it.")
         if not 0 <= int(index) < len(found.candidates):
@@ -436,7 +439,9 @@ class Explorer:
 
     def flexible_candidate(self, result: Result, length: int) -> Result:
         """Another length of a [MASK:?] search, as a result of its own (no decoding: its trace is kept)."""
-        choice = result.flexible if result is not None else None
+        if result is None:
+            raise InputError(f"Run a text with [MASK:?] first: {memory.not_held()}")
+        choice = result.flexible
         if choice is None:
             raise InputError("This run has no blank of flexible length: write [MASK:?] in the text and run it.")
         for candidate in choice.candidates:
@@ -510,7 +515,8 @@ class Explorer:
         from model.attention import step_attention
 
         if result is None:
-            raise InputError("Run a decoding first; then step to the step whose attention you want to see.")
+            raise InputError("Run a decoding first, then step to the step whose attention you want to see: "
+                             f"{memory.not_held()}")
         if not 0 <= int(step) < result.n_steps:
             raise InputError("Before the first step nothing has been predicted: step forward (→) on the stage, "
                              "then draw the attention again.")

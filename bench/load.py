@@ -17,7 +17,9 @@ again, in a seeded random mix:
   - sends bad input about 30% of the time (a text over the size limit, an unknown method, a seed that is
     not a number, broken orders JSON or group ids, a text without a blank);
   - now and then leaves in the middle of a decode (joins the queue, closes the connection once it starts).
-  - after a branch, now and then branches the branch again (the tree grows, and with it the tab's memory).
+  - after a branch, now and then branches the branch again (the tree grows, and with it the tab's memory);
+  - when its time is up, leaves as a browser tab closes: its session's heartbeat stream (opened by its
+    gradio_client, for the session all its calls use) ends, and the app lets the tab's runs go.
 
 `--queue-size N` and `--session-mb MB` are passed to the app it starts (`python app.py --queue-size N
 --session-mb MB`; with `--url`, start the app with them yourself). A full queue refuses an event at once
@@ -25,14 +27,16 @@ again, in a seeded random mix:
 application is currently busy. Please try again."): such an answer is counted under `busy` with how fast it
 came (p50 and max seconds from the call to the refusal), never as an error, and the visitor tries something
 else a moment later. The page's notes about the tab's memory cap ("ℹ️ Memory: ... dropped ...", app.memory)
-are counted per visitor under `cache_drops` (caches dropped, dropped caches rebuilt), not as errors.
+are counted per visitor under `cache_drops` (caches dropped, dropped caches rebuilt; read by
+app.memory.parse_note, next to the function that writes them), not as errors.
 
 Reported per endpoint: calls, p50 and p95 latency (queue join to the result) and queue wait (join to the
 start of processing). Errors on good input (a failed call or a warning where none is due), bad inputs, and
 bad inputs answered with a clear message: the app's own words, never a traceback, an exception's class,
 a server path, Gradio's generic "has raised an exception" or the app's own catch-all. The server's RSS
 (with any child processes) when the visitors arrive, at its peak, and `--settle` seconds (60) after the
-last visitor left. Take timings with nothing else running on the machine. One JSON object on the last line.
+last visitor left (the app lets a closed tab's runs go and hands the memory back: `after` should be back
+near `start`). Take timings with nothing else running on the machine. One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+from app.memory import NOTE_PREFIX, parse_note
 from bench.fuzz_api import GRADIO_GENERIC, flag_leaks
 from bench.server import served_app
 
@@ -245,8 +250,8 @@ class Tally:
             if result.get("busy"):
                 self.busy.append(result["latency_s"])
                 return
-            dropped, rebuilt = memory_note(message)
-            if dropped or rebuilt:  # the tab's memory cap at work: a note, not an error
+            if NOTE_PREFIX in message:  # the tab's memory cap at work: a note, not an error
+                dropped, rebuilt = parse_note(message)
                 self.drops[visitor][0] += dropped
                 self.drops[visitor][1] += rebuilt
                 message = ""
@@ -298,6 +303,12 @@ class Visitor(threading.Thread):
         return result
 
     def run(self) -> None:
+        try:
+            self.visit()
+        finally:
+            self.leave()
+
+    def visit(self) -> None:
         from app.session import MAX_TEXT_CHARS
 
         actions = (self.infill, self.page_run, self.lab, self.orders)
@@ -323,6 +334,12 @@ class Visitor(threading.Thread):
                 continue
             self.rng.choices(actions, weights=(35, 35, 15, 15))[0](self.rng.random() < BAD_SHARE, MAX_TEXT_CHARS)
 
+    def leave(self) -> None:
+        """Leave as a browser tab closes: the session's heartbeat stream (gradio_client's, for the session
+        every call of this visitor uses) ends, so the app lets the tab's runs go (app.ui.sessions). The
+        stream notices at its next beat (GRADIO_HEARTBEAT_INTERVAL, 15 s by default)."""
+        self.client.close()
+
     def infill(self, bad: bool, limit: int) -> None:
         text, method, seed = text_with_blank(self.rng.choice(BLANK_TOKENS)), self.rng.choice(self.methods), 0
         if bad:
@@ -345,6 +362,8 @@ class Visitor(threading.Thread):
         step = self.rng.randrange(1, 4)
         settled = self.event("on_step_settled", event_data={"step": step}, what=f"step {step}")
         then = self.rng.randrange(3)
+        if then < 2 and not settled["success"]:  # refused ("busy"): the step was never settled on the server,
+            return  # so a branch or the attention would act on another step, as a browser's would: not tried
         if then == 0 and branchable(method):
             # the orders (plan) or strategies (dynamic) the page offers for this run, as the step's details set them
             offered = self.page.update_choices("on_step_settled", settled["output"], "br-order")
@@ -371,20 +390,6 @@ class Visitor(threading.Thread):
         text = STORY.format(blank="It was small and rusty.")
         orders = "[[{" if bad else json.dumps(self.rng.sample(ORDER_NAMES, 3))
         self.api("order_likelihoods", [text, orders], bad=bad)
-
-
-def memory_note(message: str) -> tuple[int, int]:
-    """(caches dropped, dropped caches rebuilt) that a page note of app.memory reports; (0, 0) for any other
-    message."""
-    import re
-
-    from app.memory import NOTE_PREFIX
-
-    if NOTE_PREFIX not in message:
-        return 0, 0
-    listed = re.search(r"branch(?:es)? ([0-9][0-9, ]*) \(the oldest\)", message)
-    dropped = len(re.findall(r"[0-9]+", listed.group(1))) if listed else 0
-    return dropped, int("cache had been dropped" in message)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -453,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queue-size", type=int, default=None, metavar="N",
                     help="the queue size of the app it starts (`app.py --queue-size`; default: the app's, 64)")
     ap.add_argument("--session-mb", type=float, default=None, metavar="MB",
-                    help="the per-tab memory cap of the app it starts (`app.py --session-mb`; default: the app's, 256)")
+                    help="the per-tab memory cap of the app it starts (`app.py --session-mb`; default: the app's, 192)")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
     if args.visitors < 1 or args.minutes <= 0 or args.settle < 0:

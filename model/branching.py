@@ -11,10 +11,10 @@ decodes the rest. Its first model call reads the parent's content cache truncate
 step k (the given tokens and the groups committed before step k), so each remaining step costs one call
 over new rows only: a branch at step k of an n-step plan makes n - k model calls.
 
-A branch's cache may be dropped to save memory (`BranchTree.drop_cache`, oldest first: `cached()`; the
-app's per-session cap, app.memory, does so); the branch itself stays whole, and the next branch from it
-rebuilds the cache in one model call, counted in that branch's `new_model_calls`, as the first branch of
-a trace decoded without its cache does.
+A branch's cache may be dropped to save memory (`BranchTree.drop_cache`, least recently used first:
+`cached()`; the app's per-session cap, app.memory, does so); the branch itself stays whole, and the next
+branch from it rebuilds the cache in one model call, counted in that branch's `new_model_calls` (and
+`rebuilt_parent` set on it), as the first branch of a trace decoded without its cache does.
 
 Branches form a tree (`BranchTree`): the root is a decoded trace; every branch names its parent and the
 step it leaves it at, and can itself be branched. `to_dict()` is plain data for the app.
@@ -60,8 +60,10 @@ class Branch:
     change: dict = field(default_factory=dict)  # what differs from the parent from at_step on
     new_model_calls: int = 0  # calls this branch made itself (the shared prefix's were made once, earlier;
     # the first branch of a trace decoded without keep_cache also counts the one call rebuilding its cache)
-    cache_built: int | None = None  # when its content cache was built, on the tree's clock (None: it holds none)
+    cache_used: int | None = None  # when its content cache was last built or read, on the tree's clock (None:
+    # it holds none); `BranchTree.cached()` lists the least recently used first
     cache_drops: int = 0  # times its cache was dropped (`BranchTree.drop_cache`) to save memory
+    rebuilt_parent: bool = False  # whether making this branch rebuilt its parent's cache (one call, counted above)
 
     @property
     def logprob(self) -> float:
@@ -82,11 +84,10 @@ class BranchTree:
         first branch from it."""
         _check_mode(root.mode)
         self.model = model
-        self.clock = 0  # counts cache builds: a cache built earlier has a smaller `Branch.cache_built`
-        self.last_rebuilt: int | None = None  # the branch whose cache the last `branch()` call rebuilt, if any
+        self.clock = 0  # counts cache builds and reads: a cache used earlier has a smaller `Branch.cache_used`
         self.branches = [Branch(name, None, 0, root, {}, root.model_calls)]
         if root.cache is not None:
-            self.branches[0].cache_built = self._tick()
+            self.branches[0].cache_used = self._tick()
 
     @classmethod
     def decode(cls, model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig | None = None, *, mode: str | None = None,
@@ -137,9 +138,8 @@ class BranchTree:
         run_seed = _as_int(seed, "seed") if seed is not None else parent_trace.config.seed
         run_sampler = sampler if sampler is not None else parent_trace.config.sampler
         # everything is checked: only now copy the cache and decode
-        rebuilt = parent_trace.cache is None  # then one call rebuilds the parent's cache: counted below
-        self.last_rebuilt = index if rebuilt else None
-        prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), self._prefix_cache(index, k), commit)
+        cache, rebuilt = self._prefix_cache(index, k)  # rebuilt: one call rebuilt the parent's cache, counted below
+        prefix = DecodePrefix(copy.deepcopy(parent_trace.steps[:k]), cache, commit)
         config = _branch_config(parent_trace, rest, run_sampler, run_seed)
         plan = _branch_plan(parent_trace, k, prefix, rest, run_seed) if parent_trace.mode == "plan" \
             else parent_trace.plan  # dynamic: the realised plan; its groups after the prefix are re-decided
@@ -152,13 +152,14 @@ class BranchTree:
             change["sampler"] = asdict(sampler)
         new_index = len(self.branches)
         self.branches.append(Branch(name or _describe(new_index, k, change), index, k, trace, change,
-                                    trace.model_calls - shared_calls + int(rebuilt), self._tick()))
+                                    trace.model_calls - shared_calls + int(rebuilt), self._tick(),
+                                    rebuilt_parent=rebuilt))
         return new_index
 
     def cached(self) -> list[int]:
-        """The branches holding a content cache, the oldest cache first."""
+        """The branches holding a content cache, the least recently used (built or branched from) first."""
         held = [i for i, b in enumerate(self.branches) if b.trace.cache is not None]
-        return sorted(held, key=lambda i: (self.branches[i].cache_built or 0, i))
+        return sorted(held, key=lambda i: (self.branches[i].cache_used or 0, i))
 
     def drop_cache(self, index: int) -> bool:
         """Free branch `index`'s content cache (the branch itself stays, its trace whole); the next branch
@@ -167,7 +168,7 @@ class BranchTree:
         branch = self.branches[self._index(index)]
         if branch.trace.cache is None:
             return False
-        branch.trace.cache, branch.cache_built = None, None
+        branch.trace.cache, branch.cache_used = None, None
         branch.cache_drops += 1
         return True
 
@@ -187,15 +188,19 @@ class BranchTree:
             raise PlanError(f"parent must be a branch index in [0, {len(self.branches)}); got {index!r}.")
         return int(index)
 
-    def _prefix_cache(self, index: int, k: int) -> A3Cache:
-        """A copy of branch `index`'s cache holding exactly the context of its step k (copied, because
-        the branch appends to it and the parent's must stay as it is for later branches)."""
-        trace = self.branches[index].trace
-        if trace.cache is None:
-            trace.cache = _rebuild_cache(self.model, trace)
-            self.branches[index].cache_built = self._tick()
+    def _prefix_cache(self, index: int, k: int) -> tuple[A3Cache, bool]:
+        """(a copy of branch `index`'s cache holding exactly the context of its step k, whether that cache
+        had to be rebuilt first). Copied, because the branch appends to it and the parent's must stay as it
+        is for later branches. The cache is marked as used now (`cached()` drops the least recently used)."""
+        branch = self.branches[index]
+        trace = branch.trace
+        cache = trace.cache  # a local: a drop_cache meanwhile cannot take it from under the copy below
+        rebuilt = cache is None
+        if rebuilt:
+            cache = trace.cache = _rebuild_cache(self.model, trace)
+        branch.cache_used = self._tick()
         context = (trace.plan.group_ids < trace.steps[k].group).nonzero(as_tuple=True)[0].tolist()
-        return _cache_prefix(trace.cache, context, self.model, trace.plan.length)
+        return _cache_prefix(cache, context, self.model, trace.plan.length), rebuilt
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,4 +13,5 @@ tabs together in page order.
     how_tab      ? How A3 works: the explainer
     api          the named API endpoints `infill` and `order_likelihoods`
     wiring       every event of the page
+    sessions     a closed or idle tab's runs let go (the unload event, a sweep), the memory handed back
 """

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app import figures
+from app import figures, memory
 from app.session import COMPARE_METHODS, InputError
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import SERVER_ERROR, to_stage, warn
@@ -80,7 +80,8 @@ def on_load_compared(results, index: int):
     method = COMPARE_METHODS[index]
     result = (results or {}).get(method)
     if result is None:
-        return gr.skip(), gr.skip(), gr.skip(), warn(f"{method} has no run to show: compare first.")
+        return gr.skip(), gr.skip(), gr.skip(), warn(
+            f"{method} has no run to show: compare first; {memory.not_held('comparison')}")
     return to_stage(result)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app import branching as branch_logic
-from app import figures
+from app import figures, memory
 from app.attention_view import attention_figure
 from app.render import clamp_step, render_step
 from app.session import Explorer, InputError
@@ -248,14 +248,16 @@ class DetailsCallbacks:
         return (gr.Dataframe(value=rows or None, headers=branch_logic.TREE_HEADERS, visible=bool(rows)),
                 gr.Dropdown(choices=picks, value=current))
 
-    def on_branch(self, tree, result, step, change: dict, compared=None, lab=None):
+    def on_branch(self, tree, result, step, change: dict, compared=None, lab=None, attention_at=None):
         """(tree, result, stage, table, pick, tabs, warning) after branching at the step on show. What else
-        the session holds (the comparison's runs, the lab's result) counts towards its memory cap
-        (app.memory); the warning line says when caches were dropped or one was rebuilt."""
+        the session holds (the comparison's runs, the lab's result, the run the attention was drawn for)
+        counts towards its memory cap (app.memory); the warning line says when caches were dropped or one
+        was rebuilt."""
         skip = (gr.skip(),) * 6
+        held = [*(compared or {}).values(), *([attention_at[0]] if attention_at else [])]
         try:
             tree, shown, note = self.calls.branch(tree, result, clamp_step(result, step) if result is not None
-                                                  else -1, held=list((compared or {}).values()), lab=lab, **change)
+                                                  else -1, held=held, lab=lab, **change)
         except InputError as err:
             return (*skip, warn(err))
         except Exception:  # never a stack trace in the page
@@ -264,16 +266,18 @@ class DetailsCallbacks:
         return (tree, shown, stage_payload(shown), *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"),
                 inform(note))
 
-    def on_branch_token(self, tree, result, step, position, token, compared=None, lab=None):
-        return self.on_branch(tree, result, step, {"position": position, "token": token}, compared, lab)
+    def on_branch_token(self, tree, result, step, position, token, compared=None, lab=None, attention_at=None):
+        return self.on_branch(tree, result, step, {"position": position, "token": token}, compared, lab,
+                              attention_at)
 
-    def on_branch_order(self, tree, result, step, order, size, compared=None, lab=None):
-        return self.on_branch(tree, result, step, {"order": order, "group_size": size}, compared, lab)
+    def on_branch_order(self, tree, result, step, order, size, compared=None, lab=None, attention_at=None):
+        return self.on_branch(tree, result, step, {"order": order, "group_size": size}, compared, lab, attention_at)
 
     def on_show_branch(self, tree, index):
         """(result, stage, table, tabs, warning): a branch of the tree onto the stage."""
         if tree is None or index is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn("No branch yet: branch from a step first.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(
+                f"No branch yet: branch from a step first; {memory.not_held('branch')}")
         try:
             shown = branch_logic.branch_result(self.explorer, tree, index, tree_method(tree))
         except InputError as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import memory
 from app.render import clamp_step, render_step
 from app.session import Explorer, Result
 
@@ -90,7 +91,7 @@ def shown_step(result: Result | None, step) -> int:
 def export(result: Result | None, name: str, make) -> str | None:
     """The path of a new file `name` holding `make(result)` (bytes or text)."""
     if result is None:
-        gr.Warning("Run a decoding first; there is nothing to export yet.")
+        gr.Warning(f"Nothing to export: {memory.not_held()}")
         return None
     data = make(result)
     path = Path(tempfile.mkdtemp(prefix="a3-export-")) / name
@@ -101,7 +102,7 @@ def export(result: Result | None, name: str, make) -> str | None:
 def export_file(result: Result | None, name: str, explorer: Explorer, write) -> str | None:
     """An export that writes its own file: `write(trace_dict, path)` (app.slides)."""
     if result is None:
-        gr.Warning("Run a decoding first; there is nothing to export yet.")
+        gr.Warning(f"Nothing to export: {memory.not_held()}")
         return None
     data = result.trace.to_dict(explorer.loaded.tokenizer)
     data["method"], data["model"] = result.method, result.model

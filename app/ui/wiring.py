@@ -109,7 +109,7 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     b.position.change(on_position, [states.result, states.details_step, b.position], b.token,
                       api_visibility="private", show_progress="hidden")
     branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning]
-    held = [states.compared, states.lab]  # what else the session keeps: counted towards its memory cap
+    held = [states.compared, states.lab, states.attention_at]  # what else the tab keeps: counted towards its cap
     b.token_btn.click(on.on_branch_token,
                       [states.tree, states.result, states.details_step, b.position, b.token, *held],
                       branched, api_visibility="private", **model)
