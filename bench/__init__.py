@@ -19,8 +19,9 @@ def arg_parser(doc: str, *, device: bool = False, dtype: bool = False) -> argpar
     if device:
         ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
     if dtype:
-        ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="the model's weights (default: the library's choice for the device)")
+        ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "int8"],
+                        help="the model's weights (default: the library's choice for the device); int8: "
+                             "model.quant's int8 weights (opt-in, faster, changes greedy fills)")
     ap.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     return ap

@@ -1,6 +1,7 @@
 """App speed: server time to render one step, and a full decode through the app's code path.
 
-    python -m bench.app --json [--model default|tiny] [--length 128] [--open 64] [--device cuda] [--decode-only]
+    python -m bench.app --json [--model default|tiny] [--length 128] [--open 64] [--device cuda] [--dtype int8]
+                            [--decode-only]
 
 A `length`-token text with `open` blank tokens in the middle is decoded through `Explorer.decode`
 (what the Run button calls) with the app's defaults (A3 plan, left to right, groups of 1; each
@@ -16,7 +17,8 @@ skips the rendering (no plotly needed: the GPU check's machine has no app depend
 decodes and the previews. `roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it
 takes to read the weights a step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at a
 quick read bandwidth, bench.roofline's `read_bandwidth`: 2 threads, best of 3, measured first; on a GPU
-the device's own). Prints one JSON object on its last line; asserts nothing.
+the device's own). `--dtype int8` runs model.quant's int8 weights (opt-in: faster, changes greedy fills);
+`dtype` names the weights' precision that ran. Prints one JSON object on its last line; asserts nothing.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def run(model_name: str, length: int, n_open: int, threads: int | None = None, *
 
     best_of_n_fields = best_of_n_timing(explorer)
     decode_s, result = decode_seconds(method="A3 plan", order="left to right", group_size=1)
-    roofline = roofline_fields(loaded.model, loaded.dtype, decode_s / result.n_steps, bandwidth)
+    roofline = roofline_fields(loaded.model, loaded.weight_dtype, decode_s / result.n_steps, bandwidth)
     decode_s2, _ = decode_seconds(method="A3 plan", order="left to right", group_size=2)
     dynamic_s, _ = decode_seconds(method="A3 dynamic", k=2)
 

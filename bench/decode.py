@@ -1,6 +1,7 @@
 """Decoding speed: A3 plan decoding with the content KV cache vs full recompute vs the base AR model.
 
     python -m bench.decode --json [--model default|tiny] [--length 256] [--group-size 4] [--device cuda]
+                               [--dtype float32|bfloat16|int8]
 
 One input of `length` tokens (stories from the corpus, concatenated): the first quarter given, the rest
 open, decoded greedily in left-to-right groups of `group_size` three ways on this machine:
@@ -11,7 +12,8 @@ open, decoded greedily in left-to-right groups of `group_size` three ways on thi
     ar_generate_s   transformers' `generate` on the base AR model (its own KV cache), same new tokens
 `roofline_multiple`: the cached run's mean step (`step_s`) over the time it takes to read the weights a
 step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at bench.roofline's quick read
-bandwidth, 2 threads, best of 3, measured first; on a GPU the device's own).
+bandwidth, 2 threads, best of 3, measured first; on a GPU the device's own). `--dtype int8` runs
+model.quant's int8 weights (the AR baseline stays float32); `dtype` names the weights' precision that ran.
 Prints one JSON object on its last line. Numbers, not assertions: nothing here fails on a slow machine.
 """
 
@@ -77,6 +79,8 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
         from model.base import load_base_causal_lm
 
         ar_model = load_base_causal_lm()[0]
+    elif loaded.quantization is not None and loaded.base_is_model:  # int8 tiny: its base is the float32 model
+        ar_model = llama_from_a3(load_model(model_name, device=device, dtype=torch.float32).model)
     else:
         ar_model = llama_from_a3(loaded.base())
     ar_model = ar_model.to(device=device, dtype=loaded.dtype)
@@ -110,7 +114,7 @@ def run(model_name: str, length: int, group_size: int, threads: int | None = Non
         "ar_generate_s": round(ar_s, 3), "speedup_vs_ar": round(ar_s / cached_s, 2),
         **peak_memory_mb(device), "threads": torch.get_num_threads(), "device": device_name(device),
         "torch": torch.__version__,
-        **roofline_fields(model, loaded.dtype, cached_s / len(cached.steps), bandwidth),
+        **roofline_fields(model, loaded.weight_dtype, cached_s / len(cached.steps), bandwidth),
     }
 
 

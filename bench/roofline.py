@@ -1,6 +1,6 @@
 """Roofline: how far a cached decode step is from the time it takes just to read the weights once.
 
-    python -m bench.roofline --json [--model default|tiny] [--mb 1024] [--repeats 5] [--dtype bfloat16]
+    python -m bench.roofline --json [--model default|tiny] [--mb 1024] [--repeats 5] [--dtype bfloat16|int8]
 
 On a CPU one cached decode step (one committed token's content row and one query row through every
 layer, then the LM head) does little arithmetic per weight: it is bound by reading the weights from
@@ -13,9 +13,12 @@ memory. This benchmark measures
     weight_bytes    the bytes of weights one cached decode step reads, per precision: every decoder
                     layer's linear weights (and biases) and norms, the final norm, the query vector, the
                     LM head (tied to the embedding: the whole vocab x hidden matrix is read once per step
-                    for the logits) and one embedding row per new token (negligible). "int8 (projected)"
-                    is the matrices at one byte a weight (float32's bytes / 4) with the vectors left in
-                    float32: a projection, nothing runs in int8.
+                    for the logits) and one embedding row per new token (negligible). "int8" is
+                    model.quant's scheme (`--dtype int8`, A3_CPU_DTYPE=int8): every matrix at one byte a
+                    weight plus one float32 scale per output channel, the vectors left in float32 (the
+                    bytes of the model.quant weights as stored, DEFAULT_KEEP: nothing kept in float32).
+                    For a model that ran in int8 the bound counts its weights as stored (what it kept in
+                    float32 at four bytes).
     bound_s         the lower bound on a step's time: weight bytes / the best read bandwidth at
                     min(2, cpu_count) threads (`bound_bandwidth` names it), per precision and for the
                     precision that ran (`dtype`)
@@ -37,14 +40,16 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from bench import _positive_int, arg_parser, report, synchronize
 
 KERNELS = ("copy", "triad", "read")
 ARRAYS = {"copy": 2, "triad": 3, "read": 1}  # arrays each kernel touches (bytes counted per element)
 MB = 1e6  # array sizes and bandwidths in decimal units (GB/s = 1e9 bytes a second)
-PRECISIONS = {"float32": 4, "bfloat16": 2, "int8 (projected)": 1}  # bytes per matrix element
-VECTOR_BYTES = {"float32": 4, "bfloat16": 2, "int8 (projected)": 4}  # norms, biases, vectors: left in float32
+PRECISIONS = {"float32": 4, "bfloat16": 2, "int8": 1}  # bytes per matrix element
+VECTOR_BYTES = {"float32": 4, "bfloat16": 2, "int8": 4}  # norms, biases, vectors: left in float32
+SCALE_BYTES = {"float32": 0, "bfloat16": 0, "int8": 4}  # per matrix row (output channel): model.quant's scales
 DEFAULT_MB = 1024  # --mb: the arrays of bench.roofline in all
 QUICK_READ_MB = 256  # bench.app / bench.decode: one read array, at least twice the last-level cache
 QUICK_READ_REPEATS = 3
@@ -153,7 +158,7 @@ def decode_step_elements(model, new_tokens: int = 1) -> dict[str, int]:
                 norms += param.numel()
             elif name.endswith(".bias"):
                 biases += param.numel()
-            else:
+            elif not name.endswith(".weight_scale"):  # an int8 model's scales: see matrix_rows
                 linear += param.numel()
     hidden = model.config.hidden_size
     return {
@@ -162,9 +167,36 @@ def decode_step_elements(model, new_tokens: int = 1) -> dict[str, int]:
         "layers_bias": biases,
         "final_norm": inner.norm.weight.numel(),
         "query_vector": inner.query_embed.numel(),
-        "lm_head": model.lm_head.weight.numel(),
+        "lm_head": model.lm_head.in_features * model.lm_head.out_features,
         "embedding_rows": new_tokens * hidden,
     }
+
+
+def _step_linears(model) -> list:
+    """The Linear modules (float or model.quant's Int8Linear) a cached step multiplies by: every decoder
+    layer's and the LM head."""
+    from model.quant import Int8Linear
+
+    kinds = (nn.Linear, Int8Linear)
+    return [m for layer in model.model.layers for m in layer.modules() if isinstance(m, kinds)] + [model.lm_head]
+
+
+def matrix_rows(model) -> int:
+    """Output channels of the matrices a step reads: int8 keeps one float32 scale for each."""
+    return sum(m.out_features for m in _step_linears(model))
+
+
+def stored_weight_bytes(model, new_tokens: int = 1) -> int:
+    """Bytes of the weights one cached step reads, as the model holds them (each tensor at its own element
+    size: an int8 model's int8 matrices and float32 scales, whatever it kept in float32 at four bytes)."""
+    inner = model.model
+    tensors = [*inner.layers.parameters(), inner.norm.weight, inner.query_embed, *model.lm_head.parameters()]
+    seen, total = set(), 0
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total + new_tokens * model.config.hidden_size * inner.embed_tokens.weight.element_size()
 
 
 MATRICES = ("layers_linear", "lm_head")
@@ -172,11 +204,14 @@ MATRICES = ("layers_linear", "lm_head")
 
 def decode_step_weight_bytes(model, new_tokens: int = 1) -> dict[str, int]:
     """Bytes of weights one cached decode step reads, per precision (PRECISIONS): matrices at the
-    precision's bytes per element, vectors at its VECTOR_BYTES (int8 keeps them in float32)."""
+    precision's bytes per element, vectors at its VECTOR_BYTES (int8 keeps them in float32) and, for int8,
+    one float32 scale per matrix row (SCALE_BYTES)."""
     elements = decode_step_elements(model, new_tokens)
     matrices = sum(elements[k] for k in MATRICES)
     vectors = sum(v for k, v in elements.items() if k not in MATRICES)
-    return {name: matrices * size + vectors * VECTOR_BYTES[name] for name, size in PRECISIONS.items()}
+    rows = matrix_rows(model)
+    return {name: matrices * size + vectors * VECTOR_BYTES[name] + rows * SCALE_BYTES[name]
+            for name, size in PRECISIONS.items()}
 
 
 def precision_name(dtype) -> str:
@@ -185,10 +220,15 @@ def precision_name(dtype) -> str:
 
 
 def weight_bytes_for(model, dtype) -> int:
-    """Bytes of weights one cached step reads with the model's weights in `dtype` (float16: as bfloat16)."""
+    """Bytes of weights one cached step reads with the model's weights in `dtype` (float16: as bfloat16;
+    int8: the model's own bytes as stored where model.quant quantized it, else decode_step_weight_bytes's)."""
+    from model.quant import quantization_of
+
     name = precision_name(dtype)
     if name == "float16":
         name = "bfloat16"
+    if name == "int8" and quantization_of(model) is not None:
+        return stored_weight_bytes(model)
     return decode_step_weight_bytes(model)[name]
 
 
@@ -276,8 +316,8 @@ def run(model_name: str = "default", *, total_mb: float = DEFAULT_MB, repeats: i
     weight_bytes = decode_step_weight_bytes(model)
     plan = roofline_plan(loaded.tokenizer, loaded.start_token_id, length, n_open)
     step_s, steps = time_decode_step(model, plan)
-    name = precision_name(loaded.dtype)
-    bound = step_bound_s(weight_bytes_for(model, loaded.dtype), read_gbs)
+    name = precision_name(loaded.weight_dtype)  # "int8" for a model.quant model (it computes in float32)
+    bound = step_bound_s(weight_bytes_for(model, loaded.weight_dtype), read_gbs)
     total_elements = sum(elements.values())
     return {
         "model": model_name, "cpu_count": cpus, "llc_mb": round(llc / MB, 1) if llc else None,

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
-from model.modeling import A3Cache, A3ForAnyOrderLM
+from model.modeling import A3Cache, A3ForAnyOrderLM, RopeTables
 from model.plans import Plan, PlanError, check_context
 
 MODES = tuple(METHODS)  # the trace modes: one per decoding method
@@ -750,7 +750,7 @@ def forward_rows(model: A3ForAnyOrderLM, content_ids: torch.Tensor, content_posi
     content = inner.embed_tokens(content_ids.view(1, n_content))
     query = inner.query_embed.to(content.dtype).expand(1, n_query, -1)
     rows = torch.cat([content, query], 1)  # (1, C + Q, H)
-    rope = inner.rotary_emb(rows, torch.cat([content_positions, query_positions]).view(1, -1))
+    rope = RopeTables(inner.rotary_emb(rows, torch.cat([content_positions, query_positions]).view(1, -1)))
     mask = visible.view(1, n_content + n_query, -1)
     for i, layer in enumerate(inner.layers):
         rows = layer(rows, n_content, rope, mask, cache, i)

@@ -71,6 +71,11 @@ class A3RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # One call instead of six small ops (a decoding step has two norms per layer on 1-2 rows, where
+            # each op's dispatch costs more than its arithmetic); the same formula, the same bits on the CPU
+            # (tests/test_modeling.py compares it with LLaMA's spelled-out form below).
+            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
@@ -79,6 +84,27 @@ class A3RMSNorm(nn.Module):
 
 # --------------------------------------------------------------------------------------------------
 # attention
+
+
+# The last mask `attend` prepared: (visible, its version counter, SDPA's mask, the rows' keep factor). Every
+# layer of a forward attends with the same `visible` tensor, so the preparation (five small ops, as costly as
+# the attention itself on a one-row decoding step) runs once per forward instead of once per layer. Keyed by
+# the tensor itself (kept alive here, so its id cannot be reused) and its version (an in-place change to the
+# mask prepares it again); a tuple read and written whole, so concurrent decodes never mix two masks.
+_PREPARED_MASK: tuple | None = None
+
+
+def _prepared_mask(visible: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    global _PREPARED_MASK
+    memo = _PREPARED_MASK
+    if memo is not None and memo[0] is visible and memo[1] == visible._version and memo[3].dtype == dtype:
+        return memo[2], memo[3]
+    sees_any = visible.any(-1)  # (B, R)
+    safe = (visible | ~sees_any.unsqueeze(-1)).unsqueeze(1)  # (B, 1, R, K)
+    keep = sees_any[:, None, :, None].to(dtype)  # (B, 1, R, 1)
+    if not torch.is_grad_enabled() and not visible.requires_grad:
+        _PREPARED_MASK = (visible, visible._version, safe, keep)
+    return safe, keep
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -91,10 +117,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Ten
     B, Hq, R, D = q.shape
     if k.shape[2] == 0:
         return q.new_zeros(B, Hq, R, D)
-    sees_any = visible.any(-1)  # (B, R)
-    safe = visible | ~sees_any.unsqueeze(-1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe.unsqueeze(1), enable_gqa=k.shape[1] != Hq)
-    return out * sees_any[:, None, :, None].to(out.dtype)
+    safe, keep = _prepared_mask(visible, q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, enable_gqa=k.shape[1] != Hq)
+    return out * keep
 
 
 class A3Attention(nn.Module):
@@ -119,12 +144,12 @@ class A3Attention(nn.Module):
         cache in place, so attention reads one contiguous view and nothing is copied.
         """
         B, R, _ = rows.shape
-        cos, sin = rope
+        cos, sin = rope.tables if isinstance(rope, RopeTables) else rope  # (B, 1, T, D) prepared, or (B, T, D)
         q = self.q_proj(rows).view(B, R, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, R, D)
         content = rows[:, :n_content]
         k = self.k_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[:, :n_content], sin[:, :n_content])
+        q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[..., :n_content, :], sin[..., :n_content, :])
         if cache is not None:
             k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
         observer = self.observer  # read once: another thread may clear it meanwhile
@@ -136,8 +161,25 @@ class A3Attention(nn.Module):
 
 
 def rope_rotate(x, cos, sin):
-    """Rotate x (B, H, T, D) by RoPE at the rows' true positions; cos/sin (B, T, D)."""
+    """Rotate x (B, H, T, D) by RoPE at the rows' true positions; cos/sin (B, T, D) as LLaMA's rotary
+    embedding gives them, or (B, 1, T, D) as RopeTables prepares them once per forward (sin signed)."""
+    if cos.dim() == 4:  # RopeTables: rotate_half(x) * sin == x.roll(D / 2) * signed sin, bit for bit
+        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+class RopeTables(tuple):
+    """LLaMA's (cos, sin) of a forward's rows, (B, T, D) each (it unpacks as that pair), plus `tables`: the
+    same prepared once for every layer, (B, 1, T, D), with the sign of rotate_half folded into sin's first
+    half (rotate_half(x) = [-x2, x1], so rotate_half(x) * sin = [x2, x1] * [-sin1, sin2]: the same products,
+    the same bits). A decoding step rotates q and k in each of 30 layers; this saves six small ops a time."""
+
+    def __new__(cls, rope):
+        cos, sin = rope
+        self = super().__new__(cls, (cos, sin))
+        first, second = sin.chunk(2, -1)
+        self.tables = (cos.unsqueeze(1), torch.cat((-first, second), -1).unsqueeze(1))
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,9 +244,10 @@ class A3Cache:
         n, c = self.length, k.shape[2]
         if n + c > self.max_len:
             raise RuntimeError(f"A3Cache is full: {n} + {c} slots > max_len {self.max_len}.")
-        self.k[layer][:, :, n : n + c] = k
-        self.v[layer][:, :, n : n + c] = v
-        return self.k[layer][:, :, : n + c], self.v[layer][:, :, : n + c]
+        keys, values = self.k[layer], self.v[layer]
+        keys.narrow(2, n, c).copy_(k)  # narrow: one op where [:, :, n : n + c] is three
+        values.narrow(2, n, c).copy_(v)
+        return keys.narrow(2, 0, n + c), values.narrow(2, 0, n + c)
 
     def advance(self, groups: torch.Tensor, positions: torch.Tensor) -> None:
         """Commit the rows written by the last forward (groups/positions: (B, C))."""
@@ -280,7 +323,7 @@ class A3Model(A3PreTrainedModel):
         query = self.query_embed.to(content.dtype).expand(B, Q, -1)  # (B, Q, H)
         rows = torch.cat([content, query], 1)  # (B, C + Q, H)
         positions = torch.cat([content_positions, query_positions], 1)
-        rope = self.rotary_emb(rows, positions)  # cos, sin (B, C + Q, D)
+        rope = RopeTables(self.rotary_emb(rows, positions))  # cos, sin (B, C + Q, D), prepared for every layer
 
         for i, layer in enumerate(self.layers):
             rows = layer(rows, C, rope, visible, cache, i)

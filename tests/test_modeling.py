@@ -250,3 +250,49 @@ def test_forward_refuses_unknown_keyword_arguments(tiny):
     same = tiny(ids, group_ids=torch.zeros(6, dtype=torch.long), return_dict=True, use_cache=False,
                 output_attentions=False, output_hidden_states=None).logits
     assert torch.equal(plain, same)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64), (1, 2, 576), (3, 7, 96), (2, 129, 576)])
+def test_the_fused_rms_norm_gives_llamas_bits_in_float32(shape):
+    """A3RMSNorm calls F.rms_norm in float32 (one op instead of six, for decoding steps of 1-2 rows); it must
+    compute exactly LLaMA's spelled-out norm, bit for bit, so the content stream stays the base model."""
+    from model.modeling import A3RMSNorm
+
+    g = torch.Generator().manual_seed(sum(shape))
+    norm = A3RMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(shape[-1], generator=g) + 0.5)
+    x = torch.randn(*shape, generator=g) * torch.logspace(-3, 2, shape[1])[None, :, None]
+    with torch.no_grad():
+        by_hand = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+        assert torch.equal(norm(x), by_hand)
+        half = norm.to(torch.bfloat16)(x.bfloat16())  # other dtypes keep LLaMA's own steps
+        assert half.dtype == torch.bfloat16 and (half.float() - by_hand).abs().max() < 0.05 * by_hand.abs().max()
+
+
+def test_attend_prepares_a_mask_once_per_forward_and_again_when_it_changes():
+    """Every layer of a forward attends with the same mask, which attend prepares once (model.modeling's
+    _PREPARED_MASK); another mask, or the same one changed in place, is prepared again."""
+    from model import modeling
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 3, 8, generator=g), torch.randn(1, 2, 5, 8, generator=g),
+               torch.randn(1, 2, 5, 8, generator=g))
+
+    def by_hand(visible):
+        scores = (q @ k.repeat_interleave(2, 1).transpose(-1, -2)) / math.sqrt(8)
+        weights = scores.masked_fill(~visible[:, None], float("-inf")).softmax(-1).nan_to_num(0.0)
+        return weights @ v.repeat_interleave(2, 1)
+
+    visible = torch.tensor([[[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]], dtype=torch.bool)
+    with torch.no_grad():
+        first = modeling.attend(q, k, v, visible)
+        assert modeling._PREPARED_MASK[0] is visible
+        assert torch.allclose(first, by_hand(visible), atol=1e-6) and first[0, :, 1].abs().max() == 0
+        assert torch.equal(modeling.attend(q, k, v, visible), first)  # the prepared mask, reused
+        visible[0, 1, 0] = True  # in place: the row that saw nothing now sees one key
+        changed = modeling.attend(q, k, v, visible)
+        assert torch.allclose(changed, by_hand(visible), atol=1e-6) and changed[0, :, 1].abs().max() > 0
+        other = visible.clone()
+        other[0, 0, 1] = False
+        assert torch.allclose(modeling.attend(q, k, v, other), by_hand(other), atol=1e-6)

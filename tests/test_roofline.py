@@ -55,7 +55,8 @@ def test_the_weight_bytes_are_every_linear_norm_and_the_lm_head(overrides):
     matrices, vectors = by_hand(model)
     counted = roofline.decode_step_weight_bytes(model)
     assert counted["float32"] == 4 * (matrices + vectors)
-    assert counted["int8 (projected)"] == matrices + 4 * vectors  # matrices at a byte, vectors left in float32
+    rows = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))  # the LM head once
+    assert counted["int8"] == matrices + 4 * vectors + 4 * rows  # a byte a weight, a float32 scale a row
     if not overrides:
         assert matrices + vectors == tiny_by_formula(model)
     elements = roofline.decode_step_elements(model)
@@ -74,6 +75,26 @@ def test_bfloat16_halves_the_bytes_and_the_bound():
     assert roofline.weight_bytes_for(model, torch.float32) == counted["float32"]
     bound = roofline.step_bound_s(counted["float32"], 10)
     assert roofline.step_bound_s(counted["bfloat16"], 10) * 2 == pytest.approx(bound)
+
+
+def test_an_int8_model_is_bound_by_its_weights_as_stored():
+    """model.quant's weights (int8 matrices, a float32 scale per row, vectors in float32) are the bytes the
+    "int8" projection counts; a model that keeps a matrix in float32 reads that matrix at four bytes."""
+    from model.quant import quantize_model
+
+    model = tiny_model(VOCAB)
+    projected = roofline.decode_step_weight_bytes(model)
+    assert roofline.weight_bytes_for(model, torch.int8) == projected["int8"]  # float model: the projection
+    quantized = quantize_model(tiny_model(VOCAB))
+    assert roofline.decode_step_elements(quantized) == roofline.decode_step_elements(model)
+    assert roofline.stored_weight_bytes(quantized) == projected["int8"]
+    assert roofline.weight_bytes_for(quantized, torch.int8) == projected["int8"]
+    assert roofline.stored_weight_bytes(model) == projected["float32"]  # tied LM head counted once
+    kept = quantize_model(tiny_model(VOCAB), keep=("lm_head",))
+    head = model.lm_head.weight.numel()
+    assert roofline.weight_bytes_for(kept, torch.int8) == projected["int8"] + 3 * head - 4 * VOCAB
+    fields = roofline.roofline_fields(quantized, torch.int8, 0.01, {"gbs": 5.0, "what": "w"})
+    assert fields["dtype"] == "int8" and fields["weight_bytes"] == projected["int8"]
 
 
 def test_the_bound_is_bytes_over_bandwidth_and_the_multiple_step_over_bound():
@@ -124,7 +145,7 @@ def test_bench_roofline_prints_one_json_object_with_the_documented_keys():
     assert set(out) >= ROOFLINE_KEYS
     assert set(out["bandwidth_gbs"]) == {str(t) for t in range(1, (os.cpu_count() or 1) + 1)}
     assert all(set(rates) == {"copy", "triad", "read"} for rates in out["bandwidth_gbs"].values())
-    assert set(out["weight_bytes"]) == {"float32", "bfloat16", "int8 (projected)"}
+    assert set(out["weight_bytes"]) == {"float32", "bfloat16", "int8"}
     tiny = load_model("tiny", device="cpu").model
     assert out["weight_bytes"] == roofline.decode_step_weight_bytes(tiny)
     assert out["read_gbs"] == out["bandwidth_gbs"][str(min(2, os.cpu_count() or 1))]["read"]
@@ -133,11 +154,21 @@ def test_bench_roofline_prints_one_json_object_with_the_documented_keys():
     assert out["roofline_multiple"] > 0
 
 
+def test_bench_roofline_runs_the_int8_model_and_bounds_it_by_its_bytes():
+    out = run_json("bench.roofline", "--json", "--model", "tiny", "--mb", "4", "--repeats", "1", "--dtype", "int8")
+    assert out["dtype"] == "int8" and out["steps"] == 64
+    assert out["bound_s"] == out["bound_s_by_precision"]["int8"] < out["bound_s_by_precision"]["float32"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("name, extra", [("app", ["--decode-only", "--length", "48", "--open", "16"]),
                                          ("decode", ["--length", "32"])])
-def test_app_and_decode_report_their_roofline_multiple_and_dtype(name, extra):
-    out = run_json(f"bench.{name}", "--json", "--model", "tiny", "--bandwidth-mb", "4", *extra)
-    assert out["dtype"] == "float32"
+def test_app_and_decode_report_their_roofline_multiple_and_dtype(name, extra, dtype):
+    out = run_json(f"bench.{name}", "--json", "--model", "tiny", "--bandwidth-mb", "4", "--dtype", dtype, *extra)
+    assert out["dtype"] == dtype
+    if dtype == "int8":  # the int8 model ran: its own bytes bound it
+        assert out["weight_bytes"] == roofline.decode_step_weight_bytes(load_model("tiny", device="cpu").model)["int8"]
+        assert "int8" in out["device"] if name == "app" else out["device"] == "cpu"
     assert out["roofline_multiple"] > 0 and out["bound_s"] > 0
     steps = out["steps"]
     run_s = out["decode_s"] if name == "app" else out["cached_s"]

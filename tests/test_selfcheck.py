@@ -83,3 +83,40 @@ def test_a_model_that_cannot_load_exits_3_with_the_reason_and_bad_flags_exit_2(t
     with pytest.raises(SystemExit) as exit_:
         selfcheck.main(["--model", "tiny", "--threads", "0"])
     assert exit_.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_int8_passes_with_no_leak_bit_for_bit_and_a_tolerance_measured_against_float32(capsys):
+    """model.quant's int8: each row quantized on its own, exact integer products, so no_leak holds bit for
+    bit; cached / recomputed / one-pass are judged against the int8 model's own distance to float32 (on
+    the 2-layer tiny model they still agree within float32's 1e-3)."""
+    assert selfcheck.main(["--model", "tiny", "--dtype", "int8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["passed"] and result["dtype"] == "int8"
+    checks = result["checks"]
+    assert checks["no_leak"]["status"] == "pass" and checks["no_leak"]["earlier_rows_max_change"] == 0.0
+    assert checks["no_leak"]["run_to_run_noise"] == 0.0
+    cached, likelihood = checks["cached_vs_recomputed"], checks["likelihood_identity"]
+    assert cached["status"] == likelihood["status"] == "pass"
+    assert cached["teacher_forced_max_logprob_diff"] <= selfcheck.LOGPROB_TOLERANCE
+    assert 0 < cached["full_forward_vs_float32_mean_logprob_diff"] < 0.1  # 8 bits change something, a little
+    assert 0 < likelihood["one_pass_vs_float32_mean_token_diff"] < 0.1
+    assert checks["content_vs_base"]["status"] == "skipped"  # the tiny model is its own (float32) base
+
+
+def test_in_int8_the_planted_cache_bug_and_a_leak_fail_too(monkeypatch):
+    extend = modeling.A3Cache.extend
+    monkeypatch.setattr(modeling.A3Cache, "extend", lambda self, layer, k, v: extend(self, layer, k, v * 1.1))
+    result = selfcheck.run("tiny", dtype="int8", checks=["cached_vs_recomputed", "likelihood_identity"])
+    assert result["checks"]["cached_vs_recomputed"]["status"] == "fail"
+    assert result["checks"]["likelihood_identity"]["status"] == "fail"
+    monkeypatch.undo()
+    from model import quant
+
+    def per_tensor_rows(x):  # one activation scale for the whole batch: the leak the issue forbids
+        x = x.float()
+        scale = x.abs().amax().clamp_min(1e-30) / 127
+        return torch.round(x / scale).to(torch.int8), scale.expand(x.shape[0], 1)
+
+    monkeypatch.setattr(quant, "quantize_rows", per_tensor_rows)
+    check = selfcheck.run("tiny", dtype="int8", checks=["no_leak"])["checks"]["no_leak"]
+    assert check["status"] == "fail" and check["earlier_rows_max_change"] > 0
