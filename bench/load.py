@@ -34,9 +34,10 @@ Reported per endpoint: calls, p50 and p95 latency (queue join to the result) and
 start of processing). Errors on good input (a failed call or a warning where none is due), bad inputs, and
 bad inputs answered with a clear message: the app's own words, never a traceback, an exception's class,
 a server path, Gradio's generic "has raised an exception" or the app's own catch-all. The server's RSS
-(with any child processes) when the visitors arrive, at its peak, and `--settle` seconds (60) after the
-last visitor left (the app lets a closed tab's runs go and hands the memory back: `after` should be back
-near `start`). Take timings with nothing else running on the machine. One JSON object on the last line.
+(with any child processes) before anything ran (`cold`), when the visitors arrive (`start`: after one
+warm-up call that makes the server load what it loads on first use, the AR base model, about 0.5 GB), at its
+peak, and `--settle` seconds (60) after the last visitor left (the app lets a closed tab's runs go and hands
+the memory back: `after` should be back near `start`). Take timings with nothing else running on the machine. One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -400,10 +401,29 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
 
 
+WARM_UP = ("Mia found an old key under the porch. [MASK:4] It was a letter.", "AR baseline", 0)
+
+
+def warm_up(url: str) -> None:
+    """One call that makes the server load what it loads only on first use (the AR base model, about 0.5 GB
+    for the default model: the AR baseline, the order lab and `/order_likelihoods` read it), so that the
+    memory the crowd leaves behind is measured from the server's settled state: `rss_mb.cold` is before it,
+    `rss_mb.start` after it. Its session closes at once; it is not counted among the visitors' calls."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False, analytics_enabled=False)
+    try:
+        client.predict(*WARM_UP, api_name="/infill")
+    finally:
+        client.close()
+
+
 def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None, seed: int = 0,
              settle: float = 60.0, queue_size: int | None = None, session_mb: float | None = None) -> dict:
     page, tally = PageConfig(url), Tally()
     watch = MemoryWatch(pid) if pid else None
+    rss_cold = process_tree_rss_mb(pid) if pid else None
+    warm_up(url)
     rss_start = process_tree_rss_mb(pid) if pid else None
     if watch:
         watch.start()
@@ -437,8 +457,8 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
                             "rebuilt": sum(r for _, r in tally.drops.values()),
                             # [dropped, rebuilt] of each visitor whose tab dropped or rebuilt a cache, most first
                             "per_session": sorted(([d, r] for d, r in tally.drops.values()), reverse=True)},
-            "rss_mb": {"start": _mb(rss_start), "peak": _mb(watch.peak if watch else None), "after": _mb(rss_after),
-                       "after_s": settle},
+            "rss_mb": {"cold": _mb(rss_cold), "start": _mb(rss_start), "peak": _mb(watch.peak if watch else None),
+                       "after": _mb(rss_after), "after_s": settle},
             "endpoints": endpoints}
 
 
