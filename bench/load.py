@@ -37,7 +37,8 @@ a server path, Gradio's generic "has raised an exception" or the app's own catch
 (with any child processes) before anything ran (`cold`), when the visitors arrive (`start`: after one
 warm-up call that makes the server load what it loads on first use, the AR base model, about 0.5 GB), at its
 peak, and `--settle` seconds (60) after the last visitor left (the app lets a closed tab's runs go and hands
-the memory back: `after` should be back near `start`). Take timings with nothing else running on the machine. One JSON object on the last line.
+the memory back: `after` should be back near `start`). Take timings with nothing else running on the
+machine. One JSON object on the last line.
 """
 
 from __future__ import annotations
