@@ -42,36 +42,33 @@ NOTE_PREFIX = "Memory:"  # how the page's notes about dropped and rebuilt caches
 _NUMBER, _PAIR, _ENTRY, _RECORD = 36, 150, 110, 600
 
 
+def _positive_env(name: str, default: float, unit: str, what: str, environ=None) -> float:
+    """A positive finite number from the environment variable `name`, else `default`; a bad value raises
+    ValueError saying what is expected."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number of {unit} ({what}; default {default}); got {raw!r}.")
+    return value
+
+
 def session_cap_bytes(environ=None) -> int:
     """The cap in bytes: A3_SESSION_MB (a positive number of MB) if set, else SESSION_MB. A bad value raises
     ValueError with a message saying what is expected."""
-    raw = (os.environ if environ is None else environ).get(SESSION_MB_ENV, "").strip()
-    if not raw:
-        return SESSION_MB * 2**20
-    try:
-        mb = float(raw)
-    except ValueError:
-        mb = float("nan")
-    if not mb > 0 or mb == float("inf"):
-        raise ValueError(f"{SESSION_MB_ENV} must be a positive number of MB (the memory one browser session may "
-                         f"hold; default {SESSION_MB}); got {raw!r}.")
+    mb = _positive_env(SESSION_MB_ENV, SESSION_MB, "MB", "the memory one browser session may hold", environ)
     return int(mb * 2**20)
 
 
 def session_ttl_s(environ=None) -> float:
     """Seconds without an event after which a tab's runs are let go: A3_SESSION_TTL (a positive number) if
     set, else SESSION_TTL_S. A bad value raises ValueError saying what is expected."""
-    raw = (os.environ if environ is None else environ).get(SESSION_TTL_ENV, "").strip()
-    if not raw:
-        return float(SESSION_TTL_S)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"{SESSION_TTL_ENV} must be a positive number of seconds (how long a tab without events "
-                         f"keeps its runs; default {SESSION_TTL_S}); got {raw!r}.")
-    return seconds
+    return _positive_env(SESSION_TTL_ENV, SESSION_TTL_S, "seconds", "how long a tab without events keeps its runs",
+                         environ)
 
 
 def not_held(what: str = "run", environ=None) -> str:
