@@ -30,7 +30,7 @@ from model.flexible import (
 )
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
-from model.plans import ORDERS, PlanError, custom_plan, make_plan, parse_group_ids
+from model.plans import ORDERS, GroupIdCountError, PlanError, custom_plan, make_plan, parse_group_ids
 from model.rerank import CANDIDATES, BestOfN, best_of_n, planned_calls
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
@@ -45,6 +45,7 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
+CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
 MAX_TOKENS = 256  # what the figures stay readable and fast at
 
 # Size limits on what a visitor sends, checked before any work (tokenizing, parsing JSON, decoding), at the
@@ -109,6 +110,22 @@ def check_seed(seed) -> int:
                  else repr(seed) if len(repr(seed)) <= 40 else repr(seed)[:40] + "…")
         raise InputError(f"The seed must be a whole number from {lo} to {hi - 1}; got {shown}.")
     return value
+
+
+def custom_count_message(got: int, expected: int) -> str:
+    """What the page says when the custom group ids do not fit the text: where they are and what to do."""
+    ids = "1 id" if got == 1 else f"{got} ids"
+    return (f"Order is set to custom group ids, which has {ids} for a text of {expected} positions (one id per "
+            f"token, the start token first): edit them under {CUSTOM_IDS_BOX}, or choose another order.")
+
+
+def refuse_custom_ids_with_flexible(request: Request) -> None:
+    """InputError when a text with a [MASK:?] blank is to be decoded with custom group ids: it is decoded at
+    several lengths, and one list of ids fits one length only."""
+    if ORDER_NAMES.get(request.order) == "custom":
+        raise InputError("Order is set to custom group ids, which need blanks of a fixed length: a [MASK:?] blank "
+                         "is decoded at several lengths, and one list of ids (one per position) fits one length "
+                         "only. Give the blank a length, e.g. [MASK:5], or choose another order.")
 
 
 def check_request(request: Request) -> Request:
@@ -262,8 +279,12 @@ class Explorer:
             return make_plan(ids, given=given, order=order, group_size=int(request.group_size),
                              given_grouping=self.given_grouping,
                              generator=torch.Generator().manual_seed(int(request.seed)))
+        except GroupIdCountError as err:
+            raise InputError(custom_count_message(err.got, err.expected)) from None
         except PlanError as err:
-            raise InputError(f"Invalid plan: {err}") from None
+            fix = (f" Order is set to custom group ids: edit them under {CUSTOM_IDS_BOX}, or choose another order."
+                   if order == "custom" else "")
+            raise InputError(f"Invalid plan: {err}{fix}") from None
 
     # --------------------------------------------------------------------------------------- decode
 
@@ -278,6 +299,8 @@ class Explorer:
         """A [MASK:?] blank: decoded at every candidate length with the request's method; the result
         on show is the best whole text (model.flexible), and it carries every candidate."""
         check_request(request)
+        if request.method != BEST_OF_N:  # best of N makes its own orders: no custom ids
+            refuse_custom_ids_with_flexible(request)
         tok, start = self.loaded.tokenizer, self.loaded.start_token_id
         # the room left for the blank, from the text around it (a 1-token blank), so that shorter lengths
         # are still tried when the guess itself does not fit
@@ -468,6 +491,7 @@ class Explorer:
         comparison = Comparison()
         blank = self._flexible(request.text)
         if blank is not None:  # one search (the request's method), then every method at the length it kept
+            refuse_custom_ids_with_flexible(request)  # every method but best of N would read them
             kept = self.decode_flexible(request, blank).flexible.best.length
             comparison.notes.append(f"[MASK:?] searched with {request.method}, which kept {kept} tokens: every "
                                     f"method decoded a blank of {kept}.")

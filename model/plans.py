@@ -40,6 +40,15 @@ class PlanError(ValueError):
     """An invalid plan; the message names the argument and what to do."""
 
 
+class GroupIdCountError(PlanError):
+    """Custom group ids of the wrong count: `got` ids for `expected` positions (a caller that knows where
+    the ids were typed can say so: app.session)."""
+
+    def __init__(self, expected: int, got: int):
+        super().__init__(f"custom group ids: expected {expected} values (one per position), got {got}.")
+        self.expected, self.got = expected, got
+
+
 @dataclass(eq=False)
 class Plan:
     token_ids: torch.Tensor  # (L,) long; open positions hold a placeholder
@@ -253,7 +262,7 @@ def parse_group_ids(text: str, length: int) -> list[int]:
     if any(not -GROUP_ID_LIMIT <= v < GROUP_ID_LIMIT for v in values):
         raise PlanError(f"group ids must lie in [-{GROUP_ID_LIMIT}, {GROUP_ID_LIMIT}) (only their order matters).")
     if len(values) != length:
-        raise PlanError(f"custom group ids: expected {length} values (one per position), got {len(values)}.")
+        raise GroupIdCountError(length, len(values))
     return values
 
 

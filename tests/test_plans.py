@@ -4,6 +4,7 @@ import torch
 from model.plans import (
     CURRICULUM,
     ORDERS,
+    GroupIdCountError,
     Plan,
     PlanError,
     custom_plan,
@@ -117,8 +118,10 @@ def test_bad_custom_group_ids_are_rejected(groups, message):
 
 def test_parse_group_ids_from_text():
     assert parse_group_ids("0 0, 1 -2", 4) == [0, 0, 1, -2]
-    with pytest.raises(PlanError, match="expected 3 values"):
+    with pytest.raises(PlanError, match="expected 3 values") as err:
         parse_group_ids("0 1", 3)
+    # the count as numbers too, for a caller that says where the ids were typed (app.session)
+    assert isinstance(err.value, GroupIdCountError) and (err.value.expected, err.value.got) == (3, 2)
     with pytest.raises(PlanError, match="'x' is not"):
         parse_group_ids("0 x 1", 3)
     with pytest.raises(PlanError, match="empty"):

@@ -85,7 +85,7 @@ def test_bad_text_gives_a_clear_message(explorer, text, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(order="custom group ids", custom_groups="0 1 x"), "Invalid plan"),
-    (dict(order="custom group ids", custom_groups="0 1 2"), "expected"),
+    (dict(order="custom group ids", custom_groups="0 1 2"), "which has 3 ids for a text of 20 positions"),
     (dict(order="custom group ids", custom_groups=""), "empty"),
     (dict(order="sideways"), "Unknown order"),
     (dict(method="beam search"), "Unknown method"),
@@ -96,6 +96,33 @@ def test_bad_text_gives_a_clear_message(explorer, text, message):
 def test_bad_settings_give_a_clear_message(explorer, kwargs, message):
     with pytest.raises(InputError, match=message):
         explorer.decode(Request(text=TEXT, **kwargs))
+
+
+def test_custom_ids_that_do_not_fit_name_the_setting_and_the_fix(explorer):
+    """Order lab's "use it" leaves the order on custom group ids, its ids in a closed box: the next text's
+    run says where the ids are, how many there are against how many it needs, and what to do."""
+    n = len(explorer.picker_from_text(TEXT)["ids"])
+    with pytest.raises(InputError) as err:
+        explorer.decode(Request(text=TEXT, method="A3 plan", order="custom group ids", custom_groups="0 " * 28))
+    assert str(err.value) == (
+        f"Order is set to custom group ids, which has 28 ids for a text of {n} positions (one id per token, the "
+        "start token first): edit them under Custom group ids (researchers), or choose another order.")
+    with pytest.raises(InputError, match="1 id for a text"):
+        explorer.decode(Request(text=TEXT, order="custom group ids", custom_groups="0"))
+    with pytest.raises(InputError, match=r"^Invalid plan: custom group ids are empty.* Order is set to custom group "
+                                         r"ids: edit them under Custom group ids \(researchers\), or choose another"):
+        explorer.decode(Request(text=TEXT, order="custom group ids", custom_groups=""))
+
+
+@pytest.mark.parametrize("method", ["A3 plan", "A3 dynamic"])
+def test_an_any_length_blank_with_custom_ids_says_they_need_a_fixed_length(explorer, method):
+    text = "The old dog slept by the fire. [MASK:?] The children laughed and gave him a treat."
+    request = Request(text=text, method=method, order="custom group ids", custom_groups="0 " * 28)
+    for run in (explorer.decode, explorer.compare):
+        with pytest.raises(InputError, match=r"^Order is set to custom group ids, which need blanks of a fixed "
+                                             r"length: a \[MASK:\?\] blank is decoded at several lengths.*"
+                                             r"Give the blank a length, e.g. \[MASK:5\], or choose another order"):
+            run(request)
 
 
 def test_infill_api_returns_text_and_a_trace_with_steps(explorer):

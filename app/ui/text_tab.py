@@ -10,8 +10,18 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from app.picker import TokenPicker, carry_mask
-from app.session import BEST_OF_N, BEST_OF_N_ABOUT, ORDER_NAMES, PAGE_METHODS, Explorer, InputError, Request, Result
+from app.picker import TokenPicker, carry_mask, empty_value, fresh, stale
+from app.session import (
+    BEST_OF_N,
+    BEST_OF_N_ABOUT,
+    CUSTOM_IDS_BOX,
+    ORDER_NAMES,
+    PAGE_METHODS,
+    Explorer,
+    InputError,
+    Request,
+    Result,
+)
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import SERVER_ERROR, to_stage, warn
@@ -147,10 +157,13 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                     with gr.Row():
                         top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
                         top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
-                with gr.Accordion("Custom group ids (researchers)", open=False):
+                with gr.Accordion(CUSTOM_IDS_BOX, open=False, elem_id="custom-box") as custom_box:
                     custom_groups = gr.Textbox(
                         label="One integer per position, start token first (order: custom group ids)",
                         placeholder="e.g. 0 1 1 1 3 2 2", elem_id="custom-groups")
+                # ids in use are never hidden: choosing the order, an example's ids or the mask gallery's open them
+                gr.on([order.change, custom_groups.change], open_custom_ids, order, custom_box,
+                      queue=False, show_progress="hidden", api_visibility="private")
         gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
                     label="Examples (click one, then Run)", elem_id="examples")
     return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
@@ -164,6 +177,12 @@ def request_of(*values) -> Request:
     (text, picker, method, order, size, strategy, k, temperature, top_k, top_p, seed, groups) = values
     return Request(text, picker, method, order, int(size or 1), strategy, int(k or 1), float(temperature or 0),
                    int(top_k or 0), float(top_p or 1), int(seed or 0), groups or "")
+
+
+def open_custom_ids(order):
+    """The custom group ids' accordion, open while the order is custom group ids (it would hide the ids the
+    run uses, and a wrong count of them could not be seen); left as it is otherwise."""
+    return gr.Accordion(open=True) if ORDER_NAMES.get(order) == "custom" else gr.skip()
 
 
 def on_unmask(picker):
@@ -212,15 +231,21 @@ class TextCallbacks:
 
     def on_typed(self, text, picker, chips_for):
         """(picker, chips for) when the text changes (typing, a paste, an example): new chips, the masks
-        clicked before kept outside the edit. A half-typed blank ("[MASK:") waits quietly for the next key
-        or Run. Chips the server sent with the text itself (`chips_for` is that text: Order lab's "use it")
-        stay: this event may read the picker as it was before them."""
-        if text == chips_for or (isinstance(picker, dict) and picker.get("text") == text):
+        clicked before kept outside the edit when the new text is an edit of the old one (`carry_mask`).
+        An empty text clears the chips. A text that is not valid (a half-typed blank "[MASK:", a blank too
+        long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
+        with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
+        that text: Order lab's "use it") stay: this event may read the picker as it was before them."""
+        if text == chips_for:
             return gr.skip(), None
+        if isinstance(picker, dict) and picker.get("text") == text:  # back to the text of the chips
+            return (fresh(picker) if "stale" in picker else gr.skip()), None
+        if not (text or "").strip():
+            return empty_value(), None
         try:
             return carry_mask(picker, self.explorer.picker_from_text(text)), None
-        except InputError:
-            return gr.skip(), None
+        except InputError as err:
+            return stale(picker, str(err)), None
 
     def request(self, *values) -> Request:
         """The Request of `TextTab.settings`' values, its chips moved onto its text when they were made
