@@ -2,7 +2,8 @@
 
 Nothing here imports gradio, calls the model or keeps state; `app.render` calls these on every step.
 Conventions: `step` is the 0-based index of the current step and -1 means "before any step" (only the
-given tokens). `labels` holds one display string per position (the given or final token).
+given tokens); whatever a figure writes (DAG nodes, the log p axis, the colour bar, hovers, the summary)
+numbers the steps from 1, as the stage does. `labels` holds one display string per position (the given or final token).
 
 Everything is sized for `gr.Plot`: numpy arrays for heatmap data (plotly sends them as base64 typed
 arrays), a fixed `layout.height`, a constant `uirevision` so zoom survives re-renders, no frames, and
@@ -20,6 +21,7 @@ with them, the one view the stage, the GIF and the player draw.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import networkx as nx
@@ -32,7 +34,7 @@ from plotly.subplots import make_subplots
 from app import narration
 from model.decoding import DecodeTrace
 from model.masks import group_order, two_stream_masks
-from model.text import character_runs
+from model.text import character_runs, escape_bytes, string_bytes
 
 STEP_COLORSCALE = get_colorscale("Viridis")  # sequential and colour-blind safe; no grey in it
 GIVEN_COLOR = "#c8c8c8"  # neutral grey: given tokens are context, not decoded
@@ -42,9 +44,12 @@ BLOCKED_COLOR = "#ffffff"
 HIGHLIGHT_COLOR = "#e4572e"  # the current step: orange-red, absent from Viridis
 GIVEN_INK = "#222222"  # text on a given cell
 OPEN_INK = "#9a9a9a"  # the "?" of an open cell
+OPEN_MARK = narration.OPEN_MARK  # what an open position reads: a grid cell, a mask tick, a chip of the text
 FADED_OPACITY = 0.25  # steps after the current one
 
 MAX_LABEL_CHARS = 8
+_ESCAPED_BYTES = re.compile(r"(?:<0x[0-9A-F]{2}>)+")  # model.text.escape_bytes' spelling, one or more in a row
+SHOWN_BYTES = re.compile(r"‹[0-9A-F]{2}(?: ?[0-9A-F]{2})*›")  # what `bytes_label` (and `short_label`) write
 MAX_GRID_COLUMNS = 16
 MAX_TICK_LABELS = 48  # up to this length the mask axes show "p:label"
 MAX_LISTED = 12  # positions/tokens listed in one hover box
@@ -75,18 +80,35 @@ def display_label(token: str) -> str:
 
 def short_label(token: str) -> str:
     """The label of a grid cell or a mask tick: the display label without its surrounding spaces
-    (" cat" reads as "cat" in a cell), cut to MAX_LABEL_CHARS."""
+    (" cat" reads as "cat" in a cell), bytes that make no character written close ("‹EFBC›", which fits a
+    cell where "‹EF BC›" would be cut), cut to MAX_LABEL_CHARS."""
     text = display_label(token)
     text = text.strip() or text
+    text = SHOWN_BYTES.sub(lambda m: m.group(0).replace(" ", ""), text)
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def bytes_label(data: bytes) -> str:
+    """UTF-8 bytes as the views show them: whole characters as themselves, the bytes that make no
+    character as their values ("‹EF BC›"), never "�" (which would hide which bytes the model chose)."""
+    return _ESCAPED_BYTES.sub(lambda m: "‹" + " ".join(re.findall(r"<0x([0-9A-F]{2})>", m.group(0))) + "›",
+                              escape_bytes(data))
+
+
+def makes_no_character(label: str) -> bool:
+    """Whether a label (`character_labels`) holds bytes that make no character."""
+    return bool(SHOWN_BYTES.search(label))
 
 
 def character_labels(labels: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
     """Token strings (`model.text.token_strings`) -> per position the text of its character run, and
     the runs of two or more tokens as (start, end). The tokens of a character split over several
-    tokens all read that whole character ("🧩"), never "�"."""
+    tokens all read that whole character ("🧩"), never "�"; bytes that make no character (a character
+    never completed, a stray continuation byte) read as their values, "‹EF BC›" (`bytes_label`)."""
     texts, runs = [], []
     for start, end, text in character_runs(labels):
+        if "\ufffd" in text:  # the run's bytes make no whole character: show them (a real "�" stays)
+            text = bytes_label(b"".join(string_bytes(t) for t in labels[start:end]))
         texts += [text] * (end - start)
         if end - start > 1:
             runs.append((start, end))
@@ -95,12 +117,12 @@ def character_labels(labels: list[str]) -> tuple[list[str], list[tuple[int, int]
 
 def position_texts(texts: list[str], runs: list[tuple[int, int]], known: list[bool], *,
                    in_grid: bool) -> list[str]:
-    """What each position reads at a step (unescaped): its short label once known, "?" while open.
+    """What each position reads at a step (unescaped): its short label once known, OPEN_MARK ("?") while open.
 
     A split character is only decoded once all its tokens are known; until then its known tokens read
     "…". Once whole, its tokens read the character on a mask tick, and nothing in a grid cell (the grid
     labels the run once, across its cells: `run_label_cells`)."""
-    out = [short_label(t) if k else "?" for t, k in zip(texts, known, strict=True)]
+    out = [short_label(t) if k else OPEN_MARK for t, k in zip(texts, known, strict=True)]
     for start, end in runs:
         whole = all(known[start:end])
         for p in range(start, end):
@@ -162,6 +184,19 @@ def _step_zmax(trace: DecodeTrace) -> int:
     return max(len(trace.steps) - 1, 1)
 
 
+MAX_STEP_TICKS = 8
+
+
+def step_ticks(n_steps: int) -> list[int]:
+    """The step numbers an axis or a colour bar names, counted from 1 as the stage counts them: every
+    step, or 1 and every k-th (k = 2, 5, 10, 20, ...) so that at most MAX_STEP_TICKS are named."""
+    for k in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):
+        shown = sorted({1, *range(k, n_steps + 1, k)}) if n_steps else []
+        if len(shown) <= MAX_STEP_TICKS:
+            return shown
+    return [1, n_steps]
+
+
 def _current_positions(trace: DecodeTrace, step: int) -> list[int]:
     return list(trace.steps[step].positions) if step >= 0 else []
 
@@ -205,7 +240,7 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
         go.Heatmap(z=cells(np.where(shown, decided, np.nan)), zmin=0, zmax=_step_zmax(trace),
                    colorscale=STEP_COLORSCALE, name="decided",
                    colorbar=dict(title=dict(text="decided at step", side="right"), len=0.8, y=0, yanchor="bottom",
-                                 thickness=14),
+                                 thickness=14, **_colorbar_steps(len(trace.steps))),
                    **layer),
         _grid_text(trace, step, labels, columns),
         _grid_runs(trace, step, labels, columns),
@@ -222,6 +257,12 @@ def grid_figure(trace: DecodeTrace, step: int, labels: list[str], *, columns: in
     fig.update_xaxes(range=[-0.5, columns - 0.5], **axis)
     fig.update_yaxes(autorange="reversed", **axis)
     return fig
+
+
+def _colorbar_steps(n_steps: int) -> dict:
+    """The colour bar's ticks: the colour of step t (0-based, as the data holds it) named t + 1."""
+    ticks = step_ticks(n_steps)
+    return dict(tickmode="array", tickvals=[t - 1 for t in ticks], ticktext=[str(t) for t in ticks])
 
 
 def known_at(trace: DecodeTrace, step: int) -> list[bool]:
@@ -244,11 +285,11 @@ def _grid_text(trace: DecodeTrace, step: int, labels: list[str], columns: int) -
             state = "given"
         elif known[p]:
             fonts.append(ink_on(colors[d]))
-            state = f"decided at step {d}"
+            state = f"decided at step {d + 1}"  # steps count from 1, as the stage counts them
         else:
             fonts.append(OPEN_INK)
-            state = f"open (decided at step {d})" if d >= 0 else "open"
-        token = _plain(whole[p]) if known[p] else "?"
+            state = f"open (decided at step {d + 1})" if d >= 0 else "open"
+        token = _plain(whole[p]) if known[p] else OPEN_MARK
         hovers.append(f"position {p}<br>token: {token}<br>{state}<br>group {groups[p]}")
     positions = np.arange(len(labels))
     return go.Scatter(x=positions % columns, y=positions // columns, mode="markers+text", text=texts,
@@ -464,7 +505,7 @@ def _dag_nodes(trace: DecodeTrace, graph: nx.DiGraph, names: list[str], step: in
     steps = np.arange(n_steps)
     out.append(go.Scatter(
         x=(steps + offset).astype(np.float32), y=np.zeros(n_steps, dtype=np.float32),
-        mode="markers+text" if show_text else "markers", text=[str(t) for t in steps] if show_text else None,
+        mode="markers+text" if show_text else "markers", text=[str(t + 1) for t in steps] if show_text else None,
         textposition="bottom center", name="steps", hovertext=hovers[offset:],
         hovertemplate=HOVER_TEXT,
         marker=dict(size=size, color=steps.astype(np.float32), colorscale=STEP_COLORSCALE, cmin=0,
@@ -486,8 +527,8 @@ def _node_hover(node: dict, name: str, step: int, labels: list[str]) -> str:
     if name == "given":
         return f"given · {len(positions)} positions<br>positions {_listed(positions)}<br>tokens {_listed(tokens)}"
     if node["step"] > step:
-        tokens = ["?"] * len(positions)  # not decided yet at the current step
-    return (f"step {node['step']} · group {node['group']}<br>positions {_listed(positions)}"
+        tokens = [OPEN_MARK] * len(positions)  # not decided yet at the current step
+    return (f"step {node['step'] + 1} · group {node['group']}<br>positions {_listed(positions)}"
             f"<br>tokens {narration.named(tokens)}<br>log p = {node['logprob']:.2f}")
 
 
@@ -579,29 +620,31 @@ def _row_bands(order: list[int], rows: list[int]) -> list[dict]:
 
 
 def logprob_figure(trace: DecodeTrace, step: int) -> go.Figure:
-    """One bar per step (log p of the tokens it committed), later steps faded; cumulative on the right."""
+    """One bar per step (log p of the tokens it committed), later steps faded; cumulative on the right.
+    The axis numbers the steps from 1, as the stage does (bar x = step index + 1)."""
     step = _check_step(trace, step)
     steps = np.arange(len(trace.steps))
+    shown = steps + 1
     logps = np.array([s.logprob for s in trace.steps], dtype=np.float64)
     cumulative = np.cumsum(logps)
-    hovers = [f"step {s.step} · positions {_listed(s.positions)}<br>log p = {s.logprob:.3f}"
-              f"<br>cumulative = {c:.3f}" for s, c in zip(trace.steps, cumulative, strict=True)]
+    hovers = [f"step {t + 1} · positions {_listed(s.positions)}<br>log p = {s.logprob:.3f}"
+              f"<br>cumulative = {c:.3f}" for t, (s, c) in enumerate(zip(trace.steps, cumulative, strict=True))]
     done = steps <= step
     fig = go.Figure([
-        go.Bar(x=steps, y=logps, name="log p of the step", hovertext=hovers, hovertemplate=HOVER_TEXT,
+        go.Bar(x=shown, y=logps, name="log p of the step", hovertext=hovers, hovertemplate=HOVER_TEXT,
                marker=dict(color=steps.astype(np.float32), colorscale=STEP_COLORSCALE, cmin=0, cmax=_step_zmax(trace),
                            opacity=np.where(done, 1.0, FADED_OPACITY).astype(np.float32))),
-        go.Scatter(x=steps[done], y=cumulative[done], yaxis="y2", mode="lines+markers", name="cumulative",
+        go.Scatter(x=shown[done], y=cumulative[done], yaxis="y2", mode="lines+markers", name="cumulative",
                    line=dict(color="#333333", width=2), marker=dict(size=4), hoverinfo="skip"),
         # the rest of the way, dotted; it starts at the current step so the two lines join
-        go.Scatter(x=steps[max(step, 0):], y=cumulative[max(step, 0):], yaxis="y2", mode="lines",
+        go.Scatter(x=shown[max(step, 0):], y=cumulative[max(step, 0):], yaxis="y2", mode="lines",
                    name="cumulative (to come)", line=dict(color="#999999", width=1.5, dash="dot"), hoverinfo="skip"),
     ])
     fig.update_layout(
         title=dict(text="log p of each committed group", x=0, xanchor="left", y=0.98, yanchor="top"),
         height=320, margin=dict(l=10, r=10, t=40, b=80), uirevision="logprob", hovermode="closest", bargap=0.15,
         plot_bgcolor="#ffffff", legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"),
-        xaxis=dict(title=dict(text="step"), showgrid=False),
+        xaxis=dict(title=dict(text="step"), showgrid=False, tickmode="array", tickvals=step_ticks(len(trace.steps))),
         yaxis=dict(title=dict(text="log p (step)"), gridcolor="#eeeeee", zerolinecolor="#bbbbbb"),
         yaxis2=dict(title=dict(text="cumulative log p"), overlaying="y", side="right", showgrid=False),
         meta={"figure": "logprob", "step": step},
@@ -674,7 +717,8 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
 
 
 def step_summary(trace: DecodeTrace, step: int, *, timing: bool = True) -> str:
-    """One line of plain text about the current step ("Step 3/12" counts steps from 1).
+    """One line of plain text about the current step ("Step 3/12" counts steps from 1; "at position 24" or
+    "at positions 8, 9" says where its tokens sit, counting from 0, the start token).
 
     timing=False leaves out the seconds: the trace view (stage, GIF, player) shows the order, not the
     speed of the machine that decoded it, so a trace and its export read the same.
@@ -684,7 +728,8 @@ def step_summary(trace: DecodeTrace, step: int, *, timing: bool = True) -> str:
         n_given = sum(trace.given)
         return f"Before decoding: {n_given} given, {trace.plan.length - n_given} open"
     s = trace.steps[step]
-    line = (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · committed positions {_listed(s.positions)} · "
+    where = f"at position {s.positions[0]}" if len(s.positions) == 1 else f"at positions {_listed(s.positions)}"
+    line = (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · {where} · "
             f"log p = {s.logprob:.2f} · model calls {s.model_calls}")
     return line + (f" · {s.elapsed_s:.3f} s" if timing else "")
 

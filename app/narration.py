@@ -7,7 +7,9 @@ the offline player and the GIF only display them.
 
     start_sentence(...)   before decoding: what is given, what is open, how it will be decided
     step_sentence(...)    one step: the tokens it decides (up to 5, then "and N more"), their
-                          probabilities, what it sees and where that is drawn (the orange marks)
+                          probabilities, what it sees and where that is drawn (the orange marks); in a
+                          teacher-forced trace (the order lab's and the gallery's "Step through"), the
+                          tokens the model is given and the probability it gave them
     named(items)          the "up to 5, then and N more" rule, wherever a step's tokens are named
     TERMS                 what the words of the stage's summary line mean, for its hover texts
 
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 MAX_NAMED = 5  # a step names this many of its tokens, then "and N more"
 MAX_NAME_CHARS = 16
 HIGHLIGHT_WORD = "orange"  # figures.HIGHLIGHT_COLOR, as a visitor would call it
+OPEN_MARK = "?"  # an open position, in every view: a grid cell, a mask tick, a chip of the text (app.figures)
 PART_OF_A_CHARACTER = "part of a character"  # some, not all, tokens of a split character: not readable yet
-NO_CHARACTER = "a byte that makes no character"  # byte tokens that never complete a character (they read "�")
+NO_CHARACTER = "a byte that makes no character"  # byte tokens that never complete a character, when not shown
 
 # what a step sees, by decoding mode (model.decoding's trace modes); {n} is the number of tokens
 SEEING = {
@@ -44,14 +47,14 @@ HOW = {
     "ar_baseline": "left to right",
 }
 
-# the words of the summary line ("Step 3/12 · group 5 · committed positions 8, 9 · log p = -2.10 ·
+# the words of the summary line ("Step 3/12 · group 5 · at positions 8, 9 · log p = -2.10 ·
 # model calls 3", app.figures.step_summary) and of the stage's headline, by how each part starts
 TERMS = {
     "Before decoding": "Given: tokens of the text the model reads. Open: the blanks it will fill.",
     "Step": "Which step is on screen, of how many. Each step decides one group of tokens.",
     "group": "The group id of the tokens decided now. Groups are decided in increasing order; "
              "a token sees every token of a lower group.",
-    "committed positions": "Where the tokens decided now sit in the text, counting from 0 (the start token).",
+    "at position": "Where the tokens decided now sit in the text, counting from 0 (the start token).",
     "log p": "How likely the model found the tokens decided now: the log of their probability. "
              "0 is certain; the more negative, the less likely.",
     "model calls": "How many times the model has run so far.",
@@ -68,6 +71,7 @@ class Piece:
     text: str  # as the text shows it: whole characters, "↵" for a line break, "·" for a space
     p: float  # its probability given what the step sees (of all its tokens decided at this step)
     whole: bool = True  # False: only some tokens of a split character are known yet (it cannot be read)
+    no_character: bool = False  # its bytes make no character: `text` shows them ("‹EF BC›", app.figures)
 
 
 def named(items: list[str], limit: int = MAX_NAMED) -> str:
@@ -96,9 +100,21 @@ def quoted(text: str) -> str:
     return f"“{text}”"
 
 
+def bytes_name(text: str) -> str:
+    """Bytes that make no character, by the label the views show ("‹EF BC›"): "the bytes ‹EF BC› that make
+    no character"; with whole characters beside them, the label quoted and said to hold such bytes."""
+    label = text.strip() or text
+    if label.startswith("‹") and label.endswith("›") and label.count("‹") == 1:
+        many = " " in label
+        return f"the {'bytes' if many else 'byte'} {label} that {'make' if many else 'makes'} no character"
+    return f"{quoted(text)} (with bytes that make no character)"
+
+
 def piece_name(piece: Piece) -> str:
     if not piece.whole:
         return PART_OF_A_CHARACTER
+    if piece.no_character:
+        return bytes_name(piece.text)
     return NO_CHARACTER if "\ufffd" in piece.text else quoted(piece.text)
 
 
@@ -121,13 +137,18 @@ def subject(mode: str) -> str:
     return "the base model" if mode == "ar_baseline" else "the model"
 
 
-def start_sentence(n_given: int, n_open: int, n_steps: int, mode: str) -> str:
-    """Before decoding: what is given and what is open, and how it will be decided."""
+def start_sentence(n_given: int, n_open: int, n_steps: int, mode: str, *, forced: bool = False) -> str:
+    """Before decoding: what is given and what is open, and how it will be decided (`forced`: a
+    teacher-forced trace, whose open tokens are the text's own, given to the model group by group)."""
     steps = "1 step" if n_steps == 1 else f"{n_steps} steps"
     how = HOW.get(mode)
-    return (f"Before decoding: {n_given} {'token is' if n_given == 1 else 'tokens are'} given (grey), "
-            f"{n_open} {'is' if n_open == 1 else 'are'} open (▢); {subject(mode)} decides "
-            f"{'it' if n_open == 1 else 'them'} in {steps}" + (f", {how}." if how else "."))
+    them = "it" if n_open == 1 else "them"
+    head = (f"Before decoding: {n_given} {'token is' if n_given == 1 else 'tokens are'} given (grey), "
+            f"{n_open} {'is' if n_open == 1 else 'are'} open (marked {OPEN_MARK}); ")
+    if forced:
+        return head + (f"{subject(mode)} is given {them} in {steps}" + (f", {how}" if how else "") +
+                       f", and says how likely it found {them} (teacher forcing).")
+    return head + f"{subject(mode)} decides {them} in {steps}" + (f", {how}." if how else ".")
 
 
 STAGE_PANELS = ("DAG", "masks")  # what the stage and the player draw the step's marks on (the GIF: masks only)
@@ -142,24 +163,32 @@ def marks(context: int, rows: int, panels: tuple[str, ...] = STAGE_PANELS) -> st
 
 
 def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mode: str, *,
-                  rows: int = 1, n_open: int = 0, n_left: int = 0, panels: tuple[str, ...] = STAGE_PANELS) -> str:
+                  rows: int = 1, n_open: int = 0, n_left: int = 0, panels: tuple[str, ...] = STAGE_PANELS,
+                  forced: bool = False) -> str:
     """One step (0-based `step`, shown 1-based as the counter shows it) in one sentence.
 
     `pieces`: what it decides, in text order; `context`: how many tokens its predictions see (the
     query mask's row: the positions of lower groups under the grouping the step used); `rows`: how
     many positions it decides (the masks' highlighted rows); `panels`: which of the DAG and the masks
     the sentence points at. At the last step, `n_open` and `n_left` (open positions in all, still open
-    after it) say whether the text is complete."""
+    after it) say whether the text is complete. `forced`: the trace is teacher-forced, the step's tokens
+    are imposed ("“found” is given (the model gave it p < 0.001); the model sees ..."), not chosen."""
     shown = [piece_name(piece) for piece in pieces]
     chances = [probability(piece.p) for piece in pieces[:MAX_NAMED]]
     more = ", …" if len(pieces) > MAX_NAMED else ""
     odds = f"(p = {', '.join(chances)}{more})" if chances else ""
     if chances and all(c.startswith("<") for c in chances):  # "(p < 0.001)", not "(p = <0.001)"
         odds = f"(p < {chances[0][1:]}{' each' if len(pieces) > 1 else ''})"
-    what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
     last = step == n_steps - 1
     head = f"Step {step + 1}" + ((", the only step" if n_steps == 1 else ", the last") if last else "")
-    sentence = f"{head}: {subject(mode)} decides {what}, seeing {seeing(context, mode)}"
+    if forced:
+        it = "them" if len(pieces) > 1 else "it"
+        odds = odds.replace("(p ", f"({subject(mode)} gave {it} p ", 1)
+        verb = "are given at once" if len(pieces) > 1 else "is given"
+        sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip() + f"; {subject(mode)} sees {seeing(context, mode)}"
+    else:
+        what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
+        sentence = f"{head}: {subject(mode)} decides {what}, seeing {seeing(context, mode)}"
     if last:
         done = "the text is complete" if n_left == 0 else f"{n_open - n_left} of {n_open} open tokens are decided"
         return f"{sentence}; {done}."

@@ -83,7 +83,7 @@ def _fill(colors: list[str]) -> str:
 
 def sentence_html(result: Result, step: int) -> str:
     """The text as it stands after `step` (the stage's `TraceView.sentence`): given tokens plain, decided
-    ones tinted by their step, the current step's outlined, undecided ones as ▢."""
+    ones tinted by their step, the current step's outlined, undecided ones as the grid marks them ("?")."""
     spans = []
     for chip in view_of(result).sentence(step):
         at = f'data-positions="{",".join(str(p) for p in chip.positions)}"'
@@ -98,5 +98,5 @@ def sentence_html(result: Result, step: int) -> str:
                          f'title="{where} · decided at step {chip.decided_at + 1}">{label}</span>')
         else:
             cls = "tok open current" if chip.current else "tok open"  # a split character, partly decided now
-            spans.append(f'<span class="{cls}" {at} title="{where} · open">▢</span>')
+            spans.append(f'<span class="{cls}" {at} title="{where} · open">{label}</span>')
     return f'<div class="sentence" data-step="{step}">{"".join(spans)}</div>'

@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ def export_player(trace_dict: dict, path: str | Path) -> Path:
 # the GIF
 
 
+@lru_cache(maxsize=64)
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     for name in (("DejaVuSans-Bold.ttf", "Arial Bold.ttf") if bold else ("DejaVuSans.ttf", "Arial.ttf")):
         try:
@@ -107,6 +109,19 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     while text and draw.textlength(text + "…", font=font) > width:
         text = text[:-1]
     return text + "…"
+
+
+def _shrunk(draw: ImageDraw.ImageDraw, text: str, font, width: float, least: float = 0.7):
+    """`font`, or a smaller size of it (down to `least` of its size) at which `text` fits `width`: a label
+    a little too wide for its cell ("smiled", "‹EFBC›") shrinks before `_fit` cuts it."""
+    size = getattr(font, "size", None)
+    if size is None or draw.textlength(text, font=font) <= width:
+        return font
+    for smaller in range(size - 1, max(1, round(size * least)) - 1, -1):
+        trial = _font(smaller)
+        if draw.textlength(text, font=trial) <= width:
+            return trial
+    return _font(max(1, round(size * least)))
 
 
 def wrap_words(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
@@ -278,8 +293,10 @@ class _Frames:
             if c.outline:
                 draw.rectangle(rect, outline=self.highlight, width=max(2, round(cell * 0.08)))
             if cell >= 18:
-                text = _fit(draw, c.text, font, cell - 2 * gap - 4)
-                draw.text(((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2), text, font=font, fill=c.ink, anchor="mm")
+                room = cell - 2 * gap - 4
+                fitted = _shrunk(draw, c.text, font, room)
+                draw.text(((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2), _fit(draw, c.text, fitted, room),
+                          font=fitted, fill=c.ink, anchor="mm")
         big = _font(max(9, min(round(cell * 0.4), round(24 * self.scale))))
         for run in self.view.run_labels(step):  # a split character: one label across its cells
             left, right = x0 + run.c0 * cell, x0 + (run.c1 + 1) * cell

@@ -15,7 +15,15 @@ and the GIF against the reference figures at every step.
 
 Both builders go through `build_view`. Plain values in, plain values out; nothing here imports gradio.
 Each step also carries its narration (app.narration: one plain sentence saying what the step decides,
-with which probability, what it sees and where the stage draws that), worked out here from the trace.
+with which probability, what it sees and where the stage draws that), worked out here from the trace;
+a teacher-forced trace (`settings["teacher_forced"]`, model.orders.teacher_forced_trace: the order lab's
+and the gallery's "Step through") is narrated as given tokens, not decided ones.
+
+Bytes that make no character (a model can choose a byte token whose character it never completes) read
+as their values wherever a token's text is shown, "‹EF BC›" (`figures.character_labels`), never "�".
+`final_text` stays the tokenizer's decode (the export's and the API's text, where such bytes are "�");
+`shown_text` is the text as the views show it, and an export's `final_tokens` hold every token exactly
+("<0xEF><0xBC>").
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from model.decoding import DecodeTrace
 from model.masks import check_masks, two_stream_masks
 
 START_LABEL = "⟨s⟩"  # model.text.token_strings' name for the start token; the text hides it
-OPEN_LABEL = "▢"  # an open position in the text
+OPEN_LABEL = narration.OPEN_MARK  # an open position in the text: "?", as the grid marks it
 
 
 @dataclass
@@ -99,7 +107,7 @@ class Cell:
 
     p: int
     state: str  # "given", "decided" or "open"
-    text: str  # in a grid cell: the short label, "?" while open (`figures.position_texts`)
+    text: str  # in a grid cell: the short label, OPEN_LABEL ("?") while open (`figures.position_texts`)
     label: str  # in the text: the display label, OPEN_LABEL while open
     color: str  # fill
     ink: str  # text colour on that fill
@@ -153,7 +161,9 @@ class TraceView:
     columns: int  # of the order grid: `figures.grid_columns`
     dag: Dag
     hide_start: bool  # position 0 is the start token: not part of the text
-    final_text: str
+    final_text: str  # the tokenizer's decode of the final ids (bytes of no character read "�" there)
+    shown_text: str = ""  # the final text as the views show it: bytes that make no character as "‹EF BC›"
+    open_label: str = OPEN_LABEL  # what an open chip and an open cell read (stage_core.js draws it)
     about: str = ""  # the method in one line (model.config.METHODS), for the hover on its name
     terms: dict[str, str] | None = None  # what the summary's words mean (app.narration.TERMS)
 
@@ -193,7 +203,7 @@ class TraceView:
             elif 0 <= d <= step:
                 out.append(Cell(p, "decided", text, label, pal.steps[d], pal.ink[d], p in now, self.groups[p], d, run))
             else:
-                out.append(Cell(p, "open", "?", OPEN_LABEL, pal.open, pal.open_ink, False, self.groups[p], d, run))
+                out.append(Cell(p, "open", texts[p], OPEN_LABEL, pal.open, pal.open_ink, False, self.groups[p], d, run))
         return out
 
     def sentence(self, step: int) -> list[Chip]:
@@ -289,7 +299,8 @@ def method_about(method: str) -> str:
 
 def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tuple[int, int]]) -> list[narration.Piece]:
     """What `step` decides, in text order: one piece per token, the tokens of one split character
-    together (read whole once all of them are known), each with its probability."""
+    together (read whole once all of them are known), each with its probability; bytes that make no
+    character are said to be so (their label shows them, `figures.makes_no_character`)."""
     record = trace.steps[step]
     known = figures.known_at(trace, step)
     run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
@@ -297,8 +308,10 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
     pieces = []
     for span, group in groupby(sorted(record.positions), key=lambda p: run_of.get(p, (p, p + 1))):
         group = list(group)
-        pieces.append(narration.Piece(shown[group[0]], float(np.exp(sum(logp[p] for p in group))),
-                                      whole=all(known[span[0]:span[1]])))
+        text = shown[group[0]]
+        pieces.append(narration.Piece(text, float(np.exp(sum(logp[p] for p in group))),
+                                      whole=all(known[span[0]:span[1]]),
+                                      no_character=figures.makes_no_character(text)))
     return pieces
 
 
@@ -309,9 +322,15 @@ def step_context(trace: DecodeTrace, step: int) -> int:
     return int((groups < groups[trace.steps[step].positions[0]]).sum())
 
 
+def is_teacher_forced(trace: DecodeTrace) -> bool:
+    """Whether the trace's tokens were imposed, not chosen (model.orders.teacher_forced_trace marks it)."""
+    return bool((trace.settings or {}).get("teacher_forced"))
+
+
 def _narrations(trace: DecodeTrace, shown: list[str], runs: list[tuple[int, int]],
                 panels: tuple[str, ...]) -> tuple[str, list[tuple]]:
     """The start's sentence, and per step (sentence, named tokens, context)."""
+    forced = is_teacher_forced(trace)
     n_given = sum(trace.given)
     n_open, n_steps, mode = trace.plan.length - n_given, len(trace.steps), trace.mode
     decided = trace.decided_step()
@@ -320,9 +339,9 @@ def _narrations(trace: DecodeTrace, shown: list[str], runs: list[tuple[int, int]
         pieces, context = step_pieces(trace, t, shown, runs), step_context(trace, t)
         n_left = sum(1 for g, d in zip(trace.given, decided, strict=True) if not g and not 0 <= d <= t)
         out.append((narration.step_sentence(t, n_steps, pieces, context, mode, rows=len(s.positions), n_open=n_open,
-                                            n_left=n_left, panels=panels),
+                                            n_left=n_left, panels=panels, forced=forced),
                     narration.decided_names(pieces), context))
-    return narration.start_sentence(n_given, n_open, n_steps, mode), out
+    return narration.start_sentence(n_given, n_open, n_steps, mode, forced=forced), out
 
 
 def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final_text: str = "",
@@ -342,14 +361,22 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
                       verdict=verdicts[t + 1], narration=told[t][0], named=told[t][1], context=told[t][2])
              for t, s in enumerate(trace.steps)]
     given = trace.given
+    hide_start = bool(given and given[0] and labels[0] == START_LABEL)
     return TraceView(
         title=title_for(method, trace.mode, trace.plan.name), method=method, length=trace.plan.length,
         labels=shown, short=[figures.short_label(text) for text in whole], runs=[list(r) for r in runs], given=given,
         decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
         before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0], start),
         palette=Palette.for_steps(len(trace.steps)), columns=figures.grid_columns(trace.plan.length),
-        dag=_dag(trace), hide_start=bool(given and given[0] and labels[0] == START_LABEL), final_text=final_text,
-        about=method_about(method), terms=dict(narration.TERMS))
+        dag=_dag(trace), hide_start=hide_start, final_text=final_text,
+        shown_text=shown_text(whole, runs, hide_start), about=method_about(method), terms=dict(narration.TERMS))
+
+
+def shown_text(whole: list[str], runs: list[tuple[int, int]], hide_start: bool) -> str:
+    """The text as the views show its chips, unescaped (a split character once, bytes that make no
+    character as "‹EF BC›"), without the start token."""
+    inside = {p for start, end in runs for p in range(start + 1, end)}  # a run's text is its first token's
+    return "".join(text for p, text in enumerate(whole) if not (p == 0 and hide_start) and p not in inside)
 
 
 def view_of_result(result: Result) -> TraceView:

@@ -11,7 +11,7 @@ import re
 
 import pytest
 from conftest import launched_app
-from test_trace_view import unicode_result
+from test_trace_view import BYTES_GIVEN, byte_result, unicode_result
 
 from app.session import Explorer, Request
 from app.stage import stage_payload
@@ -68,7 +68,7 @@ def test_split_characters_and_whitespace_round_trip_to_the_stage(page_url, brows
     payload = stage_payload(unicode_result(explorer), autoplay=False)
     page = open_stage(browser, page_url, 1366, 768, payload)
     go(page, -1)  # the given text shows its characters from the start
-    assert page.text_content("#sentence").startswith("Zoë 🧩 ate 寿司▢")
+    assert page.text_content("#sentence").startswith("Zoë 🧩 ate 寿司?")  # an open slot: the grid's "?"
     assert page.eval_on_selector_all("#stage-grid .run", "els => els.map(e => e.textContent)") == ["🧩", "寿", "司"]
     go(page, n_steps(page) - 1)
     assert page.text_content("#sentence") == UNICODE_SHOWN
@@ -93,7 +93,32 @@ def test_a_split_character_shows_as_open_until_all_its_tokens_are_decided(page_u
         chips = page.eval_on_selector_all("#sentence .tok", "els => els.map(e => [+e.dataset.p, e.textContent])")
         for start, end in ((13, 16), (16, 19), (19, 21)):  # the decoded 🧩, 寿 and 司
             shown = dict(chips)[start]
-            assert (shown != "▢") == all(decided[p] <= step for p in range(start, end)), (step, start, shown)
+            assert (shown != "?") == all(decided[p] <= step for p in range(start, end)), (step, start, shown)
+    page.close()
+
+
+def test_bytes_that_make_no_character_show_as_their_values_on_the_stage(page_url, browser, explorer):
+    """The browser walk's fill (finding 4): six byte tokens EF BC, which make no character. The text, the
+    grid's cells ("‹EFBC›", close, to fit) and their hovers, the summary and the narration show the bytes, never
+    "�"; an open slot is the grid's "?" in a dashed chip (finding 9); the summary says where, "at position 25"
+    (finding 7)."""
+    result = byte_result(explorer)
+    page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
+    go(page, -1)
+    chip = page.locator("#sentence .tok.open").first
+    assert chip.text_content() == "?" and chip.evaluate("e => getComputedStyle(e).borderTopStyle") == "dashed"
+    assert "▢" not in page.text_content(".a3s")
+    go(page, 0)
+    first = result.trace.steps[0].positions[0]
+    assert f"· at position {first} ·" in page.text_content("#summary")
+    go(page, n_steps(page) - 1)
+    assert page.text_content("#sentence") == f"{BYTES_GIVEN}{'‹EF BC›' * 6} and then the Zürich señor smiled."
+    blanks = [p for p, g in enumerate(result.trace.given) if not g]
+    cells = page.eval_on_selector_all("#stage-grid .cell", "els => els.map(e => [e.textContent, e.title])")
+    assert [cells[p][0] for p in blanks] == ["‹EFBC›"] * 6  # written close, to fit the cell
+    assert all(cells[p][1].startswith(f"position {p} · ‹EF BC› · decided at step ") for p in blanks), cells[blanks[0]]
+    assert "the bytes ‹EF BC› that make no character" in page.text_content("#narration")
+    assert "\ufffd" not in page.text_content(".a3s") and "\ufffd" not in "".join(title for _, title in cells)
     page.close()
 
 

@@ -250,12 +250,68 @@ def test_step_summary(traces):
     assert figures.step_summary(trace, -1) == f"Before decoding: {n_given} given, {LENGTH - n_given} open"
     last = trace.steps[-1]
     line = figures.step_summary(trace, len(trace.steps) - 1)
-    assert line.startswith(f"Step {len(trace.steps)}/{len(trace.steps)} · group {last.group} · committed positions ")
+    where = (f"at position {last.positions[0]}" if len(last.positions) == 1
+             else "at positions " + ", ".join(map(str, last.positions)))  # where, not how many
+    assert line.startswith(f"Step {len(trace.steps)}/{len(trace.steps)} · group {last.group} · {where} · ")
+    assert "committed positions" not in line
     assert f"log p = {last.logprob:.2f}" in line and f"model calls {last.model_calls}" in line
     assert line.endswith(f" · {last.elapsed_s:.3f} s")  # the details panel gives the timing; the views do not
     assert figures.step_summary(trace, len(trace.steps) - 1, timing=False) == line.rsplit(" · ", 1)[0]
     with pytest.raises(ValueError, match="step must lie"):
         figures.step_summary(trace, len(trace.steps))
+    one = next(t for t, s in enumerate(traces["ar_baseline"].steps) if len(s.positions) == 1)
+    position = traces["ar_baseline"].steps[one].positions[0]
+    assert f" · at position {position} · " in figures.step_summary(traces["ar_baseline"], one)
+
+
+def test_every_figure_numbers_the_steps_from_1_as_the_stage_does(traces):
+    """The DAG's nodes, the log p axis and its hovers, the grid's colour bar and hovers: step t of the
+    trace (0-based) is "step t + 1" everywhere, as the stage's counter, DAG and narration say it."""
+    trace = traces["plan"]
+    n, labels = len(trace.steps), labels_for(trace)
+    decided = trace.decided_step()
+    for step in (0, n // 2, n - 1):
+        dag = figures.dag_figure(trace, step, labels)
+        assert list(trace_named(dag, "steps").text) == [str(t + 1) for t in range(n)]
+        assert trace_named(dag, "this step").hovertext[0].startswith(f"step {step + 1} · group ")
+        logprob = figures.logprob_figure(trace, step)
+        assert list(logprob.data[0].x) == list(range(1, n + 1))
+        assert list(logprob.layout.xaxis.tickvals) == figures.step_ticks(n) and figures.step_ticks(n)[0] == 1
+        assert [h.split(" · ")[0] for h in logprob.data[0].hovertext] == [f"step {t + 1}" for t in range(n)]
+        assert list(logprob.data[1].x) == list(range(1, step + 2))  # the cumulative line, up to this step
+        grid = figures.grid_figure(trace, step, labels)
+        bar = trace_named(grid, "decided").colorbar
+        assert [int(t) for t in bar.ticktext] == [v + 1 for v in bar.tickvals] == figures.step_ticks(n)
+        hovers = trace_named(grid, "cells").hovertext
+        for p, d in enumerate(decided):
+            if 0 <= d <= step:
+                assert f"<br>decided at step {d + 1}<br>" in hovers[p], hovers[p]
+            elif d > step:
+                assert f"<br>open (decided at step {d + 1})<br>" in hovers[p], hovers[p]
+    assert figures.step_ticks(14) == [1, 2, 4, 6, 8, 10, 12, 14] and figures.step_ticks(5) == [1, 2, 3, 4, 5]
+    assert figures.step_ticks(64) == [1, 10, 20, 30, 40, 50, 60] and figures.step_ticks(0) == []
+
+
+def test_bytes_that_make_no_character_read_as_their_values():
+    """A model can choose a byte token whose character it never completes ("ï¼", bytes EF BC, the start of
+    a full-width character): every label shows its bytes, "‹EF BC›", never "�"; a split character that is
+    completed, and whole non-ASCII text, read as they always did."""
+    labels = ["⟨s⟩", "Café", " 😀", "<0xEF><0xBC>", "<0xEF><0xBC>", " <0xF0><0x9F>", "<0xA7>", "<0xA9>",
+              "x<0xE2>", " y", "<0xBC>", " \ufffd", " Zürich"]
+    whole, runs = figures.character_labels(labels)
+    assert whole == ["⟨s⟩", "Café", " 😀", "‹EF BC›", "‹EF BC›", " 🧩", " 🧩", " 🧩", "x‹E2›", " y", "‹BC›",
+                     " \ufffd", " Zürich"]  # a "�" the text itself holds stays
+    assert runs == [(5, 8)]
+    assert [figures.makes_no_character(t) for t in whole] == [False] * 3 + [True] * 2 + [False] * 3 + [True] \
+        + [False] + [True] + [False] * 2
+    assert figures.character_labels(["x<0xE2>", "<0xBC>"])[0] == ["x‹E2 BC›"] * 2  # still no character: one run
+    assert figures.bytes_label(bytes([0xF0, 0x9F, 0x98])) == "‹F0 9F 98›"
+    assert figures.short_label(" ‹EF BC›") == "‹EFBC›" and figures.short_label("‹F0 9F 98›") == "‹F09F98›"  # a cell
+    # the tokens of one character never completed: one label across their cells
+    assert figures.character_labels(["a", "<0xF0><0x9F>", "<0x98>", " b"]) == (
+        ["a", "‹F0 9F 98›", "‹F0 9F 98›", " b"], [(1, 3)])
+    ticks = figures.mask_ticks(list(range(len(labels))), labels)
+    assert ticks[3] == "3:‹EFBC›" and not any("\ufffd" in t for t in ticks[:11])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ payload and inside an exported player page (its inlined copy, on its embedded vi
 cells from `app.slides.frame_cells`; at every step of every decoder they compare what each shows with
 what the reference figures show: grid cells (text, fill, ink, decided step) and the outlined cells, the
 DAG's edge classes, both masks and their highlighted rows and their tick labels ("p:?" while open), the
-tinted text, and the labels written across the cells of a character split over several tokens. Also: the step palette
-stays distinguishable under simulated colour-vision deficiencies."""
+tinted text, and the labels written across the cells of a character split over several tokens (and of bytes
+that make no character, "‹EF BC›"). Also: the step palette stays distinguishable under simulated colour-vision
+deficiencies."""
 
 import html
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_trace_view import unicode_result
+from test_trace_view import byte_result, unicode_result
 
 from app import figures
 from app.render import sentence_html
@@ -34,6 +35,7 @@ RUNS = {  # method settings covering: groups of 2 in random order, model-chosen 
     "one-step": dict(method="one-step parallel", k=2),
     "ar": dict(method="AR baseline"),
     "unicode": None,  # characters split over several tokens, decided at different steps; whitespace tokens
+    "bytes": None,  # byte tokens that make no character (EF BC, six times), among given non-ASCII text
 }
 
 
@@ -50,7 +52,7 @@ def results(explorer):
     def get(run: str):
         if run not in cache:
             settings = RUNS[run]
-            cache[run] = (unicode_result(explorer) if settings is None
+            cache[run] = (unicode_result(explorer) if run == "unicode" else byte_result(explorer) if run == "bytes"
                           else explorer.decode(Request(text=TEXT, **settings)))
         return cache[run]
 

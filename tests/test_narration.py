@@ -19,7 +19,7 @@ from app.narration import Piece, named, start_sentence, step_sentence
 from app.session import PAGE_METHODS, Explorer, Request
 from app.trace_view import view_of_result
 from model.masks import two_stream_masks
-from model.text import character_runs
+from model.text import character_runs, string_bytes
 
 TEXT = "The cat sat on the mat and [MASK:5] at the birds in the [MASK:2] tree."
 SETTINGS = {"A3 plan": dict(order="random", group_size=2, seed=3)}  # groups of 2 in a random order
@@ -48,10 +48,19 @@ def with_probabilities(result):
     return result
 
 
+def shown_bytes(strings: list[str]) -> str:
+    """Token strings whose bytes make no whole character, as the views write them: every byte that is not
+    part of a character as its value, a run of them in one "‹EF BC›" (worked out with Python's codec)."""
+    text = b"".join(string_bytes(s) for s in strings).decode("utf-8", "backslashreplace")
+    escaped = r"(?:\\x[0-9a-f]{2})+"  # one or more bytes in a row, as "\\xef\\xbc"
+    return re.sub(escaped, lambda m: "‹" + " ".join(re.findall(r"[0-9a-f]{2}", m.group(0))).upper() + "›", text)
+
+
 def expected_pieces(result, step: int) -> list[tuple[str, float]]:
     """What the step decides, worked out from the trace alone: per character of the final text that it
-    decides tokens of (in text order), the character as the text shows it, or None while some of its
-    tokens are still open; and the probability of the tokens decided now."""
+    decides tokens of (in text order), the character as the text shows it (bytes that make no character
+    as "‹EF BC›"), or None while some of its tokens are still open; and the probability of the tokens
+    decided now."""
     trace, record = result.trace, result.trace.steps[step]
     known = [g or 0 <= d <= step for g, d in zip(trace.given, trace.decided_step(), strict=True)]
     logp = dict(zip(record.positions, record.token_logprobs, strict=True))
@@ -59,9 +68,16 @@ def expected_pieces(result, step: int) -> list[tuple[str, float]]:
     for start, end, text in character_runs(result.labels):
         here = [p for p in range(start, end) if p in logp]
         if here:
+            text = shown_bytes(result.labels[start:end]) if "\ufffd" in text else text
             shown = figures.display_label(text).strip() or figures.display_label(text)
             out.append((shown if all(known[start:end]) else None, math.exp(sum(logp[p] for p in here))))
     return out
+
+
+def expected_name(text: str | None) -> str:
+    if text is None:
+        return narration.PART_OF_A_CHARACTER
+    return narration.bytes_name(text) if "‹" in text else f"“{text}”"
 
 
 def context_of(result, step: int) -> int:
@@ -96,11 +112,11 @@ def test_every_step_names_its_tokens_their_probability_and_what_it_sees(results,
         sentence = view.steps[t].narration
         pieces = expected_pieces(result, t)
         assert sentence.startswith(f"Step {t + 1}"), sentence
-        # the tokens, in text order: 5 named, the rest counted
+        # the tokens, in text order: 5 named, the rest counted; bytes that make no character shown as bytes
         names = [text for text, _ in pieces[: narration.MAX_NAMED]]
-        assert QUOTED.findall(sentence) == [n for n in names if n is not None and "\ufffd" not in n], (sentence, pieces)
+        assert QUOTED.findall(sentence) == [n for n in names if n is not None and "‹" not in n], (sentence, pieces)
         assert sentence.count(narration.PART_OF_A_CHARACTER) == names.count(None)
-        assert sentence.count(narration.NO_CHARACTER) == sum(1 for n in names if n and "\ufffd" in n)
+        assert f"decides {named([expected_name(n) for n, _ in pieces])}" in sentence, (sentence, pieces)
         more = len(pieces) - narration.MAX_NAMED
         assert (f"and {more} more" in sentence) == (more > 0), sentence
         # their probabilities
@@ -121,8 +137,7 @@ def test_every_step_names_its_tokens_their_probability_and_what_it_sees(results,
         else:
             assert sentence.endswith("the text is complete."), sentence
         assert "<0x" not in sentence and "\ufffd" not in sentence
-        assert view.steps[t].named == named([narration.PART_OF_A_CHARACTER if n is None else
-                                             narration.NO_CHARACTER if "\ufffd" in n else f"“{n}”" for n, _ in pieces])
+        assert view.steps[t].named == named([expected_name(n) for n, _ in pieces])
 
 
 def test_the_start_says_what_is_given_and_how_many_steps(results):
@@ -170,14 +185,77 @@ def test_many_tokens_name_five_then_and_n_more():
     assert step_sentence(0, 1, pieces[:1], 3, "plan").startswith("Step 1, the only step:")
     assert "no other token" in step_sentence(0, 2, pieces[:1], 0, "plan")
     assert "arcs" not in step_sentence(0, 2, pieces[:1], 0, "plan")  # a step that sees nothing has no arcs
-    assert start_sentence(1, 1, 1, "plan").startswith("Before decoding: 1 token is given (grey), 1 is open (▢)")
+    assert start_sentence(1, 1, 1, "plan").startswith("Before decoding: 1 token is given (grey), 1 is open (marked ?)")
+    assert narration.OPEN_MARK == figures.OPEN_MARK == "?"  # the grid's mark for an open position, in the text too
 
 
 def test_bytes_that_make_no_character_are_said_so():
-    """A random model can string bytes together that make no character: no "�" in the sentence."""
+    """A random model can string bytes together that make no character: no "�" in the sentence; the
+    bytes are named as the views show them ("‹EF BC›")."""
     sentence = step_sentence(0, 3, [Piece("\ufffd", 0.2), Piece("had", 0.5)], 4, "plan", rows=2)
     assert sentence.startswith(f"Step 1: the model decides {narration.NO_CHARACTER} and “had” at once")
     assert "\ufffd" not in sentence
+    pieces = [Piece("‹EF BC›", 0.2, no_character=True), Piece(" ‹E2›", 0.1, no_character=True),
+              Piece("x‹E2›", 0.3, no_character=True)]
+    assert step_sentence(0, 3, pieces, 4, "plan", rows=3).startswith(
+        "Step 1: the model decides the bytes ‹EF BC› that make no character, the byte ‹E2› that makes no "
+        "character and “x‹E2›” (with bytes that make no character) at once (p = 0.20, 0.10, 0.30), seeing ")
+
+
+def test_the_walks_byte_tokens_are_named_by_their_bytes(explorer):
+    """The browser walk's fill: six byte tokens EF BC (no character): each step names them as "‹EF BC›"."""
+    from test_trace_view import byte_result
+
+    view = view_of_result(byte_result(explorer))
+    for t, s in enumerate(view.steps):
+        assert s.narration.startswith(f"Step {t + 1}") and "the bytes ‹EF BC› that make no character" in s.narration
+        assert s.named == "the bytes ‹EF BC› that make no character"
+        assert "\ufffd" not in s.narration and "<0x" not in s.narration
+
+
+# --------------------------------------------------------------------------------------------------
+# teacher-forced traces (the order lab's and the gallery's "Step through"): the tokens are given
+
+
+def test_a_teacher_forced_trace_says_the_tokens_are_given_not_decided(explorer):
+    from app.order_lab import lab_sequence, stepper_result
+    from model.orders import Order, left_to_right
+
+    ids = lab_sequence(explorer, "Mia found an old key under the porch.")
+    order = Order("left_to_right", tuple(left_to_right(len(ids))))
+    result = with_probabilities(stepper_result(explorer, ids, order, "teacher-forced left_to_right"))
+    assert result.trace.settings.get("teacher_forced")
+    view = view_of_result(result)
+    assert "is given them" in view.before.narration and "decides" not in view.before.narration
+    for t, s in enumerate(view.steps):
+        sentence, (name, p) = s.narration, expected_pieces(result, t)[0]
+        assert "decides" not in sentence, sentence
+        odds = narration.probability(p)
+        odds = f"p < {odds[1:]}" if odds.startswith("<") else f"p = {odds}"
+        head = f"Step {t + 1}{', the last' if t == len(view.steps) - 1 else ''}"
+        said = f"{head}: {expected_name(name)} is given (the model gave it {odds}); the model sees "
+        assert sentence.startswith(said), sentence
+    # the same trace, exported and loaded again (the player, the GIF): still given
+    assert view_of_dict_of(explorer, result).steps[0].narration == view.steps[0].narration
+    # one that gives several tokens at once, and a probability below 0.001
+    pieces = [Piece("found", 0.0004), Piece(" a", 0.0002)]
+    assert step_sentence(2, 5, pieces[:1], 3, "plan", forced=True) == (
+        "Step 3: “found” is given (the model gave it p < 0.001); the model sees the 3 tokens in earlier groups: "
+        "orange arcs in the DAG, orange row in the masks.")
+    assert step_sentence(4, 5, pieces, 3, "plan", rows=2, forced=True, n_open=4) == (
+        "Step 5, the last: “found” and “a” are given at once (the model gave them p < 0.001 each); the model "
+        "sees the 3 tokens in earlier groups; the text is complete.")
+    assert start_sentence(1, 8, 8, "plan", forced=True) == (
+        "Before decoding: 1 token is given (grey), 8 are open (marked ?); the model is given them in 8 steps, "
+        "one group at a time, in the plan's order, and says how likely it found them (teacher forcing).")
+
+
+def view_of_dict_of(explorer, result):
+    import json
+
+    from app.trace_view import view_of_dict
+
+    return view_of_dict(json.loads(explorer.trace_json(result)))
 
 
 def test_names_are_short_whole_and_visible():

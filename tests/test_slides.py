@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from app.figures import character_labels, display_label
 from app.session import Explorer, Request
 from app.slides import GIF_PANELS, GIF_SIZE, _Frames, export_gif, export_player, frame_cells, gif_frames, text_places
-from app.trace_view import view_of_dict
+from app.trace_view import OPEN_LABEL, view_of_dict
 from model.decoding import DecodeTrace, collect, run_decoder
 from model.masks import two_stream_masks
 from model.plans import make_plan
@@ -44,13 +44,13 @@ def traces(tiny_loaded):
 
 def expected_tokens(loaded, trace: DecodeTrace, step: int) -> dict[int, str]:
     """first position of each piece of text -> the string the player must show after `step`: the token
-    (a character split over several tokens: the character, once), or ▢ where still open."""
+    (a character split over several tokens: the character, once), or OPEN_LABEL ("?") where still open."""
     strings = token_strings(loaded.tokenizer, trace.final_ids, start_token_id=loaded.start_token_id)
     whole, runs = character_labels(strings)
     tokens = trace.tokens_at(step)
-    out = {p: "▢" if t is None else display_label(whole[p]) for p, t in enumerate(tokens)}
+    out = {p: OPEN_LABEL if t is None else display_label(whole[p]) for p, t in enumerate(tokens)}
     for start, end in runs:
-        out[start] = "▢" if any(tokens[p] is None for p in range(start, end)) else out[start]
+        out[start] = OPEN_LABEL if any(tokens[p] is None for p in range(start, end)) else out[start]
         for p in range(start + 1, end):
             del out[p]
     return out
@@ -252,7 +252,7 @@ def test_gif_text_shows_whole_characters_and_visible_whitespace(unicode_data):
     frames = _Frames(view_of_dict(unicode_data), GIF_SIZE)
     last = len(frames.view.steps) - 1
     assert gif_text(frames, last) == "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."
-    assert gif_text(frames, -1).startswith("Zoë 🧩 ate 寿司▢")  # what is given shows from the start
+    assert gif_text(frames, -1).startswith("Zoë 🧩 ate 寿司?")  # what is given shows from the start; "?" is open
     for step in range(-1, last + 1):
         text = gif_text(frames, step)
         assert "\ufffd" not in text and "<0x" not in text
@@ -261,11 +261,42 @@ def test_gif_text_shows_whole_characters_and_visible_whitespace(unicode_data):
         for chip in chips:
             if len(chip.positions) > 1:
                 known = all(frames.view.given[p] or 0 <= frames.view.decided[p] <= step for p in chip.positions)
-                assert (chip.label != "▢") == known
+                assert (chip.label != OPEN_LABEL) == known
     # the grid labels each split character once, across its cells
     grid = {r.text for r in frames.view.run_labels(last)}
     assert grid == {"🧩", "寿", "司"}
     assert [c.text for c in frame_cells(frames.view, last) if c.p in range(21, 24)] == ["↵", "↵↵", "·"]
+    frames.draw(last)  # and it draws
+
+
+@pytest.fixture(scope="module")
+def bytes_data(tiny_loaded):
+    """The export of the browser walk's run whose blank the model filled with byte tokens EF BC, which make
+    no character (tests/test_trace_view.byte_result)."""
+    from test_trace_view import byte_result
+
+    explorer = Explorer(tiny_loaded)
+    return json.loads(explorer.trace_json(byte_result(explorer)))
+
+
+def test_gif_shows_bytes_that_make_no_character_as_their_values(bytes_data):
+    """The GIF's text, cells and captions: "‹EF BC›" for each byte token, never "�"; where the step's
+    tokens sit reads "at position 29", not a count."""
+    from test_trace_view import BYTES_GIVEN
+
+    frames = _Frames(view_of_dict(bytes_data, panels=GIF_PANELS), GIF_SIZE)
+    last = len(frames.view.steps) - 1
+    assert gif_text(frames, last) == f"{BYTES_GIVEN}{'‹EF BC›' * 6} and then the Zürich señor smiled."
+    blanks = [p for p, g in enumerate(bytes_data["plan"]["given"]) if not g]
+    assert [c.text for c in frame_cells(frames.view, last) if c.p in blanks] == ["‹EFBC›"] * 6
+    for step in range(-1, last + 1):
+        caption = frames.view.caption(step)
+        assert "\ufffd" not in gif_text(frames, step) + caption.summary + caption.narration
+        if step >= 0:
+            where = frames.view.steps[step].positions
+            assert f" · at position {where[0]} · " in caption.summary and "committed positions" not in caption.summary
+            assert "the bytes ‹EF BC› that make no character" in frames.narration_lines[step][0] + " " + \
+                " ".join(frames.narration_lines[step][1:])
     frames.draw(last)  # and it draws
 
 
@@ -307,6 +338,29 @@ def test_player_shows_whole_characters_and_visible_whitespace(unicode_data, brow
     page.keyboard.press("Home")  # before decoding, nothing open is named
     ticks = json.loads(page.get_attribute("#mask-query", "data-ticks"))
     assert all(t == f"{p}:?" for p, t in enumerate(ticks) if not unicode_data["plan"]["given"][p])
+    page.close()
+
+
+@pytest.mark.browser
+def test_player_shows_bytes_that_make_no_character_and_the_stages_words(bytes_data, browser, tmp_path):
+    """The player's text, grid and ticks show the byte tokens as "‹EF BC›" (the walk saw "�"); it words its
+    DAG as the stage does ("what each step saw", "chain only"); an open slot reads "?", not a tick box."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(export_player(bytes_data, tmp_path / "player.html").as_uri())
+    page.keyboard.press("Home")
+    chip = page.locator("#sentence .tok.open").first
+    assert chip.text_content() == "?" and chip.evaluate("e => getComputedStyle(e).borderTopStyle") == "dashed"
+    assert "▢" not in page.text_content("#player")
+    page.keyboard.press("End")
+    assert page.text_content("#sentence").count("‹EF BC›") == 6
+    assert "\ufffd" not in page.text_content("#player")
+    cells = page.eval_on_selector_all("#grid .cell", "els => els.map(e => e.textContent)")
+    assert cells.count("‹EFBC›") == 6  # a cell writes the bytes close
+    assert json.loads(page.get_attribute("#mask-query", "data-ticks")).count("25:‹EFBC›") == 1
+    assert " · at position " in page.text_content("#summary")
+    dag = page.text_content(".dag-panel h2")
+    assert "what each step saw" in dag and "chain only" in dag
+    assert "direct only" not in dag and "conditioned" not in dag
     page.close()
 
 

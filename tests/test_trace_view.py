@@ -31,6 +31,24 @@ def unicode_result(explorer: Explorer, method: str = "A3 plan", **settings):
         s.tokens = [fills[p] for p in s.positions]
     trace.final_ids = [fills.get(p, t) for p, t in enumerate(trace.final_ids)]
     return explorer.result(trace, method)
+
+
+BYTES_GIVEN = "Café déjà vu — naïve “quotes” 日本語 😀"  # accents, quotes, a dash, split characters, an emoji
+BYTES_TOKEN = "ï¼"  # bytes EF BC: the start of a full-width character, never completed
+
+
+def byte_result(explorer: Explorer, method: str = "A3 plan", n: int = 6):
+    """The browser walk's text with its blank filled as the default model filled it: each of the `n` tokens
+    the byte token "ï¼" (EF BC), which makes no character (set after decoding, as in `unicode_result`)."""
+    tok = explorer.loaded.tokenizer
+    byte = tok.convert_tokens_to_ids(BYTES_TOKEN)
+    result = explorer.decode(Request(text=f"{BYTES_GIVEN} [MASK:{n}] and then the Zürich señor smiled.",
+                                     method=method, order="random", seed=1))
+    trace = result.trace
+    for s in trace.steps:
+        s.tokens = [byte] * len(s.positions)
+    trace.final_ids = [t if g else byte for t, g in zip(trace.final_ids, trace.given, strict=True)]
+    return explorer.result(trace, method)
 METHODS = ("A3 plan", "A3 dynamic", "official dynamic", "diffusion", "one-step parallel", "AR baseline")
 
 
@@ -205,3 +223,50 @@ def test_the_candidates_read_whole_characters(explorer):
     assert token_in_place(labels, 2, "<0x41>", (1, 4)) == CHARACTER_PIECE  # no character
     assert token_in_place(labels, 2, "<0xA7>", (1, 4), known=[True, True, True, False]) == CHARACTER_PIECE
     assert token_in_place(labels, 0, "<0xE2><0x80><0x94>") == "—" and token_in_place(labels, 0, " cat") == " cat"
+
+
+# --------------------------------------------------------------------------------------------------
+# bytes that make no character: shown as their values, "‹EF BC›", never "�"
+
+
+def test_bytes_that_make_no_character_read_as_their_values_in_every_label(explorer):
+    """The walk's fill of byte tokens (EF BC each): the cells, the chips and their hovers (the view's labels),
+    the mask ticks and the narration show "‹EF BC›"; the given non-ASCII text reads as it always did."""
+    result = byte_result(explorer)
+    view, trace = view_of_result(result), result.trace
+    blanks = [p for p, g in enumerate(trace.given) if not g]
+    assert len(blanks) == 6 and all(view.labels[p] == "‹EF BC›" and view.short[p] == "‹EFBC›" for p in blanks)
+    last = result.n_steps - 1
+    assert [c.text for c in view.cells(last) if c.p in blanks] == ["‹EFBC›"] * 6  # close, to fit a cell
+    chips = view.sentence(last)
+    assert [c.label for c in chips if c.p in blanks] == ["‹EF BC›"] * 6
+    assert "".join(c.label for c in chips).startswith(BYTES_GIVEN + "‹EF BC›")  # given text whole, as before
+    assert all(s.tokens == ["‹EF BC›"] * len(s.positions) for s in view.steps)
+    assert view.tick_texts(last)[blanks[0]:blanks[-1] + 1] == ["‹EFBC›"] * 6
+    narrated = [s.narration for s in view.steps]
+    assert all("the bytes ‹EF BC› that make no character" in n for n in narrated), narrated
+    # the export: final_text is the tokenizer's decode (as the API's filled text); final_tokens hold
+    # every token exactly, and the view's shown_text is the text as the views show it
+    data = json.loads(explorer.trace_json(result))
+    assert data["final_text"] == result.text and "\ufffd" in data["final_text"]
+    assert [data["final_tokens"][p] for p in blanks] == ["<0xEF><0xBC>"] * 6
+    exported = view_of_dict(data)
+    assert exported.shown_text == view.shown_text == f"{BYTES_GIVEN}{'‹EF BC›' * 6} and then the Zürich señor smiled."
+    shown = json.dumps({k: v for k, v in exported.to_dict().items() if k != "final_text"}, ensure_ascii=False)
+    assert "\ufffd" not in shown and "<0x" not in shown  # the player embeds this: no "�" left in it
+    # the figures read the same labels: grid cells and their hovers, mask ticks, the DAG's hover
+    grid = figures.grid_figure(trace, last, result.labels)
+    cells = next(t for t in grid.data if t.name == "cells")
+    assert [cells.text[p] for p in blanks] == ["‹EFBC›"] * 6
+    assert all("token: ‹EF BC›" in cells.hovertext[p] for p in blanks)
+    dag = figures.dag_figure(trace, last, result.labels)
+    assert "‹EF BC›" in next(t for t in dag.data if t.name == "this step").hovertext[0]
+    assert not any("\ufffd" in str(x) for fig in (grid, dag, figures.mask_figure(trace, last, result.labels))
+                   for t in fig.data for x in (t.text, t.hovertext, getattr(t, "x", None)) if x is not None)
+
+
+def test_split_characters_and_given_non_ascii_text_read_as_before(explorer):
+    """Not a regression: a character split over tokens still reads whole, once (no bytes shown)."""
+    view = view_of_result(unicode_result(explorer))
+    assert not any(figures.makes_no_character(label) for label in view.labels)
+    assert view.shown_text.startswith(UNICODE_GIVEN) and "‹" not in view.shown_text

@@ -50,7 +50,17 @@
                                                  (box.clientHeight - gap * (rows - 1)) / rows)));
     grid.style.gridTemplateColumns = `repeat(${cols}, ${cell}px)`;
     grid.style.gridAutoRows = `${cell}px`;
-    grid.style.setProperty("--cell-fs", `${Math.max(11, Math.min(Math.round(cell * 0.3), 22))}px`);
+    const fs = Math.max(11, Math.min(Math.round(cell * 0.3), 22));
+    grid.style.setProperty("--cell-fs", `${fs}px`);
+    // a label wider than its cell ("smiled", "‹EFBC›": bytes that make no character) shrinks to fit, down to
+    // 70% of the grid's type, before the cell cuts it with "…"
+    const probe = document.createElement("canvas").getContext("2d");
+    probe.font = `${fs}px ${getComputedStyle(grid).fontFamily}`;
+    const room = cell - 8;
+    const sizeFor = (text) => {
+      const width = probe.measureText(text).width;
+      return width > room ? `${Math.max(Math.floor(fs * 0.7), Math.floor(fs * room / width))}px` : "";
+    };
     grid.style.setProperty("--cell-h", `${cell}px`);
     grid.textContent = "";
     const cells = A3Core.grid(data, step), place = (node, row, c0, c1) => {
@@ -64,8 +74,10 @@
       div.style.background = c.color;
       div.style.color = c.ink;
       div.textContent = cell < 20 ? "" : c.text;
-      div.title = `position ${c.p} · group ${c.group}` +
-        (c.state === "decided" ? ` · decided at step ${c.decidedAt + 1}` : ` · ${c.state}`);
+      div.style.fontSize = cell < 20 ? "" : sizeFor(c.text);
+      // as the stage's cells hover: the position, its token (once known), its state, its group
+      div.title = `position ${c.p} · ` + (c.state === "open" ? "open: not decided yet" : `${c.label} · ` +
+        (c.state === "decided" ? `decided at step ${c.decidedAt + 1}` : "given")) + ` · group ${c.group}`;
       place(div, Math.floor(c.p / cols), c.p % cols, c.p % cols);
       grid.appendChild(div);
     }

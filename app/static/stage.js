@@ -86,6 +86,9 @@
   }
 
   // ------------------------------------------------------------------------------------ drawing
+  // an open chip: the grid's open cell, '?' on its fill in a dashed box (grey; orange while current), a slot
+  // to fill on a projector, never a tick box
+  const openChip = (t) => 'background:' + t.color + ';border:1px dashed currentColor;border-radius:4px';
   // a chip's fill: its token's colour, or one stripe per token of a split character
   const fill = (colors) => (colors.length === 1 ? colors[0] : 'linear-gradient(90deg, ' + colors.map((c, i) =>
     c + ' ' + (100 * i / colors.length).toFixed(2) + '% ' + (100 * (i + 1) / colors.length).toFixed(2) + '%').join(', ') + ')');
@@ -96,9 +99,9 @@
       if (t.state === 'given') {
         return '<span class="tok given" data-p="' + t.p + '" title="' + where + ' · given">' + esc(t.label) + '</span>';
       }
-      if (t.state === 'open') {
+      if (t.state === 'open') {  // the grid's '?' in a dashed chip: an open slot, not a question mark of the text
         return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
-          ' · open: not decided yet">▢</span>';
+          ' · open: not decided yet" style="' + openChip(t) + '">' + esc(t.label) + '</span>';
       }
       return '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" style="background:' +
         fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' + (t.decidedAt + 1) + '">' +

@@ -5,7 +5,8 @@
 // tests/test_figures_stage.py runs these functions in Chromium and compares them step by step.
 // A character split over several tokens (P.runs: byte-level BPE splits "🧩" into three) reads as one:
 // its known tokens read '…' until all are known, then the grid labels it once across its cells
-// (runLabels) and the text shows it once (sentence).
+// (runLabels) and the text shows it once (sentence). Labels come from the view: bytes that make no
+// character already read "‹EF BC›", an open position P.open_label ("?", as the grid's open cells).
 const A3Core = {
   // the grouping the model used at `step` (it changes per step in the official dynamic variant)
   groupsAt(P, step) {
@@ -33,12 +34,12 @@ const A3Core = {
     return out;
   },
 
-  // what each position reads (app.figures.position_texts): its short label once known, '?' while open;
+  // what each position reads (app.figures.position_texts): its short label once known, P.open_label while open;
   // a split character's known tokens read '…' until all are known, then the character on a mask tick
   // and nothing in a grid cell (the grid labels the run once: runLabels)
   texts(P, step, inGrid) {
     const known = A3Core.known(P, step);
-    const out = P.short.map((t, p) => (known[p] ? t : '?'));
+    const out = P.short.map((t, p) => (known[p] ? t : P.open_label));
     for (const [start, end] of P.runs) {
       const whole = known.slice(start, end).every(Boolean);
       for (let p = start; p < end; p++) if (known[p]) out[p] = whole ? (inGrid ? '' : out[p]) : '…';
@@ -60,8 +61,8 @@ const A3Core = {
         return { p, state: 'decided', text, label, color: pal.steps[d], ink: pal.ink[d],
                  current: now.has(p), group, decidedAt: d, run };
       }
-      return { p, state: 'open', text: '?', label: '▢', color: pal.open, ink: pal.open_ink, current: false,
-               group, decidedAt: d, run };
+      return { p, state: 'open', text: P.open_label, label: P.open_label, color: pal.open, ink: pal.open_ink,
+               current: false, group, decidedAt: d, run };
     });
   },
 
@@ -105,7 +106,7 @@ const A3Core = {
     return chips.map(({ cells: cs }) => {
       const first = cs[0], positions = cs.map((c) => c.p), current = cs.some((c) => c.current);
       if (cs.some((c) => c.state === 'open')) {
-        return { p: first.p, positions, state: 'open', label: '▢', colors: [pal.open], color: pal.open,
+        return { p: first.p, positions, state: 'open', label: P.open_label, colors: [pal.open], color: pal.open,
                  ink: pal.open_ink, current, decidedAt: -1 };
       }
       return { p: first.p, positions, state: cs.every((c) => c.state === 'given') ? 'given' : 'decided',
