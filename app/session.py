@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from app import memory
+from app.narration import OPEN_MARK
 from model.config import LABELS, DecodeConfig, Sampler, method_spec
 from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
 from model.flexible import (
@@ -226,7 +227,7 @@ class Explorer:
         strings = token_strings(tok, masked.token_ids, start_token_id=self.loaded.start_token_id)
         blanks = (~masked.given).nonzero(as_tuple=True)[0].tolist()
         for p in blanks:
-            strings[p] = "▢"
+            strings[p] = OPEN_MARK  # as every view marks an open position
         # the start token is always given and a blank always open: neither can be toggled
         return {"text": text, "ids": masked.token_ids.tolist(), "tokens": strings,
                 "mask": (~masked.given).tolist(), "locked": [0, *blanks]}

@@ -25,7 +25,7 @@ def test_picker_marks_blanks_as_locked_open_chips(explorer):
     picker = explorer.picker_from_text(TEXT)
     assert picker["tokens"][0] == "⟨s⟩" and picker["mask"][0] is False
     blanks = [i for i, m in enumerate(picker["mask"]) if m]
-    assert len(blanks) == 4 and all(picker["tokens"][i] == "▢" for i in blanks)
+    assert len(blanks) == 4 and all(picker["tokens"][i] == "?" for i in blanks)
     assert picker["locked"] == [0, *blanks]
 
 
