@@ -20,6 +20,8 @@ greedy fills (`model.precision`; A3_CPU_DTYPE=bfloat16 opts in on a CPU). `dtype
 or A3_CPU_DTYPE=int8) loads the model in float32, LoRA merged, and then quantizes its Linear modules with
 model.quant (int8 weights per channel, int8 activations per token; `LoadedModel.weight_dtype` is then
 torch.int8 while `dtype`, what activations and caches use, stays float32). The AR base stays float32.
+The default model's merged float32 weights, like its int8 ones, are kept beside the converted base, so a
+later start neither imports peft nor merges (model.merged_cache; A3_MERGED_CACHE=0 merges every time).
 
 Weights load from safetensors only; nothing runs remote code. Converting a LLaMA checkpoint is a key
 table plus checks (`LLAMA_TO_A3`; each failure raises ModelLoadError, so they hold under `python -O`):
@@ -424,21 +426,50 @@ def _load_tiny() -> LoadedModel:
                        base_name="the tiny model itself (random, never adapted: its content stream is its AR base)")
 
 
-def _int8_cache_file(adapter_dir: Path) -> Path | None:
-    """Where the default model's int8 weights are kept: beside the converted base, named by the base's and
-    the adapter's content hashes, the scheme and the torch version (model.quant.cache_file). None where the
-    hashes cannot be had (then the model is quantized in memory)."""
+def _default_sources(adapter_dir: Path) -> tuple[Path, str, str] | None:
+    """The converted base's directory (where the default model's caches are kept) and the content hashes that
+    name them: the base's weights, the adapter's files. None where the hashes cannot be had."""
     import hashlib
 
     from model.base import BaseModelMissing, base_weights, file_sha256
-    from model.quant import cache_file
 
     try:
         weights = base_weights()
         adapter = hashlib.sha256("".join(f"{f} {file_sha256(adapter_dir / f)}\n" for f in ADAPTER_FILES).encode())
     except (OSError, BaseModelMissing):
         return None
-    return cache_file(weights.checkpoint, weights.sha256, adapter.hexdigest())
+    return weights.checkpoint, weights.sha256, adapter.hexdigest()
+
+
+def _int8_cache_file(adapter_dir: Path) -> Path | None:
+    """Where the default model's int8 weights are kept: beside the converted base, named by the base's and
+    the adapter's content hashes, the scheme and the torch version (model.quant.cache_file). None where the
+    hashes cannot be had (then the model is quantized in memory)."""
+    from model.quant import cache_file
+
+    sources = _default_sources(adapter_dir)
+    return None if sources is None else cache_file(*sources)
+
+
+def _default_float32() -> A3ForAnyOrderLM:
+    """The default model, LoRA merged, in float32: read from the file model.merged_cache keeps beside the
+    converted base (named by the base's and the adapter's content hashes, the config and the versions), or
+    merged and kept there. A3_MERGED_CACHE=0, or hashes or a config that cannot be had: merged afresh."""
+    from model import merged_cache
+
+    def merge() -> A3ForAnyOrderLM:
+        return apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER)
+
+    sources = _default_sources(DEFAULT_ADAPTER) if merged_cache.enabled() else None
+    if sources is None:
+        return merge()
+    checkpoint, *hashes = sources
+    try:
+        config = a3_config_from_llama(json.loads((checkpoint / "config.json").read_text()))  # as base_a3 builds it
+    except (OSError, ValueError, TypeError) as err:
+        log.warning("no config for the merged weights in %s (%s: %s); merging", checkpoint, type(err).__name__, err)
+        return merge()
+    return merged_cache.cached_model(merged_cache.cache_file(checkpoint, config, *hashes), config, merge)
 
 
 def _default_int8(cached: Path | None) -> A3ForAnyOrderLM:
@@ -466,7 +497,7 @@ def _load_default(dtype, int8: bool = False) -> LoadedModel:
         model = _default_int8(_int8_cache_file(DEFAULT_ADAPTER))
         description = "SmolLM2-135M-Instruct + A3 adapter (assets/a3-smollm2-135m)"
     elif trained:
-        model = apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER)
+        model = _default_float32()
         description = "SmolLM2-135M-Instruct + A3 adapter (assets/a3-smollm2-135m)"
     else:
         model = base_a3(torch.float32)
