@@ -35,9 +35,10 @@ start of processing). Errors on good input (a failed call or a warning where non
 bad inputs answered with a clear message: the app's own words, never a traceback, an exception's class,
 a server path, Gradio's generic "has raised an exception" or the app's own catch-all. The server's RSS
 (with any child processes) before anything ran (`cold`), when the visitors arrive (`start`: after one
-warm-up call that makes the server load what it loads on first use, the AR base model, about 0.5 GB), at its
-peak, and `--settle` seconds (60) after the last visitor left (the app lets a closed tab's runs go and hands
-the memory back: `after` should be back near `start`). Take timings with nothing else running on the
+warm-up calls that make the server load what it loads on first use, the AR base model, about 0.5 GB, and
+read the A3 model's memory-mapped weights once), at its peak, and `--settle` seconds (60) after the last
+visitor left (the app lets a closed tab's runs go and hands the memory back: `after` should be back near
+`start`); `rss_mb.anon` the same without the pages of mapped files (the weights), where Linux says. Take timings with nothing else running on the
 machine. One JSON object on the last line.
 """
 
@@ -84,9 +85,15 @@ def text_with_blank(n: int) -> str:
 # the server and its memory
 
 
-def process_tree_rss_mb(pid: int) -> float | None:
-    """RSS of a process and all its descendants, in MB (None once it is gone)."""
+def process_tree_rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """RSS of a process and all its descendants, in MB (None once it is gone). `field`: the line of
+    /proc/PID/status to sum: VmRSS (all), RssAnon (the process's own memory, without the pages of files it
+    maps, such as the model's weights: those the kernel can drop and read again) or RssFile."""
+    if field != "VmRSS" and not Path(f"/proc/{pid}/status").is_file():
+        return None  # not Linux, or gone
     try:
+        if field != "VmRSS":
+            raise ImportError  # psutil reads the whole RSS only
         import psutil
 
         root = psutil.Process(pid)
@@ -105,7 +112,7 @@ def process_tree_rss_mb(pid: int) -> float | None:
         p = todo.pop()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1]) * 1024
         except OSError:
             if p == pid:
@@ -402,19 +409,23 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
 
 
-WARM_UP = ("Mia found an old key under the porch. [MASK:4] It was a letter.", "AR baseline", 0)
+WARM_UP = [("Mia found an old key under the porch. [MASK:4] It was a letter.", "AR baseline", 0),
+           ("Mia found an old key under the porch. [MASK:4] It was a letter.", "A3 plan", 0)]
 
 
 def warm_up(url: str) -> None:
-    """One call that makes the server load what it loads only on first use (the AR base model, about 0.5 GB
-    for the default model: the AR baseline, the order lab and `/order_likelihoods` read it), so that the
-    memory the crowd leaves behind is measured from the server's settled state: `rss_mb.cold` is before it,
-    `rss_mb.start` after it. Its session closes at once; it is not counted among the visitors' calls."""
+    """Two calls that make the server load what it loads only on first use (the AR base model, about 0.5 GB
+    for the default model: the AR baseline, the order lab and `/order_likelihoods` read it) and touch the A3
+    model's weights (read from a memory-mapped file: their pages count in RSS once a decode has read them),
+    so that the memory the crowd leaves behind is measured from the server's settled state: `rss_mb.cold` is
+    before them, `rss_mb.start` after. Their session closes at once; they are not counted among the visitors'
+    calls."""
     from gradio_client import Client
 
     client = Client(url, verbose=False, analytics_enabled=False)
     try:
-        client.predict(*WARM_UP, api_name="/infill")
+        for args in WARM_UP:
+            client.predict(*args, api_name="/infill")
     finally:
         client.close()
 
@@ -426,6 +437,7 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
     rss_cold = process_tree_rss_mb(pid) if pid else None
     warm_up(url)
     rss_start = process_tree_rss_mb(pid) if pid else None
+    anon_start = process_tree_rss_mb(pid, "RssAnon") if pid else None
     if watch:
         watch.start()
     deadline = time.monotonic() + minutes * 60
@@ -439,6 +451,7 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
     if settle:
         time.sleep(settle)
     rss_after = process_tree_rss_mb(pid) if pid else None
+    anon_after = process_tree_rss_mb(pid, "RssAnon") if pid else None
     if watch:
         watch.stop()
     endpoints = {name: {"calls": len(times), "p50_s": percentile(times, 50), "p95_s": percentile(times, 95),
@@ -459,7 +472,8 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
                             # [dropped, rebuilt] of each visitor whose tab dropped or rebuilt a cache, most first
                             "per_session": sorted(([d, r] for d, r in tally.drops.values()), reverse=True)},
             "rss_mb": {"cold": _mb(rss_cold), "start": _mb(rss_start), "peak": _mb(watch.peak if watch else None),
-                       "after": _mb(rss_after), "after_s": settle},
+                       "after": _mb(rss_after), "after_s": settle,
+                       "anon": {"start": _mb(anon_start), "after": _mb(anon_after)}},
             "endpoints": endpoints}
 
 

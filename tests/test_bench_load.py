@@ -27,6 +27,8 @@ def test_a_small_crowd_gets_answers_and_clear_messages_and_the_memory_is_read(ca
     assert result["bad_inputs_clear"] == result["bad_inputs"], result["unclear_answers"]
     rss = result["rss_mb"]
     assert rss["cold"] > 0 and 0 < rss["start"] <= rss["peak"] and rss["after"] > 0
+    anon = rss["anon"]  # the server's own memory, without mapped files (Linux)
+    assert 0 < anon["start"] <= rss["start"] and 0 < anon["after"] <= rss["after"]
     assert {"/infill", "on_run"} <= set(result["endpoints"])
     for name, stats in result["endpoints"].items():
         assert stats["calls"] > 0 and 0 < stats["p50_s"] <= stats["p95_s"], name
