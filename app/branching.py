@@ -54,6 +54,18 @@ def continuation_choices(result: Result | None) -> tuple[list[str], str]:
     return PLAN_ORDERS, "order of the rest (A3 plan)"
 
 
+def other_continuation(result: Result | None) -> str | None:
+    """The first continuation choice that is not how the run itself goes on (its strategy or its plan's
+    order): decoding the rest the same way again would only reproduce it."""
+    choices, _ = continuation_choices(result)
+    if result is None:
+        return choices[0] if choices else None
+    config = result.trace.config
+    own = config.strategy if result.trace.mode == "dynamic" else next(
+        (name for name, value in ORDER_NAMES.items() if value == config.order), None)
+    return next((c for c in choices if c != own), choices[0] if choices else None)
+
+
 def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:
     """(label, position) of every position with candidates at this step: the ones decided at it first."""
     if result is None or not 0 <= step < result.n_steps:
@@ -77,6 +89,19 @@ def token_choices(result: Result | None, step: int, position) -> list[tuple[str,
     return [(f"{result.token_text(t)!r} p={p:.3f}", int(t)) for t, p in candidates]
 
 
+def default_token(result: Result | None, step: int, position, tokens: list[tuple[str, int]]) -> int | None:
+    """The candidate offered first: for a position decided at this step, the most probable token other than
+    the one it committed (picking that one again would only reproduce the run); for an open one, the most
+    probable."""
+    if not tokens:
+        return None
+    committed = None
+    if result is not None and position is not None and 0 <= step < result.n_steps:
+        record = result.trace.steps[step]
+        committed = dict(zip(record.positions, record.tokens, strict=True)).get(int(position))
+    return next((t for _, t in tokens if t != committed), tokens[0][1])
+
+
 def tree_lock(tree: BranchTree) -> threading.Lock:
     """The lock of one tree (a tab's): branch events of one tab run one at a time even where the model
     runs two events at once (GPU), so the tree never passes MAX_BRANCHES and a cache is never dropped while
@@ -89,12 +114,16 @@ def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: in
            order: str | None = None, group_size: int | None = None, held=(), lab=None,
            cap: int | None = None) -> tuple[BranchTree, Result, str]:
     """Branch the result on the stage at `step`; returns the tree, the new branch as a Result, and a note
-    for the page ("" for none) when a dropped cache was rebuilt or caches were dropped to keep the session
+    for the page ("" for none): the rest decoded after a branch's own pick (`_after_pick`), a branch that
+    reproduces another run of the tree, a dropped cache rebuilt, or caches dropped to keep the session
     within `cap` bytes (default: app.memory.session_cap_bytes()). `held` (other Results) and `lab` (the order
     lab's LabResult) are what else the session keeps: they count towards the cap. Caches go least recently
     used first; the parent's and the new branch's last. Branches of one tree are made one at a time."""
     cap = memory.session_cap_bytes() if cap is None else cap  # checked at start-up; read before any change
     tree, parent = tree_of(explorer, result, tree)
+    kept = ""
+    if token is None and (order is not None or group_size is not None):
+        step, kept = _after_pick(result, tree[parent], step)
     with tree_lock(tree):
         if len(tree) >= MAX_BRANCHES:
             raise InputError(f"This run has {MAX_BRANCHES} branches, the most the page keeps: run again to start "
@@ -117,8 +146,84 @@ def branch(explorer: Explorer, tree: BranchTree | None, result: Result, step: in
             raise InputError(f"Cannot branch: {err}") from None
         rebuilt = parent if tree[index].rebuilt_parent and tree[parent].cache_drops else None
         dropped, held_bytes = memory.fit(tree, cap, results=[result, *held], lab=lab, keep=(parent, index))
-    return (tree, branch_result(explorer, tree, index, result.method),
-            memory.note(dropped, rebuilt, cap, held_bytes))
+        same = _mark_twin(tree, index)
+    notes = [kept, same, memory.note(dropped, rebuilt, cap, held_bytes)]
+    return tree, branch_result(explorer, tree, index, result.method), " ".join(n for n in notes if n)
+
+
+def _after_pick(result: Result, shown, step: int) -> tuple[int, str]:
+    """(the step to decode the rest from, a note) for "decode the rest this way" at `step` of the result
+    on show. On the step where a branch committed the token picked for it, the rest is what comes after
+    that pick: decoding it again from the step itself would throw the pick away (and reproduce the
+    parent's run). Elsewhere the rest is decoded from the step itself, its own decision included."""
+    if shown.parent is None or "token" not in shown.change or shown.at_step != int(step):
+        return step, ""
+    text = result.token_text(shown.change["token"]).strip() or repr(result.token_text(shown.change["token"]))
+    if int(step) + 1 >= result.n_steps:
+        raise InputError(f"Step {int(step) + 1} is the last one and commits the token picked for this branch "
+                         f"('{text}'): nothing is left to decode after it. Branch the rest from an earlier "
+                         "step, or pick another token.")
+    return int(step) + 1, (f"Kept this branch's pick '{text}' (step {int(step) + 1}) and decoded the rest "
+                           f"from step {int(step) + 2}.")
+
+
+def twin(tree: BranchTree, index: int) -> tuple[int, bool] | None:
+    """(another run of the tree with the same token at every position as branch `index`, whether it also
+    decided them in the same steps), or None when the branch's text is new."""
+    mine = tree[index].trace
+    steps = [(list(s.positions), list(s.tokens)) for s in mine.steps]
+    for i, other in enumerate(tree.branches):
+        if i != index and list(other.trace.final_ids) == list(mine.final_ids):
+            return i, steps == [(list(s.positions), list(s.tokens)) for s in other.trace.steps]
+    return None
+
+
+def _mark_twin(tree: BranchTree, index: int) -> str:
+    """A note (and a mark on the branch's name in the table) when the branch reproduces another run."""
+    found = twin(tree, index)
+    if found is None:
+        return ""
+    other, exactly = found
+    tree[index].name += f" (= run {other})"
+    label = tree[other].name.split(": ", 1)[-1]
+    how = "exactly, step by step" if exactly else "in another order"
+    return (f"Branch {index} reproduces run {other} ({label}) {how}: the same text, nothing new. Another token, "
+            "order or strategy gives another run.")
+
+
+def branch_index(tree: BranchTree | None, result: Result | None) -> int | None:
+    """Where the result sits in the tree (None: not a run of it)."""
+    if tree is None or result is None:
+        return None
+    return next((i for i, b in enumerate(tree.branches) if b.trace is result.trace), None)
+
+
+def landing_step(tree: BranchTree, index: int) -> int:
+    """The step a branch is shown at first: its first own step (where it leaves its parent, the token
+    picked for it on show), so the stage stays where the researcher branched."""
+    return min(tree[index].at_step, len(tree[index].trace.steps) - 1)
+
+
+def branch_headline(tree: BranchTree, index: int, method: str) -> str:
+    """The stage's headline for a branch: which one, of what, from which step, what it cost itself."""
+    b = tree[index]
+    calls = "call" if b.new_model_calls == 1 else "calls"
+    line = f"branch {index} of {method}, from step {b.at_step + 1}: {b.new_model_calls} new model {calls}"
+    if b.at_step:
+        shared = "step 1" if b.at_step == 1 else f"steps 1-{b.at_step}"
+        line += f" · {shared} shared with run {b.parent}"
+    return line
+
+
+# what the branch headline's words mean (the stage's hover texts, with app.narration.TERMS)
+BRANCH_TERMS = {
+    "new model calls": "The model calls this branch made itself. The steps it shares with its parent were decoded "
+                       "once, before, and are not run again (one call rebuilds their content when the parent's "
+                       "cache was not kept).",
+    "new model call": "The model calls this branch made itself. The steps it shares with its parent were decoded "
+                      "once, before, and are not run again.",
+    "shared with run": "These first steps are the parent run's, copied as they are: the branch starts after them.",
+}
 
 
 def _name(result: Result, index: int, step: int, position, token, order, group_size) -> str:

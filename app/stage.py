@@ -33,25 +33,34 @@ def calls_summary(result: Result) -> str:
 
 
 def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float | None = None,
-                  note: str = "") -> dict:
+                  note: str = "", start: int = -1, headline: str | None = None,
+                  terms: dict[str, str] | None = None) -> dict:
     """The dict the stage component draws. `result=None` gives the empty stage (with what to do).
 
     `speed` (seconds per step) is only sent when asked for: without it the stage keeps the speed the
-    user set, across runs and loaded runs."""
+    user set, across runs and loaded runs. `start` is the step the stage opens on (-1: before the first);
+    a stage opened on a step stays paused there (a branch lands where it was branched, app.ui.details_tab).
+    `headline` replaces the calls summary (a branch says which it is); `terms` add to the words that
+    hover with their meaning."""
     if result is None:
         return {"id": next(_ids), "empty": True,
                 "note": note or "Nothing to show yet: type a text with [MASK] blanks under “✎ Your text”, "
                                 "then press Run."}
     if not note and result.flexible is not None:
         note = result.flexible.summary() + " Every length with its fill: under ✎ Your text."
+    view = view_of_result(result).to_dict()
+    start = max(-1, min(int(start), result.n_steps - 1))
+    landing = {"start": start} if start >= 0 else {}  # before the first step: the key stays out
     return {
-        **view_of_result(result).to_dict(),
+        **view,
+        **landing,
+        "terms": {**(view.get("terms") or {}), **(terms or {})},
         "id": next(_ids),
         "empty": False,
         "model": result.model,
         "text": result.text,
-        "headline": calls_summary(result),
-        "autoplay": bool(autoplay and result.n_steps > 0),
+        "headline": headline or calls_summary(result),
+        "autoplay": bool(autoplay and result.n_steps > 0 and start < 0),
         "loop": bool(loop),
         "speed": None if speed is None else float(speed),
         "note": note,

@@ -3,7 +3,8 @@
 step in the browser, with the step controls, playback, scrubbing and the presentation toggle.
 
 Custom events (Python listeners: `stage.step_settled(fn, ...)`, `stage.edit(fn, ...)`):
-    step_settled  {step, id}: the step stopped changing (never fired during playback)
+    step_settled  {step, id}: the step stopped changing (never fired during playback), or a payload
+                  opened the stage on its "start" step
     edit          {}: the "your text" button
 """
 

@@ -38,8 +38,8 @@ a server path, Gradio's generic "has raised an exception" or the app's own catch
 warm-up calls that make the server load what it loads on first use, the AR base model, about 0.5 GB, and
 read the A3 model's memory-mapped weights once), at its peak, and `--settle` seconds (60) after the last
 visitor left (the app lets a closed tab's runs go and hands the memory back: `after` should be back near
-`start`); `rss_mb.anon` the same without the pages of mapped files (the weights), where Linux says. Take timings with nothing else running on the
-machine. One JSON object on the last line.
+`start`); `rss_mb.anon` the same without the pages of mapped files (the weights), where Linux says. Take
+timings with nothing else running on the machine. One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from app.memory import NOTE_PREFIX, parse_note
+from app.ui.shared import INFO_MARK as INFO
 from bench.fuzz_api import GRADIO_GENERIC, flag_leaks
 from bench.server import served_app
 
@@ -263,6 +264,8 @@ class Tally:
                 dropped, rebuilt = parse_note(message)
                 self.drops[visitor][0] += dropped
                 self.drops[visitor][1] += rebuilt
+                message = ""
+            if message.lstrip().startswith(INFO):  # the app's own information ("branch 2 reproduces run 0 ..")
                 message = ""
             self.latency[endpoint].append(result["latency_s"])
             if result.get("queue_s") is not None:

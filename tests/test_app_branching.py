@@ -77,3 +77,114 @@ def test_the_tree_is_capped(explorer, monkeypatch):
     tree, _, _ = branching.branch(explorer, None, result, 1, order="right to left")
     with pytest.raises(InputError, match="the most the page keeps"):
         branching.branch(explorer, tree, result, 2, order="outside-in")
+
+
+# ------------------------------------------------------------------------------ landing and twins
+def dynamic_run(explorer):
+    return explorer.decode(Request(text=TEXT, method="A3 dynamic", k=1))
+
+
+def test_decoding_the_rest_on_a_branchs_own_pick_keeps_the_pick(explorer):
+    """On the step where a token branch committed its pick, "decode the rest" decodes what follows the
+    pick (a child of the branch), not the step again: that would throw the pick away and reproduce the
+    parent's run."""
+    result = dynamic_run(explorer)
+    step = 2
+    decided = result.trace.steps[step].positions[0]
+    pick = branching.token_choices(result, step, decided)[1][1]
+    tree, shown, note = branching.branch(explorer, None, result, step, position=decided, token=pick)
+    assert branching.branch_index(tree, shown) == 1 and branching.landing_step(tree, 1) == step
+    assert "reproduces" not in note
+    # the default way to decode the rest is not the run's own: that would only reproduce it
+    assert result.trace.config.strategy == "confidence" and branching.other_continuation(shown) == "entropy"
+    tree, rest, note = branching.branch(explorer, tree, shown, step, order="entropy", group_size=1)
+    assert tree[2].parent == 1 and tree[2].at_step == step + 1 and "Kept this branch's pick" in note
+    assert rest.trace.final_ids[decided] == pick and f"from step {step + 2}" in tree[2].name
+    assert [s.tokens for s in rest.trace.steps[:step + 1]] == [s.tokens for s in shown.trace.steps[:step + 1]]
+    assert branching.landing_step(tree, 2) == step + 1
+    # off the pick step, the rest is decoded from the step itself, as for any run
+    tree, _, note = branching.branch(explorer, tree, shown, step + 1, order="random")
+    assert tree[3].at_step == step + 1 and "Kept" not in note
+    # a pick on the last step leaves nothing to decode after it
+    last = result.n_steps - 1
+    tree, at_end, _ = branching.branch(explorer, tree, result, last, position=result.trace.steps[last].positions[0],
+                                       token=branching.token_choices(result, last,
+                                                                     result.trace.steps[last].positions[0])[1][1])
+    with pytest.raises(InputError, match="nothing is left to decode after it"):
+        branching.branch(explorer, tree, at_end, last, order="entropy")
+
+
+def test_a_branch_that_reproduces_a_run_says_so(explorer):
+    result = dynamic_run(explorer)
+    tree, same, note = branching.branch(explorer, None, result, 1, order="confidence", group_size=1)
+    assert same.trace.final_ids == result.trace.final_ids
+    assert "Branch 1 reproduces run 0 (main run) exactly, step by step" in note
+    assert tree[1].name.endswith("(= run 0)") and branching.twin(tree, 1) == (0, True)
+    assert branching.tree_rows(explorer, tree, same)[1][1].endswith("(= run 0)")
+    tree, other, note = branching.branch(explorer, tree, result, 1, position=result.trace.steps[1].positions[0],
+                                         token=branching.token_choices(result, 1,
+                                                                       result.trace.steps[1].positions[0])[1][1])
+    assert branching.twin(tree, 2) is None and "reproduces" not in note
+
+
+def test_the_stage_lands_a_branch_paused_on_its_step_with_a_headline_that_names_it(explorer):
+    from app.stage import stage_payload
+    from app.ui.details_tab import run_name, shown_at
+
+    result = dynamic_run(explorer)
+    step = 2
+    decided = result.trace.steps[step].positions[0]
+    tree, shown, _ = branching.branch(explorer, None, result, step, position=decided,
+                                      token=branching.token_choices(result, step, decided)[1][1])
+    headline = branching.branch_headline(tree, 1, shown.method)
+    assert headline == (f"branch 1 of A3 dynamic, from step 3: {tree[1].new_model_calls} new model calls · "
+                        "steps 1-2 shared with run 0")
+    payload, at = shown_at(tree, shown, step)
+    assert at == step and payload["start"] == step and payload["autoplay"] is False
+    assert payload["headline"] == headline and "new model calls" in payload["terms"]
+    assert payload["terms"]["Step"]  # the view's own words keep their meanings
+    assert run_name(tree, shown) == "branch 1 of A3 dynamic" and run_name(tree, result) == "A3 dynamic"
+    # the main run put back: paused on the step the details showed, its own headline
+    root = branching.branch_result(explorer, tree, 0, shown.method)
+    payload, at = shown_at(tree, root, 4)
+    assert at == 4 and payload["start"] == 4 and not payload["autoplay"] and payload["headline"].startswith("A3 dyn")
+    # a stage opened before the first step plays as before and sends no start
+    assert "start" not in stage_payload(result) and stage_payload(result)["autoplay"]
+    assert stage_payload(result, start=99)["start"] == result.n_steps - 1
+
+
+def test_the_details_callbacks_follow_a_branch_at_once(explorer):
+    """on_branch puts the branch on the stage paused on its step and sets the details' step to it;
+    on_details then names the branch; opening the tab details the step the stage shows."""
+    from app.ui.details_tab import DetailsCallbacks
+    from app.ui.model_calls import model_calls
+
+    on = DetailsCallbacks(model_calls(explorer))
+    result = dynamic_run(explorer)
+    step = 2
+    decided = result.trace.steps[step].positions[0]
+    token = branching.token_choices(result, step, decided)[1][1]
+    tree, shown, stage, _, _, _, note, at, *_ = on.on_branch_token(None, result, step, decided, token)
+    assert shown.trace is tree[1].trace and at == step and stage["start"] == step and not stage["autoplay"]
+    summary = on.on_details(shown, at, False, False, tree)[0]
+    assert summary.startswith("**branch 1 of A3 dynamic** · Step 3/")
+    tree, rest, stage, *_, at, _, _, _ = on.on_branch_order(tree, shown, at, "entropy", 1)
+    assert tree[2].parent == 1 and at == step + 1 == stage["start"]
+    assert on.on_opened(rest, None, False, False, tree)[0] is not None  # no step read: nothing drawn
+    assert on.on_opened(rest, 0, False, False, tree)[0].startswith("**branch 2 of A3 dynamic** · Step 1/")
+
+
+def test_the_token_offered_first_is_never_the_one_the_step_committed(explorer):
+    result = dynamic_run(explorer)
+    step = 2
+    decided = result.trace.steps[step].positions[0]
+    tokens = branching.token_choices(result, step, decided)
+    committed = result.trace.steps[step].tokens[0]
+    assert branching.default_token(result, step, decided, tokens) == next(t for _, t in tokens if t != committed)
+    tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=tokens[1][1])
+    again = branching.token_choices(shown, step, decided)  # the branch's step: its pick is committed now
+    assert branching.default_token(shown, step, decided, again) != tokens[1][1]
+    open_here = next(p for _, p in branching.open_positions(result, step) if p != decided)
+    others = branching.token_choices(result, step, open_here)
+    assert branching.default_token(result, step, open_here, others) == others[0][1]
+    assert branching.default_token(result, step, decided, []) is None

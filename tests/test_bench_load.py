@@ -46,6 +46,7 @@ def test_a_traceback_or_the_catch_all_is_counted_as_unclear_and_a_warning_on_goo
     tally.add("on_run", ok, bad=True, message="", what="x")  # bad input answered without a word
     tally.add("on_run", ok, bad=False, message="⚠️ cannot decode this", what="x")
     tally.add("on_run", ok, bad=False, message="", what="x")
+    tally.add("on_branch_order", ok, bad=False, message="ℹ️ Branch 2 reproduces run 0 (main run) exactly", what="x")
     assert (tally.bad, tally.bad_clear, len(tally.unclear)) == (4, 1, 3)
     assert len(tally.good_errors) == 1
     assert len(tally.latency["/infill"]) == 3 and len(tally.latency["on_run"]) == 3

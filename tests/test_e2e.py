@@ -262,8 +262,9 @@ def test_branch_from_a_step_and_switch_between_branches(page_url, browser):
     page.locator("#branching").get_by_text("Branch from this step").click()
     expect(page.locator("#br-position input")).to_have_value(re.compile(r"decided here"), timeout=15_000)
     page.locator("#br-token-btn").click()
-    # the branch opens on the stage; its first step is the parent's, its own start at step 2
-    expect(page.locator("#stage-counter")).to_have_text("Step 4/4", timeout=60_000)
+    # the branch opens on the stage paused on step 2, where it leaves the parent (its first step is the parent's)
+    expect(page.locator(".a3s-headline")).to_contain_text("branch 1 of A3 plan, from step 2", timeout=60_000)
+    expect(page.locator("#stage-counter")).to_have_text("Step 2/4")
     open_tab(page, "Step details")
     tree = page.locator("#br-tree")
     expect(tree).to_contain_text("main run", timeout=15_000)

@@ -279,10 +279,10 @@ def test_a_branch_leaves_no_attention_plot_of_the_old_run(page_url, browser):
     expect(page.locator("#br-tree")).to_contain_text("▶ 1", timeout=15_000)
     expect(page.locator("#attn-plot")).to_be_hidden(timeout=15_000)  # not the old run's "step 2"
     expect(page.locator("#attn-note")).to_contain_text("another step or run")
-    # drawn again, it is the new run's step
+    # drawn again, it is the new run's step: the branch lands paused where it was branched
     page.locator("#attn-btn").click()
-    last = n_steps(page)
-    expect(page.locator("#attn-plot")).to_contain_text(f"Attention weights at step {last}", timeout=SLOW)
+    at = stage_step(page) + 1
+    expect(page.locator("#attn-plot")).to_contain_text(f"Attention weights at step {at}", timeout=SLOW)
     expect(page.locator("#attn-note")).to_have_text("")
     page.close()
 

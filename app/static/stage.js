@@ -468,9 +468,12 @@
     el.step.min = '-1'; el.step.max = String(n() - 1);
     if (P.speed) el.speed.value = String(P.speed);  // only when the payload asks: a new run keeps the speed set
     state.loop = !!P.loop;
-    state.step = -1;
+    // a payload may open on a step of its own ("start": a branch lands where it was branched), paused there
+    // and reported as a step the user chose (step_settled)
+    state.step = Number.isInteger(P.start) ? Math.max(-1, Math.min(n() - 1, P.start)) : -1;
     fit();
     render();
+    if (state.step >= 0 && !P.autoplay) settleSoon();
     if (P.autoplay) setTimeout(() => { if (state.P === P && !state.playing && state.step === -1) play(); }, 400);
   }
 

@@ -28,6 +28,8 @@ BRANCH_INTRO = (
     "still-open positions that way from this step on. The first steps are shared with the parent and not "
     "decoded again: their content is rebuilt in one model call the first time a run is branched, then the "
     "branch starts from that cache (*new calls* counts the branch's own calls, that one included). "
+    "A branch opens on the stage paused on its first own step, where it leaves its parent (a token branch: on "
+    "the token picked); there, decoding the rest keeps that pick and decodes what follows it. "
     "Every branch stays in the table with its log p; show any of them on the stage and branch again.")
 ATTENTION_INTRO = (
     "The probabilities each row of this step really put on each key, read out of one forward pass of the "
@@ -36,6 +38,16 @@ ATTENTION_INTRO = (
     "later steps read. They are drawn over the mask: allowed cells are coloured by weight, blocked cells are "
     "grey and their weight is **exactly 0** (the figure refuses data that is not). Rows of the lowest group see "
     "nothing and are all 0. The AR baseline's step is the base model's row before each position.")
+WAITING = ("Pause the stage (space) or step it (← →) to detail a step here: its candidates, the groups' log p, "
+           "the figures with hover, and branching from it.")
+# the tab's select event reads the step the stage shows into the hidden second input. A stage still
+# playing (the first visit's example) is paused there, so the two agree; it then reports that step itself
+# (step_settled), and the input stays empty
+STEP_OF_STAGE = ("(...inputs) => { const s = window.__a3stage; "
+                 "const counter = document.querySelector('#stage-counter'); "
+                 "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; "
+                 "if (s && s.state.playing) { s.pause(); inputs[1] = null; } "
+                 "return inputs; }")
 ATTENTION_STALE = ("The attention drawn before belonged to another step or run. Press **Draw the attention at "
                    "this step** to draw it for the step on show.")
 
@@ -65,6 +77,8 @@ class AttentionPanel:
 
 @dataclass(frozen=True)
 class DetailsTab:
+    tab: gr.Tab
+    on_screen: gr.Number  # hidden: the stage's step when the tab is opened, filled in by STEP_OF_STAGE
     summary: gr.Markdown
     candidates_hint: gr.Markdown
     candidates: gr.Dataframe
@@ -85,9 +99,9 @@ class DetailsTab:
 
 
 def build_details_tab(explorer: Explorer) -> DetailsTab:
-    with gr.Tab("⌕ Step details", id="details", elem_id="tab-details"):
-        summary = gr.Markdown("Step through the stage; the step it stops on is detailed here.",
-                              elem_id="details-summary")
+    with gr.Tab("⌕ Step details", id="details", elem_id="tab-details") as tab:
+        summary = gr.Markdown(WAITING, elem_id="details-summary")
+        on_screen = gr.Number(None, precision=0, visible="hidden", elem_id="details-on-screen")
         candidates_hint = gr.Markdown("", elem_id="candidates-hint")
         candidates = gr.Dataframe(headers=figures.CANDIDATE_HEADERS, interactive=False, elem_id="candidates",
                                   wrap=True, visible=False, label="Candidates the model weighed at this step")
@@ -104,8 +118,8 @@ def build_details_tab(explorer: Explorer) -> DetailsTab:
                 sort = gr.Checkbox(False, label="sort positions by group", elem_id="sort")
         verdict = gr.Markdown("", elem_id="details-verdict")
         attention = build_attention_panel(explorer.loaded.model.config)
-    return DetailsTab(summary, candidates_hint, candidates, logprob, grid, dag, masks, reduce, sort, verdict, branch,
-                      attention)
+    return DetailsTab(tab, on_screen, summary, candidates_hint, candidates, logprob, grid, dag, masks, reduce, sort,
+                      verdict, branch, attention)
 
 
 def build_branch_panel() -> BranchPanel:
@@ -155,14 +169,15 @@ def branch_controls(result, step):
     tokens = branch_logic.token_choices(result, step, first)
     orders, label = branch_logic.continuation_choices(result)
     return (gr.Dropdown(choices=positions, value=first),
-            gr.Dropdown(choices=tokens, value=tokens[1][1] if len(tokens) > 1 else None),
-            gr.Dropdown(choices=orders, value=orders[0], label=label))
+            gr.Dropdown(choices=tokens, value=branch_logic.default_token(result, step, first, tokens)),
+            gr.Dropdown(choices=orders, value=branch_logic.other_continuation(result), label=label))
 
 
 def on_position(result, step, position):
-    """The candidates of the position picked, the runner-up chosen."""
-    tokens = branch_logic.token_choices(result, clamp_step(result, step) if result is not None else -1, position)
-    return gr.Dropdown(choices=tokens, value=tokens[1][1] if len(tokens) > 1 else (tokens[0][1] if tokens else None))
+    """The candidates of the position picked, the first that is not what the step committed there chosen."""
+    step = clamp_step(result, step) if result is not None else -1
+    tokens = branch_logic.token_choices(result, step, position)
+    return gr.Dropdown(choices=tokens, value=branch_logic.default_token(result, step, position, tokens))
 
 
 def reset_branches():
@@ -174,11 +189,38 @@ def tree_method(tree) -> str:
     return tree[0].trace.config.label
 
 
+def run_name(tree, result) -> str:
+    """What the details call the run on the stage: its method, or which branch of it."""
+    index = branch_logic.branch_index(tree, result)
+    return result.method if not index else f"branch {index} of {result.method}"
+
+
+def shown_at(tree, shown, step: int) -> tuple[dict, int]:
+    """(stage payload, step) of a run of the tree put on the stage: paused on a branch's first own step
+    (where it was branched; for a token, the token picked), the headline saying which branch it is;
+    the main run paused on `step`, the step the details showed."""
+    index = branch_logic.branch_index(tree, shown)
+    if not index:
+        at = clamp_step(shown, step)
+        return stage_payload(shown, autoplay=False, start=at), at
+    at = branch_logic.landing_step(tree, index)
+    return stage_payload(shown, autoplay=False, start=at, terms=branch_logic.BRANCH_TERMS,
+                         headline=branch_logic.branch_headline(tree, index, shown.method)), at
+
+
+def stale_attention(attention_at, shown, step: int):
+    """(plot, note, drawn at) once a run is put on the stage at `step`: an attention plot drawn for
+    another run or step leaves, with a note."""
+    if attention_at is None or (attention_at[0].trace is shown.trace and attention_at[1] == step):
+        return gr.skip(), gr.skip(), gr.skip()
+    return gr.Plot(value=None, visible=False), ATTENTION_STALE, None
+
+
 class DetailsCallbacks:
     def __init__(self, calls: ModelCalls):
         self.calls, self.explorer = calls, calls.explorer
 
-    def on_details(self, result, step, reduce, sort):
+    def on_details(self, result, step, reduce, sort, tree=None):
         """The step drawn: the values of `DetailsTab.outputs`."""
         if result is None:
             return (gr.skip(),) * 12
@@ -187,14 +229,21 @@ class DetailsCallbacks:
         headers, rows = rendered.candidates
         hint = ("Before the first step nothing has been predicted yet: step forward (→) on the stage to see "
                 "the candidates the model weighed." if not rows else "")
-        return (f"**{result.method}** · {rendered.summary}", hint,
+        return (f"**{run_name(tree, result)}** · {rendered.summary}", hint,
                 gr.Dataframe(value=rows or None, headers=headers, visible=bool(rows)), rendered.logprob,
                 rendered.grid, rendered.dag, rendered.masks, self.explorer.verdict(result, step), step,
                 *branch_controls(result, step))
 
-    def on_step_settled(self, result, reduce, sort, evt: gr.EventData):
+    def on_step_settled(self, result, reduce, sort, tree, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}
-        return self.on_details(result, data.get("step", -1), reduce, sort)
+        return self.on_details(result, data.get("step", -1), reduce, sort, tree)
+
+    def on_opened(self, result, on_screen, reduce, sort, tree):
+        """The tab opened on a paused stage: the step it shows, detailed at once (a stage that was playing
+        is paused by STEP_OF_STAGE and reports its step itself)."""
+        if result is None or on_screen is None:
+            return (gr.skip(),) * 12
+        return self.on_details(result, int(on_screen), reduce, sort, tree)
 
     @staticmethod
     def on_attention_settled(result, drawn, evt: gr.EventData):
@@ -249,22 +298,26 @@ class DetailsCallbacks:
                 gr.Dropdown(choices=picks, value=current))
 
     def on_branch(self, tree, result, step, change: dict, compared=None, lab=None, attention_at=None):
-        """(tree, result, stage, table, pick, tabs, warning) after branching at the step on show. What else
-        the session holds (the comparison's runs, the lab's result, the run the attention was drawn for)
-        counts towards its memory cap (app.memory); the warning line says when caches were dropped or one
-        was rebuilt."""
+        """(tree, result, stage, table, pick, tabs, warning, details step, attention plot, its note, drawn
+        at) after branching at the step on show. The stage opens on the branch, paused on its first own
+        step (`shown_at`), and the details follow it there (the event's next function draws them). What
+        else the session holds (the comparison's runs, the lab's result, the run the attention was drawn
+        for) counts towards its memory cap (app.memory); the warning line says when caches were dropped or
+        one was rebuilt, and when the branch reproduces another run."""
         skip = (gr.skip(),) * 6
+        after = (gr.skip(),) * 4
         held = [*(compared or {}).values(), *([attention_at[0]] if attention_at else [])]
         try:
             tree, shown, note = self.calls.branch(tree, result, clamp_step(result, step) if result is not None
                                                   else -1, held=held, lab=lab, **change)
         except InputError as err:
-            return (*skip, warn(err))
+            return (*skip, warn(err), *after)
         except Exception:  # never a stack trace in the page
             log.exception("branch failed")
-            return (*skip, warn(SERVER_ERROR))
-        return (tree, shown, stage_payload(shown), *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"),
-                inform(note))
+            return (*skip, warn(SERVER_ERROR), *after)
+        stage, at = shown_at(tree, shown, step)
+        return (tree, shown, stage, *self.tree_outputs(tree, shown), gr.Tabs(selected="stage"), inform(note), at,
+                *stale_attention(attention_at, shown, at))
 
     def on_branch_token(self, tree, result, step, position, token, compared=None, lab=None, attention_at=None):
         return self.on_branch(tree, result, step, {"position": position, "token": token}, compared, lab,
@@ -273,13 +326,17 @@ class DetailsCallbacks:
     def on_branch_order(self, tree, result, step, order, size, compared=None, lab=None, attention_at=None):
         return self.on_branch(tree, result, step, {"order": order, "group_size": size}, compared, lab, attention_at)
 
-    def on_show_branch(self, tree, index):
-        """(result, stage, table, tabs, warning): a branch of the tree onto the stage."""
+    def on_show_branch(self, tree, index, step=-1, attention_at=None):
+        """(result, stage, table, tabs, warning, details step, attention plot, its note, drawn at): a run
+        of the tree onto the stage, paused where `shown_at` says; the details follow it there."""
+        skip = (gr.skip(),) * 4
+        after = (gr.skip(),) * 4
         if tree is None or index is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(
-                f"No branch yet: branch from a step first; {memory.not_held('branch')}")
+            return *skip, warn(f"No branch yet: branch from a step first; {memory.not_held('branch')}"), *after
         try:
             shown = branch_logic.branch_result(self.explorer, tree, index, tree_method(tree))
         except InputError as err:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), warn(err)
-        return shown, stage_payload(shown), self.tree_outputs(tree, shown)[0], gr.Tabs(selected="stage"), ""
+            return *skip, warn(err), *after
+        stage, at = shown_at(tree, shown, step)
+        return (shown, stage, self.tree_outputs(tree, shown)[0], gr.Tabs(selected="stage"), "", at,
+                *stale_attention(attention_at, shown, at))

@@ -40,12 +40,15 @@ def warn(message) -> str:
     return f"⚠️ {message}"
 
 
+INFO_MARK = "ℹ️"  # how a note (not a warning) starts in the warning line (bench.load counts it as no error)
+
+
 def inform(message: str) -> str:
     """A note (not a warning) as a toast now, and the text of the warning line ("" for none)."""
     if not message:
         return ""
     gr.Info(message)
-    return f"ℹ️ {message}"
+    return f"{INFO_MARK} {message}"
 
 
 def to_stage(result: Result) -> tuple:

@@ -15,7 +15,7 @@ import gradio as gr
 from app.stage_component import Stage
 from app.ui import api
 from app.ui.compare_tab import CompareCallbacks, CompareTab, load_compared
-from app.ui.details_tab import DetailsCallbacks, DetailsTab, on_position, reset_branches
+from app.ui.details_tab import STEP_OF_STAGE, DetailsCallbacks, DetailsTab, on_position, reset_branches
 from app.ui.export_tab import STEP_ON_SCREEN, ExportCallbacks, ExportTab
 from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
 from app.ui.model_calls import ModelCalls
@@ -97,26 +97,38 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     d, b, a, states = page.details, page.details.branch, page.details.attention, page.states
     on = DetailsCallbacks(calls)
     outputs = d.outputs(states.details_step)
-    page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort], outputs,
+    preview = dict(fn=on.on_preview, inputs=[states.result, states.details_step],
+                   outputs=[d.candidates, b.position, b.token], show_progress="hidden", api_visibility="private",
+                   **model)
+    page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort, states.tree], outputs,
                             trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
-                            api_visibility="private").then(
-        on.on_preview, [states.result, states.details_step], [d.candidates, b.position, b.token],
-        show_progress="hidden", api_visibility="private", **model)
+                            api_visibility="private").then(**preview)
+    # opening the tab details the step on the stage at once (the example plays until someone stops it)
+    d.tab.select(on.on_opened, [states.result, d.on_screen, d.reduce, d.sort, states.tree], outputs,
+                 js=STEP_OF_STAGE, trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+                 api_visibility="private").then(**preview)
     page.stage.edit(open_text_tab, None, page.tabs, api_visibility="private", queue=False)
-    gr.on([d.reduce.change, d.sort.change], on.on_details, [states.result, states.details_step, d.reduce, d.sort],
-          outputs, trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
-          api_visibility="private")
+    details = [states.result, states.details_step, d.reduce, d.sort, states.tree]
+    gr.on([d.reduce.change, d.sort.change], on.on_details, details, outputs, trigger_mode="always_last",
+          show_progress="hidden", concurrency_limit=None, api_visibility="private")
     b.position.change(on_position, [states.result, states.details_step, b.position], b.token,
                       api_visibility="private", show_progress="hidden")
-    branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning]
+    # a branch (or a run of the tree put back) lands on the stage paused where it was branched, and the
+    # details follow it there at once, before the stage reports its step
+    stale = [a.plot, a.note, states.attention_at]
+    branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning, states.details_step,
+                *stale]
     held = [states.compared, states.lab, states.attention_at]  # what else the tab keeps: counted towards its cap
+    follow = dict(fn=on.on_details, inputs=details, outputs=outputs, show_progress="hidden",
+                  concurrency_limit=None, api_visibility="private")
     b.token_btn.click(on.on_branch_token,
                       [states.tree, states.result, states.details_step, b.position, b.token, *held],
-                      branched, api_visibility="private", **model)
+                      branched, api_visibility="private", **model).then(**follow).then(**preview)
     b.order_btn.click(on.on_branch_order, [states.tree, states.result, states.details_step, b.order, b.size, *held],
-                      branched, api_visibility="private", **model)
-    b.show.click(on.on_show_branch, [states.tree, b.pick],
-                 [states.result, page.stage, b.table, page.tabs, page.warning], api_visibility="private")
+                      branched, api_visibility="private", **model).then(**follow).then(**preview)
+    b.show.click(on.on_show_branch, [states.tree, b.pick, states.details_step, states.attention_at],
+                 [states.result, page.stage, b.table, page.tabs, page.warning, states.details_step, *stale],
+                 api_visibility="private").then(**follow).then(**preview)
     a.button.click(on.on_attention, [states.result, states.details_step, a.stream, a.layer, a.head],
                    [a.plot, a.note, states.attention_at, page.warning], api_visibility="private", **model)
     page.stage.step_settled(on.on_attention_settled, [states.result, states.attention_at],
