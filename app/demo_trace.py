@@ -19,16 +19,20 @@ from pathlib import Path
 
 from app.session import Explorer, Request, Result
 from model.decoding import DecodeTrace
+from model.rerank import BestOfN
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 PATH = ROOT / "assets" / "demo_trace.json"
 
-# A3 dynamic: the model picks its own order, so the first thing a visitor sees is any-order decoding.
+# The page's default decoder (model.eval.infill.DEFAULT_METHOD, app.ui.text_tab.EXAMPLES[0]): A3 best of N,
+# the decode of the six the model itself finds most likely; the record keeps every candidate, so the first
+# visit counts every call and any candidate can go onto the stage. A blank of 20 tokens: the fill this
+# model keeps ends its sentence there; at most lengths it stops mid-sentence (docs/evaluation.md).
 DEMO_REQUEST = {
-    "text": "Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
+    "text": "Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
             "She read it twice and smiled.",
-    "method": "A3 dynamic", "order": "left to right", "group_size": 1, "strategy": "confidence", "k": 1,
+    "method": "A3 best of N", "order": "left to right", "group_size": 1, "strategy": "confidence", "k": 1,
 }
 
 
@@ -56,14 +60,16 @@ def demo_record(explorer: Explorer) -> dict:
         "method": result.method, "text": result.text, "labels": result.labels,
         "vocab": {str(k): v for k, v in sorted(result.vocab.items())},
         "trace": result.trace.to_dict(loaded.tokenizer),
+        **({"best_of_n": result.best_of_n.to_dict(loaded.tokenizer)} if result.best_of_n is not None else {}),
     }
 
 
 def result_from_record(record: dict) -> Result:
     trace = DecodeTrace.from_dict(record["trace"])
     trace.settings.setdefault("method", record["method"])
+    found = BestOfN.from_dict(record["best_of_n"]) if "best_of_n" in record else None
     return Result(trace, list(record["labels"]), {int(k): v for k, v in record["vocab"].items()},
-                  record["method"], record["text"], record["model"])
+                  record["method"], record["text"], record["model"], best_of_n=found)
 
 
 def read_record(path: Path = PATH) -> dict | None:

@@ -32,10 +32,10 @@ from model.flexible import (
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, GroupIdCountError, PlanError, custom_plan, make_plan, parse_group_ids
-from model.rerank import CANDIDATES, BestOfN, best_of_n, planned_calls
+from model.rerank import BEST_OF_N_LABEL, CANDIDATES, BestOfN, best_of_n, planned_calls
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
-BEST_OF_N = "A3 best of N"  # not one decoder: several, the whole text the model finds most likely kept
+BEST_OF_N = BEST_OF_N_LABEL  # not one decoder: several, the whole text the model finds most likely kept
 BEST_OF_N_ABOUT = ("Several decodes of the blank (left to right, outside-in, dynamic, right to left, two sampled); "
                    "the whole text the model itself finds most likely is kept.")
 PAGE_METHODS = (*LABELS, BEST_OF_N)  # the page's method list, in its order
@@ -474,7 +474,7 @@ class Explorer:
         lengths = ", ".join(str(c.length) for c in choice.candidates)
         raise InputError(f"Length {length} was not tried; the search tried {lengths} tokens.")
 
-    def infill(self, text: str, method: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
+    def infill(self, text: str, method: str = BEST_OF_N, seed: int = 0) -> tuple[str, str]:
         """The named API endpoint: (filled text, trace JSON with a top-level `steps` list)."""
         check_text(text)
         seed = check_seed(seed)

@@ -27,8 +27,11 @@ def calls_summary(result: Result) -> str:
     trace = result.trace
     n_open = len(trace.plan.open_positions)
     tokens = "token" if n_open == 1 else "tokens"
-    calls = "call" if trace.model_calls == 1 else "calls"
-    return (f"{result.method}: {trace.model_calls} model {calls} for {n_open} {tokens} · "
+    calls = "call" if result.model_calls == 1 else "calls"
+    found = result.best_of_n
+    kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
+            f"{trace.model_calls})") if found is not None else ""
+    return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
             f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}")
 
 

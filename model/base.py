@@ -220,7 +220,9 @@ def base_weights() -> BaseWeights:
     log (a warning where they are not the measured base)."""
     checkpoint = base_checkpoint_dir()
     if base_source() == "hub":
-        files = tuple(sorted(checkpoint.glob("*.safetensors")))
+        # the snapshot's own shards; not the weights made from them and kept beside them (the merged and
+        # int8 caches, a3-*.safetensors), which would change the base's hash at every start
+        files = tuple(sorted(f for f in checkpoint.glob("*.safetensors") if not f.name.startswith("a3-")))
         if not files:
             raise BaseModelMissing(f"{checkpoint} holds no *.safetensors weights of {BASE_HUB_ID}.")
         meta = cache_root() / "hub-weights" / f"{_fingerprint(files[0])}.json"

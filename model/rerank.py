@@ -33,6 +33,8 @@ from model.decoding import (
 from model.modeling import A3ForAnyOrderLM
 from model.plans import make_plan
 
+BEST_OF_N_LABEL = "A3 best of N"  # its name on the page and in the API (app.session.BEST_OF_N)
+
 # The candidates, in the order they are listed (ties go to the earlier one): the paper's left-to-right
 # plan first, so a tie keeps the default reading order.
 CANDIDATES: tuple[tuple[str, DecodeConfig], ...] = (
@@ -71,6 +73,21 @@ class BestOfN:
     @property
     def best(self) -> Candidate:
         return self.candidates[self.best_index]
+
+    def to_dict(self, tokenizer=None) -> dict:
+        """Every candidate with its whole trace (DecodeTrace.to_dict), its score and calls; from_dict reads it."""
+        return {"candidates": [{**c.to_dict(), "trace": c.trace.to_dict(tokenizer)} for c in self.candidates],
+                "best_index": self.best_index, "scoring_calls": self.scoring_calls, "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BestOfN:
+        candidates = [Candidate(c["name"], DecodeConfig.from_dict(c["config"]), DecodeTrace.from_dict(c["trace"]),
+                                float(c["logp"]), int(c["calls"]), bool(c.get("together", False)))
+                      for c in d["candidates"]]
+        best = int(d["best_index"])
+        if not 0 <= best < len(candidates):
+            raise ValueError(f"best_index {best} is not one of the {len(candidates)} candidates")
+        return cls(candidates, best, int(d["scoring_calls"]), float(d.get("seconds", 0.0)))
 
     @property
     def model_calls(self) -> int:

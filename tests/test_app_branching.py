@@ -170,7 +170,7 @@ def test_the_details_callbacks_follow_a_branch_at_once(explorer):
     assert summary.startswith("**branch 1 of A3 dynamic** · Step 3/")
     tree, rest, stage, *_, at, _, _, _ = on.on_branch_order(tree, shown, at, "entropy", 1)
     assert tree[2].parent == 1 and at == step + 1 == stage["start"]
-    assert on.on_opened(rest, None, False, False, tree)[0] is not None  # no step read: nothing drawn
+    assert on.on_opened(rest, None, False, False, tree)[0] == {"__type__": "update"}  # no step read: gr.skip()
     assert on.on_opened(rest, 0, False, False, tree)[0].startswith("**branch 2 of A3 dynamic** · Step 1/")
 
 

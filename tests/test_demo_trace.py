@@ -7,6 +7,7 @@ import torch
 
 from app.demo_trace import DEMO_REQUEST, PATH, load_demo, model_fingerprint, read_record, result_from_record
 from app.session import Explorer, Request
+from app.stage import calls_summary
 from app.trace_view import view_of_dict, view_of_result
 from model.masks import check_masks, two_stream_masks
 from model.text import decode_text, encode_masked_text
@@ -71,3 +72,16 @@ def test_shipped_trace_draws_as_its_result_does(record):
     exported = view_of_dict({**record["trace"], "method": record["method"]})
     assert exported == view_of_result(result_from_record(record))
     assert exported.title.count(record["method"]) == 1 and exported.steps
+
+
+def test_the_shipped_best_of_n_keeps_every_candidate_and_counts_every_call(record):
+    """The page's default decoder is best of N: the first visit shows the kept candidate, counts the calls of
+    all of them, and the kept one is the argmax of the scores listed."""
+    result = result_from_record(record)
+    found = result.best_of_n
+    assert found is not None and len(found.candidates) > 1
+    scores = [c.logp for c in found.candidates]
+    assert found.best_index == scores.index(max(scores))
+    assert found.best.trace.final_ids == result.trace.final_ids
+    assert result.model_calls == found.model_calls > result.trace.model_calls
+    assert f"{found.model_calls} model calls" in calls_summary(result)

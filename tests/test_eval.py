@@ -1,3 +1,4 @@
+import inspect
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from stories_fixture import STORIES, write_corpus
 from model.data.stories import split_sentences
 from model.decoding import causal_log_probs, collect, decode_plan
 from model.eval.blanks import infill_example, middle_infill_example, prefix_only, story_blanks
-from model.eval.infill import CONFIGS, DEFAULT_METHOD, EVAL_METHODS, compare_runs, evaluate, fill
+from model.eval.infill import DEFAULT_METHOD, EVAL_METHODS, PAGE_LABELS, compare_runs, evaluate, fill
 from model.eval.metrics import (
     bootstrap_ci,
     continuation_nll,
@@ -109,9 +110,14 @@ def test_repeats_are_read_from_the_fill_and_three_words_each_side(before, fill_t
 
 
 def test_the_default_method_is_the_pages_default_decoder():
+    from app.demo_trace import DEMO_REQUEST
+    from app.session import Explorer
+    from app.ui.api import infill_endpoint
     from app.ui.text_tab import EXAMPLES
 
-    assert CONFIGS[DEFAULT_METHOD].label == EXAMPLES[0][1]
+    assert PAGE_LABELS[DEFAULT_METHOD] == EXAMPLES[0][1] == DEMO_REQUEST["method"]
+    assert inspect.signature(Explorer.infill).parameters["method"].default == EXAMPLES[0][1]  # the API's default
+    assert inspect.signature(infill_endpoint(None)).parameters["mode"].default == EXAMPLES[0][1]
 
 
 def test_a3_rerank_fills_with_the_best_of_n_and_never_asks_the_judge(tiny_loaded):

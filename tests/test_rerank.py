@@ -113,3 +113,16 @@ def test_a_planted_better_candidate_wins(tiny, blank):
 def test_no_candidates_is_a_clear_error(tiny, blank):
     with pytest.raises(ValueError, match="at least one candidate"):
         best_of_n(tiny, *blank, candidates=())
+
+
+def test_best_of_n_round_trips_through_its_dict(result):
+    import json
+
+    from model.rerank import BestOfN
+
+    again = BestOfN.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.best_index == result.best_index and again.model_calls == result.model_calls
+    assert [c.name for c in again.candidates] == [c.name for c in result.candidates]
+    assert [c.trace.final_ids for c in again.candidates] == [c.trace.final_ids for c in result.candidates]
+    assert [c.config for c in again.candidates] == [c.config for c in result.candidates]
+    assert [c.logp for c in again.candidates] == [round(c.logp, 4) for c in result.candidates]

@@ -37,9 +37,10 @@ def answered(endpoint: str):
 
 
 def infill_endpoint(calls: ModelCalls):
-    def infill(text: str, mode: str = "A3 plan", seed: int = 0) -> tuple[str, str]:
-        """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 plan, A3 dynamic,
-        official dynamic, diffusion, one-step parallel, AR baseline); returns (filled text, trace as JSON)."""
+    def infill(text: str, mode: str = "A3 best of N", seed: int = 0) -> tuple[str, str]:
+        """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 best of N, the default; A3
+        plan, A3 dynamic, official dynamic, diffusion, one-step parallel, AR baseline); returns (filled
+        text, trace as JSON; for best of N the kept candidate's trace)."""
         with answered("infill"):
             check_text(text)
             return calls.infill(text, mode, check_seed(seed))

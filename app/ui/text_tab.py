@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = [
     # text, method, order, group size, k, custom group ids
-    ["Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
+    ["Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
+     "She read it twice and smiled.", "A3 best of N", "left to right", 1, 1, ""],
+    ["Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
      "She read it twice and smiled.", "A3 dynamic", "left to right", 1, 1, ""],
     ["The recipe was simple: mix the flour and the sugar, [MASK:8], then bake it for twenty minutes.",
      "A3 plan", "outside-in", 1, 1, ""],

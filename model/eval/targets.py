@@ -28,7 +28,9 @@ from model.eval.metrics import paired_difference
 from model.eval.runs import SPLITS, infill_block, paired_block, read_run
 
 BASELINES_TO_BEAT = ("ar_prefix", "diffusion")
-V7_STORY_PPL = 10.49  # the shipped v7's story left-to-right perplexity (the issue's floor)
+# the shipped v7's story left-to-right perplexity (the issue's floor): 10.49 as reported, 10.493 unrounded in
+# its whole run (assets/a3-smollm2-135m/eval/v7-b4.json); v7 itself meets it
+V7_STORY_PPL = 10.493
 RANDOM_S4_MULTIPLE = 5.0
 
 
