@@ -93,6 +93,8 @@ def save_merged(model: A3ForAnyOrderLM, path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        with open(tmp, "rb") as written:  # on disk before the name says it is complete (a crash after the rename)
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)  # only there when writing or renaming failed

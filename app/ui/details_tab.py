@@ -112,7 +112,8 @@ def build_details_tab(explorer: Explorer) -> DetailsTab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=2):
                 dag = gr.Plot(show_label=False, elem_id="dag-plot")
-                reduce = gr.Checkbox(False, label="transitive reduction", elem_id="reduce")
+                reduce = gr.Checkbox(False, label="chain only", elem_id="reduce",
+                                     info="the transitive reduction, as on the stage: each step's nearest dependencies")
             with gr.Column(scale=3):
                 masks = gr.Plot(show_label=False, elem_id="mask-plot")
                 sort = gr.Checkbox(False, label="sort positions by group", elem_id="sort")
