@@ -44,7 +44,7 @@ def tree_of(explorer: Explorer, result: Result, tree: BranchTree | None) -> tupl
         for index, branch in enumerate(tree.branches):
             if branch.trace is result.trace:
                 return tree, index
-    return BranchTree(explorer.loaded.model, result.trace, name="0: main run"), 0
+    return BranchTree(explorer.loaded.model, result.trace, name="0: main run", method=result.method), 0
 
 
 def continuation_choices(result: Result | None) -> tuple[list[str], str]:
@@ -179,16 +179,19 @@ def twin(tree: BranchTree, index: int) -> tuple[int, bool] | None:
 
 
 def _mark_twin(tree: BranchTree, index: int) -> str:
-    """A note (and a mark on the branch's name in the table) when the branch reproduces another run."""
+    """A note and a mark on the branch's name in the table when the branch reproduces another run step by step;
+    only the mark when it reaches another run's text in another order."""
     found = twin(tree, index)
     if found is None:
         return ""
     other, exactly = found
+    if not exactly:  # the same text decided in another order: another run to step through, marked, no note
+        tree[index].name += f" (text of run {other})"
+        return ""
     tree[index].name += f" (= run {other})"
     label = tree[other].name.split(": ", 1)[-1]
-    how = "exactly, step by step" if exactly else "in another order"
-    return (f"Branch {index} reproduces run {other} ({label}) {how}: the same text, nothing new. Another token, "
-            "order or strategy gives another run.")
+    return (f"Branch {index} reproduces run {other} ({label}) exactly, step by step: the same text, nothing new. "
+            "Another token, order or strategy gives another run.")
 
 
 def branch_index(tree: BranchTree | None, result: Result | None) -> int | None:
@@ -232,7 +235,8 @@ def _name(result: Result, index: int, step: int, position, token, order, group_s
         text = result.token_text(int(token)).strip() or repr(result.token_text(int(token)))
         what = f"'{text}' at position {position}"
     else:
-        what = f"rest {order or 'as before'}" + (f", {group_size} per group" if group_size else "")
+        shown = {v: k for k, v in ORDER_NAMES.items()}.get(order, order)  # the page's word for an order
+        what = f"rest {shown or 'as before'}" + (f", {group_size} per group" if group_size else "")
     return f"{index}: {what}, from step {step + 1}"
 
 

@@ -78,12 +78,14 @@ class Branch:
 class BranchTree:
     """A decoded trace (branch 0) and the branches grown from it, each reusing its parent's cache."""
 
-    def __init__(self, model: A3ForAnyOrderLM, root: DecodeTrace, *, name: str = "main"):
+    def __init__(self, model: A3ForAnyOrderLM, root: DecodeTrace, *, name: str = "main", method: str | None = None):
         """root: a plan or dynamic trace of `model`. Decoded with keep_cache=True its cache is reused
         as is; otherwise (e.g. a trace read from JSON) it is rebuilt once, by one model call, at the
-        first branch from it."""
+        first branch from it. method: what the root's decoding is called where it is shown (e.g. the kept
+        candidate of a best of N); its config's label when not given."""
         _check_mode(root.mode)
         self.model = model
+        self.method = method or root.config.label
         self.clock = 0  # counts cache builds and reads: a cache used earlier has a smaller `Branch.cache_used`
         self.branches = [Branch(name, None, 0, root, {}, root.model_calls)]
         if root.cache is not None:

@@ -11,9 +11,12 @@ import pytest
 from conftest import launched_app
 from test_e2e import open_page, open_tab, stage_step
 
+from app.demo_trace import DEMO_REQUEST
+
 pytestmark = pytest.mark.browser
 
 SLOW = 60_000  # ms: two busy cores
+FIRST = DEMO_REQUEST["method"]  # the first-visit example's method (the page's default decoder)
 
 TREE_ROWS = """() => [...document.querySelectorAll('#br-tree [role=row].virtual-row')]
   .sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index))
@@ -65,14 +68,14 @@ def test_a_branch_lands_paused_where_it_was_branched_and_the_rest_branches_from_
 
     # the stage: the branch, paused on step 3, its headline saying which branch it is
     expect(page.locator("#tab-stage")).to_be_visible(timeout=SLOW)
-    expect(page.locator(".a3s-headline")).to_contain_text("branch 1 of A3 dynamic, from step 3:", timeout=SLOW)
+    expect(page.locator(".a3s-headline")).to_contain_text(f"branch 1 of {FIRST}, from step 3:", timeout=SLOW)
     expect(page.locator(".a3s-headline")).to_contain_text("new model calls")
     assert_paused_at(page, 2)
     expect(page.locator("#stage-counter")).to_have_text(f"Step 3/{total}")
 
     # the details: the branch at step 3, and the branch on the stage in the table
     open_tab(page, "Step details")
-    expect(page.locator("#details-summary")).to_contain_text("branch 1 of A3 dynamic", timeout=15_000)
+    expect(page.locator("#details-summary")).to_contain_text(f"branch 1 of {FIRST}", timeout=15_000)
     expect(page.locator("#details-summary")).to_contain_text(f"Step 3/{total}")
     rows = tree_rows(page, 2)
     assert rows[1][0] == "▶ 1" and rows[1][2] == "0" and rows[1][3] == "2", rows
@@ -81,11 +84,11 @@ def test_a_branch_lands_paused_where_it_was_branched_and_the_rest_branches_from_
 
     # the rest, decoded another way: a child of branch 1 after its pick, not a copy of the main run
     page.locator("#br-order-btn").click()
-    expect(page.locator(".a3s-headline")).to_contain_text("branch 2 of A3 dynamic, from step 4:", timeout=SLOW)
+    expect(page.locator(".a3s-headline")).to_contain_text(f"branch 2 of {FIRST}, from step 4:", timeout=SLOW)
     assert_paused_at(page, 3)
     expect(page.locator("#warning")).to_contain_text("Kept this branch's pick")
     open_tab(page, "Step details")
-    expect(page.locator("#details-summary")).to_contain_text("branch 2 of A3 dynamic", timeout=15_000)
+    expect(page.locator("#details-summary")).to_contain_text(f"branch 2 of {FIRST}", timeout=15_000)
     expect(page.locator("#details-summary")).to_contain_text(f"Step 4/{total}")
     rows = tree_rows(page, 3)
     assert rows[2][0] == "▶ 2" and rows[2][2] == "1" and rows[2][3] == "3", rows
@@ -96,7 +99,7 @@ def test_a_branch_lands_paused_where_it_was_branched_and_the_rest_branches_from_
     page.locator("#br-pick input").click()
     page.get_by_role("option", name=re.compile(r"^1: ")).click()
     page.locator("#br-show").click()
-    expect(page.locator(".a3s-headline")).to_contain_text("branch 1 of A3 dynamic, from step 3:", timeout=SLOW)
+    expect(page.locator(".a3s-headline")).to_contain_text(f"branch 1 of {FIRST}, from step 3:", timeout=SLOW)
     assert_paused_at(page, 2)
     page.close()
 

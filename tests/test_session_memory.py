@@ -263,6 +263,9 @@ def test_a_dropped_cache_is_rebuilt_in_one_counted_call_with_the_same_results(ex
     assert calls.n == dropped[len(dropped) - 1].new_model_calls == parent.n_steps - 2  # no second rebuild
 
 
+WARNING = 6  # the warning line among a branch's outputs (app.ui.details_tab.DetailsCallbacks.on_branch)
+
+
 @pytest.mark.filterwarnings("ignore:Something went wrong")
 def test_the_page_shows_the_note_in_its_warning_line_never_a_traceback(explorer, monkeypatch):
     from app.ui.details_tab import DetailsCallbacks
@@ -271,13 +274,14 @@ def test_the_page_shows_the_note_in_its_warning_line_never_a_traceback(explorer,
     on = DetailsCallbacks(model_calls(explorer))
     result = explorer.decode(Request(text=TEXT))
     monkeypatch.setenv("A3_SESSION_MB", "0.001")  # below one cache: every branch drops every cache
-    tree, shown, *_, warning = on.on_branch_order(None, result, 1, "right to left", 1, {}, None)
+    out = on.on_branch_order(None, result, 1, "right to left", 1, {}, None)
+    tree, shown, warning = out[0], out[1], out[WARNING]
     assert warning.startswith(f"ℹ️ {memory.NOTE_PREFIX}") and "dropped" in warning and "Traceback" not in warning
     assert len(tree) == 2 and tree.cached() == []
-    *_, warning = on.on_branch_order(tree, shown, 1, "outside-in", 2, {"A3 plan": result}, None)
+    warning = on.on_branch_order(tree, shown, 1, "outside-in", 2, {"A3 plan": result}, None)[WARNING]
     assert "Branch 1's cache had been dropped" in warning and len(tree) == 3
     monkeypatch.setenv("A3_SESSION_MB", "lots")  # a bad value set after start-up: a warning, not a traceback
-    *_, warning = on.on_branch_order(tree, shown, 1, "outside-in", 2, {}, None)
+    warning = on.on_branch_order(tree, shown, 1, "outside-in", 2, {}, None)[WARNING]
     assert warning.startswith("⚠️") and "Traceback" not in warning and len(tree) == 3  # nothing changed
 
 

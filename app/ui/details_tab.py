@@ -187,7 +187,7 @@ def reset_branches():
 
 
 def tree_method(tree) -> str:
-    return tree[0].trace.config.label
+    return tree.method  # as the run it grew from was called (A3 best of N, not its kept candidate's decoder)
 
 
 def run_name(tree, result) -> str:
