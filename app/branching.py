@@ -12,10 +12,12 @@ import threading
 import weakref
 
 from app import memory
+from app.figures import readable_text
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
 from model.config import STRATEGIES
 from model.plans import PlanError
+from model.text import token_strings
 
 MAX_BRANCHES = 12  # each keeps its content cache (about 12 MB at 256 tokens on the default model) while the
 # session stays under its memory cap (app.memory); past it the least recently used caches go, the branches stay
@@ -232,7 +234,8 @@ BRANCH_TERMS = {
 def _name(result: Result, index: int, step: int, position, token, order, group_size) -> str:
     """A branch's name in the page's words: what changed, at which step (1-based, as the stage counts)."""
     if token is not None:
-        text = result.token_text(int(token)).strip() or repr(result.token_text(int(token)))
+        shown = readable_text([result.token_text(int(token))])  # a lone byte as "‹EF›", never "<0xEF>"
+        text = shown.strip() or repr(shown)
         what = f"'{text}' at position {position}"
     else:
         shown = {v: k for k, v in ORDER_NAMES.items()}.get(order, order)  # the page's word for an order
@@ -252,11 +255,11 @@ def tree_rows(explorer: Explorer, tree: BranchTree | None, shown: Result | None)
     """One row per branch: index (▶ on the one shown), name, parent, step it leaves at, log p, calls, text."""
     if tree is None:
         return []
-    from model.text import decode_text
-
     rows = []
+    loaded = explorer.loaded
     for i, b in enumerate(tree.branches):
         mark = "▶ " if shown is not None and b.trace is shown.trace else ""
+        strings = token_strings(loaded.tokenizer, b.trace.final_ids, start_token_id=loaded.start_token_id)
         rows.append([f"{mark}{i}", b.name, "—" if b.parent is None else b.parent, b.at_step, round(b.logprob, 2),
-                     b.new_model_calls, decode_text(explorer.loaded.tokenizer, b.trace.final_ids)])
+                     b.new_model_calls, readable_text(strings[1:])])
     return rows

@@ -115,6 +115,14 @@ def character_labels(labels: list[str]) -> tuple[list[str], list[tuple[int, int]
     return texts, runs
 
 
+def readable_text(strings: list[str]) -> str:
+    """Token strings (`model.text.token_strings`) joined as the views show them: a split character once,
+    bytes that make no character as their values ("‹EF BC›"), never "�"."""
+    texts, runs = character_labels(strings)
+    inside = {p for start, end in runs for p in range(start + 1, end)}  # a run's text is its first token's
+    return "".join(text for p, text in enumerate(texts) if p not in inside)
+
+
 def position_texts(texts: list[str], runs: list[tuple[int, int]], known: list[bool], *,
                    in_grid: bool) -> list[str]:
     """What each position reads at a step (unescaped): its short label once known, OPEN_MARK ("?") while open.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from app import memory
+from app.figures import readable_text
 from app.narration import OPEN_MARK
 from model.config import LABELS, DecodeConfig, Sampler, method_spec
 from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
@@ -181,6 +182,12 @@ class Result:
         return self.vocab.get(int(token_id), f"#{token_id}")
 
     @property
+    def shown_text(self) -> str:
+        """The final text as the views show it (bytes that make no character as "‹EF BC›", never "�"),
+        without the start token; `text` is the tokenizer's decode (what /infill returns)."""
+        return readable_text(self.labels[1:])
+
+    @property
     def n_steps(self) -> int:
         return len(self.trace.steps)
 
@@ -196,7 +203,7 @@ class Comparison:
 
     def texts_markdown(self) -> str:
         """The final texts, one per method, below the table."""
-        lines = [f"- **{method}:** {_md_escape(result.text)}" for method, result in self.results.items()]
+        lines = [f"- **{method}:** {_md_escape(result.shown_text)}" for method, result in self.results.items()]
         return "\n".join(lines + [f"- ⚠️ {note}" for note in self.notes])
 
 
@@ -412,7 +419,8 @@ class Explorer:
         open_positions = found.best.trace.plan.open_positions
         rows = []
         for i, c in enumerate(found.candidates):
-            fill = decode_text(tok, [c.trace.final_ids[p] for p in open_positions])
+            fill = readable_text(token_strings(tok, [c.trace.final_ids[p] for p in open_positions],
+                                               start_token_id=self.loaded.start_token_id))
             calls = f"{c.calls} (shared)" if c.together else str(c.calls)
             rows.append([c.name, fill, round(c.logp, 2), calls, "✓" if i == found.best_index else ""])
         return headers, rows

@@ -260,6 +260,11 @@ def test_best_of_n_keeps_the_candidate_the_model_scores_highest_and_lists_them_a
     assert [r[0] for r in rows] == [c.name for c in found.candidates]
     assert [r[4] for r in rows].count("✓") == 1 and rows[found.best_index][4] == "✓"
     assert [r[2] for r in rows] == [round(s, 2) for s in scores]
+    # each fill is the whole fill, every open token of it (none dropped as if it were a start token)
+    tok, open_positions = explorer.loaded.tokenizer, found.best.trace.plan.open_positions
+    for row, c in zip(rows, found.candidates, strict=True):
+        ids = [c.trace.final_ids[p] for p in open_positions]
+        assert row[1] == tok.decode(ids) or "‹" in row[1], (row[1], tok.decode(ids))
     # any candidate can go onto the stage, without decoding again
     other = (found.best_index + 1) % len(found.candidates)
     shown = explorer.best_of_n_candidate(result, other)
@@ -285,3 +290,26 @@ def test_best_of_n_composes_with_a_blank_of_any_length(explorer):
 def test_the_api_decodes_best_of_n(explorer):
     text, trace_json = explorer.infill(TEXT, BEST_OF_N, 0)
     assert json.loads(trace_json)["method"] == BEST_OF_N and "[MASK" not in text
+
+
+def test_tables_show_bytes_that_make_no_character_as_their_values_never_a_replacement_character(explorer):
+    """The best-of-N candidates, the Compare texts and the branch table read as the stage does: "‹EF BC›"."""
+    from app import branching
+    from app.session import Comparison
+
+    tok = explorer.loaded.tokenizer
+    byte = tok.convert_tokens_to_ids("ï¼")  # bytes EF BC: the start of a character never completed
+    result = explorer.decode(Request(text="A cat [MASK:2] sat.", method=BEST_OF_N))
+    open_positions = result.trace.plan.open_positions
+    for c in result.best_of_n.candidates:
+        c.trace.final_ids = [byte if p in open_positions else t for p, t in enumerate(c.trace.final_ids)]
+    rows = explorer.best_of_n_rows(result)[1]
+    assert all(r[1] == "‹EF BC›‹EF BC›" for r in rows), rows
+    shown = explorer.result(result.best_of_n.best.trace, "A3 plan")
+    assert "\ufffd" not in shown.shown_text and "‹EF BC›" in shown.shown_text and "\ufffd" in shown.text
+    comparison = Comparison()
+    comparison.results["A3 plan"] = shown
+    assert "‹EF BC›" in comparison.texts_markdown() and "\ufffd" not in comparison.texts_markdown()
+    tree, _ = branching.tree_of(explorer, shown, None)
+    text = branching.tree_rows(explorer, tree, shown)[0][6]
+    assert "‹EF BC›" in text and "\ufffd" not in text

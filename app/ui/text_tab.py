@@ -106,6 +106,17 @@ class TextTab:
         return [self.best_box, self.best_note, self.best_table, self.best_pick]
 
 
+def first_cost(explorer: Explorer) -> str:
+    """What the first example costs when its method is best of N (the page's default): said at once, before
+    anything is typed ("" otherwise)."""
+    if EXAMPLES[0][1] != BEST_OF_N:
+        return ""
+    try:
+        return explorer.best_of_n_cost(EXAMPLES[0][0])
+    except InputError:
+        return ""
+
+
 def build_text_tab(explorer: Explorer) -> TextTab:
     with gr.Tab("✎ Your text", id="input", elem_id="tab-input"):
         with gr.Row(equal_height=False):
@@ -140,7 +151,8 @@ def build_text_tab(explorer: Explorer) -> TextTab:
             with gr.Column(scale=2):
                 method = gr.Radio(list(PAGE_METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
                 method_about = gr.Markdown(METHOD_ABOUT.get(EXAMPLES[0][1], ""), elem_id="method-about")
-                best_cost = gr.Markdown("", visible=False, elem_id="best-cost")
+                best_cost = gr.Markdown(first_cost(explorer), visible=bool(first_cost(explorer)),
+                                        elem_id="best-cost")
                 if explorer.base_note():
                     gr.Markdown(f"⚠️ AR baseline unavailable. {explorer.base_note()}", elem_id="base-note")
                 with gr.Row():
