@@ -142,8 +142,9 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                                                 size="sm", scale=1)
                 with gr.Group(visible=False, elem_id="best-box") as best_box:
                     best_note = gr.Markdown("", elem_id="best-note")
-                    best_table = gr.Dataframe(headers=BEST_HEADERS, interactive=False, wrap=True,
-                                              elem_id="best-table", column_widths=["20%", "50%", "12%", "11%", "7%"])
+                    # a plain table, not a gr.Dataframe: a Dataframe filled while its tab is hidden (Run opens the
+                    # stage) can draw only its first row when the tab is shown again
+                    best_table = gr.Markdown("", elem_id="best-table")
                     with gr.Row():
                         best_pick = gr.Dropdown([], label="Candidate", elem_id="best-pick", scale=1)
                         best_btn = gr.Button("Show this candidate on the stage", elem_id="best-btn", size="sm",
@@ -218,6 +219,18 @@ def lengths_outputs(result: Result | None):
             gr.Dropdown(choices=lengths, value=choice.best.length))
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """Rows as a Markdown table, each cell's text shown as it is (no Markdown or HTML read in a fill)."""
+    def cell(value) -> str:
+        text = str(value).replace("\n", " ")
+        for ch in "\\`*_[]<>#|$~":
+            text = text.replace(ch, "\\" + ch)
+        return text
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
 def best_outputs(explorer: Explorer, result: Result | None):
     """(box, note, table, dropdown) for an A3 best of N run; hidden otherwise."""
     found = result.best_of_n if result is not None else None
@@ -226,7 +239,7 @@ def best_outputs(explorer: Explorer, result: Result | None):
     note = (f"**A3 best of N:** {len(found.candidates)} decodes, {found.model_calls} model calls in all; kept "
             f"*{found.best.name}*, the whole text the model finds most likely (exact log p, left to right).")
     _, rows = explorer.best_of_n_rows(result)
-    return (gr.Group(visible=True), note, gr.Dataframe(value=rows, headers=BEST_HEADERS),
+    return (gr.Group(visible=True), note, markdown_table(BEST_HEADERS, rows),
             gr.Dropdown(choices=[(c.name, i) for i, c in enumerate(found.candidates)], value=found.best_index))
 
 
