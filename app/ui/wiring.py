@@ -80,9 +80,8 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
                            queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
     t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
-    # the cost follows the text as it is typed (a tokenization, no model call: outside the queue)
-    gr.on([t.method.change, t.text.change], on.on_cost, [t.method, t.text], t.best_cost, show_progress="hidden",
-          api_visibility="private", queue=False, trigger_mode="always_last")
+    gr.on([t.method.change, t.text.blur], on.on_cost, [t.method, t.text], t.best_cost, show_progress="hidden",
+          api_visibility="private")
 
 
 def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
