@@ -115,12 +115,17 @@ def character_labels(labels: list[str]) -> tuple[list[str], list[tuple[int, int]
     return texts, runs
 
 
+def joined_text(texts: list[str], runs: list[tuple[int, int]], skip: frozenset[int] = frozenset()) -> str:
+    """`character_labels`' texts joined once per character (a run's text is its first token's), leaving out
+    the positions in `skip`."""
+    inside = {p for start, end in runs for p in range(start + 1, end)}
+    return "".join(text for p, text in enumerate(texts) if p not in inside and p not in skip)
+
+
 def readable_text(strings: list[str]) -> str:
     """Token strings (`model.text.token_strings`) joined as the views show them: a split character once,
     bytes that make no character as their values ("‹EF BC›"), never "�"."""
-    texts, runs = character_labels(strings)
-    inside = {p for start, end in runs for p in range(start + 1, end)}  # a run's text is its first token's
-    return "".join(text for p, text in enumerate(texts) if p not in inside)
+    return joined_text(*character_labels(strings))
 
 
 def position_texts(texts: list[str], runs: list[tuple[int, int]], known: list[bool], *,

@@ -375,8 +375,7 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
 def shown_text(whole: list[str], runs: list[tuple[int, int]], hide_start: bool) -> str:
     """The text as the views show its chips, unescaped (a split character once, bytes that make no
     character as "‹EF BC›"), without the start token."""
-    inside = {p for start, end in runs for p in range(start + 1, end)}  # a run's text is its first token's
-    return "".join(text for p, text in enumerate(whole) if not (p == 0 and hide_start) and p not in inside)
+    return figures.joined_text(whole, runs, frozenset({0}) if hide_start else frozenset())
 
 
 def view_of_result(result: Result) -> TraceView:
