@@ -1,5 +1,6 @@
 import inspect
 import json
+import math
 import subprocess
 import sys
 
@@ -267,14 +268,24 @@ def test_compare_runs_pairs_two_runs_on_the_same_blanks_and_refuses_different_on
     shifted["infill"]["a3_plan"]["per_example"]["rougeL"] = [v + 2.0 for v in per["rougeL"]]
     diff = compare_runs(run, shifted)["stories.a3_plan"]
     assert diff["rougeL"]["mean"] == pytest.approx(2.0) and diff["rougeL"]["ci95"] == [2.0, 2.0]
-    assert diff["suffix_nll"]["mean"] == 0.0 and set(compare_runs(run, shifted)) == {"stories.a3_plan",
-                                                                                    "stories.ar_prefix"}
+    assert diff["suffix_nll"]["mean"] == 0.0 and set(compare_runs(run, shifted)) == {
+        "stories.a3_plan", "stories.ar_prefix", "stories.perplexity"}
+    # each document's NLL per token under both orders, paired: a model worse by 0.5 nats on every document
+    docs = run["perplexity_per_example"]
+    assert len(docs["n_tokens"]) == 3 and set(docs) == {"base_ar_nll", "a3_ar_nll", "a3_random_s4_nll", "n_tokens"}
+    nll = sum(v * n for v, n in zip(docs["a3_ar_nll"], docs["n_tokens"], strict=True)) / sum(docs["n_tokens"])
+    assert math.exp(nll) == pytest.approx(run["ppl_a3_ar_order"], rel=1e-3)
+    worse = json.loads(json.dumps(run))
+    worse["perplexity_per_example"]["a3_random_s4_nll"] = [v + 0.5 for v in docs["a3_random_s4_nll"]]
+    paired = compare_runs(run, worse)["stories.perplexity"]
+    assert paired["a3_random_s4_nll"]["mean"] == pytest.approx(0.5) and paired["a3_ar_nll"]["mean"] == 0.0
     other = evaluate(tiny_loaded, **{**kw, "blanks_per_story": 1})
     with pytest.raises(ValueError, match="different blanks"):
         compare_runs(run, other)
     plain = json.loads(json.dumps(run))  # as made without --per-example
     for scores in plain["infill"].values():
         scores.pop("per_example", None)
+    plain.pop("perplexity_per_example")
     with pytest.raises(ValueError, match="--per-example"):
         compare_runs(plain, run)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
@@ -398,6 +409,31 @@ def test_fills_cache_keys_on_the_weights_and_the_method_config(tiny_loaded):
     assert model_key(tiny_loaded.model) == key
     identities = {method_identity(m) for m in EVAL_METHODS}
     assert len(identities) == len(EVAL_METHODS)
+    # the no-repeat rule names other fills; off, the identities are those written before the rule existed
+    assert not identities & {method_identity(m, 3) for m in EVAL_METHODS}
+    assert all('"no_repeat"' not in i for i in identities)
+    on, rule = json.loads(method_identity("a3_rerank", 3))
+    assert '"no_repeat": 3' in on and rule  # the rule's version too: a changed rule decodes again
+
+
+def test_the_no_repeat_rule_reaches_every_method_of_a_run(tmp_path, tiny_loaded, monkeypatch):
+    from model.eval import infill as infill_module
+
+    seen = []
+    real = infill_module.fill
+
+    def spy(method, model, base, example, given_grouping="causal", no_repeat=0):
+        seen.append((method, no_repeat))
+        return real(method, model, base, example, given_grouping, no_repeat)
+
+    monkeypatch.setattr(infill_module, "fill", spy)
+    run = evaluate(tiny_loaded, data_dir=write_corpus(tmp_path), limit=2, general_limit=0, no_repeat=3,
+                   methods=("a3_plan", "a3_rerank", "ar_prefix", "a3_prefix_only"))
+    assert run["options"]["no_repeat"] == 3 and seen and all(n == 3 for _, n in seen)
+    assert {m for m, _ in seen} == {"a3_plan", "a3_rerank", "ar_prefix", "a3_prefix_only"}
+    out = subprocess.run([sys.executable, "-m", "model.eval", "--no-repeat", "1", "--model", "tiny"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--no-repeat must be 0 (off) or an n-gram size of at least 2" in out.stderr
 
 
 def test_shards_decode_every_fill_once_and_the_whole_run_reads_them_all_back(tmp_path, tiny_loaded, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 
 import torch
 
@@ -26,7 +27,8 @@ from model.eval.metrics import (
 )
 from model.eval.runs import SPLITS, infill_block
 from model.plans import make_plan, sample_training_groups
-from model.rerank import BEST_OF_N_LABEL, best_of_n
+from model.repeats import RULE
+from model.rerank import BEST_OF_N_LABEL, best_of_n, candidates_with
 
 EVAL_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank", "diffusion", "one_step_parallel",
                 "ar_prefix", "a3_prefix_only")
@@ -59,15 +61,21 @@ PAGE_LABELS = {**{m: c.label for m, c in CONFIGS.items()}, "a3_rerank": BEST_OF_
 BASE_METHODS = tuple(m for m, config in CONFIGS.items() if config.spec.needs_base)  # need the base AR model
 
 
-def fill(method: str, model, base, example: dict, given_grouping: str = "causal") -> list[int]:
+def method_config(method: str, no_repeat: int = 0) -> DecodeConfig:
+    """A method's decode config, with the no-repeat rule `no_repeat` (model.repeats; 0: off)."""
+    config = CONFIGS[method]
+    return config.replace(sampler=replace(config.sampler, no_repeat=no_repeat)) if no_repeat else config
+
+
+def fill(method: str, model, base, example: dict, given_grouping: str = "causal", no_repeat: int = 0) -> list[int]:
     """The tokens a method puts in the example's blank (given tokens grouped as the model was trained)."""
     if method == "a3_prefix_only":
-        return fill("a3_plan", model, base, prefix_only(example), given_grouping)
+        return fill("a3_plan", model, base, prefix_only(example), given_grouping, no_repeat)
     lo, hi = example["span"]
     if method == "a3_rerank":  # best of N by the A3 model's own likelihood; the base (the judge) is not asked
-        return best_of_n(model, example["ids"], example["given"], given_grouping=given_grouping).best.trace \
-            .final_ids[lo:hi]
-    config = CONFIGS[method]
+        return best_of_n(model, example["ids"], example["given"], given_grouping=given_grouping,
+                         candidates=candidates_with(no_repeat)).best.trace.final_ids[lo:hi]
+    config = method_config(method, no_repeat)
     order = config.order if config.order != "custom" else "left_to_right"
     plan = make_plan(example["ids"], given=example["given"], order=order, given_grouping=given_grouping)
     trace = collect(decode(model, plan, config, base=base))
@@ -76,16 +84,21 @@ def fill(method: str, model, base, example: dict, given_grouping: str = "causal"
 
 
 
-def method_identity(method: str) -> str:
+def method_identity(method: str, no_repeat: int = 0) -> str:
     """What a method's fills depend on besides the model and the blank: its decode config (for the rerank,
-    every candidate's), so a fill kept by `FillCache` is reused only by the same method."""
-    if method == "a3_rerank":
-        from model.rerank import CANDIDATES
+    every candidate's) and, with the no-repeat rule on, the rule's version (model.repeats.RULE), so a fill
+    kept by `FillCache` is reused only by the same method."""
+    if no_repeat:
+        return json.dumps([_identity(method, no_repeat), RULE])
+    return _identity(method, 0)
 
-        return json.dumps([method, [[name, c.to_dict()] for name, c in CANDIDATES]], sort_keys=True)
+
+def _identity(method: str, no_repeat: int) -> str:
+    if method == "a3_rerank":
+        return json.dumps([method, [[name, c.to_dict()] for name, c in candidates_with(no_repeat)]], sort_keys=True)
     if method == "a3_prefix_only":
-        return json.dumps([method, CONFIGS["a3_plan"].to_dict()], sort_keys=True)
-    return json.dumps([method, CONFIGS[method].to_dict()], sort_keys=True)
+        return json.dumps([method, method_config("a3_plan", no_repeat).to_dict()], sort_keys=True)
+    return json.dumps([method, method_config(method, no_repeat).to_dict()], sort_keys=True)
 
 
 def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
@@ -106,6 +119,14 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
                 result[metric] = paired_difference(pb[metric], pa[metric], clusters=pa.get(f"{metric}_cluster"),
                                                    seed=seed)
             out[f"{split}.{method}"] = result
+        pa, pb = (run.get("perplexity_per_example") if split == "stories" else
+                  run.get("general", {}).get("perplexity_per_example") for run in (first, second))
+        if pa and pb:
+            if pa["n_tokens"] != pb["n_tokens"]:
+                raise ValueError(f"{split} perplexity: the two runs scored different documents (another split, "
+                                 "--limit or corpus?); compare runs made with the same options")
+            out[f"{split}.perplexity"] = {key: paired_difference(pb[key], pa[key], seed=seed)
+                                          for key in pa if key.endswith("_nll") and key in pb}
     if not out:
         raise ValueError("no method has per-example scores in both runs: make both with --per-example")
     return out
@@ -114,10 +135,12 @@ def compare_runs(first: dict, second: dict, *, seed: int = 0) -> dict:
 class InfillScores:
     """ROUGE and suffix coherence per method, accumulated over examples."""
 
-    def __init__(self, methods, base, given_grouping: str = "causal", cache: FillCache | None = None):
+    def __init__(self, methods, base, given_grouping: str = "causal", cache: FillCache | None = None,
+                 no_repeat: int = 0):
         from rouge_score import rouge_scorer
 
         self.methods, self.base, self.given_grouping, self.cache = methods, base, given_grouping, cache
+        self.no_repeat = no_repeat  # every method decodes with this no-repeat rule (model.repeats; 0: off)
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
         self.rouge = {m: {k: [] for k in ROUGE_KEYS} for m in methods}
         self.suffix = {m: [] for m in (*methods, "reference")}
@@ -162,10 +185,10 @@ class InfillScores:
         """Every method's fill of the example: read from the cache, else decoded (and kept there)."""
         fills = {}
         for method in self.methods:
-            identity = method_identity(method)
+            identity = method_identity(method, self.no_repeat)
             fills[method] = self.cache.get(example, identity, self.given_grouping) if self.cache else None
             if fills[method] is None:
-                fills[method] = fill(method, model, self.base, example, self.given_grouping)
+                fills[method] = fill(method, model, self.base, example, self.given_grouping, self.no_repeat)
                 if self.cache is not None:
                     self.cache.put(example, identity, self.given_grouping, fills[method])
         return fills
@@ -245,6 +268,7 @@ class Perplexities:
         self.model, self.base, self.rng = model, base, rng
         self.nll = {"base_ar": 0.0, "a3_ar": 0.0, "a3_random_s4": 0.0}
         self.n_tokens = 0
+        self.per_document: list[dict] = []  # each scored sequence's NLLs and token count (for paired comparisons)
 
     def add(self, ids: list[int]) -> dict:
         """Score one sequence; returns its NLLs (to merge into another tally)."""
@@ -268,13 +292,23 @@ class Perplexities:
         for key, value in scored["nll"].items():
             self.nll[key] += value
         self.n_tokens += scored["n_tokens"]
+        if scored["n_tokens"]:
+            self.per_document.append(scored)
 
-    def summary(self) -> dict:
+    def per_example(self) -> dict:
+        """Each sequence's mean NLL per token under every scoring ("<key>_nll"), and its token count: what
+        `compare_runs` pairs between two models on the same documents."""
+        out = {f"{key}_nll": [round(d["nll"][key] / d["n_tokens"], 5) for d in self.per_document]
+               for key in self.nll if key != "base_ar" or self.base is not None}
+        return {**out, "n_tokens": [d["n_tokens"] for d in self.per_document]}
+
+    def summary(self, per_example: bool = False) -> dict:
         def ppl(key):
             return round(math.exp(self.nll[key] / self.n_tokens), 3) if self.n_tokens else None
 
         return {"ppl_base_ar": ppl("base_ar") if self.base is not None else None,
-                "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4")}
+                "ppl_a3_ar_order": ppl("a3_ar"), "ppl_a3_random_s4": ppl("a3_random_s4"),
+                **({"perplexity_per_example": self.per_example()} if per_example else {})}
 
 
 def story_examples(loaded, stories, rng, extra_rng, blanks_per_story: int, score):
@@ -307,7 +341,8 @@ def general_examples(tok, start: int, docs, n_infill: int):
 def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "test", methods=EVAL_METHODS,
              data_dir=None, general_limit: int | None = GENERAL_LIMIT, general_infill: int = GENERAL_INFILL,
              general_dir=None, per_example: bool = False, blanks_per_story: int = 1,
-             fills_cache: FillCache | None = None, shard: tuple[int, int] | None = None) -> dict:
+             fills_cache: FillCache | None = None, shard: tuple[int, int] | None = None,
+             no_repeat: int = 0) -> dict:
     """Stories (`limit` of the split) and general text (`general_limit` documents for perplexity and
     `general_infill` sentences for infilling, balanced over the sources; 0 skips the general part).
     blanks_per_story > 1 masks that many different sentences of each story, one example each (the
@@ -336,7 +371,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 
     stories = read_stories(split, data_dir, limit=limit)
     grouping = loaded.given_grouping
-    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping, fills_cache)
+    ppl, infill = Perplexities(model, base, rng), InfillScores(methods, base, grouping, fills_cache, no_repeat)
     score = ppl.add if shard is None else ppl.skip  # a shard draws what the whole run draws, scores nothing
     for n, story, sample_id, example in story_examples(loaded, stories, rng, extra_rng, blanks_per_story, score):
         if shard is None:
@@ -346,23 +381,26 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
     if shard is not None:
         if general_limit != 0:
             evaluate_general(loaded, model, base, methods, seed=seed, limit=general_limit, n_infill=general_infill,
-                             directory=general_dir, fills_cache=fills_cache, shard=shard)
+                             split=split, directory=general_dir, fills_cache=fills_cache, shard=shard,
+                             no_repeat=no_repeat)
         return {"model": loaded.name, "shard": list(shard), "fills_kept": len(fills_cache),
                 "fills_read_from_cache": fills_cache.hits, "seconds": round(time.perf_counter() - t0, 1)}
     result = {"model": loaded.name, "trained": loaded.trained, "split": split, "default_method": DEFAULT_METHOD,
-              **ppl.summary(),
+              **ppl.summary(per_example),
               "infill": infill.summary(per_example=per_example), "infill_paired": infill.paired(),
               "n_examples": len(stories),
               "n_infill": len(infill), "n_tokens": ppl.n_tokens, "seed": seed,
               **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {}),
               "options": {"limit": limit, "general_limit": general_limit, "general_infill": general_infill,
-                          "blanks_per_story": blanks_per_story, "methods": list(methods)}}
+                          "blanks_per_story": blanks_per_story, "methods": list(methods),
+                          **({"no_repeat": no_repeat} if no_repeat else {})}}
     samples = infill.samples
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,
                                                               limit=general_limit, n_infill=general_infill,
-                                                              directory=general_dir, per_example=per_example,
-                                                              fills_cache=fills_cache)
+                                                              split=split, directory=general_dir,
+                                                              per_example=per_example, fills_cache=fills_cache,
+                                                              no_repeat=no_repeat)
         samples = samples + general_samples
     if why_no_base:
         result["base_unavailable"] = why_no_base
@@ -373,16 +411,17 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
 
 
 def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | None, n_infill: int,
-                     directory=None, per_example: bool = False, fills_cache: FillCache | None = None,
-                     shard: tuple[int, int] | None = None) -> tuple[dict, list[dict]] | None:
+                     split: str = "test", directory=None, per_example: bool = False,
+                     fills_cache: FillCache | None = None, shard: tuple[int, int] | None = None,
+                     no_repeat: int = 0) -> tuple[dict, list[dict]] | None:
     from model.data.general import SOURCES, interleave_sources, read_general
 
     tok, start = loaded.tokenizer, loaded.start_token_id
-    docs = interleave_sources(read_general("test", directory), limit)
+    docs = interleave_sources(read_general(split, directory), limit)
     rng = torch.Generator().manual_seed(seed + 1)
     overall = Perplexities(model, base, rng)
     by_source = {s: Perplexities(model, base, rng) for s in SOURCES}  # tallies of overall's scores
-    infill = InfillScores(methods, base, loaded.given_grouping, fills_cache)
+    infill = InfillScores(methods, base, loaded.given_grouping, fills_cache, no_repeat)
     if shard is not None:  # decode this shard's sentences into the cache; the perplexities draw nothing here
         for found, _doc, example in general_examples(tok, start, docs, n_infill):
             if found % shard[1] == shard[0]:
@@ -395,7 +434,7 @@ def evaluate_general(loaded, model, base, methods, *, seed: int, limit: int | No
     for found, doc, example in general_examples(tok, start, docs, n_infill):
         _progress(f"general infill {found + 1}/{n_infill}")
         infill.add(model, tok, example, doc["id"], keep_sample=len(infill.samples) < 5)
-    result = {**overall.summary(), "infill": infill.summary(per_example=per_example),
+    result = {**overall.summary(per_example), "infill": infill.summary(per_example=per_example),
               "infill_paired": infill.paired(), "n_documents": len(docs),
               "n_infill": len(infill), "n_tokens": overall.n_tokens,
               "by_source": {s: {**p.summary(), "n_tokens": p.n_tokens} for s, p in by_source.items()}}
