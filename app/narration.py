@@ -7,7 +7,8 @@ the offline player and the GIF only display them.
 
     start_sentence(...)   before decoding: what is given, what is open, how it will be decided
     step_sentence(...)    one step: the tokens it decides (up to 5, then "and N more"), their
-                          probabilities, what it sees and where that is drawn (the orange marks); in a
+                          probabilities (and, where the no-repeat rule passed over the model's first
+                          choice, that it did), what it sees and where that is drawn (the orange marks); in a
                           teacher-forced trace (the order lab's and the gallery's "Step through"), the
                           tokens the model is given and the probability it gave them
     named(items)          the "up to 5, then and N more" rule, wherever a step's tokens are named
@@ -72,6 +73,7 @@ class Piece:
     p: float  # its probability given what the step sees (of all its tokens decided at this step)
     whole: bool = True  # False: only some tokens of a split character are known yet (it cannot be read)
     no_character: bool = False  # its bytes make no character: `text` shows them ("‹EF BC›", app.figures)
+    passed_over: bool = False  # greedy, yet not the model's first choice: the no-repeat rule banned that one
 
 
 def named(items: list[str], limit: int = MAX_NAMED) -> str:
@@ -188,6 +190,10 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
         sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip() + f"; {subject(mode)} sees {seeing(context, mode)}"
     else:
         what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
+        passed = sum(piece.passed_over for piece in pieces)
+        if passed:
+            what += (", not its first choice (that would repeat nearby text)" if len(pieces) == 1 else
+                     f" ({passed} of them not its first choice: that would repeat nearby text)")
         sentence = f"{head}: {subject(mode)} decides {what}, seeing {seeing(context, mode)}"
     if last:
         done = "the text is complete" if n_left == 0 else f"{n_open - n_left} of {n_open} open tokens are decided"

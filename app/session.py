@@ -33,7 +33,7 @@ from model.flexible import (
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, GroupIdCountError, PlanError, custom_plan, make_plan, parse_group_ids
-from model.rerank import BEST_OF_N_LABEL, CANDIDATES, BestOfN, best_of_n, planned_calls
+from model.rerank import BEST_OF_N_LABEL, CANDIDATES, BestOfN, best_of_n, candidates_with, planned_calls
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
 BEST_OF_N = BEST_OF_N_LABEL  # not one decoder: several, the whole text the model finds most likely kept
@@ -48,6 +48,9 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
 CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
+# The page's no-repeat rule (model.repeats, Sampler.no_repeat): no token right next to itself, no 3-token phrase
+# twice within 24 tokens; 0 turns it off. The Sampling box's "No stutter" switch.
+NO_REPEAT = 3
 MAX_TOKENS = 256  # what the figures stay readable and fast at
 
 # Size limits on what a visitor sends, checked before any work (tokenizing, parsing JSON, decoding), at the
@@ -154,6 +157,7 @@ class Request:
     top_p: float = 1.0
     seed: int = 0
     custom_groups: str = ""
+    no_repeat: int = NO_REPEAT  # the no-repeat rule's n-gram size (model.repeats; 0: off)
 
 
 @dataclass
@@ -364,7 +368,8 @@ class Explorer:
         seed. The page previews a step's other candidates on demand, so plan decoding scores only the
         rows it decides."""
         try:
-            sampler = Sampler(float(request.temperature), int(request.top_k), float(request.top_p))
+            sampler = Sampler(float(request.temperature), int(request.top_k), float(request.top_p),
+                              int(request.no_repeat))
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid sampling setting: {err}") from None
         try:
@@ -391,7 +396,8 @@ class Explorer:
         the result carries every candidate (any can go onto the stage: `best_of_n_candidate`)."""
         ids, given = self.sequence(request)
         try:
-            found = best_of_n(self.loaded.model, ids, given, given_grouping=self.given_grouping)
+            found = best_of_n(self.loaded.model, ids, given, given_grouping=self.given_grouping,
+                              candidates=candidates_with(int(request.no_repeat)))
         except (PlanError, ValueError) as err:
             raise InputError(str(err)) from None
         return self.result(found.best.trace, BEST_OF_N, best_of_n=found)
@@ -482,11 +488,14 @@ class Explorer:
         lengths = ", ".join(str(c.length) for c in choice.candidates)
         raise InputError(f"Length {length} was not tried; the search tried {lengths} tokens.")
 
-    def infill(self, text: str, method: str = BEST_OF_N, seed: int = 0) -> tuple[str, str]:
-        """The named API endpoint: (filled text, trace JSON with a top-level `steps` list)."""
+    def infill(self, text: str, method: str = BEST_OF_N, seed: int = 0, no_repeat: bool = True) -> tuple[str, str]:
+        """The named API endpoint: (filled text, trace JSON with a top-level `steps` list). `no_repeat`: the
+        page's no-repeat rule (NO_REPEAT), on unless switched off."""
         check_text(text)
         seed = check_seed(seed)
-        result = self.decode(Request(text=text, method=method, seed=int(seed)))
+        if not isinstance(no_repeat, bool):
+            raise InputError(f"no_repeat must be true or false; got {no_repeat!r}.")
+        result = self.decode(Request(text=text, method=method, seed=int(seed), no_repeat=NO_REPEAT * no_repeat))
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"] = method
         if result.flexible is not None:

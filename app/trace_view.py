@@ -305,14 +305,24 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
     known = figures.known_at(trace, step)
     run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
     logp = dict(zip(record.positions, record.token_logprobs, strict=True))
+    passed = passed_over(trace, step)
     pieces = []
     for span, group in groupby(sorted(record.positions), key=lambda p: run_of.get(p, (p, p + 1))):
         group = list(group)
         text = shown[group[0]]
         pieces.append(narration.Piece(text, float(np.exp(sum(logp[p] for p in group))),
                                       whole=all(known[span[0]:span[1]]),
-                                      no_character=figures.makes_no_character(text)))
+                                      no_character=figures.makes_no_character(text),
+                                      passed_over=any(p in passed for p in group)))
     return pieces
+
+
+def passed_over(trace: DecodeTrace, step: int) -> set[int]:
+    """The positions where a greedy step committed a token other than the model's most likely one because the
+    no-repeat rule (model.repeats) banned that one, as the decoder recorded it (`DecodeStep.rule_banned`)."""
+    if trace.config.sampler.temperature != 0 or is_teacher_forced(trace):
+        return set()
+    return set(trace.steps[step].rule_banned or ())
 
 
 def step_context(trace: DecodeTrace, step: int) -> int:

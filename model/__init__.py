@@ -7,6 +7,7 @@ What it offers (each name importable from `model` itself, loaded on first use):
     plans       Plan, make_plan, custom_plan, parse_group_ids, ORDERS, PlanError  group ids per position
     config      DecodeConfig, Sampler, METHODS, method_spec                       how to decode, as data
     decoding    decode, collect, DecodeStep, DecodeTrace, sequence_log_likelihood  the one entry, the trace
+    repeats     RepeatGuard                                          the no-repeat rule (Sampler.no_repeat)
     branching   BranchTree                                           decode again from any step
     attention   capture_attention, step_attention                    the attention weights really used
     flexible    flexible_infill, find_flexible                       [MASK:?]: a blank of any length
@@ -32,6 +33,7 @@ _EXPORTS = {
     "plans": ("Plan", "make_plan", "custom_plan", "parse_group_ids", "ORDERS", "PlanError"),
     "config": ("DecodeConfig", "Sampler", "METHODS", "method_spec"),
     "decoding": ("decode", "collect", "DecodeStep", "DecodeTrace", "sequence_log_likelihood"),
+    "repeats": ("RepeatGuard",),
     "branching": ("BranchTree",),
     "attention": ("capture_attention", "step_attention"),
     "flexible": ("flexible_infill", "find_flexible"),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import numbers
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -151,7 +151,7 @@ class BranchTree:
                                                     order=order, group_size=group_size, seed=seed).items()
                   if value is not None}
         if sampler is not None:
-            change["sampler"] = asdict(sampler)
+            change["sampler"] = sampler.to_dict()
         new_index = len(self.branches)
         self.branches.append(Branch(name or _describe(new_index, k, change), index, k, trace, change,
                                     trace.model_calls - shared_calls + int(rebuilt), self._tick(),

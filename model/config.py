@@ -25,11 +25,13 @@ STRATEGIES = ("confidence", "entropy", "random")
 
 @dataclass(frozen=True)
 class Sampler:
-    """Temperature 0 is greedy (seed-independent); top_k 0 and top_p 1 switch those filters off."""
+    """Temperature 0 is greedy (seed-independent); top_k 0 and top_p 1 switch those filters off.
+    no_repeat n (0: off): no token next to itself, no token n-gram twice nearby (model.repeats)."""
 
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
+    no_repeat: int = 0
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or math.isnan(self.temperature) or self.temperature < 0:
@@ -38,6 +40,16 @@ class Sampler:
             raise ValueError(f"top_k must be an integer >= 0 (0 = off); got {self.top_k!r}.")
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (1 = off); got {self.top_p!r}.")
+        if (not isinstance(self.no_repeat, int) or isinstance(self.no_repeat, bool) or self.no_repeat < 0
+                or self.no_repeat == 1):
+            raise ValueError(f"no_repeat must be 0 (off) or an n-gram size of at least 2; got {self.no_repeat!r}.")
+
+    def to_dict(self) -> dict:
+        """Its fields; no_repeat only when on (so the configs and traces written before it read the same)."""
+        d = asdict(self)
+        if not self.no_repeat:
+            d.pop("no_repeat")
+        return d
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,7 @@ class DecodeConfig:
         return kwargs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "sampler": self.sampler.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> DecodeConfig:

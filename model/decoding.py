@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
 from model.modeling import A3Cache, A3ForAnyOrderLM, RopeTables
 from model.plans import Plan, PlanError, check_context
+from model.repeats import RepeatGuard
 
 MODES = tuple(METHODS)  # the trace modes: one per decoding method
 
@@ -100,6 +101,7 @@ class DecodeStep:
     elapsed_s: float  # since the decoder started
     group_ids: list[int] | None = None  # the grouping this call used, when it differs from the trace's
     selection_scores: dict[int, float] | None = None  # dynamic decoders: open position -> what was ranked by
+    rule_banned: list[int] | None = None  # positions whose most likely token the no-repeat rule banned (model.repeats)
 
 
 @dataclass
@@ -197,6 +199,8 @@ def _step_dict(step: DecodeStep) -> dict:
     d["confidence"] = {str(k): v for k, v in step.confidence.items()}
     if step.selection_scores is not None:
         d["selection_scores"] = {str(k): v for k, v in step.selection_scores.items()}
+    if step.rule_banned is None:
+        d.pop("rule_banned")  # the rule did nothing here (or was off): traces read as before it existed
     return d
 
 
@@ -334,26 +338,57 @@ class DecodeEngine:
 
 
 def _commit(tokens: torch.Tensor, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,
-            sampler: Sampler, generator, force: torch.Tensor | None) -> tuple[list[int], list[float]]:
+            sampler: Sampler, generator, force: torch.Tensor | None, guard: RepeatGuard | None = None,
+            open_now: list[int] | None = None) -> tuple[list[int], list[float], list[int]]:
     """Commit tokens at `positions` of `tokens` (a decode's current sequence, written in place): forced ones
-    (force >= 0) as given, the others chosen by the sampler."""
+    (force >= 0) as given, the others chosen by the sampler. With a `guard` (Sampler.no_repeat), each
+    position in turn, left to right, is kept from stuttering against the known text: every position but
+    `open_now` (still open before this commit) and what this commit has already placed. Returns the tokens,
+    their log-probabilities, and the positions whose most likely token the guard banned."""
     forced = force[positions] if force is not None else None
+    banned: list[int] = []
     if forced is not None and bool((forced >= 0).all()):
         chosen = forced  # all forced: the generator is not touched
+    elif guard is not None:
+        chosen, banned = _guarded_choice(tokens, positions, logits_rows, sampler, generator, forced, guard, open_now)
     else:
         chosen = choose_tokens(logits_rows, sampler, generator)
         if forced is not None:
             chosen = torch.where(forced >= 0, forced, chosen)
     tokens[positions] = chosen
-    return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())]
+    return chosen.tolist(), [float(stats.logprobs[n, t]) for n, t in enumerate(chosen.tolist())], banned
+
+
+def _guarded_choice(tokens: torch.Tensor, positions: list[int], logits_rows: torch.Tensor, sampler: Sampler,
+                    generator, forced: torch.Tensor | None, guard: RepeatGuard,
+                    open_now: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """`choose_tokens` one position at a time, in position order, with the no-repeat rule's tokens banned
+    (forced positions keep their token); also the positions whose most likely token was banned."""
+    sequence = tokens.tolist()
+    known = [True] * len(sequence)
+    for p in open_now:
+        known[p] = False
+    rows = logits_rows.float().cpu()
+    chosen, banned = torch.empty(len(positions), dtype=torch.long), []
+    for n in sorted(range(len(positions)), key=lambda r: positions[r]):
+        p = positions[n]
+        if forced is not None and int(forced[n]) >= 0:
+            token = int(forced[n])
+        else:
+            token, top_banned = guard.choose(rows[n], sequence, known, p, sampler, generator)
+            if top_banned:
+                banned.append(p)
+        chosen[n], sequence[p], known[p] = token, token, True
+    return chosen, sorted(banned)
 
 
 def _make_step(step, group, positions, tokens, logps, stats, calls, start, group_ids=None,
-               scores=None) -> DecodeStep:
+               scores=None, banned=None) -> DecodeStep:
     return DecodeStep(step=step, group=int(group), positions=[int(p) for p in positions], tokens=tokens,
                       token_logprobs=logps, logprob=float(sum(logps)), candidates=stats.candidates,
                       entropy=stats.entropy, confidence=stats.confidence, model_calls=calls,
-                      elapsed_s=time.perf_counter() - start, group_ids=group_ids, selection_scores=scores)
+                      elapsed_s=time.perf_counter() - start, group_ids=group_ids, selection_scores=scores,
+                      rule_banned=banned or None)
 
 
 def _choose_positions(logits, open_now: list[int], strategy: str, k: int, sampler: Sampler, generator):
@@ -425,6 +460,7 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
                           preview_open=preview_open)  # order "custom": the plan's groups; decode() records the order
     trace = DecodeTrace("plan", plan, settings={"cache": cache}, config=config)
     done, start = _start(engine, trace, prefix)
+    guard = RepeatGuard.of(model, sampler.no_repeat)
     for step, target in enumerate(plan.open_groups):
         members = ((groups == target) & plan.open).nonzero(as_tuple=True)[0].tolist()
         if step < done:  # decided by the prefix: its content is cached (or recomputed as context)
@@ -439,9 +475,12 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
         rows = members + (others.nonzero(as_tuple=True)[0].tolist() if preview_open else [])
         logits = engine.query_logits(groups, context, rows, [target] * len(rows))
         stats = _stats(logits, rows, top_k_candidates)
-        tokens, logps = _commit(engine.tokens, members, logits[: len(members)], stats, sampler, generator, force)
+        tokens, logps, banned = _commit(engine.tokens, members, logits[: len(members)], stats, sampler, generator,
+                                        force, guard,
+                                        still_open.nonzero(as_tuple=True)[0].tolist() if guard else None)
         still_open[members] = False
-        yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start))
+        yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start,
+                                        banned=banned))
     return _finish(trace, engine, keep_cache)
 
 
@@ -529,6 +568,7 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     open_now = _replay_dynamic_prefix(trace.steps, groups, first, open_now)
     _check_commit(prefix, open_now, "open after the prefix:")
     force = _force(None, plan, prefix.commit if prefix else None)
+    guard = RepeatGuard.of(model, sampler.no_repeat)
     for step in range(done, n_open):
         if not open_now:
             break
@@ -540,12 +580,12 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
         if step == done and force is not None:  # the prefix dictates this step's commits
             chosen = sorted(prefix.commit)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
-                                force if step == done else None)
+        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+                                force if step == done else None, guard, open_now)
         groups[chosen] = target
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
-                                        scores=scores))
+                                        scores=scores, banned=banned))
     return _finish(trace, engine, keep_cache)
 
 
@@ -627,18 +667,19 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
     realised = Plan(plan.token_ids, plan.given, order, name)
     trace = DecodeTrace(mode, realised, config=DecodeConfig(mode, strategy=strategy, k=k, sampler=sampler, seed=seed,
                                                             top_k_candidates=top_k_candidates))
-    step = 0
+    step, guard = 0, RepeatGuard.of(model, sampler.no_repeat)
     while open_now:
         groups, last = _known_groups(plan.length, open_now, known_layout)
         logits = engine.query_logits(groups, [], open_now, [last] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+                                        None, guard, open_now)
         order[chosen] = step + 1
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, step + 1, chosen, tokens, logps, stats, engine.calls, start,
-                                        group_ids=groups.tolist(), scores=scores))
+                                        group_ids=groups.tolist(), scores=scores, banned=banned))
         step += 1
     return _finish(trace, engine)
 
@@ -666,16 +707,17 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
                         config=DecodeConfig("one_step_parallel", k=k, sampler=sampler, seed=seed,
                                             top_k_candidates=top_k_candidates))
     given_positions = plan.given.nonzero(as_tuple=True)[0].tolist()
-    open_now, step = plan.open_positions, 0
+    open_now, step, guard = plan.open_positions, 0, RepeatGuard.of(model, sampler.no_repeat)
     while open_now:
         logits = engine.query_logits(groups, given_positions, open_now, [target] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, "confidence", k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator, None)
+        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+                                        None, guard, open_now)
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
-                                        scores=scores))
+                                        scores=scores, banned=banned))
         step += 1
     return _finish(trace, engine)
 
@@ -699,6 +741,7 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
                         config=DecodeConfig("ar_baseline", sampler=sampler, seed=seed,
                                             top_k_candidates=top_k_candidates))
     done = 0  # positions [0, done) are in the cache
+    guard = RepeatGuard.of(base, sampler.no_repeat)  # it knows only the text before each position
     for step, p in enumerate(plan.open_positions):
         new = list(range(done, p))
         with torch.no_grad():
@@ -708,10 +751,16 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
             logits = base.lm_head(out.content[0, -1:])  # row p-1 predicts token p
         done = p
         stats = _stats(logits, [p], top_k_candidates)
-        chosen = choose_tokens(logits, sampler, generator)
+        banned = []
+        if guard is not None:
+            token, top_banned = guard.choose(logits[0].float().cpu(), tokens.tolist(),
+                                             [q < p for q in range(plan.length)], p, sampler, generator)
+            chosen, banned = torch.tensor([token]), [p] if top_banned else []
+        else:
+            chosen = choose_tokens(logits, sampler, generator)
         tokens[p] = chosen[0]
         logps = [float(stats.logprobs[0, int(chosen[0])])]
-        yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start))
+        yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start, banned=banned))
     trace.final_ids = tokens.tolist()
     return trace
 
@@ -773,6 +822,7 @@ class _Lane:
     plan_steps: list[tuple[int, list[int]]] | None  # plan decoding: (group, members) of each open group
     first: int = 0  # dynamic decoding: the group its first step commits
     pending: list[int] = field(default_factory=list)  # committed by the last step: content rows not computed
+    guard: RepeatGuard | None = None  # the no-repeat rule (config.sampler.no_repeat), as its own decoder keeps it
 
     def rows(self, step: int) -> tuple[int, list[int]]:
         """This step's group and the positions whose query rows it reads (its own decoder's rows)."""
@@ -790,7 +840,8 @@ def _lane(model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig) -> _Lane:
         steps = [(g, ((plan.group_ids == g) & plan.open).nonzero(as_tuple=True)[0].tolist())
                  for g in plan.open_groups]
         trace = DecodeTrace("plan", plan, settings={"cache": True}, config=config)
-        return _Lane(config, trace, plan.group_ids, plan.token_ids.clone(), generator, plan.open_positions, steps)
+        return _Lane(config, trace, plan.group_ids, plan.token_ids.clone(), generator, plan.open_positions, steps,
+                     guard=RepeatGuard.of(model, config.sampler.no_repeat))
     _check_plan(model, plan)
     _check_dynamic(config.strategy, config.k)
     groups = plan.group_ids.clone()  # as decode_dynamic lays out its realised plan
@@ -798,7 +849,8 @@ def _lane(model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig) -> _Lane:
     groups[plan.open] = first + len(plan.open_positions)
     realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({config.strategy}, k={config.k})")
     trace = DecodeTrace("dynamic", realised, settings={"cache": True}, config=config)
-    return _Lane(config, trace, groups, plan.token_ids.clone(), generator, plan.open_positions, None, first)
+    return _Lane(config, trace, groups, plan.token_ids.clone(), generator, plan.open_positions, None, first,
+                 guard=RepeatGuard.of(model, config.sampler.no_repeat))
 
 
 def _lane_step(lane: _Lane, step: int, logits: torch.Tensor, start: float) -> None:
@@ -808,16 +860,18 @@ def _lane_step(lane: _Lane, step: int, logits: torch.Tensor, start: float) -> No
     stats = _stats(logits, rows, config.top_k_candidates)
     if lane.plan_steps is not None:  # decode_plan: the group's members, first among the rows
         chosen, scores = lane.plan_steps[step][1], None
-        tokens, logps = _commit(lane.tokens, chosen, logits[: len(chosen)], stats, config.sampler, generator, None)
+        tokens, logps, banned = _commit(lane.tokens, chosen, logits[: len(chosen)], stats, config.sampler,
+                                        generator, None, lane.guard, lane.open_now)
     else:  # decode_dynamic: the best k open positions become this step's group
         chosen, scores = _choose_positions(logits, rows, config.strategy, config.k, config.sampler, generator)
         picked = [rows.index(p) for p in chosen]
-        tokens, logps = _commit(lane.tokens, chosen, logits[picked], _rows(stats, picked), config.sampler,
-                                generator, None)
+        tokens, logps, banned = _commit(lane.tokens, chosen, logits[picked], _rows(stats, picked), config.sampler,
+                                generator, None, lane.guard, lane.open_now)
         lane.groups[chosen] = target
     lane.open_now = [p for p in lane.open_now if p not in set(chosen)]
     lane.pending = chosen
-    lane.trace.steps.append(_make_step(step, target, chosen, tokens, logps, stats, step + 1, start, scores=scores))
+    lane.trace.steps.append(_make_step(step, target, chosen, tokens, logps, stats, step + 1, start, scores=scores,
+                                       banned=banned))
 
 
 @torch.no_grad()

@@ -45,6 +45,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from model.modeling import A3Config, A3ForAnyOrderLM, A3Model
 from model.precision import as_dtype, auto_dtype
+from model.repeats import FORMS, forms_of, mark_forms
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ class LoadedModel:
     no_base_reason: str = ""
     _base: A3ForAnyOrderLM | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        mark_forms(self.model, self.tokenizer)  # how the decoders' no-repeat rule reads the vocabulary
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -171,6 +175,7 @@ class LoadedModel:
                     f"{self.name} has {self.model.config.vocab_size}: it cannot be the model this checkpoint was "
                     f"adapted from. {NAME_A_BASE}")
             self._base = base.eval()
+            setattr(self._base, FORMS, forms_of(self.model))  # the same vocabulary, read once
         if self._base.device != self.device or next(self._base.parameters()).dtype != self.dtype:
             self._base.to(device=self.device, dtype=self.dtype)  # follows the model (e.g. onto the GPU)
         return self._base

@@ -17,7 +17,7 @@ scores every candidate, computing the rows the texts share (the text before the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -47,6 +47,14 @@ CANDIDATES: tuple[tuple[str, DecodeConfig], ...] = (
     ("sampled, T 0.7, seed 2", DecodeConfig("plan", order="left_to_right", sampler=Sampler(0.7), seed=2,
                                             preview_open=False)),
 )
+
+
+
+
+def candidates_with(no_repeat: int, candidates=CANDIDATES) -> tuple[tuple[str, DecodeConfig], ...]:
+    """The candidates, each with the no-repeat rule `no_repeat` (model.repeats; 0: as they are)."""
+    return tuple((name, config.replace(sampler=replace(config.sampler, no_repeat=no_repeat)))
+                 for name, config in candidates)
 
 
 @dataclass

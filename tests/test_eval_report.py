@@ -61,3 +61,11 @@ def test_cli_prints_the_tables_and_refuses_a_bad_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main([str(tmp_path / "bad.json")])
     assert err.value.code == 2
+
+
+def test_the_report_says_whether_the_repeats_were_held_down_by_the_rule():
+    from model.eval.report import rule_note
+
+    assert "model's own" in rule_note({"options": {}}) and "model's own" in rule_note({})
+    said = rule_note({"options": {"no_repeat": 3}})
+    assert "n = 3" in said and "by construction" in said

@@ -313,3 +313,20 @@ def test_tables_show_bytes_that_make_no_character_as_their_values_never_a_replac
     tree, _ = branching.tree_of(explorer, shown, None)
     text = branching.tree_rows(explorer, tree, shown)[0][6]
     assert "‹EF BC›" in text and "\ufffd" not in text
+
+
+def test_the_no_stutter_switch_reaches_every_decode(explorer):
+    """The Sampling box's switch (app.ui.text_tab) sets the no-repeat rule of the run's config, of every best-of-N
+    candidate and of a branch's rest; a script that sends no switch gets the page's default (on)."""
+    from app.session import NO_REPEAT
+    from app.ui.text_tab import request_of
+
+    values = ["Mia found a [MASK:4] key.", None, "A3 plan", "left to right", 1, "confidence", 1, 0, 0, 1, 0, ""]
+    assert NO_REPEAT == 3 and request_of(*values).no_repeat == NO_REPEAT
+    assert request_of(*values, True).no_repeat == 3 and request_of(*values, False).no_repeat == 0
+    on, off = (explorer.decode(request_of(*values, switch)) for switch in (True, False))
+    assert on.trace.config.sampler.no_repeat == 3 and off.trace.config.sampler.no_repeat == 0
+    best = explorer.decode(request_of(*values[:2], BEST_OF_N, *values[3:], True))
+    assert {c.config.sampler.no_repeat for c in best.best_of_n.candidates} == {3}
+    plain = explorer.decode(request_of(*values[:2], BEST_OF_N, *values[3:], False))
+    assert {c.config.sampler.no_repeat for c in plain.best_of_n.candidates} == {0}

@@ -270,3 +270,33 @@ def test_split_characters_and_given_non_ascii_text_read_as_before(explorer):
     view = view_of_result(unicode_result(explorer))
     assert not any(figures.makes_no_character(label) for label in view.labels)
     assert view.shown_text.startswith(UNICODE_GIVEN) and "‹" not in view.shown_text
+
+
+def test_a_token_the_no_repeat_rule_chose_is_narrated_as_not_the_first_choice(explorer):
+    """Greedy with the no-repeat rule on, a step says "not its first choice" exactly where the decoder recorded
+    that the rule banned the most likely token (`rule_banned`); a token picked for a branch, or a sampled
+    step, never says it."""
+    import copy
+    import dataclasses
+
+    from app.branching import tree_of
+
+    result = explorer.decode(Request(text=TEXT, method="A3 plan", no_repeat=3))
+    assert result.trace.config.sampler.no_repeat == 3
+    for view_step, record in zip(view_of_result(result).steps, result.trace.steps, strict=True):
+        assert ("not its first choice" in view_step.narration) == bool(record.rule_banned)
+    trace = copy.deepcopy(result.trace)
+    trace.steps[2].rule_banned = list(trace.steps[2].positions)  # as if the rule had acted there
+    edited = dataclasses.replace(result, trace=trace)
+    assert "not its first choice (that would repeat nearby text)" in view_of_result(edited).steps[2].narration
+    sampled = copy.deepcopy(trace)
+    sampled.config = trace.config.replace(sampler=dataclasses.replace(trace.config.sampler, temperature=0.7))
+    assert "first choice" not in view_of_result(dataclasses.replace(result, trace=sampled)).steps[2].narration
+    # a branch that picks the runner-up at step 2: the model's top token was not banned, it was overruled
+    tree, _ = tree_of(explorer, result, None)
+    record = result.trace.steps[2]
+    runner_up = int(record.candidates[record.positions[0]][1][0])
+    index = tree.branch(2, position=record.positions[0], token=runner_up)
+    branched = tree.branches[index].trace
+    assert branched.steps[2].tokens == [runner_up] and not branched.steps[2].rule_banned
+    assert "first choice" not in view_of_result(dataclasses.replace(result, trace=branched)).steps[2].narration

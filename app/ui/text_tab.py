@@ -15,6 +15,7 @@ from app.session import (
     BEST_OF_N,
     BEST_OF_N_ABOUT,
     CUSTOM_IDS_BOX,
+    NO_REPEAT,
     ORDER_NAMES,
     PAGE_METHODS,
     Explorer,
@@ -88,12 +89,13 @@ class TextTab:
     top_k: gr.Slider
     top_p: gr.Slider
     custom_groups: gr.Textbox
+    no_repeat: gr.Checkbox
 
     @property
     def settings(self) -> list:
         """The inputs of a run, in `request_of`'s order."""
         return [self.text, self.picker, self.method, self.order, self.group_size, self.strategy, self.k,
-                self.temperature, self.top_k, self.top_p, self.seed, self.custom_groups]
+                self.temperature, self.top_k, self.top_p, self.seed, self.custom_groups, self.no_repeat]
 
     @property
     def lengths(self) -> list:
@@ -104,6 +106,10 @@ class TextTab:
     def best(self) -> list:
         """The best-of-N outputs, in `best_outputs`' order."""
         return [self.best_box, self.best_note, self.best_table, self.best_pick]
+
+
+NO_REPEAT_LABEL = ("No stutter: the decoders may not put a word twice in a row, nor a 3-token phrase twice within "
+                   "24 tokens (the text you give is left as it is)")
 
 
 def first_cost(explorer: Explorer) -> str:
@@ -172,6 +178,7 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                     with gr.Row():
                         top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
                         top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
+                    no_repeat = gr.Checkbox(value=bool(NO_REPEAT), elem_id="no-repeat", label=NO_REPEAT_LABEL)
                 with gr.Accordion(CUSTOM_IDS_BOX, open=False, elem_id="custom-box") as custom_box:
                     custom_groups = gr.Textbox(
                         label="One integer per position, start token first (order: custom group ids)",
@@ -184,14 +191,16 @@ def build_text_tab(explorer: Explorer) -> TextTab:
     return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
                    lengths_table, lengths_pick, lengths_btn, best_box, best_note, best_table, best_pick, best_btn,
                    method, method_about, best_cost, order, group_size, strategy, k,
-                   temperature, seed, top_k, top_p, custom_groups)
+                   temperature, seed, top_k, top_p, custom_groups, no_repeat)
 
 
 def request_of(*values) -> Request:
-    """The Request of the values of `TextTab.settings`."""
-    (text, picker, method, order, size, strategy, k, temperature, top_k, top_p, seed, groups) = values
+    """The Request of the values of `TextTab.settings` (a script that sends no no-repeat switch gets the page's
+    default)."""
+    (text, picker, method, order, size, strategy, k, temperature, top_k, top_p, seed, groups, *rest) = values
+    no_repeat = NO_REPEAT if not rest or rest[0] is None else (NO_REPEAT or 3) * bool(rest[0])
     return Request(text, picker, method, order, int(size or 1), strategy, int(k or 1), float(temperature or 0),
-                   int(top_k or 0), float(top_p or 1), int(seed or 0), groups or "")
+                   int(top_k or 0), float(top_p or 1), int(seed or 0), groups or "", no_repeat)
 
 
 def open_custom_ids(order):

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shard", default=None, metavar="K/N",
                     help="only decode the K-th of every N stories and general sentences into --fills-cache "
                          "(K from 0); score nothing")
+    ap.add_argument("--no-repeat", type=int, default=0, metavar="N",
+                    help="every method decodes with the no-repeat rule (model.repeats): no token next to itself, "
+                         "no token N-gram twice nearby (0: off)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--shard must be K/N with 0 <= K < N (e.g. 0/2); got {args.shard!r}")
         if not args.fills_cache:
             ap.error("--shard keeps its fills in --fills-cache FILE.jsonl: name one (the same for every shard)")
+    if args.no_repeat < 0 or args.no_repeat == 1:
+        ap.error(f"--no-repeat must be 0 (off) or an n-gram size of at least 2; got {args.no_repeat}")
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                       general_limit=args.general_limit, general_infill=args.general_infill,
                       general_dir=Path(args.general_dir) if args.general_dir else None,
                       per_example=args.per_example, blanks_per_story=args.blanks_per_story,
-                      fills_cache=fills_cache, shard=shard)
+                      fills_cache=fills_cache, shard=shard, no_repeat=args.no_repeat)
     if shard is not None:
         print(json.dumps(result))
         return
