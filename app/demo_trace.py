@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from app.session import Explorer, Request, Result
+from app.session import NO_REPEAT, Explorer, Request, Result
 from model.decoding import DecodeTrace
 from model.rerank import BestOfN
 
@@ -28,11 +28,13 @@ PATH = ROOT / "assets" / "demo_trace.json"
 # The page's default decoder (model.eval.infill.DEFAULT_METHOD, app.ui.text_tab.EXAMPLES[0]): A3 best of N,
 # the decode of the six the model itself finds most likely; the record keeps every candidate, so the first
 # visit counts every call and any candidate can go onto the stage. A blank of 20 tokens: the fill this
-# model keeps ends its sentence there; at most lengths it stops mid-sentence (docs/evaluation.md).
+# model keeps ends its sentence there; at most lengths it stops mid-sentence (docs/evaluation.md). With the
+# page's no-repeat rule, as every run of the page.
 DEMO_REQUEST = {
     "text": "Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
             "She read it twice and smiled.",
     "method": "A3 best of N", "order": "left to right", "group_size": 1, "strategy": "confidence", "k": 1,
+    "no_repeat": NO_REPEAT,
 }
 
 
@@ -80,9 +82,11 @@ def read_record(path: Path = PATH) -> dict | None:
 
 
 def matches(record: dict, explorer: Explorer) -> bool:
-    """The shipped trace belongs to this model and this tokenizer."""
+    """The shipped trace belongs to this model, this tokenizer and today's request."""
     loaded = explorer.loaded
     if record.get("model") != loaded.name or record.get("fingerprint") != model_fingerprint(loaded.name):
+        return False
+    if record.get("request") != DEMO_REQUEST:  # made with other settings (e.g. before the no-repeat rule)
         return False
     try:
         ids = explorer.picker_from_text(record["request"]["text"])["ids"]
