@@ -488,14 +488,12 @@ class Explorer:
         lengths = ", ".join(str(c.length) for c in choice.candidates)
         raise InputError(f"Length {length} was not tried; the search tried {lengths} tokens.")
 
-    def infill(self, text: str, method: str = BEST_OF_N, seed: int = 0, no_repeat: bool = True) -> tuple[str, str]:
-        """The named API endpoint: (filled text, trace JSON with a top-level `steps` list). `no_repeat`: the
-        page's no-repeat rule (NO_REPEAT), on unless switched off."""
+    def infill(self, text: str, method: str = BEST_OF_N, seed: int = 0) -> tuple[str, str]:
+        """The named API endpoint: (filled text, trace JSON with a top-level `steps` list). It decodes as the
+        page does by default, the no-repeat rule (NO_REPEAT) on; the trace's config says so."""
         check_text(text)
         seed = check_seed(seed)
-        if not isinstance(no_repeat, bool):
-            raise InputError(f"no_repeat must be true or false; got {no_repeat!r}.")
-        result = self.decode(Request(text=text, method=method, seed=int(seed), no_repeat=NO_REPEAT * no_repeat))
+        result = self.decode(Request(text=text, method=method, seed=int(seed)))
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"] = method
         if result.flexible is not None:

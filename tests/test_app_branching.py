@@ -121,9 +121,10 @@ def test_a_branch_that_reproduces_a_run_says_so(explorer):
     assert "Branch 1 reproduces run 0 (main run) exactly, step by step" in note
     assert tree[1].name.endswith("(= run 0)") and branching.twin(tree, 1) == (0, True)
     assert branching.tree_rows(explorer, tree, same)[1][1].endswith("(= run 0)")
-    tree, other, note = branching.branch(explorer, tree, result, 1, position=result.trace.steps[1].positions[0],
-                                         token=branching.token_choices(result, 1,
-                                                                       result.trace.steps[1].positions[0])[1][1])
+    position = result.trace.steps[1].positions[0]
+    kept = result.trace.final_ids[position]  # (with the no-repeat rule the run may have kept the runner-up)
+    other_token = next(t for _, t in branching.token_choices(result, 1, position) if t != kept)
+    tree, other, note = branching.branch(explorer, tree, result, 1, position=position, token=other_token)
     assert branching.twin(tree, 2) is None and "reproduces" not in note
 
 

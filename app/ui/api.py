@@ -37,15 +37,14 @@ def answered(endpoint: str):
 
 
 def infill_endpoint(calls: ModelCalls):
-    def infill(text: str, mode: str = "A3 best of N", seed: int = 0, no_repeat: bool = True) -> tuple[str, str]:
+    def infill(text: str, mode: str = "A3 best of N", seed: int = 0) -> tuple[str, str]:
         """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 best of N, the default; A3
         plan, A3 dynamic, official dynamic, diffusion, one-step parallel, AR baseline); returns (filled
-        text, trace as JSON; for best of N the kept candidate's trace). no_repeat (default true, as on the
-        page): no word twice in a row, no 3-token phrase twice within 24 tokens; false decodes as the model
-        alone would."""
+        text, trace as JSON; for best of N the kept candidate's trace). It decodes as the page does by default,
+        with the no-repeat rule on (no word twice in a row, no 3-token phrase twice within 24 tokens)."""
         with answered("infill"):
             check_text(text)
-            return calls.infill(text, mode, check_seed(seed), no_repeat)
+            return calls.infill(text, mode, check_seed(seed))
 
     return infill
 

@@ -24,7 +24,7 @@ class ModelCalls:
     preview: Callable  # (Result, step) -> (candidates, entropy, confidence, vocab) of the step
     attention: Callable  # (Result, step, stream) -> attention weights of the step
     branch: Callable  # (tree, Result, step, held=, lab=, **change) -> (tree, shown Result, memory note)
-    infill: Callable  # (text, method, seed, no_repeat) -> (filled text, trace JSON)
+    infill: Callable  # (text, method, seed) -> (filled text, trace JSON)
     order_likelihoods: Callable  # (text, orders JSON) -> {"orders": [...]}
 
 
