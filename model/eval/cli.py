@@ -45,6 +45,8 @@ intervals (at best √N narrower: blanks of one story are correlated, so the int
 stories); the first blank of each story is the default's. Its means weight a story by its blanks (a
 three-sentence story gives two) and cover more sentence positions, so they are a different quantity from
 the default run's: compare runs made with the same N.
+`--no-repeat 3` decodes every method, baselines included, with the page's no-repeat rule (model.repeats: no word
+next to itself, no 3-token phrase twice within 24 tokens); its fills are cached apart from the rule-free ones.
 `--fills-cache FILE.jsonl` keeps every fill as it is decoded; the same command run again after an
 interruption reads those back (same weights, blank and method only) and decodes the rest.
 `targets` (model.eval.targets, also `python -m model.eval.targets RUN.json`) reads the page-default targets
