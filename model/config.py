@@ -154,6 +154,10 @@ class DecodeConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
+    def with_no_repeat(self, n: int) -> DecodeConfig:
+        """A copy whose sampler holds the no-repeat rule `n` (model.repeats; 0: off)."""
+        return self.replace(sampler=replace(self.sampler, no_repeat=n))
+
     def decoder_kwargs(self) -> dict:
         """The keyword arguments this method's decoder takes, from this config (model.decoding.decode)."""
         spec = self.spec

@@ -17,7 +17,7 @@ scores every candidate, computing the rows the texts share (the text before the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -53,8 +53,7 @@ CANDIDATES: tuple[tuple[str, DecodeConfig], ...] = (
 
 def candidates_with(no_repeat: int, candidates=CANDIDATES) -> tuple[tuple[str, DecodeConfig], ...]:
     """The candidates, each with the no-repeat rule `no_repeat` (model.repeats; 0: as they are)."""
-    return tuple((name, config.replace(sampler=replace(config.sampler, no_repeat=no_repeat)))
-                 for name, config in candidates)
+    return tuple((name, config.with_no_repeat(no_repeat)) for name, config in candidates)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
 
 import torch
 
@@ -64,7 +63,7 @@ BASE_METHODS = tuple(m for m, config in CONFIGS.items() if config.spec.needs_bas
 def method_config(method: str, no_repeat: int = 0) -> DecodeConfig:
     """A method's decode config, with the no-repeat rule `no_repeat` (model.repeats; 0: off)."""
     config = CONFIGS[method]
-    return config.replace(sampler=replace(config.sampler, no_repeat=no_repeat)) if no_repeat else config
+    return config.with_no_repeat(no_repeat) if no_repeat else config
 
 
 def fill(method: str, model, base, example: dict, given_grouping: str = "causal", no_repeat: int = 0) -> list[int]:
