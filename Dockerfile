@@ -24,6 +24,8 @@ ENV HOME=/home/user \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860
+# glibc's malloc arenas: app.py holds them to 2 itself (app.memory.cap_arenas; the Space variable
+# A3_MALLOC_ARENAS sets another number, 0 for glibc's default).
 RUN mkdir -p /home/user/app && python -m venv /home/user/venv
 WORKDIR /home/user/app
 

@@ -13,7 +13,9 @@ QueueError "Queue is full! Please try again." in gradio_client), never left hang
 A3_SESSION_MB, else 192) caps what one browser tab keeps (app.memory; per tab, so 20 tabs at most ~3.8 GB):
 past it the least recently used branch caches are dropped, never the branches, and the page says so; a
 dropped cache is rebuilt in one model call. --session-ttl S (else A3_SESSION_TTL, else 1800): a tab's runs
-are let go when it closes, or after S seconds without an event (app.ui.sessions).
+are let go when it closes, or after S seconds without an event (app.ui.sessions). Memory: the C library's
+malloc is held to 2 arenas (app.memory.cap_arenas; A3_MALLOC_ARENAS=N, 0 for its default), so what the
+visitors freed goes back to the system.
 """
 
 from __future__ import annotations
@@ -162,6 +164,14 @@ def main(argv: list[str] | None = None) -> None:
                          "else 1800); a closed tab's go at once")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+
+    from app.memory import arenas_in_effect, cap_arenas
+
+    try:  # first, before torch and Gradio start threads (each would get an arena of its own)
+        cap_arenas()
+    except ValueError as err:
+        ap.error(str(err))
+    logging.getLogger("app").info("malloc arenas: %s", arenas_in_effect())
 
     from app import build
     from app.layout import QUEUE_SIZE_ENV, queue_size

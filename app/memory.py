@@ -28,8 +28,10 @@ import ctypes.util
 import gc
 import os
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only the annotations: app.py caps the allocator's arenas before torch loads
+    import torch
 
 SESSION_MB = 192  # the default cap on one browser tab's memory, in MB (2**20 bytes): 20 tabs ~ 3.8 GB
 SESSION_MB_ENV = "A3_SESSION_MB"
@@ -93,6 +95,57 @@ def free_memory() -> bool:
         trim(0)
         return True
     return False
+
+
+ARENAS = 2  # glibc malloc arenas the app keeps (cap_arenas); A3_MALLOC_ARENAS=0 leaves glibc's default
+ARENAS_ENV = "A3_MALLOC_ARENAS"
+MAX_ARENAS = 1024  # more is no cap at all (glibc's default is 8 per core)
+_M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def wanted_arenas(environ=None) -> int | None:
+    """The arenas the app asks glibc for: A3_MALLOC_ARENAS (a whole number, 0 for glibc's default) if set,
+    else ARENAS; None for glibc's default. A bad value raises ValueError saying what is expected."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(ARENAS_ENV) or "").strip()
+    if raw and not (raw.isascii() and raw.isdigit() and int(raw) <= MAX_ARENAS):
+        raise ValueError(f"{ARENAS_ENV} must be a whole number of malloc arenas from 0 (glibc's default) to "
+                         f"{MAX_ARENAS} (default {ARENAS}); got {raw!r}.")
+    arenas = int(raw) if raw else ARENAS
+    return arenas or None
+
+
+def arenas_in_effect(environ=None) -> str:
+    """In words, what an app started from this environment holds glibc's malloc to: MALLOC_ARENA_MAX (glibc
+    reads it itself at start, and cap_arenas leaves it alone) if set, else wanted_arenas."""
+    env = os.environ if environ is None else environ
+    glibc = (env.get("MALLOC_ARENA_MAX") or "").strip()
+    if glibc:
+        return f"MALLOC_ARENA_MAX={glibc}"
+    arenas = wanted_arenas(env)
+    return f"{arenas} arena{'' if arenas == 1 else 's'}" if arenas else "glibc's default"
+
+
+def cap_arenas(environ=None, libc=None) -> int | None:
+    """Hold glibc's malloc to a few arenas (mallopt M_ARENA_MAX), before torch and Gradio start threads.
+
+    By default glibc gives each thread that allocates at once an arena of its own (up to 8 per core), and
+    memory freed over many arenas is seldom handed back: after a crowd of visitors left, the server kept
+    about three times as much as with two arenas (docs/benchmarks.md, "Many visitors"). Returns the cap
+    set, or None where nothing was set: MALLOC_ARENA_MAX in the environment (glibc's own setting: left to
+    it), A3_MALLOC_ARENAS=0, or a C library without mallopt. A bad A3_MALLOC_ARENAS raises ValueError."""
+    env = os.environ if environ is None else environ
+    arenas = wanted_arenas(env)
+    if arenas is None or (env.get("MALLOC_ARENA_MAX") or "").strip():
+        return None
+    try:
+        lib = libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = lib.mallopt
+        with contextlib.suppress(AttributeError, TypeError):  # a ctypes function: C ints in, an int out
+            mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    except (OSError, AttributeError, TypeError):
+        return None
+    return arenas if mallopt(_M_ARENA_MAX, arenas) == 1 else None
 
 
 def _malloc_trim():

@@ -470,6 +470,8 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
             "busy": {"calls": len(tally.busy), "p50_s": percentile(tally.busy, 50),
                      "max_s": round(max(tally.busy), 3) if tally.busy else None},
             "session_mb": session_mb,
+            # the started app's malloc arenas (app.memory.arenas_in_effect); None with --url
+            "malloc_arenas": _arenas() if pid else None,
             "cache_drops": {"dropped": sum(d for d, _ in tally.drops.values()),
                             "rebuilt": sum(r for _, r in tally.drops.values()),
                             # [dropped, rebuilt] of each visitor whose tab dropped or rebuilt a cache, most first
@@ -478,6 +480,14 @@ def run_load(url: str, visitors: int, minutes: float, *, pid: int | None = None,
                        "after": _mb(rss_after), "after_s": settle,
                        "anon": {"start": _mb(anon_start), "after": _mb(anon_after)}},
             "endpoints": endpoints}
+
+
+def _arenas(environ=None) -> str:
+    """What an app started from this environment holds glibc's malloc to (app.memory.arenas_in_effect, the
+    words its start-up log uses)."""
+    from app.memory import arenas_in_effect
+
+    return arenas_in_effect(environ)
 
 
 def _mb(value: float | None) -> float | None:

@@ -3,6 +3,7 @@
 import json
 
 from app import memory
+from bench import load
 from bench.load import Tally, branchable, main, percentile
 
 
@@ -16,6 +17,7 @@ def test_a_small_crowd_gets_answers_and_clear_messages_and_the_memory_is_read(ca
                 "busy", "cache_drops"):
         assert key in result
     assert result["queue_size"] == 1 and result["session_mb"] == 0.01
+    assert result["malloc_arenas"] == memory.arenas_in_effect()  # what the started app logs it keeps
     busy = result["busy"]
     assert set(busy) == {"calls", "p50_s", "max_s"} and busy["calls"] > 0 and 0 < busy["p50_s"] <= busy["max_s"]
     drops = result["cache_drops"]
@@ -74,3 +76,8 @@ def test_percentiles_and_which_methods_branch():
     assert percentile([], 50) is None and percentile([2.0], 95) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 95) == 95.05
     assert branchable("A3 plan") and not branchable("AR baseline") and not branchable("A3 best of N")
+
+
+def test_the_reported_arenas_follow_the_environment_the_app_starts_with():
+    assert load._arenas({}) == "2 arenas" and load._arenas({"A3_MALLOC_ARENAS": "0"}) == "glibc's default"
+    assert load._arenas({"MALLOC_ARENA_MAX": "1", "A3_MALLOC_ARENAS": "0"}) == "MALLOC_ARENA_MAX=1"

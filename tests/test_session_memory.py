@@ -311,6 +311,7 @@ def test_app_checks_its_limits_before_it_builds_and_a_bug_in_build_is_not_swallo
         raise AssertionError("built before the limits were checked")
 
     monkeypatch.setattr(app_package, "build", build)
+    monkeypatch.setenv("A3_MALLOC_ARENAS", "0")  # main() in this process: leave the test runner's malloc alone
     with pytest.raises(SystemExit) as stop:
         app_script().main(["--model", "tiny", *argv])
     assert stop.value.code == 2 and "must be a positive" in capsys.readouterr().err
@@ -326,5 +327,6 @@ def test_a_value_error_inside_build_is_a_bug_with_its_traceback_not_a_one_line_e
         raise ValueError("a bug")
 
     monkeypatch.setattr(app_package, "build", build)
+    monkeypatch.setenv("A3_MALLOC_ARENAS", "0")  # main() in this process: leave the test runner's malloc alone
     with pytest.raises(ValueError, match="a bug"):
         app_script().main(["--model", "tiny"])

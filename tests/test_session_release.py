@@ -137,3 +137,61 @@ def test_free_memory_trims_the_heap_where_the_c_library_can_and_only_collects_el
 
     monkeypatch.setattr(memory, "_malloc_trim", lambda: broken)
     assert memory.free_memory() is False
+
+
+class _Libc:
+    def __init__(self, answer=1):
+        self.calls, self.answer = [], answer
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return self.answer
+
+
+def test_the_app_holds_malloc_to_few_arenas_unless_told_otherwise():
+    libc = _Libc()
+    assert memory.cap_arenas({}, libc) == memory.ARENAS == 2 and libc.calls == [(-8, 2)]  # M_ARENA_MAX
+    libc = _Libc()
+    assert memory.cap_arenas({"A3_MALLOC_ARENAS": " 4 "}, libc) == 4 and libc.calls == [(-8, 4)]
+    left_alone = ({"A3_MALLOC_ARENAS": "0"}, {"A3_MALLOC_ARENAS": "00"}, {"MALLOC_ARENA_MAX": "8"},
+                  {"MALLOC_ARENA_MAX": "1", "A3_MALLOC_ARENAS": "3"})
+    for env in left_alone:
+        libc = _Libc()
+        assert memory.cap_arenas(env, libc) is None and libc.calls == []  # glibc's own setting is left alone
+    assert memory.cap_arenas({}, _Libc(answer=0)) is None  # mallopt refused: nothing claimed
+    assert memory.cap_arenas({}, object()) is None  # a C library without mallopt (musl, macOS)
+    for bad in ("two", "-1", "1.5", "２", "1025", "2147483648"):
+        with pytest.raises(ValueError, match="A3_MALLOC_ARENAS must be a whole number") as err:
+            memory.cap_arenas({"A3_MALLOC_ARENAS": bad}, _Libc())
+        assert repr(bad) in str(err.value)
+    # what the start-up log and bench.load say
+    assert memory.arenas_in_effect({}) == "2 arenas" and memory.arenas_in_effect({"A3_MALLOC_ARENAS": "1"}) == "1 arena"
+    assert memory.arenas_in_effect({"A3_MALLOC_ARENAS": "00"}) == "glibc's default"
+    assert memory.arenas_in_effect({"MALLOC_ARENA_MAX": "4", "A3_MALLOC_ARENAS": "0"}) == "MALLOC_ARENA_MAX=4"
+
+
+def test_the_arena_cap_comes_before_torch_and_gradio_and_a_bad_value_stops_the_app_with_a_message():
+    import ctypes.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "A3_MALLOC_ARENAS")}
+    # app.py's main() as `python app.py` runs it, with a spy in cap_arenas's place that says what was loaded
+    probe = ("import runpy, sys, app.memory as m\n"
+             "def spy(*a, **k):\n"
+             "    raise SystemExit('loaded: ' + repr(sorted(n for n in ('torch', 'gradio') if n in sys.modules)))\n"
+             "m.cap_arenas = spy\n"
+             "sys.argv = ['app.py', '--model', 'tiny']\n"
+             "runpy.run_path('app.py', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.strip().endswith("loaded: []"), out.stderr[-2000:]
+    real = subprocess.run([sys.executable, "-c", "import app.memory as m; print(m.cap_arenas())"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=60)
+    glibc = ctypes.util.find_library("c") is not None and sys.platform.startswith("linux")
+    assert real.stdout.split() == ["2" if glibc else "None"], real.stderr
+    bad = subprocess.run([sys.executable, "app.py", "--model", "tiny"], cwd=root, capture_output=True, text=True,
+                         env={**env, "A3_MALLOC_ARENAS": "many"}, timeout=60)
+    assert bad.returncode == 2 and "A3_MALLOC_ARENAS must be a whole number" in bad.stderr
+    assert "Traceback" not in bad.stderr
