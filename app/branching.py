@@ -65,7 +65,8 @@ def other_continuation(result: Result | None) -> str | None:
     config = result.trace.config
     own = config.strategy if result.trace.mode == "dynamic" else next(
         (name for name, value in ORDER_NAMES.items() if value == config.order), None)
-    return next((c for c in choices if c != own), choices[0] if choices else None)
+    same = {own, "left to right"} if own == "ends first" else {own}  # past its ends, ends first IS left to right
+    return next((c for c in choices if c not in same), choices[0] if choices else None)
 
 
 def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:

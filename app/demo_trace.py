@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.session import NO_REPEAT, Explorer, Request, Result
 from model.decoding import DecodeTrace
-from model.rerank import BestOfN
+from model.rerank import BestOfN, candidates_with
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +88,8 @@ def matches(record: dict, explorer: Explorer) -> bool:
         return False
     if record.get("request") != DEMO_REQUEST:  # made with other settings (e.g. before the no-repeat rule)
         return False
+    if record.get("best_of_n") is not None and not same_candidates(record["best_of_n"]):
+        return False  # best of N then decoded other candidates than it does today
     try:
         ids = explorer.picker_from_text(record["request"]["text"])["ids"]
     except Exception:  # noqa: BLE001 - any failure means: do not trust the file
@@ -95,6 +97,16 @@ def matches(record: dict, explorer: Explorer) -> bool:
     plan = record["trace"]["plan"]
     return len(ids) == len(plan["token_ids"]) and all(
         a == b for a, b, given in zip(ids, plan["token_ids"], plan["given"], strict=True) if given)
+
+
+def same_candidates(found: dict) -> bool:
+    """Whether a recorded best of N (BestOfN.to_dict) decoded the candidates the page decodes today: the
+    same names and configs, in the same order."""
+    today = [[name, config.to_dict()] for name, config in candidates_with(NO_REPEAT)]
+    try:
+        return [[c["name"], c["config"]] for c in found["candidates"]] == today
+    except (KeyError, TypeError):
+        return False
 
 
 def load_demo(explorer: Explorer, path: Path = PATH) -> tuple[Result | None, str]:

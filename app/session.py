@@ -37,7 +37,7 @@ from model.rerank import BEST_OF_N_LABEL, CANDIDATES, BestOfN, best_of_n, candid
 from model.text import BlankSyntaxError, decode_text, encode_masked_text, token_strings
 
 BEST_OF_N = BEST_OF_N_LABEL  # not one decoder: several, the whole text the model finds most likely kept
-BEST_OF_N_ABOUT = ("Several decodes of the blank (left to right, outside-in, dynamic, right to left, two sampled); "
+BEST_OF_N_ABOUT = ("Several decodes of the blank (left to right, ends first, dynamic, three sampled); "
                    "the whole text the model itself finds most likely is kept.")
 PAGE_METHODS = (*LABELS, BEST_OF_N)  # the page's method list, in its order
 COMPARE_METHODS = (*(label for label in LABELS if method_spec(label).compared), BEST_OF_N)  # the page's names
@@ -45,7 +45,7 @@ COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log
                    "log p (A3 left-to-right)"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
-               "custom group ids": "custom"}
+               "ends first": "ends_first", "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
 CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
 # The page's no-repeat rule (model.repeats, Sampler.no_repeat): no token right next to itself, no 3-token phrase

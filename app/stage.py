@@ -17,13 +17,14 @@ import itertools
 import math
 
 from app.session import Result
-from app.trace_view import view_of_result
+from app.trace_view import is_teacher_forced, view_of_result
 
 _ids = itertools.count(1)
 
 
 def calls_summary(result: Result) -> str:
-    """How many model calls this run took, counted against AR and fixed groups of 4."""
+    """How many model calls this run took, counted against AR and fixed groups of 4, and whether the
+    no-repeat rule ("No stutter") was on."""
     trace = result.trace
     n_open = len(trace.plan.open_positions)
     tokens = "token" if n_open == 1 else "tokens"
@@ -31,8 +32,10 @@ def calls_summary(result: Result) -> str:
     found = result.best_of_n
     kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
             f"{trace.model_calls})") if found is not None else ""
+    # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
+    rule = "" if is_teacher_forced(trace) else f" · no-stutter rule {'on' if trace.config.sampler.no_repeat else 'off'}"
     return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
-            f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}")
+            f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}{rule}")
 
 
 def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float | None = None,

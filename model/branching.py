@@ -300,7 +300,7 @@ def _branch_plan(trace: DecodeTrace, k: int, prefix: DecodePrefix, rest: tuple[s
         order, size = rest
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         first = target + 1 if prefix.commit else target
-        for i, members in enumerate(open_groups_in_order(fixed, order, size, generator)):
+        for i, members in enumerate(open_groups_in_order(fixed, order, size, generator, blanks=~plan.given)):
             groups[members] = first + i
         name = order if size == 1 else f"{order} (groups of {size})"
     return Plan(plan.token_ids, plan.given, groups, name)

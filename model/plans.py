@@ -13,6 +13,8 @@ official code, "causal" otherwise). Open positions get the groups of an *order*:
     random          random subsets of s in random order (seeded)
     outside_in      nearest to the given context first (both ends of every span), s per group
     span_left_to_right  each masked span left to right in groups of s that never straddle spans
+    ends_first      the last position of every span with given text after it first (where each blank ends:
+                    often its full stop), then the rest left to right, s per group
 
 plus `custom_plan` for any integer group ids (|id| < 2^31; only their order matters). The training
 curriculum's group sampler lives here too.
@@ -31,7 +33,7 @@ import torch
 
 from model.masks import as_group_ids
 
-ORDERS = ("left_to_right", "right_to_left", "blocks", "random", "outside_in", "span_left_to_right")
+ORDERS = ("left_to_right", "right_to_left", "blocks", "random", "outside_in", "span_left_to_right", "ends_first")
 GIVEN_GROUPINGS = ("causal", "joint")
 GROUP_ID_LIMIT = 2**31  # group ids lie in [-GROUP_ID_LIMIT, GROUP_ID_LIMIT): exact in JSON and JavaScript
 
@@ -183,8 +185,11 @@ def _chunks(positions: list[int], size: int) -> list[list[int]]:
     return [positions[i : i + size] for i in range(0, len(positions), size)]
 
 
-def open_groups_in_order(given: torch.Tensor, order: str, group_size: int, generator=None) -> list[list[int]]:
-    """The open positions split into groups, listed in decoding order."""
+def open_groups_in_order(given: torch.Tensor, order: str, group_size: int, generator=None,
+                         blanks: torch.Tensor | None = None) -> list[list[int]]:
+    """The open positions split into groups, listed in decoding order. `blanks` (ends_first only): the
+    blanks whose last positions go first, when the open positions are what is left of them (a branch
+    decoding the rest of a run: an end already decided is not replaced by the position before it)."""
     if order not in ORDERS:
         raise PlanError(f"order must be one of {ORDERS}; got {order!r}.")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
@@ -205,6 +210,13 @@ def open_groups_in_order(given: torch.Tensor, order: str, group_size: int, gener
         return _chunks([positions[i] for i in perm], group_size)
     if order == "span_left_to_right":
         return [chunk for span in _spans(open_mask) for chunk in _chunks(span, group_size)]
+    if order == "ends_first":  # a blank's length is fixed: decide how it ends, then write towards that end
+        # a blank's end: its last position, when given text follows it (a blank that runs to the end of the
+        # text has nothing to end against and is decoded left to right)
+        holes = open_mask if blanks is None else blanks.bool()
+        last = {span[-1] for span in _spans(holes) if span[-1] + 1 < holes.numel() and not holes[span[-1] + 1]}
+        ends, rest = [p for p in positions if p in last], [p for p in positions if p not in last]
+        return _chunks(ends, group_size) + _chunks(rest, group_size)
     # outside_in: distance to the nearest given position; nearest first, ties left to right
     length = given.numel()
     given_at = given.nonzero(as_tuple=True)[0].tolist()

@@ -128,6 +128,15 @@ def test_a_branch_that_reproduces_a_run_says_so(explorer):
     assert branching.twin(tree, 2) is None and "reproduces" not in note
 
 
+def test_the_rest_of_an_ends_first_run_is_not_offered_as_left_to_right(explorer):
+    """Past its ends an ends-first run goes on left to right: the default continuation is neither."""
+    result = explorer.decode(Request(text=TEXT, method="A3 plan", order="ends first"))
+    assert result.trace.config.order == "ends_first"
+    assert branching.other_continuation(result) not in ("ends first", "left to right")
+    tree, same, note = branching.branch(explorer, None, result, 2, order="left to right", group_size=1)
+    assert "reproduces run 0" in note  # what the default avoids: the same tokens again
+
+
 def test_the_stage_lands_a_branch_paused_on_its_step_with_a_headline_that_names_it(explorer):
     from app.stage import stage_payload
     from app.ui.details_tab import run_name, shown_at

@@ -204,6 +204,18 @@ def test_a_new_order_and_group_size_replan_the_undecided_positions(tiny):
     assert sizes == [2, 2] + [1] * len(undecided)
 
 
+def test_ends_first_goes_on_after_the_ends_are_decided(tiny):
+    """A branch of an ends-first run, past the blanks' ends, decodes the rest left to right: the position
+    before a decided end is not taken for a new end; before the ends are decided, they still come first."""
+    tree = BranchTree.decode(tiny, two_span_plan("ends_first"), mode="plan")
+    parent = tree[0].trace
+    assert [s.positions for s in parent.steps[:2]] == [[10], [18]]
+    late = tree[tree.branch(2, group_size=2)].trace
+    assert [s.positions for s in late.steps[2:]] == [[5, 6], [7, 8], [9, 15], [16, 17]]
+    early = tree[tree.branch(1, order="ends_first", group_size=2)].trace
+    assert [s.positions for s in early.steps[1:]] == [[18], [5, 6], [7, 8], [9, 15], [16, 17]]
+
+
 def test_dynamic_branches_change_strategy_and_tokens_per_step(tiny):
     tree = tree_of(tiny, "dynamic", {"k": 1})
     branch = tree[tree.branch(2, order="entropy", group_size=3)].trace

@@ -2,10 +2,22 @@
 consistent trace of the current default model: its plan is valid, its steps fill exactly the blanks,
 its tokens re-decode into its text, and it was decoded by the adapter that ships today."""
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from app.demo_trace import DEMO_REQUEST, PATH, load_demo, model_fingerprint, read_record, result_from_record
+from app.demo_trace import (
+    DEMO_REQUEST,
+    PATH,
+    load_demo,
+    matches,
+    model_fingerprint,
+    read_record,
+    result_from_record,
+    same_candidates,
+)
 from app.session import Explorer, Request
 from app.stage import calls_summary
 from app.trace_view import view_of_dict, view_of_result
@@ -56,6 +68,30 @@ def test_shipped_tokens_re_decode_into_its_text(record, tokenizer):
 def test_shipped_trace_comes_from_the_adapter_that_ships(record):
     assert record["model"] == "default"
     assert record["fingerprint"] == model_fingerprint("default"), f"the default model changed: {REGENERATE}"
+    assert same_candidates(record["best_of_n"]), f"best of N decodes other candidates today: {REGENERATE}"
+
+
+def test_a_record_of_other_candidates_is_not_shown(record):
+    """A trace recorded before best of N's candidates changed is stale: matches() refuses it (the app then
+    decodes the example at start-up)."""
+    found = record["best_of_n"]
+    assert same_candidates(found)
+    renamed = {**found, "candidates": [{**found["candidates"][0], "name": "outside-in"}, *found["candidates"][1:]]}
+    assert not same_candidates(renamed)
+    assert not same_candidates({**found, "candidates": found["candidates"][:-1]})
+    assert not same_candidates({"candidates": [{"config": {}}]})
+    changed = json.loads(json.dumps(found))
+    changed["candidates"][1]["config"]["order"] = "outside_in"  # same name, another config
+    assert not same_candidates(changed)
+
+    class Shipped:  # the default model as the app holds it, without loading it
+        loaded = SimpleNamespace(name="default")
+
+        def picker_from_text(self, text):
+            return {"ids": record["trace"]["plan"]["token_ids"]}
+
+    assert matches(record, Shipped())
+    assert not matches({**record, "best_of_n": changed}, Shipped())
 
 
 def test_other_models_decode_the_example_at_start_up(tiny_loaded):

@@ -136,7 +136,7 @@ def test_a3_rerank_fills_with_the_best_of_n_and_never_asks_the_judge(tiny_loaded
     assert fill("a3_rerank", model, Judge(), ex) == expected
 
 
-def test_a3_outside_in_decodes_the_blank_ends_first(tiny_loaded):
+def test_a3_outside_in_decodes_both_edges_of_the_blank_first(tiny_loaded):
     model, tok = tiny_loaded.model, tiny_loaded.tokenizer
     ex = infill_example(tok, tiny_loaded.start_token_id, STORIES[0], torch.Generator().manual_seed(1))
     lo, hi = ex["span"]

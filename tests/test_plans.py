@@ -56,6 +56,15 @@ def test_named_orders_decode_in_the_expected_sequence():
     assert [4, 5, 6, 7] in decoding_order(make_plan(tokens, given=given, group_size=4))
     assert [8, 13, 14, 15] in decoding_order(make_plan(tokens, given=given, group_size=4))
     assert decoding_order(make_plan(tokens, given=given, order="span_left_to_right", group_size=4)) == [[4, 5, 6, 7], [8], [13, 14, 15, 16]]  # noqa: E501
+    # ends first: the last position of each span (8, 16), then the rest left to right
+    assert decoding_order(make_plan(tokens, given=given, order="ends_first")) == [[p] for p in [8, 16, 4, 5, 6, 7, 13, 14, 15]]  # noqa: E501
+    assert decoding_order(make_plan(tokens, given=given, order="ends_first", group_size=4)) == [[8, 16], [4, 5, 6, 7], [13, 14, 15]]  # noqa: E501
+    # a blank of one token is its own end; the rest is chunked left to right as left_to_right chunks it (across
+    # spans); a blank that runs to the end of the text has nothing to end against: left to right
+    spans = torch.ones(14, dtype=torch.bool)
+    spans[[2, 3, 4, 6, 8, 9, 10, 11, 12, 13]] = False
+    assert decoding_order(make_plan(torch.arange(14), given=spans, order="ends_first", group_size=3)) == \
+        [[4, 6], [2, 3, 8], [9, 10, 11], [12, 13]]
 
 
 def test_random_order_is_seeded():

@@ -13,10 +13,10 @@ split, and its test split holds no document sharing 8 words in a row with the tr
 model may well have seen such text in pretraining): the middle 40% of the tokens of one sentence masked,
 the sentence alone. Methods:
     a3_plan            the A3 model, the blank decoded left to right, one token per step, both sides given
-    a3_outside_in      the same, in the outside-in order: the blank's two ends first, then inwards
+    a3_outside_in      the same, in the outside-in order: both edges of the blank, then inwards
     a3_dynamic         the A3 model, dynamic decoding by confidence, one token per step
-    a3_rerank          best of N (model.rerank): left to right, outside-in, dynamic, right to left and two
-                       sampled runs, the one whose whole text the A3 model finds most likely kept
+    a3_rerank          best of N (model.rerank): left to right, ends first, dynamic and three sampled runs
+                       (one ends first), the one whose whole text the A3 model finds most likely kept
     diffusion          masked diffusion with the A3 model: every step predicts every blank from all
                        known tokens (given + revealed, laid out as the model reads context: each its own
                        group in position order for ours), reveals the most confident one and feeds it
