@@ -62,7 +62,7 @@ TERMS = {
     "model call": "How many times the model has run so far.",
     "groups of 4 would take": "The model calls the same blanks would need if 4 tokens were decided per call.",
     "AR needs": "The model calls an ordinary left-to-right (autoregressive) model needs: one per token.",
-    "no-stutter rule": "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "
+    "No stutter": "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "
                        "3-token phrase twice within 24 tokens (a greedy step that could not take the model's "
                        "first choice says so). Off: nothing is ruled out, stutters and all.",
 }

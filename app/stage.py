@@ -33,7 +33,7 @@ def calls_summary(result: Result) -> str:
     kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
             f"{trace.model_calls})") if found is not None else ""
     # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
-    rule = "" if is_teacher_forced(trace) else f" · no-stutter rule {'on' if trace.config.sampler.no_repeat else 'off'}"
+    rule = "" if is_teacher_forced(trace) else f" · No stutter: {'on' if trace.config.sampler.no_repeat else 'off'}"
     return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
             f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}{rule}")
 

@@ -231,10 +231,10 @@ def test_gif_frames_draw_the_reference_grid(explorer, results, references, run):
 def test_calls_summary_counts_against_ar_and_groups_of_four(explorer):
     result = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan"))
     assert calls_summary(result) == ("A3 plan: 14 model calls for 14 tokens · groups of 4 would take 4 · AR needs 14"
-                                     " · no-stutter rule on")
+                                     " · No stutter: on")
     free = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                    no_repeat=0))
-    assert calls_summary(free).endswith("AR needs 14 · no-stutter rule off")
+    assert calls_summary(free).endswith("AR needs 14 · No stutter: off")
     grouped = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                       group_size=4))
     assert calls_summary(grouped).startswith("A3 plan: 4 model calls for 14 tokens")
