@@ -13,6 +13,7 @@ import weakref
 
 from app import memory
 from app.figures import readable_text
+from app.narration import rule_status
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
 from model.config import STRATEGIES
@@ -218,7 +219,7 @@ def branch_headline(tree: BranchTree, index: int, method: str) -> str:
     if b.at_step:
         shared = "step 1" if b.at_step == 1 else f"steps 1-{b.at_step}"
         line += f" · {shared} shared with run {b.parent}"
-    return line
+    return line + rule_status(b.trace)
 
 
 # what the branch headline's words mean (the stage's hover texts, with app.narration.TERMS)

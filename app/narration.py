@@ -48,6 +48,14 @@ HOW = {
     "ar_baseline": "left to right",
 }
 
+NO_STUTTER = "No\u00a0stutter"  # the headline's name of the no-repeat switch (one unbreakable phrase)
+
+
+def rule_status(trace) -> str:
+    """" · No stutter: on" (or off) for a headline: whether the no-repeat rule held the trace's choices."""
+    return f" · {NO_STUTTER}: {'on' if trace.config.sampler.no_repeat else 'off'}"
+
+
 # the words of the summary line ("Step 3/12 · group 5 · at positions 8, 9 · log p = -2.10 ·
 # model calls 3", app.figures.step_summary) and of the stage's headline, by how each part starts
 TERMS = {
@@ -62,7 +70,7 @@ TERMS = {
     "model call": "How many times the model has run so far.",
     "groups of 4 would take": "The model calls the same blanks would need if 4 tokens were decided per call.",
     "AR needs": "The model calls an ordinary left-to-right (autoregressive) model needs: one per token.",
-    "No stutter": "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "
+    NO_STUTTER: "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "
                        "3-token phrase twice within 24 tokens (a greedy step that could not take the model's "
                        "first choice says so). Off: nothing is ruled out, stutters and all.",
 }

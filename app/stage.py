@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from app.narration import rule_status
 from app.session import Result
 from app.trace_view import is_teacher_forced, view_of_result
 
@@ -30,10 +31,15 @@ def calls_summary(result: Result) -> str:
     tokens = "token" if n_open == 1 else "tokens"
     calls = "call" if result.model_calls == 1 else "calls"
     found = result.best_of_n
-    kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
-            f"{trace.model_calls})") if found is not None else ""
+    kept = ""
+    if found is not None:
+        shown = (trace.settings or {}).get("candidate", found.best.name)
+        kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
+                f"{trace.model_calls})") if shown == found.best.name else \
+            (f" ({len(found.candidates)} decodes and their scoring; on the stage {shown}, which took "
+             f"{trace.model_calls}; the one kept: {found.best.name})")
     # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
-    rule = "" if is_teacher_forced(trace) else f" · No stutter: {'on' if trace.config.sampler.no_repeat else 'off'}"
+    rule = "" if is_teacher_forced(trace) else rule_status(trace)
     return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
             f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}{rule}")
 

@@ -245,6 +245,15 @@ class TraceView:
 # building it
 
 
+def _title(trace: DecodeTrace, method: str) -> str:
+    """A best-of-N candidate is named by its candidate name ("A3 best of N · sampled, T 0.7, seed 2"), not by
+    its plan's order, which another candidate may be named after; any other trace by title_for."""
+    candidate = (trace.settings or {}).get("candidate")
+    if candidate:
+        return method if method.endswith(str(candidate)) else f"{method} · {candidate}"
+    return title_for(method, trace.mode, trace.plan.name)
+
+
 def title_for(method: str, mode: str, plan_name: str) -> str:
     """The method, then what the plan name adds, with the method named once.
 
@@ -373,7 +382,7 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
     given = trace.given
     hide_start = bool(given and given[0] and labels[0] == START_LABEL)
     return TraceView(
-        title=title_for(method, trace.mode, trace.plan.name), method=method, length=trace.plan.length,
+        title=_title(trace, method), method=method, length=trace.plan.length,
         labels=shown, short=[figures.short_label(text) for text in whole], runs=[list(r) for r in runs], given=given,
         decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
         before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0], start),

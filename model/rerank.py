@@ -156,6 +156,8 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
     for i, (_, config) in enumerate(candidates):
         if i not in traces:
             traces[i] = collect(decode(model, plans[i], config))
+    for i, (name, _) in enumerate(candidates):
+        traces[i].settings["candidate"] = name  # which of best of N's decodes it is (titles and exports name it)
     decoded = [(name, config, traces[i]) for i, (name, config) in enumerate(candidates)]
     texts = torch.tensor([trace.final_ids for _, _, trace in decoded])
     scores, calls = [], 0

@@ -231,13 +231,31 @@ def test_gif_frames_draw_the_reference_grid(explorer, results, references, run):
 def test_calls_summary_counts_against_ar_and_groups_of_four(explorer):
     result = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan"))
     assert calls_summary(result) == ("A3 plan: 14 model calls for 14 tokens · groups of 4 would take 4 · AR needs 14"
-                                     " · No stutter: on")
+                                     " · No\u00a0stutter: on")
     free = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                    no_repeat=0))
-    assert calls_summary(free).endswith("AR needs 14 · No stutter: off")
+    assert calls_summary(free).endswith("AR needs 14 · No\u00a0stutter: off")
     grouped = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                       group_size=4))
     assert calls_summary(grouped).startswith("A3 plan: 4 model calls for 14 tokens")
+
+
+def test_a_best_of_n_run_names_the_candidate_on_the_stage_and_the_one_kept(explorer):
+    from app.trace_view import view_of_dict, view_of_result
+
+    result = explorer.decode(Request(text="Mia found an old key. [MASK:6] It was a letter.", method="A3 best of N"))
+    found = result.best_of_n
+    kept = found.best.name
+    assert view_of_result(result).title == f"A3 best of N · {kept}"  # not the kept decode's plan order
+    assert f"the one kept, {kept}, took" in calls_summary(result)
+    other = next(i for i, c in enumerate(found.candidates) if c.name != kept)
+    shown = explorer.best_of_n_candidate(result, other)
+    name = found.candidates[other].name
+    assert view_of_result(shown).title == f"A3 best of N · {name}"
+    said = calls_summary(shown)
+    assert f"on the stage {name}, which took" in said and f"the one kept: {kept})" in said
+    exported = view_of_dict({**shown.trace.to_dict(explorer.loaded.tokenizer), "method": shown.method})
+    assert exported.title == f"A3 best of N · {name}"  # the exports say the same
 
 
 def test_empty_stage_says_what_to_do():

@@ -227,7 +227,7 @@ def test_a_teacher_forced_trace_says_the_tokens_are_given_not_decided(explorer):
     assert result.trace.settings.get("teacher_forced")
     from app.stage import calls_summary
 
-    assert "No stutter" not in calls_summary(result)  # nothing chosen: no rule to speak of
+    assert "stutter" not in calls_summary(result)  # nothing chosen: no rule to speak of
     view = view_of_result(result)
     assert "is given them" in view.before.narration and "decides" not in view.before.narration
     for t, s in enumerate(view.steps):
