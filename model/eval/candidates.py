@@ -29,6 +29,7 @@ import torch
 from model.config import DecodeConfig, Sampler
 from model.eval.infill import Perplexities, base_or_none, general_examples, story_examples
 from model.eval.metrics import continuation_nll, ends_sentence, has_repeat, paired_difference
+from model.eval.runs import parse_shard
 from model.rerank import CANDIDATES, best_of_n, candidates_with
 
 
@@ -188,11 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(summary(records)))
         return
     try:
-        shard = tuple(int(part) for part in args.shard.split("/"))
-        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-            raise ValueError
-    except ValueError:
-        ap.error(f"--shard must be K/N with 0 <= K < N; got {args.shard!r}")
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        ap.error(str(err))
     for flag, value, least in (("--limit", args.limit, 1), ("--blanks-per-story", args.blanks_per_story, 1),
                                ("--general-infill", args.general_infill, 0), ("--no-repeat", args.no_repeat, 0)):
         if value < least:

@@ -68,7 +68,7 @@ import torch
 
 from model.eval.fill_cache import FillCache, model_key
 from model.eval.infill import EVAL_METHODS, EXTRA_METHODS, compare_runs, evaluate
-from model.eval.runs import read_run
+from model.eval.runs import parse_shard, read_run
 from model.eval.targets import check as check_targets
 
 
@@ -128,11 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     shard = None
     if args.shard is not None:
         try:
-            shard = tuple(int(part) for part in args.shard.split("/"))
-            if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-                raise ValueError
-        except ValueError:
-            ap.error(f"--shard must be K/N with 0 <= K < N (e.g. 0/2); got {args.shard!r}")
+            shard = parse_shard(args.shard)
+        except ValueError as err:
+            ap.error(str(err))
         if not args.fills_cache:
             ap.error("--shard keeps its fills in --fills-cache FILE.jsonl: name one (the same for every shard)")
     if args.no_repeat < 0 or args.no_repeat == 1:

@@ -21,6 +21,18 @@ def read_run(path: str | Path) -> dict:
     return run
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" (0 <= K < N) as (K, N): the K-th of every N blanks, for runs decoded side by side; ValueError
+    with the message a command line shows otherwise."""
+    try:
+        shard = tuple(int(part) for part in str(text).split("/"))
+        if len(shard) == 2 and 0 <= shard[0] < shard[1]:
+            return shard
+    except ValueError:
+        pass
+    raise ValueError(f"--shard must be K/N with 0 <= K < N (e.g. 0/2); got {text!r}")
+
+
 def infill_block(run: dict, split: str) -> dict:
     """The split's per-method infill scores ({} where the run has none)."""
     return run.get("infill", {}) if split == "stories" else run.get("general", {}).get("infill", {})
