@@ -19,6 +19,7 @@ from pathlib import Path
 
 from app.session import NO_REPEAT, Explorer, Request, Result
 from model.decoding import DecodeTrace
+from model.repeats import RULE
 from model.rerank import BestOfN, candidates_with
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def demo_record(explorer: Explorer) -> dict:
     explorer.preview_all(result)  # every step's candidates in the file (a no-op for dynamic decoding)
     return {
         "request": DEMO_REQUEST, "model": loaded.name, "fingerprint": model_fingerprint(loaded.name),
-        "method": result.method, "text": result.text, "labels": result.labels,
+        "rule": RULE, "method": result.method, "text": result.text, "labels": result.labels,
         "vocab": {str(k): v for k, v in sorted(result.vocab.items())},
         "trace": result.trace.to_dict(loaded.tokenizer),
         **({"best_of_n": result.best_of_n.to_dict(loaded.tokenizer)} if result.best_of_n is not None else {}),
@@ -90,6 +91,8 @@ def matches(record: dict, explorer: Explorer) -> bool:
         return False
     if record.get("best_of_n") is not None and not same_candidates(record["best_of_n"]):
         return False  # best of N then decoded other candidates than it does today
+    if NO_REPEAT and record.get("rule") != RULE:
+        return False  # decoded under another version of the no-repeat rule
     try:
         ids = explorer.picker_from_text(record["request"]["text"])["ids"]
     except Exception:  # noqa: BLE001 - any failure means: do not trust the file

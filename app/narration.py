@@ -71,7 +71,7 @@ TERMS = {
     "groups of 4 would take": "The model calls the same blanks would need if 4 tokens were decided per call.",
     "AR needs": "The model calls an ordinary left-to-right (autoregressive) model needs: one per token.",
     NO_STUTTER: "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "
-                       "3-token phrase twice within 24 tokens (a greedy step that could not take the model's "
+                       "3-word phrase twice within 64 tokens (a greedy step that could not take the model's "
                        "first choice says so). Off: nothing is ruled out, stutters and all.",
 }
 

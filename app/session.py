@@ -48,8 +48,8 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "ends first": "ends_first", "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
 CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
-# The page's no-repeat rule (model.repeats, Sampler.no_repeat): no token right next to itself, no 3-token phrase
-# twice within 24 tokens; 0 turns it off. The Sampling box's "No stutter" switch.
+# The page's no-repeat rule (model.repeats, Sampler.no_repeat): no word right next to itself, no 3-word phrase
+# twice within 64 tokens; 0 turns it off. The Sampling box's "No stutter" switch.
 NO_REPEAT = 3
 MAX_TOKENS = 256  # what the figures stay readable and fast at
 

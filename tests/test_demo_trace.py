@@ -22,6 +22,7 @@ from app.session import Explorer, Request
 from app.stage import calls_summary
 from app.trace_view import view_of_dict, view_of_result
 from model.masks import check_masks, two_stream_masks
+from model.repeats import RULE
 from model.text import decode_text, encode_masked_text
 
 REGENERATE = "regenerate it with `python -m app.demo_trace`"
@@ -69,6 +70,7 @@ def test_shipped_trace_comes_from_the_adapter_that_ships(record):
     assert record["model"] == "default"
     assert record["fingerprint"] == model_fingerprint("default"), f"the default model changed: {REGENERATE}"
     assert same_candidates(record["best_of_n"]), f"best of N decodes other candidates today: {REGENERATE}"
+    assert record["rule"] == RULE, f"the no-repeat rule changed: {REGENERATE}"
 
 
 def test_a_record_of_other_candidates_is_not_shown(record):
@@ -92,6 +94,8 @@ def test_a_record_of_other_candidates_is_not_shown(record):
 
     assert matches(record, Shipped())
     assert not matches({**record, "best_of_n": changed}, Shipped())
+    assert not matches({**record, "rule": "forms, window 24, skip 2, word pieces free"}, Shipped())  # rule v1
+    assert not matches({k: v for k, v in record.items() if k != "rule"}, Shipped())
 
 
 def test_other_models_decode_the_example_at_start_up(tiny_loaded):

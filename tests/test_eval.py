@@ -105,6 +105,9 @@ def test_ends_sentence_reads_the_last_mark():
     ("", "", "anything", False),  # an empty fill repeats nothing
     ("It is", "IS", "done.", True),  # case-insensitive
     ("word word", "fresh", "text", False),  # a repeat wholly in the context is not the fill's
+    ("Bella", "didn’t know what was wrong. I don’t know what", "happened.", False),  # a curly apostrophe
+    ("Bella", "didn't know what was wrong. I don't know what", "happened.", False),  # is one, as a straight one
+    ("She", "didn’t know what was wrong. She didn’t know what", "to do.", True),
 ])
 def test_repeats_are_read_from_the_fill_and_three_words_each_side(before, fill_text, after, expected):
     assert has_repeat(before, fill_text, after) is expected

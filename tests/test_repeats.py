@@ -63,6 +63,7 @@ def test_the_guard_bans_what_hand_made_cases_say():
     far_known = [True] * (len(far) - 1) + [False]
     assert 3 not in RepeatGuard(3, vocab_size=100, window=24).banned(far, far_known, len(far) - 1)
     assert 3 in RepeatGuard(3, vocab_size=100, window=40).banned(far, far_known, len(far) - 1)
+    assert 3 in guard.banned(far, far_known, len(far) - 1)  # the default window: 64 tokens, a whole fill
     with pytest.raises(ValueError, match="at least 2"):
         RepeatGuard(1, vocab_size=100)
 
@@ -84,24 +85,54 @@ def test_forms_join_case_and_spaces_and_let_letterless_tokens_stand_twice():
     assert 20 not in guard.banned(punct, [True] * 6 + [False], 6)  # ", , ," twice: no letter, let through
 
 
-def test_a_word_of_several_tokens_may_come_again_and_a_sentence_end_is_not_looked_past():
+def test_a_word_of_several_tokens_may_come_again_and_punctuation_is_not_a_word():
     """Tokens 10 " Thist", 11 "le", 12 "wood" (the last two attach to the word before them), 13 " Grandma",
-    14 " said", 15 " no", 16 "No", 20 ",", 22 "." (a sentence end: no skipping past it)."""
+    14 " said", 15 " no", 16 "No", 20 ",", 22 ".", 23 "\\n\\n"."""
     forms = list(range(30))
     forms[16] = 15  # " no" and "No": one word
     letterless = [False] * 30
-    letterless[20] = letterless[22] = True
-    skippable = [False] * 30
-    skippable[20] = True
+    letterless[20] = letterless[22] = letterless[23] = True
     attaches = [False] * 30
     attaches[11] = attaches[12] = attaches[16] = True
-    guard = RepeatGuard(3, TokenForms(forms, letterless, skippable, attaches))
+    guard = RepeatGuard(3, TokenForms(forms, letterless, attaches))
     name = [13, 10, 11, 12, 14, 13, 10, 11, 0]  # "Grandma Thistlewood said Grandma Thistle_"
     assert 12 not in guard.banned(name, [True] * 8 + [False], 8)  # "wood" continues the word: let it be
     assert 11 not in guard.banned([13, 10, 11, 12, 14, 13, 10, 0], [True] * 7 + [False], 7)
-    assert 16 not in guard.banned([14, 15, 22, 0, 5], [True, True, True, False, True], 3)  # "said no. No"
+    assert 16 in guard.banned([14, 15, 22, 0, 5], [True, True, True, False, True], 3)  # "said no. No"
     assert 16 in guard.banned([14, 15, 20, 0, 5], [True, True, True, False, True], 3)  # "said no, No"
+    assert 16 in guard.banned([14, 15, 22, 23, 0, 5], [True] * 4 + [False, True], 4)  # "no.\\n\\nNo"
+    assert 16 in guard.banned([14, 15, 22, 23, 20, 0], [True] * 5 + [False], 5)  # three tokens between
+    assert 16 not in guard.banned([14, 15, 22, 23, 20, 20, 0], [True] * 6 + [False], 6)  # four: too far
     assert not guard.banned([5, 0, 10, 11], [True, False, True, True], 1) & {11}  # "le" is not a word of its own
+    # "the door. He went to the door, _": the n-gram "door he" + the word after is read past the punctuation
+    door = [5, 6, 22, 7, 8, 9, 5, 6, 20, 7, 0]  # 5 " the", 6 " door", 7 " He", 8 " went", 9 " to"
+    assert 7 in guard.banned(door[:9] + [0, 8], [True] * 9 + [False, True], 9)  # "the door, _ went": "He"
+    assert 8 in guard.banned(door, [True] * 10 + [False], 10)  # "door, He _": "went"
+    later = [5, 6, 22, 7, 8, 5, 6, 22, 0, 9]  # "the door. He went the door. _ to"
+    assert 7 in guard.banned(later, [True] * 8 + [False, True], 8)
+    assert 7 not in guard.banned(later, [True] * 7 + [False, False, True], 8)  # what stands at 7 is not known yet
+
+
+def test_the_n_grams_are_of_words_as_the_measure_reads_them():
+    """A word of several pieces is one word ("Sam|'s", "did|n|’|t"), as model.eval's has_repeat reads it:
+    30 " Sam", 31 "'s", 32 " dad", 33 " said", 34 " went", 35 "did", 36 "n", 37 "’", 38 "t", 39 " know",
+    40 " what", 41 " don", 42 " I", 22 "."."""
+    forms = list(range(50))
+    letterless = [False] * 50
+    letterless[22] = letterless[37] = True
+    attaches = [False] * 50
+    attaches[31] = attaches[36] = attaches[38] = True
+    apostrophe = [False] * 50
+    apostrophe[37] = True
+    guard = RepeatGuard(3, TokenForms(forms, letterless, attaches, apostrophe))
+    sams = [30, 31, 32, 33, 22, 30, 31, 32, 0]  # "Sam's dad said. Sam's dad _"
+    assert 33 in guard.banned(sams, [True] * 8 + [False], 8)  # "sam's dad said" again
+    assert 32 not in guard.banned(sams[:7] + [0, 0], [True] * 7 + [False, False], 7)  # "sam's dad": two words
+    didnt = [35, 36, 37, 38, 39, 40, 22, 42]  # "didn’t know what. I"
+    assert 40 not in guard.banned(didnt + [41, 37, 38, 39, 0], [True] * 12 + [False], 12)  # "don’t know _"
+    assert 40 in guard.banned(didnt + [35, 36, 37, 38, 39, 0], [True] * 13 + [False], 13)  # "didn’t know _"
+    # i followed by a piece of its own word ("_n’t know what"): i is not a word of one token, let it be
+    assert 35 not in guard.banned(didnt + [0, 36, 37, 38, 39, 40], [True] * 8 + [False] + [True] * 5, 8)
 
 
 def test_the_rule_records_where_it_overruled_the_model(stutterer):
@@ -130,6 +161,15 @@ def test_the_tokenizer_gives_the_forms(tiny_loaded):
     assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 4  # four tokens ...
     assert len({forms.form[i[0]] for i in ids}) == 1 and not forms.letterless[ids[0][0]]  # ... one word
     assert all(forms.letterless[i] for i in tok(" , . 7", add_special_tokens=False).input_ids)
+    # the measure's words: "Sam's dad" and "didn’t know" hold pieces that join the word before them
+    guard = RepeatGuard(3, forms)
+    text = tok("Sam's dad said hi. Sam's dad said", add_special_tokens=False).input_ids
+    last = len(text) - 1
+    assert text[last] in guard.banned(text, [True] * last + [False], last)  # "sam's dad said" again
+    dad = text.index(tok(" dad", add_special_tokens=False).input_ids[0], 3)
+    assert text[dad] not in guard.banned(text, [j < dad for j in range(len(text))], dad)  # "Sam's dad": 2 words
+    text = tok("She didn’t know what to do. I don’t know what", add_special_tokens=False).input_ids
+    assert text[-1] not in guard.banned(text, [True] * (len(text) - 1) + [False], len(text) - 1)
 
 
 @pytest.mark.parametrize("config", [

@@ -41,7 +41,7 @@ def infill_endpoint(calls: ModelCalls):
         """Fill the [MASK] / [MASK:N] blanks of `text` with the named method (A3 best of N, the default; A3
         plan, A3 dynamic, official dynamic, diffusion, one-step parallel, AR baseline); returns (filled
         text, trace as JSON; for best of N the kept candidate's trace). It decodes as the page does by default,
-        with the no-repeat rule on (no word twice in a row, no 3-token phrase twice within 24 tokens)."""
+        with the no-repeat rule on (no word twice in a row, no 3-word phrase twice within 64 tokens)."""
         with answered("infill"):
             check_text(text)
             return calls.infill(text, mode, check_seed(seed))

@@ -108,8 +108,8 @@ class TextTab:
         return [self.best_box, self.best_note, self.best_table, self.best_pick]
 
 
-NO_REPEAT_LABEL = ("No stutter: the decoders may not put a word twice in a row, nor a 3-token phrase twice within "
-                   "24 tokens (the text you give is left as it is)")
+NO_REPEAT_LABEL = ("No stutter: the decoders may not put a word twice in a row, nor a 3-word phrase twice within "
+                   "64 tokens (the text you give is left as it is)")
 
 
 def first_cost(explorer: Explorer) -> str:

@@ -46,7 +46,8 @@ stories); the first blank of each story is the default's. Its means weight a sto
 three-sentence story gives two) and cover more sentence positions, so they are a different quantity from
 the default run's: compare runs made with the same N.
 `--no-repeat 3` decodes every method, baselines included, with the page's no-repeat rule (model.repeats: no word
-next to itself, no 3-token phrase twice within 24 tokens); its fills are cached apart from the rule-free ones.
+next to itself, no 3-word phrase twice within 64 tokens, punctuation not a word); its fills are cached apart
+from the rule-free ones and from those of another version of the rule.
 `--fills-cache FILE.jsonl` keeps every fill as it is decoded; the same command run again after an
 interruption reads those back (same weights, blank and method only) and decodes the rest.
 `targets` (model.eval.targets, also `python -m model.eval.targets RUN.json`) reads the page-default targets

@@ -392,7 +392,7 @@ def evaluate(loaded, *, limit: int | None = None, seed: int = 0, split: str = "t
               **({"blanks_per_story": blanks_per_story} if blanks_per_story > 1 else {}),
               "options": {"limit": limit, "general_limit": general_limit, "general_infill": general_infill,
                           "blanks_per_story": blanks_per_story, "methods": list(methods),
-                          **({"no_repeat": no_repeat} if no_repeat else {})}}
+                          **({"no_repeat": no_repeat, "rule": RULE} if no_repeat else {})}}
     samples = infill.samples
     if general_limit != 0:
         result["general"], general_samples = evaluate_general(loaded, model, base, methods, seed=seed,

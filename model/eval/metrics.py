@@ -43,13 +43,14 @@ def ends_sentence(text: str) -> bool:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
+    return re.findall(r"[\w'’]+", text.lower())  # a curly apostrophe belongs to its word, as a straight one
 
 
 def has_repeat(before: str, fill: str, after: str) -> bool:
     """Whether a fill stutters: an immediately doubled word, or a word 3-gram that occurs twice, in the
     fill plus the 3 words on each side of it, with at least one of the words in the fill. ("that that is
-    is", "to the library, he went to the library"). Case-insensitive; punctuation is not a word."""
+    is", "to the library, he went to the library"). Case-insensitive; punctuation is not a word; an
+    apostrophe, straight or curly, is part of one ("didn’t", as "didn't")."""
     left, middle, right = _words(before)[-3:], _words(fill), _words(after)[:3]
     if not middle:
         return False

@@ -14,6 +14,7 @@ import argparse
 
 from model.eval.runs import infill_block, paired_block, read_run
 from model.eval.targets import check
+from model.repeats import RULE
 
 NAMES = {"a3_rerank": "A3 best of N", "a3_plan": "A3 left to right", "a3_outside_in": "A3 outside-in",
          "a3_dynamic": "A3 dynamic", "diffusion": "diffusion", "diffusion_k2": "diffusion, 2 per step",
@@ -55,14 +56,18 @@ def one_table(run: dict) -> str:
 
 def rule_note(run: dict) -> str:
     """What the decoders were held to: with the no-repeat rule on, the repeats column is partly kept down by
-    construction (the rule bans much of what `repeats` counts), so it is said under the table."""
-    n = (run.get("options") or {}).get("no_repeat")
+    construction (the rule bans much of what `repeats` counts), so it is said under the table, with the rule's
+    version (a run made before runs recorded it was decoded under version 1)."""
+    options = run.get("options") or {}
+    n = options.get("no_repeat")
     if not n:
         return "Decoded without the no-repeat rule: the repeats are the model's own."
+    reach = ("a 3-word phrase standing within 64 tokens" if options.get("rule") == RULE
+             else f"a phrase under an earlier version of the rule ({options.get('rule') or 'version 1'}: "
+                  "3 tokens within 24)")
     return (f"Every method decoded with the no-repeat rule (n = {n}, model.repeats), baselines included: the "
-            "decoders may not put a word next to itself or complete a 3-token phrase standing within 24 tokens, "
-            "so the repeats column is kept down partly by construction; the original text is never changed. "
-            "Methods not listed were not run.")
+            f"decoders may not put a word next to itself or complete {reach}, so the repeats column is kept "
+            "down partly by construction; the original text is never changed. Methods not listed were not run.")
 
 
 def paired_table(run: dict) -> str:
