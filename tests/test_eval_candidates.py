@@ -26,8 +26,9 @@ def test_a_sets_choice_is_what_best_of_n_with_that_set_keeps(tiny_loaded):
                                                                        if n in study.SETS["before"]]))):
         found = best_of_n(model, example["ids"], example["given"], candidates=configs)
         assert study.kept(record, names)["fill"] == found.best.trace.final_ids[lo:hi]
-        assert [round(c.logp, 4) for c in found.candidates] == \
-            [c["logp"] for c in record["candidates"] if c["name"] in names]
+        # the record keeps 4 decimals of a score computed in a batch of another size: equal to that rounding
+        assert [c.logp for c in found.candidates] == pytest.approx(
+            [c["logp"] for c in record["candidates"] if c["name"] in names], abs=5e-4)
 
 
 def test_the_pool_holds_best_of_ns_candidates_of_today_and_of_before():
