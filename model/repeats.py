@@ -15,18 +15,21 @@ A greedy fill of a small model likes to repeat itself: "is is", "the sea, the se
 This is what model.eval counts as a repeat (`has_repeat`: a doubled word or a word 3-gram twice, punctuation
 not a word), read in tokens: a fill of up to about 60 tokens lies within one WINDOW. The rule reads the given
 text within WINDOW too (the measure only 3 words each side of a fill), and a repeat whose words were apart
-when it was decided (an order other than left to right) can be closed later by punctuation ("no _ No" ->
-"no. No"); digits are not words to it (they are to the measure).
+when it was decided (an order other than left to right) can be closed later by punctuation ("the door _ He
+went … the door, he _" -> "the door. He"), though a doubled word cannot ("years _ years"); digits are not words
+to it (they are to the measure).
 
 A token that would continue the word before it (no leading space after a word: "wood" in "Thistle|wood",
 "mur" in "mur|mur") is never banned, so a long name or word may appear twice.
 
 A token's form is its text without surrounding spaces, lower-cased (" They" and "they" are one form);
 tokens without a letter (punctuation, spaces, digits: "2001" is "2 0 0 1" to SmolLM2's tokenizer) are
-never banned. "Known" is the text as the decoder has it when it commits the token: the given tokens and
-those decided so far, on either side of i (the AR baseline knows only what lies before i). The banned tokens
-get probability 0 before the sampler draws (greedy: the most likely token left); the step records keep the
-model's own probabilities. Were every token banned, the rule would give way.
+banned only between two of the same word ("years _ years": a full stop there would make "years. years");
+special tokens ("<|im_start|>", before the text's first word) are not words. "Known" is the text as the
+decoder has it when it commits the token: the given tokens and those decided so far, on either side of i (the
+AR baseline knows only what lies before i). The banned tokens get probability 0 before the sampler draws
+(greedy: the most likely token left); the step records keep the model's own probabilities. Were every token
+banned, the rule would give way.
 
 The forms are read off the tokenizer once, when a model is loaded (`mark_forms`, which model.loading
 calls); a model without them (no tokenizer known) gives every token its own form, all words.
@@ -39,7 +42,8 @@ from functools import partial
 import torch
 
 # this version of the rule (part of model.eval's fills-cache key and of a run's options)
-RULE = "forms, words of joined pieces, window 64, skip 3 past sentence ends, word pieces free"
+RULE = ("forms, words of joined pieces, window 64, skip 3 past sentence ends, none between a doubled word, "
+        "special tokens not words, word pieces free")
 WINDOW = 64  # tokens on each side of a committed position that an n-gram may repeat from
 SKIP = 3  # letterless tokens the doubled-word check looks past ("one, one", "it. It", "it.\n\nIt")
 APOSTROPHES = ("'", "\u2019")
@@ -58,6 +62,7 @@ class TokenForms:
         self.form, self.letterless = forms, letterless
         self.attaches = attaches if attaches is not None else [False] * len(forms)
         self.apostrophe = apostrophe if apostrophe is not None else [False] * len(forms)
+        self.letterless_ids = frozenset(t for t, no_letter in enumerate(letterless) if no_letter)
         self.tokens: dict[int, list[int]] = {}  # form -> the tokens of that form
         for token, form in enumerate(forms):
             self.tokens.setdefault(form, []).append(token)
@@ -73,8 +78,9 @@ class TokenForms:
         first: dict[str, int] = {}
         forms, letterless = list(range(size)), [False] * size
         attaches, apostrophe = [False] * size, [False] * size
+        special = set(getattr(tokenizer, "all_special_ids", None) or [])  # "<|im_start|>": not a word
         for i, piece in enumerate(pieces):
-            text = tokenizer.convert_tokens_to_string([piece]) if piece is not None else ""
+            text = tokenizer.convert_tokens_to_string([piece]) if piece is not None and i not in special else ""
             key = text.strip().lower()
             forms[i] = first.setdefault(key, i) if key and "\ufffd" not in key else i
             letterless[i] = not any(ch.isalpha() for ch in text)
@@ -120,23 +126,23 @@ class RepeatGuard:
             return None
         return cls(n, forms_of(model), int(model.config.vocab_size))
 
-    def _neighbour(self, tokens: list[int], known: list[bool], i: int, step: int) -> int | None:
-        """The form of the nearest word on one side of i, past up to SKIP tokens without a letter (all known),
-        when that word is one token; None where there is none, where it is a word of several pieces
-        ("Sam|'s"), or where the token after i attaches to i (it is part of i's word)."""
+    def _neighbour(self, tokens: list[int], known: list[bool], i: int, step: int) -> tuple[int | None, int]:
+        """(the form of the nearest word on one side of i, past up to SKIP tokens without a letter, all known,
+        when that word is one token; the tokens without a letter passed). None where there is none, where it is
+        a word of several pieces ("Sam|'s"), or where the token after i attaches to i (it is part of i's word)."""
         forms, length = self.forms, len(tokens)
         j = i + step
         if step > 0 and 0 <= j < length and known[j] and forms.attaches[tokens[j]]:
-            return None
-        for _ in range(SKIP + 1):
+            return None, 0
+        for passed in range(SKIP + 1):
             if not 0 <= j < length or not known[j]:
-                return None
+                return None, passed
             if not forms.letterless[tokens[j]]:
                 whole = (not forms.attaches[tokens[j]] if step < 0
                          else not self._continues(tokens, known, j + 1))
-                return forms.form[tokens[j]] if whole else None
+                return (forms.form[tokens[j]] if whole else None), passed
             j += step
-        return None
+        return None, SKIP + 1
 
     def _continues(self, tokens: list[int], known: list[bool], j: int) -> bool:
         """Whether the known token at j (maybe after a bare apostrophe) continues the word before it."""
@@ -178,8 +184,10 @@ class RepeatGuard:
     def banned(self, tokens: list[int], known: list[bool], i: int) -> set[int]:
         """Tokens that position i may not take, given the sequence `tokens` and which positions are `known`."""
         n = self.n
-        out_forms = {f for f in (self._neighbour(tokens, known, i, -1), self._neighbour(tokens, known, i, 1))
-                     if f is not None}
+        (left, before), (right, after) = self._neighbour(tokens, known, i, -1), self._neighbour(tokens, known, i, 1)
+        out_forms = {f for f in (left, right) if f is not None}
+        # the same word on both sides of i ("years _ years"): punctuation at i would double it ("years. years")
+        between = self.forms.letterless_ids if left is not None and left == right and before + after < SKIP else ()
         slots, joined = self._words(tokens, known, i)
         if not joined:  # i starts a word of one token (a piece continuing the word before i is let be below)
             at = slots.index(AT_I)
@@ -195,7 +203,7 @@ class RepeatGuard:
                 if all(w is not None for w in gram):
                     out_forms |= {w[0] for w in seen.get(tuple(None if w is AT_I else w for w in gram), ())
                                   if len(w) == 1}
-        banned = {t for f in out_forms for t in self.forms.tokens.get(f, ())}
+        banned = {t for f in out_forms for t in self.forms.tokens.get(f, ())} | set(between)
         letterless = self.forms.letterless
         if banned and i > 0 and known[i - 1] and not letterless[tokens[i - 1]]:
             banned = {t for t in banned if not self.forms.attaches[t]}  # a piece of the word before i: let it be

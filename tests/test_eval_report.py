@@ -69,7 +69,8 @@ def test_the_report_says_whether_the_repeats_were_held_down_by_the_rule():
     assert "model's own" in rule_note({"options": {}}) and "model's own" in rule_note({})
     said = rule_note({"options": {"no_repeat": 3}})
     assert "n = 3" in said and "by construction" in said
-    assert "earlier version" in said  # a run that did not record its rule was decoded under version 1
+    assert "version 1" in said  # a run that did not record its rule was decoded under version 1
+    assert "earlier version" in rule_note({"options": {"no_repeat": 3, "rule": "forms, window 24"}})
     from model.repeats import RULE
 
     said = rule_note({"options": {"no_repeat": 3, "rule": RULE}})

@@ -135,6 +135,20 @@ def test_the_n_grams_are_of_words_as_the_measure_reads_them():
     assert 35 not in guard.banned(didnt + [0, 36, 37, 38, 39, 40], [True] * 8 + [False] + [True] * 5, 8)
 
 
+def test_punctuation_may_not_come_between_two_of_the_same_word():
+    """"years _ years": a full stop or comma at _ would make "years. years"; a word there would not. Tokens 5
+    " years", 6 " spent", 20 ",", 22 "."."""
+    letterless = [False] * 30
+    letterless[20] = letterless[22] = True
+    guard = RepeatGuard(3, TokenForms(list(range(30)), letterless))
+    banned = guard.banned([6, 5, 0, 5, 6], [True, True, False, True, True], 2)
+    assert {20, 22, 5} <= banned and 6 not in banned
+    assert 22 in guard.banned([5, 20, 0, 5], [True, True, False, True], 2)  # "years, _ years"
+    assert 22 in guard.banned([5, 20, 20, 0, 5], [True, True, True, False, True], 3)  # three between
+    assert 22 not in guard.banned([5, 20, 20, 20, 0, 5], [True] * 4 + [False, True], 4)  # four: too far
+    assert not guard.banned([5, 0, 6], [True, False, True], 1) & {20, 22}  # two different words
+
+
 def test_the_rule_records_where_it_overruled_the_model(stutterer):
     """`rule_banned`: exactly the positions whose most likely token (the stutterer's favourite) was banned;
     a token forced for a branch is never counted."""
@@ -170,6 +184,11 @@ def test_the_tokenizer_gives_the_forms(tiny_loaded):
     assert text[dad] not in guard.banned(text, [j < dad for j in range(len(text))], dad)  # "Sam's dad": 2 words
     text = tok("She didn’t know what to do. I don’t know what", add_special_tokens=False).input_ids
     assert text[-1] not in guard.banned(text, [True] * (len(text) - 1) + [False], len(text) - 1)
+    # the start token is not a word: the text's first word (no leading space) is a word of its own
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert forms.letterless[start]
+    text = [start] + tok("The rain did not stop. The rain did", add_special_tokens=False).input_ids
+    assert text[-1] in guard.banned(text, [True] * (len(text) - 1) + [False], len(text) - 1)
 
 
 @pytest.mark.parametrize("config", [

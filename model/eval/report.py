@@ -62,9 +62,12 @@ def rule_note(run: dict) -> str:
     n = options.get("no_repeat")
     if not n:
         return "Decoded without the no-repeat rule: the repeats are the model's own."
-    reach = ("a 3-word phrase standing within 64 tokens" if options.get("rule") == RULE
-             else f"a phrase under an earlier version of the rule ({options.get('rule') or 'version 1'}: "
-                  "3 tokens within 24)")
+    if options.get("rule") == RULE:
+        reach = "a 3-word phrase standing within 64 tokens"
+    elif options.get("rule"):
+        reach = f"a phrase under an earlier version of the rule (\"{options['rule']}\")"
+    else:
+        reach = "a phrase under the rule's version 1 (3 tokens within 24)"
     return (f"Every method decoded with the no-repeat rule (n = {n}, model.repeats), baselines included: the "
             f"decoders may not put a word next to itself or complete {reach}, so the repeats column is kept "
             "down partly by construction; the original text is never changed. Methods not listed were not run.")
