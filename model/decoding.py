@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
 from model.modeling import A3Cache, A3ForAnyOrderLM, RopeTables
 from model.plans import Plan, PlanError, check_context
-from model.repeats import RepeatGuard
+from model.repeats import RULE, RepeatGuard
 
 MODES = tuple(METHODS)  # the trace modes: one per decoding method
 
@@ -168,6 +168,8 @@ class DecodeTrace:
              "final_ids": self.final_ids, "logprob": self.logprob, "model_calls": self.model_calls,
              "elapsed_s": self.elapsed_s, "decided_step": self.decided_step(),
              "steps": [_step_dict(s) for s in self.steps]}
+        if self.config.sampler.no_repeat:  # which version of the rule chose these tokens (model.repeats)
+            d["no_repeat_rule"] = RULE
         if tokenizer is not None:
             from model.text import decode_text, token_strings
 

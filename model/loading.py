@@ -22,6 +22,8 @@ model.quant (int8 weights per channel, int8 activations per token; `LoadedModel.
 torch.int8 while `dtype`, what activations and caches use, stays float32). The AR base stays float32.
 The default model's merged float32 weights, like its int8 ones, are kept beside the converted base, so a
 later start neither imports peft nor merges (model.merged_cache; A3_MERGED_CACHE=0 merges every time).
+On a CPU in float32 the model's Linear layers keep a oneDNN-packed copy of their weights for a decoding step's
+few rows (model.packed_linear; A3_PACKED_LINEAR=0 keeps torch's F.linear).
 
 Weights load from safetensors only; nothing runs remote code. Converting a LLaMA checkpoint is a key
 table plus checks (`LLAMA_TO_A3`; each failure raises ModelLoadError, so they hold under `python -O`):
@@ -408,6 +410,10 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: 
         from model.quant import quantize_model
 
         quantize_model(loaded.model)  # after the merge: LoRA is in the weights it quantizes
+    elif device.type == "cpu" and weights == torch.float32:
+        from model.packed_linear import pack_linears
+
+        pack_linears(loaded.model)  # a decoding step's small products on oneDNN-packed weights
     return loaded
 
 

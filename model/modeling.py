@@ -123,6 +123,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Ten
 
 
 class A3Attention(nn.Module):
+    FUSABLE = ("q_proj", "k_proj", "v_proj")  # model.packed_linear may set `fused`: the three in one product
+    fused = None
+
     def __init__(self, config: A3Config):
         super().__init__()
         self.head_dim = config.head_dim
@@ -145,10 +148,17 @@ class A3Attention(nn.Module):
         """
         B, R, _ = rows.shape
         cos, sin = rope.tables if isinstance(rope, RopeTables) else rope  # (B, 1, T, D) prepared, or (B, T, D)
-        q = self.q_proj(rows).view(B, R, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, R, D)
-        content = rows[:, :n_content]
-        k = self.k_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(content).view(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        qkv = self.fused(rows) if self.fused is not None else None  # (B, R, Hq*D + 2*Hkv*D), or None
+        if qkv is None:
+            q = self.q_proj(rows)
+            content = rows[:, :n_content]
+            k, v = self.k_proj(content), self.v_proj(content)
+        else:  # k and v of the query rows too (the same weight bytes read), then only the content rows kept
+            q, k, v = qkv.split(self.fused.sizes, -1)
+            k, v = k[:, :n_content], v[:, :n_content]
+        q = q.reshape(B, R, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, R, D)
+        k = k.reshape(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[..., :n_content, :], sin[..., :n_content, :])
         if cache is not None:
             k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
@@ -187,6 +197,9 @@ class RopeTables(tuple):
 
 
 class A3MLP(nn.Module):
+    FUSABLE = ("gate_proj", "up_proj")  # model.packed_linear may set `fused`: the two in one product
+    fused = None
+
     def __init__(self, config: A3Config):
         super().__init__()
         hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
@@ -197,7 +210,11 @@ class A3MLP(nn.Module):
             raise ValueError(f"A3 supports LLaMA's silu MLP only; config.hidden_act={config.hidden_act!r}.")
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        both = self.fused(x) if self.fused is not None else None
+        if both is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = both.split(self.fused.sizes, -1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class A3Block(nn.Module):

@@ -62,20 +62,24 @@ def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser
     open_tab(page, "Export")
     names = {button: download_once(page, downloads, button).suggested_filename
              for button in ("export-trace", "export-csv", "export-npz", "export-html", "export-gif", "export-player")}
-    assert names == {"export-trace": "trace.json", "export-csv": "masks_step1.zip", "export-npz": "masks_step1.npz",
-                     "export-html": "figures_step1.html", "export-gif": "a3-playback.gif",
-                     "export-player": "a3-player.html"}
+    # every file of one trace is named after its text's first words and the trace (never "trace (1).json")
+    stem = re.fullmatch(r"(a3-[a-z0-9-]+-[0-9a-f]{6})-trace\.json", names["export-trace"])
+    assert stem, names
+    stem = stem[1]
+    assert names == {"export-trace": f"{stem}-trace.json", "export-csv": f"{stem}-masks-step1.zip",
+                     "export-npz": f"{stem}-masks-step1.npz", "export-html": f"{stem}-figures-step1.html",
+                     "export-gif": f"{stem}-playback.gif", "export-player": f"{stem}-player.html"}
     # another step on screen, and the export is at once of that step: no wait for the server to hear of it
     open_tab(page, "Stage")
     page.locator("#stage-counter").click()
     page.keyboard.press("End")
     open_tab(page, "Export")
     csv = download_once(page, downloads, "export-csv")
-    assert csv.suggested_filename == f"masks_step{total}.zip"
+    assert csv.suggested_filename == f"{stem}-masks-step{total}.zip"
     with zipfile.ZipFile(io.BytesIO(Path(csv.path()).read_bytes())) as zf:
         assert sorted(zf.namelist()) == ["content.csv", "groups.csv", "query.csv"]
     figures = download_once(page, downloads, "export-html")
-    assert figures.suggested_filename == f"figures_step{total}.html"
+    assert figures.suggested_filename == f"{stem}-figures-step{total}.html"
     assert f"Step {total}/{total}" in Path(figures.path()).read_text(encoding="utf-8")
     page.close()
 

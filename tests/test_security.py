@@ -314,7 +314,7 @@ def test_the_apps_own_export_is_served_from_gradios_cache_and_nothing_beside_it(
     response = httpx.get(export["url"])
     assert response.status_code == 200 and json.loads(response.text)["steps"]
     # the file the export wrote first (app.ui.export_tab: a fresh temporary directory) is not served
-    originals = sorted(Path(tempfile.gettempdir()).glob("a3-export-*/trace.json"), key=os.path.getmtime)
+    originals = sorted(Path(tempfile.gettempdir()).glob("a3-export-*/a3-*-trace.json"), key=os.path.getmtime)
     assert originals
     status, body = raw_get(url, f"/gradio_api/file={originals[-1]}")
     assert status == 403 and '"steps"' not in body

@@ -296,12 +296,23 @@
     drawMask(el.query, masksNow, masksNow.query, P);
   }
 
+  // the counter's words. The counter is as wide as the longest of them for this run (in ch of its monospace
+  // type), so the slider beside it keeps its width from "Before decoding" to the last step. Presentation
+  // type leaves no room in the bar at 1366 px for "Before decoding · 0/20": there the start reads "Step 0/20"
+  const counterText = (step, total) => (step >= 0 ? 'Step ' + (step + 1) + '/' + total
+    : (present() ? 'Step 0/' : 'Before decoding · 0/') + total);
+  function sizeCounter(total) {
+    const longest = total ? Math.max(counterText(-1, total).length, counterText(total - 1, total).length) + 'ch' : '';
+    if (el.counter.style.minWidth !== longest) el.counter.style.minWidth = longest;
+  }
+
   function render() {
     const P = state.P;
     if (!P || P.empty) return;
     const t = performance.now(), step = state.step, total = n();
     el.step.value = String(step);
-    el.counter.textContent = step < 0 ? 'Before decoding · 0/' + total : 'Step ' + (step + 1) + '/' + total;
+    sizeCounter(total);
+    el.counter.textContent = counterText(step, total);
     el.counter.dataset.step = String(step);
     const caption = A3Core.caption(P, step);
     explained(el.summary, P, caption.summary, false);
@@ -422,7 +433,9 @@
   let tallest = { key: '', overhead: 0 };
   function layoutPanels() {
     const panels = el.panels, box = panels.getBoundingClientRect();
-    if (window.innerWidth <= 900 || box.height < 100) return;
+    if (box.height < 100) return;
+    if (window.innerWidth <= 900) { maskWording(el.maskPanel.getBoundingClientRect().width); return; }
+    maskWording(Math.round(0.3 * box.width));
     const dagH = Math.round(Math.max(present() ? 130 : 118, Math.min(0.3 * box.height, 330)));
     setVar(panels, '--dag-h', dagH + 'px');
     // where the masks' row is short (presentation type on a laptop), their column runs down past the DAG
@@ -447,6 +460,22 @@
     }
   }
 
+  // the masks' heading ("row i may attend to / sees column j", on the title's line or the next) and their
+  // captions ("content stream: g[j] ≤ g[i]" or "content: ..."), by the narrowest column the window gives the
+  // masks (`narrowest` px: 30% of the panels' width; the whole width where the panels stack). Never by the
+  // column this run got, which follows the lines above the panels (the example's note, a longer narration):
+  // the example and the same run made again read alike, and a window reads the same for every run
+  function maskWording(narrowest) {
+    const panel = el.maskPanel, figure = el.content.closest('figure');
+    const chrome = panel.getBoundingClientRect().width - 2 * figure.getBoundingClientRect().width;  // padding, gap
+    const big = present(), caption = (narrowest - chrome) / 2;
+    const hint = big ? (narrowest > 640 ? 'long' : 'wrap')
+      : narrowest > 480 ? 'long' : narrowest > 400 ? 'short' : 'wrap';
+    if (panel.dataset.hint !== hint) panel.dataset.hint = hint;
+    const captions = caption <= (big ? 205 : 170) ? 'short' : 'long';
+    if (panel.dataset.captions !== captions) panel.dataset.captions = captions;
+  }
+
   const setVar = (node, name, value) => { if (node.style.getPropertyValue(name) !== value) node.style.setProperty(name, value); };
 
   function fit() {  // the stage fills the window below its top edge: everything visible at once
@@ -461,7 +490,7 @@
     state.P = P;
     root.classList.toggle('is-empty', !P || !!P.empty);
     el.empty.textContent = P && P.empty ? P.note : '';
-    if (!P || P.empty) { el.counter.textContent = 'No trace'; return; }
+    if (!P || P.empty) { el.counter.textContent = 'No trace'; sizeCounter(0); return; }
     el.note.textContent = P.note || '';
     explained(el.headline, P, P.headline || '', true);
     narrationFor = '';

@@ -4,7 +4,9 @@ download, of the step on screen at the press."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from html import escape
@@ -83,18 +85,29 @@ def build_export_tab(has_slides: bool) -> ExportTab:
     return ExportTab(gif, player, trace, csv, npy, html, step)
 
 
+def download_stem(result: Result) -> str:
+    """What every file of one trace is named after: 'a3-' + the text's first 4 words (their ASCII letters
+    and digits; 'text' where none is left) + 6 hex digits of the trace (method, plan and tokens), so that
+    the downloads of two runs never come out as 'trace.json' and 'trace (1).json'."""
+    words = [re.sub(r"[^a-z0-9]", "", word) for word in result.shown_text.lower().split()[:4]]
+    words = [word for word in words if word] or ["text"]
+    trace = result.trace
+    key = repr((result.method, trace.plan.group_ids, trace.final_ids, trace.mode)).encode()
+    return "-".join(["a3", *words, hashlib.sha1(key).hexdigest()[:6]])
+
+
 def shown_step(result: Result | None, step) -> int:
     """The step as the stage counts it: 0 before decoding, then 1, 2, ... (a file is named by it)."""
     return clamp_step(result, step) + 1 if result is not None else 0
 
 
 def export(result: Result | None, name: str, make) -> str | None:
-    """The path of a new file `name` holding `make(result)` (bytes or text)."""
+    """The path of a new file '<download_stem>-<name>' holding `make(result)` (bytes or text)."""
     if result is None:
         gr.Warning(f"Nothing to export: {memory.not_held()}")
         return None
     data = make(result)
-    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / name
+    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     return str(path)
 
@@ -106,7 +119,7 @@ def export_file(result: Result | None, name: str, explorer: Explorer, write) -> 
         return None
     data = result.trace.to_dict(explorer.loaded.tokenizer)
     data["method"], data["model"] = result.method, result.model
-    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / name
+    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
     try:
         return str(write(data, path) or path)
     except Exception as err:  # never a stack trace in the page
@@ -134,18 +147,18 @@ class ExportCallbacks:
 
     def masks_csv(self, result, step):
         shown = shown_step(result, step)
-        return export(result, f"masks_step{shown}.zip", lambda r: self.explorer.masks_csv(r, shown - 1))
+        return export(result, f"masks-step{shown}.zip", lambda r: self.explorer.masks_csv(r, shown - 1))
 
     def masks_npz(self, result, step):
         shown = shown_step(result, step)
-        return export(result, f"masks_step{shown}.npz", lambda r: self.explorer.masks_npz(r, shown - 1))
+        return export(result, f"masks-step{shown}.npz", lambda r: self.explorer.masks_npz(r, shown - 1))
 
     def step_figures(self, result, step, reduce, sort):
         shown = shown_step(result, step)
-        return export(result, f"figures_step{shown}.html", lambda r: figures_html(r, shown - 1, reduce, sort))
+        return export(result, f"figures-step{shown}.html", lambda r: figures_html(r, shown - 1, reduce, sort))
 
     def gif(self, result):
-        return export_file(result, "a3-playback.gif", self.explorer, self.slides.export_gif)
+        return export_file(result, "playback.gif", self.explorer, self.slides.export_gif)
 
     def player(self, result):
-        return export_file(result, "a3-player.html", self.explorer, self.slides.export_player)
+        return export_file(result, "player.html", self.explorer, self.slides.export_player)
