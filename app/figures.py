@@ -54,7 +54,8 @@ MAX_GRID_COLUMNS = 16
 MAX_TICK_LABELS = 48  # up to this length the mask axes show "p:label"
 MAX_LISTED = 12  # positions/tokens listed in one hover box
 HOVER_TEXT = "%{hovertext}<extra></extra>"  # per-point hover strings, no trace name box
-CANDIDATE_HEADERS = ["position", "status", "token", "top candidates", "entropy", "confidence"]
+CANDIDATE_HEADERS = ["position", "status", "token", "top candidates (␣: a space)", "entropy", "confidence"]
+SPACE_MARK = "␣"  # a candidate's leading or trailing space, which a table cell would not show (" The" vs "The")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -673,6 +674,15 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
+def visible_spaces(text: str) -> str:
+    """`text` with its leading and trailing spaces as SPACE_MARK, so that " The" and "The" read apart."""
+    core = text.strip(" ")
+    if not core:
+        return SPACE_MARK * len(text)
+    lead, trail = len(text) - len(text.lstrip(" ")), len(text) - len(text.rstrip(" "))
+    return SPACE_MARK * lead + core + SPACE_MARK * trail
+
+
 CHARACTER_PIECE = "(part of a character)"  # a byte token that makes no whole character where it would go
 
 
@@ -720,8 +730,9 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
 
     rows = []
     for p, candidates in record.candidates.items():
-        best = " · ".join(f"{_one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known))} {prob:.2f}"
-                          for t, prob in candidates[:top])
+        shown = (visible_spaces(_one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known)))
+                 for t, _ in candidates[:top])
+        best = " · ".join(f"{text} {prob:.2f}" for text, (_, prob) in zip(shown, candidates[:top], strict=True))
         now = p in committed
         rows.append([p, "committed now" if now else "open", committed_text(p) if now else "", best,
                      round(float(record.entropy[p]), 3), round(float(record.confidence[p]), 3)])

@@ -46,6 +46,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from model.modeling import A3Config, A3ForAnyOrderLM, A3Model
+from model.packed_linear import enabled as packing_enabled
+from model.packed_linear import pack_linears, unpack_linears
 from model.precision import as_dtype, auto_dtype
 from model.repeats import FORMS, forms_of, mark_forms
 
@@ -352,6 +354,7 @@ def apply_adapter(model: A3ForAnyOrderLM, adapter_dir: Path) -> A3ForAnyOrderLM:
         raise ModelLoadError(f"{adapter_dir} was trained on a different base: {misshapen[0]} has shape "
                              f"{tuple(extra[misshapen[0]].shape)}, the base has {tuple(params[misshapen[0]].shape)}. "
                              "Name its base as base_model_name_or_path in adapter_config.json.")
+    unpack_linears(model)  # peft's merge writes through weight.data, which a packed copy would not see
     model.load_state_dict(extra, strict=False)
     dtype = next(model.parameters()).dtype
     try:
@@ -386,6 +389,7 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: 
     """
     device, weights = _resolve_device(device, dtype)
     dtype = torch.float32 if weights == torch.int8 else weights  # what the model computes in; the base too
+    pack = device.type == "cpu" and weights == torch.float32 and packing_enabled()  # a bad value: said now
     name = str(name_or_path).strip()
     if not name:
         raise ModelLoadError("model name is empty: use 'default', 'tiny', a local directory or a hub id.")
@@ -410,9 +414,7 @@ def load_model(name_or_path: str = "default", *, device=None, dtype=None, base: 
         from model.quant import quantize_model
 
         quantize_model(loaded.model)  # after the merge: LoRA is in the weights it quantizes
-    elif device.type == "cpu" and weights == torch.float32:
-        from model.packed_linear import pack_linears
-
+    elif pack:
         pack_linears(loaded.model)  # a decoding step's small products on oneDNN-packed weights
     return loaded
 

@@ -8,18 +8,23 @@ that shape torch's F.linear (MKL's sgemm) reads the weights at 8-9 GB/s on the r
 EPYC, AVX2) and gains nothing from a second thread, while the read bandwidth is ~30 GB/s. oneDNN's
 inner-product kernel on a weight reordered once into its blocked layout (`torch.ops.mkldnn.
 _reorder_linear_weight`, the layout torch's compiler uses for frozen CPU weights) reads them at 16-17 GB/s
-on 2 threads: the default 64-token decode went from 5.9 to 3.2-3.6 s there, the same tokens
-(docs/benchmarks.md). From about 256 rows on (a whole text's forward, training) MKL is as fast or faster,
-so rows above PACKED_MAX_ROWS, and anything that needs gradients, go to F.linear.
+on 2 threads, and 20.8 GB/s with q, k and v (and gate and up) as one matrix: the default 64-token decode
+went from 5.3 to 3.1 s there, the same tokens (docs/benchmarks.md). From about 256 rows on (a whole
+text's forward, training) MKL is as fast or faster, so rows above PACKED_MAX_ROWS, and anything that
+needs gradients, go to F.linear.
 
 The module stays an nn.Linear (the same `weight` Parameter, the same state_dict, what model.quant and hooks
 read); the packed copy is a plain attribute, not a buffer, made again whenever the weight is changed in
-place, moved or replaced (its version, storage, dtype and device are checked on every call). Results agree
-with F.linear to float32 rounding (~1e-6 on unit-scale rows): not bit for bit, as F.linear itself is not
-across row counts; decoding's checks (cached against recomputed, the likelihood identity) hold within the
-tolerances they already had. Where this torch has no oneDNN (or its reorder fails on a trial matrix), or
-the model is not float32 on a CPU, nothing is packed. The packed copies cost the weights' size again in
-memory (~540 MB for the default model): q, k and v, and gate and up, are packed once, as one matrix each.
+place through autograd's view of it (`weight.mul_`, `load_state_dict`, `copy_`: its version moves),
+replaced, or moved (`model.to(...)` drops the copies); a fused product also follows its biases. A write
+through `weight.data` is invisible to torch's version counter: code that edits weights that way (peft's
+merge does) calls `repack(model)` after, or works on an unpacked model (`unpack_linears`; load_model's
+adapter merge does). Results agree with F.linear to float32 rounding (~1e-6 on unit-scale rows): not bit
+for bit, as F.linear itself is not across row counts; decoding's checks (cached against recomputed, the
+likelihood identity) hold within the tolerances they already had. Where this torch has no oneDNN (or its
+reorder fails on a trial matrix), or the model is not float32 on a CPU, nothing is packed. The packed
+copies cost the weights' size again in memory (538 MB for the default model; bench.app's peak RSS 1.04 ->
+1.64 GB): q, k and v, and gate and up, are packed once, as one matrix each.
 """
 
 from __future__ import annotations
@@ -63,31 +68,47 @@ def available() -> bool:
         return False
 
 
-def _stamp(weight: torch.Tensor) -> tuple:
-    return weight.data_ptr(), weight._version, weight.dtype, weight.device
+def _stamp(weight: torch.Tensor | None) -> tuple | None:
+    return None if weight is None else (weight.data_ptr(), weight._version, weight.dtype, weight.device)
 
 
 class PackedLinear(nn.Linear):
     """An nn.Linear whose float32 CPU forward of up to PACKED_MAX_ROWS rows, without gradients, runs on a
     oneDNN-packed copy of its weight. Made by pack_linears (the class of an existing module is swapped)."""
 
-    _packed: torch.Tensor | None
-    _packed_stamp: tuple | None
+    # (the weight's stamp when packed, the packed weight): one attribute, replaced whole, so that a thread
+    # never reads one version's packed weight with another's stamp
+    _packing: tuple | None = None
+
+    _generation = 0  # moves with every model.to(...) (`_apply`): a stamp then never matches an old copy
 
     def __getstate__(self):  # a copy (deepcopy, pickle) packs afresh: the packed tensor cannot be copied
-        return {**super().__getstate__(), "_packed": None, "_packed_stamp": None}
+        return {**super().__getstate__(), "_packing": None}
+
+    def _apply(self, fn, *args, **kwargs):
+        self._packing = None  # moved or cast: the old copy goes (a new one is made on the next use)
+        self._generation += 1
+        return super()._apply(fn, *args, **kwargs)
+
+    def stamp(self) -> tuple:
+        """What the packed copy was made of: the weight's storage, version, dtype and device, and the
+        module's generation (a storage freed by a cast and reused by the cast back has the same address)."""
+        return _stamp(self.weight), self._generation
 
     def _pack(self) -> torch.Tensor:
-        weight = self.weight.detach()
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_HINT)
-        self._packed_stamp = _stamp(self.weight)
-        return self._packed
+        stamp = self.stamp()  # before reading it: a change meanwhile leaves a stale stamp, packed again
+        packing = (stamp, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACK_HINT))
+        self._packing = packing
+        return packing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if not _usable(x, [weight], self.in_features):
             return F.linear(x, weight, self.bias)
-        packed = self._packed if self._packed_stamp == _stamp(weight) else self._pack()
+        packing = self._packing
+        if packing is None or packing[0] != self.stamp():
+            packing = self._pack()
+        packed = packing[1]
         bias = None if self.bias is None else self.bias.detach()
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
@@ -112,10 +133,10 @@ class FusedProjections:
     def __init__(self, owner: nn.Module, names: tuple[str, ...]):
         self.owner, self.names = owner, names
         self.sizes = [getattr(owner, name).out_features for name in names]
-        self._stamp = self._packed = self._bias = None
+        self._packing = None  # (the weights' stamps, the packed matrix, the bias): replaced whole
 
     def __getstate__(self):
-        return {**self.__dict__, "_stamp": None, "_packed": None, "_bias": None}
+        return {**self.__dict__, "_packing": None}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         layers = [getattr(self.owner, name) for name in self.names]
@@ -124,14 +145,15 @@ class FusedProjections:
         weights = [layer.weight for layer in layers]
         if [w.shape[0] for w in weights] != self.sizes or not _usable(x, weights, layers[0].in_features):
             return None
-        stamps = tuple(_stamp(w) for w in weights)
-        if stamps != self._stamp:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(
-                torch.cat([w.detach() for w in weights]), _PACK_HINT)
+        stamps = tuple((layer.stamp(), _stamp(layer.bias)) for layer in layers)
+        packing = self._packing
+        if packing is None or packing[0] != stamps:
             biases = [layer.bias for layer in layers]
-            self._bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
-            self._stamp = stamps
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self._bias, "none", [], "")
+            packing = (stamps, torch.ops.mkldnn._reorder_linear_weight(torch.cat([w.detach() for w in weights]),
+                                                                       _PACK_HINT),
+                       None if biases[0] is None else torch.cat([b.detach() for b in biases]))
+            self._packing = packing
+        return torch.ops.mkldnn._linear_pointwise(x, packing[1], packing[2], "none", [], "")
 
 
 def _fusable(layers: list[nn.Module]) -> bool:
@@ -146,12 +168,23 @@ def unpack_linears(model: nn.Module) -> int:
     for module in model.modules():
         if type(module) is PackedLinear:
             module.__class__ = nn.Linear
-            for name in ("_packed", "_packed_stamp"):
-                module.__dict__.pop(name, None)
+            module.__dict__.pop("_packing", None)
+            module.__dict__.pop("_generation", None)
             count += 1
         if module.__dict__.get("fused") is not None:
             module.__dict__.pop("fused")
     return count
+
+
+def repack(model: nn.Module) -> None:
+    """Drop every packed copy of `model` (each is made again on its next use): after weights were written
+    through `.data`, which torch's version counter does not see."""
+    for module in model.modules():
+        if type(module) is PackedLinear:
+            module._packing = None
+            module._generation += 1
+        if module.__dict__.get("fused") is not None:
+            module.fused._packing = None
 
 
 def pack_linears(model: nn.Module) -> int:
@@ -165,7 +198,7 @@ def pack_linears(model: nn.Module) -> int:
     for module in model.modules():
         if type(module) is nn.Linear and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu":
             module.__class__ = PackedLinear
-            module._packed = module._packed_stamp = None  # packed on first use, or below
+            module._packing = None  # packed on first use, or below
             packed.append(module)
     fused = set()
     for module in model.modules():  # q, k, v and gate, up: one product each (model.modeling reads `fused`)

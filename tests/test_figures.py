@@ -368,3 +368,16 @@ def test_dag_hover_names_a_steps_tokens_five_then_and_n_more(tiny):
     hover = trace_named(figures.dag_figure(trace, 0, labels), "this step").hovertext[0]
     names = [labels[p] for p in record.positions]
     assert f"tokens {', '.join(names[:5])} and 3 more<br>" in hover
+
+
+def test_candidates_show_their_leading_and_trailing_spaces(traces):
+    """" The" and "The" are different tokens: a table cell would show both as "The"."""
+    assert [figures.visible_spaces(t) for t in (" The", "The", "The ", "  ", "a b", "")] == \
+        ["␣The", "The", "The␣", "␣␣", "a b", ""]
+    trace = traces["plan"]
+    _, rows = figures.candidate_rows(trace, 0, labels_for(trace), lambda t: " The" if t % 2 else "The")
+    assert rows
+    for row in rows:
+        shown = [part.rsplit(" ", 1)[0] for part in row[3].split(" · ")]
+        tokens = [t for t, _ in trace.steps[0].candidates[row[0]][:5]]
+        assert shown == ["␣The" if t % 2 else "The" for t in tokens]

@@ -47,6 +47,8 @@ def default(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setattr(loading, "DEFAULT_ADAPTER", adapter)
     monkeypatch.setattr(base_module, "base_weights", lambda: SimpleNamespace(checkpoint=cache, sha256="b" * 64))
     monkeypatch.delenv(merged_cache.ENV, raising=False)
+    # bit for bit against a fresh merge: both unpacked (model.packed_linear agrees with F.linear to rounding)
+    monkeypatch.setenv("A3_PACKED_LINEAR", "0")
     merges = []
 
     def counted(model, adapter_dir):

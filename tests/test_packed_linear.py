@@ -12,7 +12,14 @@ from torch import nn
 from model import packed_linear
 from model.decoding import collect, decode_dynamic, decode_plan
 from model.loading import load_model, tiny_model
-from model.packed_linear import PACKED_MAX_ROWS, PackedLinear, pack_linears, packed_count, unpack_linears
+from model.packed_linear import (
+    PACKED_MAX_ROWS,
+    PackedLinear,
+    pack_linears,
+    packed_count,
+    repack,
+    unpack_linears,
+)
 from model.quant import Int8Linear, quantize_model
 
 pytestmark = pytest.mark.skipif(not packed_linear.available(), reason="this torch has no oneDNN linear")
@@ -118,6 +125,7 @@ def test_load_model_packs_a_float32_cpu_model_unless_told_not_to(monkeypatch):
     assert packed_count(load_model("tiny", device="cpu").model) == 0
     assert packed_count(load_model("tiny", device="cpu", dtype="bfloat16").model) == 0
     monkeypatch.setenv(packed_linear.ENV, "sometimes")
+    monkeypatch.setattr("model.loading._load_tiny", lambda: pytest.fail("the model loaded before the check"))
     with pytest.raises(ValueError, match="A3_PACKED_LINEAR='sometimes': use 1 .* or 0"):
         load_model("tiny", device="cpu")
 
@@ -140,3 +148,34 @@ def test_a_copy_packs_afresh_and_a_quantized_copy_never_uses_the_float_products(
         assert isinstance(attention.q_proj, Int8Linear)
         assert attention.fused(torch.zeros(1, 2, attention.q_proj.in_features)) is None
         assert not torch.equal(quantized(ids).logits, expected)  # int8 ran, not the packed float32 weights
+
+
+def test_a_fused_product_follows_its_biases():
+    model = tiny_model(VOCAB, seed=0, attention_bias=True)
+    pack_linears(model)
+    attention = model.model.layers[0].self_attn
+    x = torch.randn(1, 2, attention.q_proj.in_features)
+    with torch.no_grad():
+        attention.fused(x)
+        attention.k_proj.bias.add_(5.0)  # in place
+        assert torch.allclose(attention.fused(x), torch.cat([F.linear(x, m.weight, m.bias) for m in (
+            attention.q_proj, attention.k_proj, attention.v_proj)], -1), atol=1e-5)
+        attention.v_proj.bias = nn.Parameter(torch.ones_like(attention.v_proj.bias))  # replaced
+        assert torch.allclose(attention.fused(x)[..., -attention.v_proj.out_features:],
+                              F.linear(x, attention.v_proj.weight, attention.v_proj.bias), atol=1e-5)
+
+
+def test_a_cast_and_back_packs_afresh_and_writes_through_data_need_repack():
+    model = layers()
+    pack_linears(model)
+    x = torch.randn(2, 48)
+    with torch.no_grad():
+        model(x)
+        model.to(torch.bfloat16)
+        assert all(m._packing is None for m in model)  # the old copies went with the cast
+        assert model(x.bfloat16()).dtype == torch.bfloat16  # F.linear in bf16
+        model.to(torch.float32)
+        model[0].weight.data.mul_(-1.0)  # unseen by the version counter
+        repack(model)
+        expected = F.linear(F.linear(x, model[0].weight, model[0].bias), model[1].weight, model[1].bias)
+        assert torch.allclose(model(x), expected, atol=1e-5)
