@@ -112,11 +112,16 @@ def same_candidates(found: dict) -> bool:
         return False
 
 
+# what the first visit reads under the headline: where the example came from and, in plain words, what it shows
+EXAMPLE_NOTE = ("Example decoded ahead of time: the blank is filled one token per step, each seeing only the given "
+                "text and earlier steps. Press ✎ your text to run your own.")
+
+
 def load_demo(explorer: Explorer, path: Path = PATH) -> tuple[Result | None, str]:
     """(the example's result, a note saying where it came from); (None, why) when there is none."""
     record = read_record(path)
     if record is not None and matches(record, explorer):
-        return result_from_record(record), "Example decoded ahead of time: press ✎ your text to run your own."
+        return result_from_record(record), EXAMPLE_NOTE
     if record is not None and explorer.loaded.name == "default":
         log.warning("%s is stale for the current default model; decoding the example now "
                     "(regenerate it with `python -m app.demo_trace`)", path)

@@ -724,7 +724,7 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
     def committed_text(p: int) -> str:
         start, end = run_of.get(p, (p, p + 1))
         if end - start == 1:
-            return whole[p]
+            return visible_spaces(_one_line(whole[p]))  # as the candidates beside it read
         which = f"token {p - start + 1} of {end - start}"
         return f"{whole[p]} ({which})" if all(known[start:end]) else f"{which} of a character"
 

@@ -381,3 +381,11 @@ def test_candidates_show_their_leading_and_trailing_spaces(traces):
         shown = [part.rsplit(" ", 1)[0] for part in row[3].split(" · ")]
         tokens = [t for t, _ in trace.steps[0].candidates[row[0]][:5]]
         assert shown == ["␣The" if t % 2 else "The" for t in tokens]
+
+
+def test_the_committed_token_shows_its_space_as_its_candidates_do(traces):
+    trace = traces["plan"]
+    labels = [" w" if label else label for label in labels_for(trace)]
+    _, rows = figures.candidate_rows(trace, 0, labels, str)
+    committed = [row for row in rows if row[1] == "committed now"]
+    assert committed and all(row[2] == "␣w" for row in committed)

@@ -13,7 +13,7 @@ import pytest
 from conftest import launched_app
 from test_e2e import open_page, open_tab
 
-from app.demo_trace import DEMO_REQUEST, demo_record, result_from_record
+from app.demo_trace import DEMO_REQUEST, EXAMPLE_NOTE, demo_record, result_from_record
 from app.session import Explorer, Request
 from app.stage import stage_payload
 
@@ -27,8 +27,7 @@ def test_the_recorded_example_and_a_fresh_run_have_the_same_captions(tiny_loaded
     explorer = Explorer(tiny_loaded)
     record = json.loads(json.dumps(demo_record(explorer)))
     example, fresh = result_from_record(record), explorer.decode(Request(**DEMO_REQUEST))
-    shown = stage_payload(example, loop=True, note="Example decoded ahead of time: press ✎ your text to run "
-                                                   "your own.")
+    shown = stage_payload(example, loop=True, note=EXAMPLE_NOTE)
     made = stage_payload(fresh)
     assert {k for k in shown.keys() | made.keys() if shown.get(k) != made.get(k)} <= PLAYBACK
     assert shown["before"] == made["before"]

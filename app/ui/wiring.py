@@ -96,31 +96,37 @@ def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
 def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     d, b, a, states = page.details, page.details.branch, page.details.attention, page.states
     on = DetailsCallbacks(calls)
+    # The details' renders (no model) run one at a time, in the order they were asked for, apart from the
+    # model's queue: run side by side, a render of an earlier step could land after a later one's and leave
+    # the tab on a step the stage has left (a browser walk: stage at step 3, details at step 1).
+    in_order = dict(concurrency_id="details", concurrency_limit=1)
     outputs = d.outputs(states.details_step)
     preview = dict(fn=on.on_preview, inputs=[states.result, states.details_step],
                    outputs=[d.candidates, b.position, b.token], show_progress="hidden", api_visibility="private",
                    **model)
     page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort, states.tree], outputs,
-                            trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+                            trigger_mode="always_last", show_progress="hidden", **in_order,
                             api_visibility="private").then(**preview)
     # opening the tab details the step on the stage at once (the example plays until someone stops it)
     d.tab.select(on.on_opened, [states.result, d.on_screen, d.reduce, d.sort, states.tree], outputs,
-                 js=STEP_OF_STAGE, trigger_mode="always_last", show_progress="hidden", concurrency_limit=None,
+                 js=STEP_OF_STAGE, trigger_mode="always_last", show_progress="hidden", **in_order,
                  api_visibility="private").then(**preview)
     page.stage.edit(open_text_tab, None, page.tabs, api_visibility="private", queue=False)
     details = [states.result, states.details_step, d.reduce, d.sort, states.tree]
     gr.on([d.reduce.change, d.sort.change], on.on_details, details, outputs, trigger_mode="always_last",
-          show_progress="hidden", concurrency_limit=None, api_visibility="private")
-    b.position.change(on_position, [states.result, states.details_step, b.position], b.token,
-                      api_visibility="private", show_progress="hidden")
+          show_progress="hidden", **in_order, api_visibility="private")
+    # the visitor's pick only: a change made by a render (a new step's positions) must not come back with a
+    # value the step on show no longer offers ("Value: 5 is not in the list of choices: [6]")
+    b.position.input(on_position, [states.result, states.details_step, b.position], b.token,
+                     api_visibility="private", show_progress="hidden")
     # a branch (or a run of the tree put back) lands on the stage paused where it was branched, and the
     # details follow it there at once, before the stage reports its step
     stale = [a.plot, a.note, states.attention_at]
     branched = [states.tree, states.result, page.stage, b.table, b.pick, page.tabs, page.warning, states.details_step,
                 *stale]
     held = [states.compared, states.lab, states.attention_at]  # what else the tab keeps: counted towards its cap
-    follow = dict(fn=on.on_details, inputs=details, outputs=outputs, show_progress="hidden",
-                  concurrency_limit=None, api_visibility="private")
+    follow = dict(fn=on.on_details, inputs=details, outputs=outputs, show_progress="hidden", **in_order,
+                  api_visibility="private")
     b.token_btn.click(on.on_branch_token,
                       [states.tree, states.result, states.details_step, b.position, b.token, *held],
                       branched, api_visibility="private", **model).then(**follow).then(**preview)
