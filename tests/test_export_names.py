@@ -43,3 +43,8 @@ def test_an_exported_trace_names_the_no_repeat_rule_it_ran_under(explorer, no_re
     data = json.loads(explorer.trace_json(result))
     assert data["config"]["sampler"].get("no_repeat", 0) == no_repeat
     assert data.get("no_repeat_rule") == (RULE if no_repeat else None)
+
+
+def test_accented_letters_keep_their_base_letter_in_a_file_name(explorer):
+    result = explorer.decode(Request(text="Café au lait and crème brûlée [MASK:2] in Zürich.", method="A3 plan"))
+    assert re.fullmatch(r"a3-cafe-au-lait-and-[0-9a-f]{6}", download_stem(result)), download_stem(result)

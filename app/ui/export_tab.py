@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -87,9 +88,11 @@ def build_export_tab(has_slides: bool) -> ExportTab:
 
 def download_stem(result: Result) -> str:
     """What every file of one trace is named after: 'a3-' + the text's first 4 words (their ASCII letters
-    and digits; 'text' where none is left) + 6 hex digits of the trace (method, plan and tokens), so that
-    the downloads of two runs never come out as 'trace.json' and 'trace (1).json'."""
-    words = [re.sub(r"[^a-z0-9]", "", word) for word in result.shown_text.lower().split()[:4]]
+    and digits, accents dropped: "Café" reads "cafe"; 'text' where none is left) + 6 hex digits of the
+    trace (method, plan and tokens), so that the downloads of two runs never come out as 'trace.json' and
+    'trace (1).json'."""
+    words = [re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode())
+             for word in result.shown_text.lower().split()[:4]]  # "Café" -> "cafe"
     words = [word for word in words if word] or ["text"]
     trace = result.trace
     key = repr((result.method, trace.plan.group_ids, trace.final_ids, trace.mode)).encode()
