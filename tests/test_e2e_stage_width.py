@@ -83,3 +83,20 @@ def test_in_presentation_mode_the_slider_keeps_its_width_and_the_bar_one_line(pa
     page.keyboard.press("Home")
     expect(counter).to_have_text(re.compile(r"^Before decoding · 0/\d+$"))
     page.close()
+
+
+def test_a_decided_tokens_leading_space_sits_outside_its_box_and_the_text_reads_the_same(page_url, browser):
+    """A line that breaks at a token's leading space must not leave a sliver of its coloured box (the walk's
+    projector screenshot): the space is drawn before the box, and the text still reads every label in order."""
+    page, counter = stopped_at_start(browser, page_url, 1366, 768)
+    page.keyboard.press("End")
+    from playwright.sync_api import expect
+
+    expect(counter).to_have_text(re.compile(r"^Step (\d+)/\1$"))
+    boxes = page.eval_on_selector_all("#sentence .tok.decided", "els => els.map(e => e.textContent)")
+    assert boxes and all(not box[:1].isspace() or not box.strip() for box in boxes), boxes
+    shown, labels = page.evaluate("""() => { const P = window.__a3stage.state.P;
+        return [document.querySelector('#sentence .sentence').textContent,
+                P.labels.slice(P.hide_start ? 1 : 0).join('')]; }""")
+    assert shown == labels  # at the last step every position is known: the text is its labels in order
+    page.close()

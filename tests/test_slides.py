@@ -131,7 +131,10 @@ READ_CELLS = """(id) => {
 
 
 def shown_tokens(page) -> dict[int, str]:
-    return page.eval_on_selector_all("#sentence [data-pos]", "els => els.map(e => [+e.dataset.pos, e.textContent])")
+    """Each position's text as the player shows it: a decided token's leading space sits just before its box."""
+    return page.eval_on_selector_all("#sentence [data-pos]", """els => els.map(e => [+e.dataset.pos,
+        (e.previousSibling && e.previousSibling.nodeType === 3 ? e.previousSibling.textContent : '')
+        + e.textContent])""")
 
 
 @pytest.mark.browser

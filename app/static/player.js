@@ -31,7 +31,10 @@
       span.dataset.pos = String(c.p);
       span.className = `tok ${c.state}` + (c.current ? " current" : "");
       span.textContent = c.label;
-      if (c.state === "decided") {
+      if (c.state === "decided") {  // a leading space outside the box: a line broken there leaves no sliver
+        const [lead, body] = A3Core.leadingSpace(c.label);
+        if (lead) box.appendChild(document.createTextNode(lead));
+        span.textContent = body;
         span.style.background = stripes(c.colors);
         span.style.color = c.ink;
       }

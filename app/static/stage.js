@@ -103,9 +103,11 @@
         return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
           ' · open: not decided yet" style="' + openChip(t) + '">' + esc(t.label) + '</span>';
       }
-      return '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" style="background:' +
-        fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' + (t.decidedAt + 1) + '">' +
-        esc(t.label) + '</span>';
+      // a leading space stays outside the coloured box: a line that breaks there leaves no sliver of box
+      const [lead, body] = A3Core.leadingSpace(t.label);
+      return esc(lead) + '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p +
+        '" style="background:' + fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' +
+        (t.decidedAt + 1) + '">' + esc(body) + '</span>';
     }).join('') + '</div>';
     const cur = el.sentence.querySelector('.tok.current');
     if (cur) {  // keep the current tokens in view inside the text box, never scroll the page

@@ -93,6 +93,12 @@ const A3Core = {
     return A3Core.texts(P, step, false);
   },
 
+  // a label's leading spaces and the rest: [lead, body] (a label of spaces alone stays whole: ['', label])
+  leadingSpace(label) {
+    const lead = /^[ \t]*/.exec(label)[0];
+    return lead.length < label.length ? [lead, label.slice(lead.length)] : ['', label];
+  },
+
   // the text: every position but the start token; a split character is one chip, whole once all its
   // tokens are known and one open box until then
   sentence(P, step) {
