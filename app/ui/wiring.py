@@ -2,9 +2,10 @@
 that serve them; here they are connected. All UI events are private (`api_visibility="private"`): the
 public API is the two named endpoints of app.ui.api.
 
-Events that run the model share one queue, `concurrency_id="model"` (`model_events`). An event's
-default queue is keyed by its function, so one function wired to several events gives them one queue
-(Tokenize, Enter in the text and the page load share one)."""
+Events that run the model share one queue, `concurrency_id="model"` (`model_events`); the Step details'
+renders (no model) share another, `concurrency_id="details"`, of one, so they land in the order they were
+asked for (`wire_details_tab`). An event's default queue is keyed by its function, so one function wired
+to several events gives them one queue (Tokenize, Enter in the text and the page load share one)."""
 
 from __future__ import annotations
 
