@@ -81,6 +81,7 @@ class PackedLinear(nn.Linear):
     _packing: tuple | None = None
 
     _generation = 0  # moves with every model.to(...) (`_apply`): a stamp then never matches an old copy
+    _fused_member = False  # one of a FusedProjections' layers: called alone (its product declined), F.linear
 
     def __getstate__(self):  # a copy (deepcopy, pickle) packs afresh: the packed tensor cannot be copied
         return {**super().__getstate__(), "_packing": None}
@@ -103,8 +104,8 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        if not _usable(x, [weight], self.in_features):
-            return F.linear(x, weight, self.bias)
+        if self._fused_member or not _usable(x, [weight], self.in_features):
+            return F.linear(x, weight, self.bias)  # (a fused member alone: no second packed copy of it)
         packing = self._packing
         if packing is None or packing[0] != self.stamp():
             packing = self._pack()
@@ -168,8 +169,8 @@ def unpack_linears(model: nn.Module) -> int:
     for module in model.modules():
         if type(module) is PackedLinear:
             module.__class__ = nn.Linear
-            module.__dict__.pop("_packing", None)
-            module.__dict__.pop("_generation", None)
+            for name in ("_packing", "_generation", "_fused_member"):
+                module.__dict__.pop(name, None)
             count += 1
         if module.__dict__.get("fused") is not None:
             module.__dict__.pop("fused")
@@ -209,7 +210,9 @@ def pack_linears(model: nn.Module) -> int:
             with torch.no_grad():
                 module.fused(torch.zeros(1, layers[0].in_features))  # packs now, not on the first step
             fused.update(id(layer) for layer in layers)
-    for module in packed:  # the rest now; a fused layer packs its own copy only if it is ever called alone
+            for layer in layers:
+                layer._fused_member = True
+    for module in packed:  # the rest now (a fused layer called alone uses F.linear: no second copy)
         if id(module) not in fused:
             module._pack()
     return len(packed)

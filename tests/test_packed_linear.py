@@ -87,20 +87,30 @@ def test_packing_changes_neither_parameters_nor_state_dict():
     assert all(m.fused is None for m in model.modules() if hasattr(m, "FUSABLE"))
 
 
+def packed_product(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The layer's product on its own packed copy, made here (a fused member never keeps one)."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), 2)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
 def test_fused_projections_are_the_separate_products_bit_for_bit():
     model = tiny_model(VOCAB, seed=0)
     pack_linears(model)
     attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
     assert attention.fused is not None and mlp.fused is not None
     x = torch.randn(1, 3, attention.q_proj.in_features)
+    qkv = (attention.q_proj, attention.k_proj, attention.v_proj)
     with torch.no_grad():
         fused = attention.fused(x)
-        separate = torch.cat([attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)], -1)
-        assert torch.equal(fused, separate)
-        assert torch.equal(mlp.fused(x), torch.cat([mlp.gate_proj(x), mlp.up_proj(x)], -1))
+        assert torch.equal(fused, torch.cat([packed_product(m, x) for m in qkv], -1))
+        assert torch.equal(mlp.fused(x), torch.cat([packed_product(m, x) for m in (mlp.gate_proj, mlp.up_proj)], -1))
+        # called alone (the fused product declined), a member uses F.linear and packs no copy of its own
+        assert torch.equal(attention.k_proj(x), F.linear(x, attention.k_proj.weight))
+        assert all(m._packing is None for m in qkv)
         attention.k_proj.weight.add_(1.0)  # one of the three changed: the fused product follows
-        assert torch.equal(attention.fused(x)[..., attention.q_proj.out_features:][..., :attention.k_proj.out_features],
-                           attention.k_proj(x))
+        start = attention.q_proj.out_features
+        assert torch.equal(attention.fused(x)[..., start:start + attention.k_proj.out_features],
+                           packed_product(attention.k_proj, x))
     x.requires_grad_(True)
     assert attention.fused(x) is None  # with gradients the layers are called one by one
 
