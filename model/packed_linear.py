@@ -96,7 +96,7 @@ class PackedLinear(nn.Linear):
         module's generation (a storage freed by a cast and reused by the cast back has the same address)."""
         return _stamp(self.weight), self._generation
 
-    def _pack(self) -> torch.Tensor:
+    def _pack(self) -> tuple:
         stamp = self.stamp()  # before reading it: a change meanwhile leaves a stale stamp, packed again
         packing = (stamp, torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACK_HINT))
         self._packing = packing

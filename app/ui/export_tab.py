@@ -99,6 +99,11 @@ def download_stem(result: Result) -> str:
     return "-".join(["a3", *words, hashlib.sha1(key).hexdigest()[:6]])
 
 
+def new_file(result: Result, name: str) -> Path:
+    """Where an export of `result` is written: '<download_stem>-<name>' in a fresh temporary directory."""
+    return Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
+
+
 def shown_step(result: Result | None, step) -> int:
     """The step as the stage counts it: 0 before decoding, then 1, 2, ... (a file is named by it)."""
     return clamp_step(result, step) + 1 if result is not None else 0
@@ -110,7 +115,7 @@ def export(result: Result | None, name: str, make) -> str | None:
         gr.Warning(f"Nothing to export: {memory.not_held()}")
         return None
     data = make(result)
-    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
+    path = new_file(result, name)
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     return str(path)
 
@@ -122,7 +127,7 @@ def export_file(result: Result | None, name: str, explorer: Explorer, write) -> 
         return None
     data = result.trace.to_dict(explorer.loaded.tokenizer)
     data["method"], data["model"] = result.method, result.model
-    path = Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
+    path = new_file(result, name)
     try:
         return str(write(data, path) or path)
     except Exception as err:  # never a stack trace in the page
