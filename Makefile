@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 7860
 MODEL ?= default
+# the suite's worker processes (pytest-xdist; each computes on one thread): 2 halves the wall time on 2 cores
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test lint bench eval space-dry-run clean
 
@@ -25,7 +27,7 @@ demo: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .

@@ -18,6 +18,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
+# `make test` runs the suite in two worker processes (pytest-xdist, `-n 2`): each then computes on one thread, and
+# so do the apps and commands its tests start (OMP_NUM_THREADS, inherited), so that two workers never ask a
+# 2-core machine for four threads (torch's threads wait on each other: 10-100x slower on a busy CPU)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("A3_TEST_THREADS", "1")
 torch.set_num_threads(int(os.environ.get("A3_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 VOCAB = 101
