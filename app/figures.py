@@ -47,7 +47,8 @@ OPEN_INK = "#9a9a9a"  # the "?" of an open cell
 OPEN_MARK = narration.OPEN_MARK  # what an open position reads: a grid cell, a mask tick, a chip of the text
 FADED_OPACITY = 0.25  # steps after the current one
 
-MAX_LABEL_CHARS = 8
+MAX_LABEL_CHARS = 8  # a Plotly figure's grid cell or mask tick: its type does not shrink to fit
+CELL_LABEL_CHARS = 14  # the stage's grid and the GIF's: a long word gets a smaller type of its own first
 _ESCAPED_BYTES = re.compile(r"(?:<0x[0-9A-F]{2}>)+")  # model.text.escape_bytes' spelling, one or more in a row
 SHOWN_BYTES = re.compile(r"‹[0-9A-F]{2}(?: ?[0-9A-F]{2})*›")  # what `bytes_label` (and `short_label`) write
 MAX_GRID_COLUMNS = 16
@@ -79,14 +80,15 @@ def display_label(token: str) -> str:
     return text.replace("\n", "↵").replace("\t", "⇥")
 
 
-def short_label(token: str) -> str:
+def short_label(token: str, limit: int = MAX_LABEL_CHARS) -> str:
     """The label of a grid cell or a mask tick: the display label without its surrounding spaces
     (" cat" reads as "cat" in a cell), bytes that make no character written close ("‹EFBC›", which fits a
-    cell where "‹EF BC›" would be cut), cut to MAX_LABEL_CHARS."""
+    cell where "‹EF BC›" would be cut), cut to `limit` characters (MAX_LABEL_CHARS, or CELL_LABEL_CHARS where
+    the cell's type shrinks to fit)."""
     text = display_label(token)
     text = text.strip() or text
     text = SHOWN_BYTES.sub(lambda m: m.group(0).replace(" ", ""), text)
-    return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bytes_label(data: bytes) -> str:
@@ -130,13 +132,13 @@ def readable_text(strings: list[str]) -> str:
 
 
 def position_texts(texts: list[str], runs: list[tuple[int, int]], known: list[bool], *,
-                   in_grid: bool) -> list[str]:
+                   in_grid: bool, limit: int = MAX_LABEL_CHARS) -> list[str]:
     """What each position reads at a step (unescaped): its short label once known, OPEN_MARK ("?") while open.
 
     A split character is only decoded once all its tokens are known; until then its known tokens read
     "…". Once whole, its tokens read the character on a mask tick, and nothing in a grid cell (the grid
     labels the run once, across its cells: `run_label_cells`)."""
-    out = [short_label(t) if k else OPEN_MARK for t, k in zip(texts, known, strict=True)]
+    out = [short_label(t, limit) if k else OPEN_MARK for t, k in zip(texts, known, strict=True)]
     for start, end in runs:
         whole = all(known[start:end])
         for p in range(start, end):

@@ -33,9 +33,10 @@ __all__ = ["EXAMPLES", "HOW_A3_WORKS", "build_demo", "header_markdown", "launch_
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-# Keyboard: ← / → step, space plays or pauses, Home / End, P presentation. The keys belong to the stage:
-# they act only while the stage is on screen, and never on a focused control other than the stage's own
-# buttons, its slider and its tab (a text field, a slider, a button elsewhere keeps its own keys).
+# Keyboard: ← / → step, space plays or pauses, Home / End, P presentation (Escape leaves it). The keys
+# belong to the stage: they act only while the stage is on screen, and never on a focused control other
+# than the stage's own buttons, its slider and its tab (a text field, a slider, a button elsewhere keeps
+# its own keys).
 SHORTCUTS = """
 <script>
 (() => {
@@ -53,7 +54,9 @@ SHORTCUTS = """
     (!!t.closest('#stage') && (t.tagName === 'BUTTON' || t.id === 'stage-step'));
   document.addEventListener('keydown', (e) => {
     if (e.altKey || e.ctrlKey || e.metaKey || e.defaultPrevented) return;
-    const id = KEYS[e.key] || (e.code === 'Space' ? 'play-btn' : null);
+    const presenting = document.documentElement.classList.contains('a3-present');
+    const id = KEYS[e.key] || (e.code === 'Space' ? 'play-btn' : null) ||
+      (e.key === 'Escape' && presenting ? 'present-btn' : null);  // Escape leaves presentation mode
     if (!id || !stageShown()) return;
     const t = e.target instanceof Element && e.target !== document.body ? e.target : null;
     if (t && t.closest(CONTROLS) && !stageOwn(t)) return;

@@ -141,6 +141,15 @@ def check_request(request: Request) -> Request:
     return request
 
 
+def blank_message(err: ValueError) -> str:
+    """A malformed blank's message for the page: "Malformed blank '[MASK:x]' at character 7: write …", said
+    once (model.text's messages already name the blank)."""
+    message = str(err)
+    if not message.lower().startswith("malformed blank"):
+        message = f"Malformed blank: {message}"
+    return message[:1].upper() + message[1:]
+
+
 @dataclass
 class Request:
     """One decoding request, as the page sends it."""
@@ -248,7 +257,7 @@ class Explorer:
         try:
             return find_flexible(text or "")
         except ValueError as err:
-            raise InputError(f"Malformed blank: {err}") from None
+            raise InputError(blank_message(err)) from None
 
     def encode(self, text: str):
         check_text(text)
@@ -256,7 +265,7 @@ class Explorer:
             return encode_masked_text(self.loaded.tokenizer, text or "", start_token_id=self.loaded.start_token_id,
                                       max_length=self.max_tokens)
         except BlankSyntaxError as err:
-            raise InputError(f"Malformed blank: {err}") from None
+            raise InputError(blank_message(err)) from None
         except ValueError as err:
             raise InputError(str(err)[:1].upper() + str(err)[1:]) from None
 

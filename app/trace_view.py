@@ -150,7 +150,7 @@ class TraceView:
     method: str
     length: int
     labels: list[str]  # per position: its character run's text as `figures.display_label` shows it
-    short: list[str]  # per position: `figures.short_label` of the same, for grid cells and mask ticks
+    short: list[str]  # per position: `figures.short_label` of the same (CELL_LABEL_CHARS), for grid cells
     runs: list[list[int]]  # [start, end) of every character split over two or more tokens
     given: list[bool]
     decided: list[int]  # per position: the step that decided it, -1 for given (or never decided)
@@ -193,7 +193,8 @@ class TraceView:
     def cells(self, step: int) -> list[Cell]:
         """Every position at `step` in reading order: given grey, decided in its step's colour, open."""
         now, pal = set(self.current(step)), self.palette
-        texts = figures.position_texts(self.short, self._runs(), self.known(step), in_grid=True)
+        texts = figures.position_texts(self.short, self._runs(), self.known(step), in_grid=True,
+                                       limit=figures.CELL_LABEL_CHARS)
         run_of = self._run_of()
         out = []
         for p in range(self.length):
@@ -383,7 +384,8 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
     hide_start = bool(given and given[0] and labels[0] == START_LABEL)
     return TraceView(
         title=_title(trace, method), method=method, length=trace.plan.length,
-        labels=shown, short=[figures.short_label(text) for text in whole], runs=[list(r) for r in runs], given=given,
+        labels=shown, short=[figures.short_label(text, figures.CELL_LABEL_CHARS) for text in whole],
+        runs=[list(r) for r in runs], given=given,
         decided=trace.decided_step(), groups=trace.group_ids, steps=steps,
         before=Caption(figures.step_summary(trace, -1, timing=False), verdicts[0], start),
         palette=Palette.for_steps(len(trace.steps)), columns=figures.grid_columns(trace.plan.length),

@@ -75,7 +75,7 @@ def parse_blanks(text: str) -> list[str | int]:
         digits = blank.group(1)
         n = (int(digits) if len(digits) <= 4 else MAX_BLANK + 1) if digits is not None else 1
         if not 1 <= n <= MAX_BLANK:
-            raise BlankSyntaxError(f"blank {match.group(0)!r}: N must be between 1 and {MAX_BLANK}.")
+            raise BlankSyntaxError(f"malformed blank {match.group(0)!r}: N must be between 1 and {MAX_BLANK}.")
         if match.start() > pos:
             pieces.append(text[pos : match.start()])
         pieces.append(n)

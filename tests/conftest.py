@@ -40,8 +40,11 @@ def browser():
         if REQUIRE_BROWSER:
             raise RuntimeError("A3_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium")
         pytest.skip("no chromium (apt-get install chromium); set A3_REQUIRE_BROWSER=1 to fail instead")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # an expectation waits up to 15 s where it names no time (Playwright's own default: 5 s): with two workers
+    # a plot's render can take longer than 5 s while the other worker decodes (it only waits on a failure)
+    expect.set_options(timeout=15_000)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-background-networking",
                                                               "--disable-component-update", "--no-first-run"])

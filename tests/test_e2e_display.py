@@ -272,3 +272,74 @@ def test_a_new_run_keeps_the_speed(page_url, browser):
     expect(page.locator(".a3s-headline")).to_contain_text(re.compile(r"A3 plan: 3 model calls"), timeout=60_000)
     assert page.input_value("#stage-speed") == "1.2"
     page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# presentation mode: the headline's counts and the grid's words whole
+
+
+def present(page) -> None:
+    page.locator("#present-btn").click()
+    page.wait_for_function("() => document.documentElement.classList.contains('a3-present')")
+    page.wait_for_timeout(300)  # the stage lays itself out again
+
+
+def test_in_presentation_mode_the_headline_keeps_its_counts_and_leaves_out_its_aside(page_url, browser, explorer):
+    """Best of N's headline names what was kept in brackets; on a projector at 1366 px that aside is left out
+    (it still shows on the page, and hovers) so that the counts read whole instead of ending in "…"."""
+    from app.session import BEST_OF_N
+
+    result = explorer.decode(Request(text="Mia found an old key under the porch. [MASK:6] Inside the box was a "
+                                          "letter from her grandmother.", method=BEST_OF_N, seed=0))
+    page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
+    aside = page.locator(".a3s-headline .a3s-aside")
+    assert aside.count() == 1 and aside.inner_text().startswith(" (") and "kept" in aside.inner_text()
+    assert aside.is_visible()
+    assert aside.get_attribute("title")  # the aside hovers with what its part means, like the part itself
+    present(page)
+    assert not aside.is_visible()
+    shown = page.locator(".a3s-headline").inner_text()
+    assert re.search(r"model calls for \d+ tokens · groups of 4 would take \d+ · AR needs \d+", shown), shown
+    cut = page.evaluate("() => { const h = document.querySelector('.a3s-headline'); "
+                        "return h.scrollWidth - h.clientWidth; }")
+    assert cut <= 1, cut
+    page.close()
+
+
+@pytest.mark.parametrize("width, height, presenting", [(1366, 768, False), (1920, 1080, True)])
+def test_a_long_word_shows_whole_in_its_grid_cell(page_url, browser, explorer, width, height, presenting):
+    """"grandmother" in a cell sized for short words gets a smaller type of its own rather than "grandm…"."""
+    result = explorer.decode(Request(text="Inside the box was a letter from her grandmother, extraordinarily kind "
+                                          "and understanding. [MASK:3]", method="A3 plan", seed=0))
+    page = open_stage(browser, page_url, width, height, stage_payload(result, autoplay=False))
+    if presenting:
+        present(page)
+    go(page, n_steps(page) - 1)
+    cells = page.evaluate("""() => [...document.querySelectorAll('#stage-grid .cell')].map((c) => ({
+        text: c.textContent, cut: c.scrollWidth - c.clientWidth, font: parseFloat(getComputedStyle(c).fontSize),
+        grid: parseFloat(getComputedStyle(c.parentElement).fontSize)}))""")
+    long = [c for c in cells if "grandmother" in c["text"]]
+    assert long and long[0]["font"] < long[0]["grid"], long  # it needed the smaller type here
+    words = [c for c in cells if len(c["text"].strip()) <= 12]
+    assert all(c["cut"] <= 0 for c in words), [c for c in words if c["cut"] > 0]
+    assert min(c["font"] for c in cells) >= 9
+    page.close()
+
+
+def test_presentation_mode_gives_the_stage_the_window_and_escape_leaves_it(page_url, browser):
+    """On a projector the tabs and the example's note go (the note only ever showed as "Example deco…"), the
+    stage grows into their room, and Escape leaves presentation mode as P does."""
+    page = open_stage(browser, page_url, 1366, 768)
+    tabs, note = page.locator("#tabs > .tab-wrapper"), page.locator(".a3s-note")
+    assert tabs.is_visible() and note.is_visible() and note.inner_text()
+    height = page.evaluate("() => document.querySelector('#stage .a3s').getBoundingClientRect().height")
+    present(page)
+    assert not tabs.is_visible() and not note.is_visible()
+    page.wait_for_function("(h) => document.querySelector('#stage .a3s').getBoundingClientRect().height > h + 30",
+                           arg=height)
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.documentElement.classList.contains('a3-present')")
+    assert tabs.is_visible() and note.is_visible()
+    page.keyboard.press("Escape")  # not presenting: Escape does nothing
+    assert not page.evaluate("() => document.documentElement.classList.contains('a3-present')")
+    page.close()

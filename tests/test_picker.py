@@ -97,8 +97,8 @@ def test_typing_then_pasting_over_the_text_keeps_only_the_new_blanks(explorer, o
 
 @pytest.mark.parametrize("bad, why", [
     ("The cat [MASK:5000] sat.", "N must be between 1 and 512"),
-    ("The cat [MASK:3 sat.", "malformed blank"),
-    ("The cat [MASK:", "malformed blank"),  # a blank half typed
+    ("The cat [MASK:3 sat.", "Malformed blank"),
+    ("The cat [MASK:", "Malformed blank"),  # a blank half typed
 ])
 def test_chips_of_a_text_that_is_not_valid_stay_marked_out_of_date(explorer, on, bad, why):
     picker = clicked(explorer, CAT, " cat")

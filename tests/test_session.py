@@ -79,8 +79,12 @@ def test_figure_1_grouping_from_text(explorer):
     ("word " * 300 + "[MASK]", "too long"),
 ])
 def test_bad_text_gives_a_clear_message(explorer, text, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as raised:
         explorer.decode(Request(text=text))
+    said = str(raised.value)
+    assert said.lower().count("malformed blank") <= 1, said  # never "Malformed blank: malformed blank '[MASK:x]'"
+    if "MASK:" in text and message == "Malformed blank":
+        assert said.startswith("Malformed blank '[MASK"), said  # the blank named at once
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -84,7 +84,7 @@ def test_the_view_reads_the_trace(runs):
     whole, runs = figures.character_labels(result.labels)  # a split character's tokens read the character
     assert view.labels == [figures.display_label(t) for t in whole] and view.runs == [list(r) for r in runs]
     assert "↵" in "".join(view.labels) and not any("\n" in t for t in view.labels)  # the line break shows
-    assert view.short == [figures.short_label(t) for t in whole]
+    assert view.short == [figures.short_label(t, figures.CELL_LABEL_CHARS) for t in whole]  # the stage fits its type
     assert view.palette.steps == figures.step_colors(result.n_steps)
     assert view.palette.ink == [figures.ink_on(c) for c in view.palette.steps]
     assert view.hide_start and view.labels[0] == "⟨s⟩"

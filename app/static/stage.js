@@ -56,7 +56,14 @@
     }
     rest.split(' · ').forEach((part, i) => {
       if (i) node.appendChild(document.createTextNode(' · '));
-      add(part, termFor(P, part));
+      // the headline's asides in brackets ("(6 decodes and their scoring; the one kept, …)") are spans of
+      // their own: presentation mode leaves them out so that the line keeps its counts whole on a projector
+      const aside = first ? part.match(/^(.+?)( \(.+\))$/) : null;
+      add(aside ? aside[1] : part, termFor(P, part));
+      if (aside) {
+        add(aside[2], node.lastChild.title);
+        node.lastChild.className = 'a3s-aside';
+      }
     });
   }
 
@@ -129,6 +136,18 @@
     return { cols, w: Math.floor(w), h, font };
   }
 
+  // a label too wide for its cell at the grid's type size gets a smaller size of its own ("grandmother" whole
+  // rather than "grandm…"), down to 60% of the grid's size and never under 9 px; past that the cell still
+  // cuts it with an ellipsis.
+  // Widths in em of the monospace type: 0.61 a character, 1 for the wide ones (CJK, emoji)
+  function cellFont(text, m) {
+    let ems = 0;
+    for (const ch of text) ems += ch.codePointAt(0) >= 0x2e80 ? 1 : 0.61;
+    const room = m.w - 6;  // the cell's padding and outline
+    if (ems * m.font <= room) return '';
+    return ';font-size:' + Math.max(9, Math.ceil(m.font * 0.6), Math.floor(room / ems)) + 'px';
+  }
+
   function cellTitle(P, c) {
     if (c.p === 0 && P.hide_start) {
       return 'position 0 · ' + P.labels[0] + ': the start token every text begins with (not shown in the text) · given';
@@ -147,7 +166,7 @@
     const at = (p) => 'grid-row:' + (Math.floor(p / m.cols) + 1) + ';grid-column:' + (p % m.cols + 1);
     el.grid.innerHTML = cells.map((c) => '<div class="cell ' + c.state + (c.current ? ' current' : '') +
       (c.run >= 0 ? ' in-run' : '') + '" data-p="' + c.p + '" style="' + at(c.p) + ';background:' + c.color +
-      ';color:' + c.ink + '" title="' + esc(cellTitle(P, c)) + '">' + esc(c.text) + '</div>').join('') +
+      ';color:' + c.ink + cellFont(c.text, m) + '" title="' + esc(cellTitle(P, c)) + '">' + esc(c.text) + '</div>').join('') +
       A3Core.runLabels(P, step).map((r) => '<div class="run" data-start="' + r.start + '" data-end="' + r.end +
         '" style="grid-row:' + (r.row + 1) + ';grid-column:' + (r.c0 + 1) + ' / ' + (r.c1 + 2) + ';color:' +
         cells[r.row * m.cols + r.c0].ink + '">' + esc(r.text) + '</div>').join('');

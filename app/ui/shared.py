@@ -34,9 +34,12 @@ class States:
 SERVER_ERROR = "Something went wrong on the server; the previous result stays. Try again, or another input."
 
 
+WARNING_TOAST_S = 6  # a toast covers the stage's top right (speed, narrate, Present): the warning line keeps the text
+
+
 def warn(message) -> str:
-    """A toast now, and the text of the warning line."""
-    gr.Warning(str(message))
+    """A toast now (for WARNING_TOAST_S seconds), and the text of the warning line."""
+    gr.Warning(str(message), duration=WARNING_TOAST_S)
     return f"⚠️ {message}"
 
 

@@ -105,8 +105,12 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     preview = dict(fn=on.on_preview, inputs=[states.result, states.details_step],
                    outputs=[d.candidates, b.position, b.token], show_progress="hidden", api_visibility="private",
                    **model)
+    # Every step the stage reports is rendered, in order ("multiple"): with "always_last" Gradio's page keeps
+    # only that an event is due while one runs, then sends the one that ran again, with its own data: quick
+    # steps (Home, then → →) left the details on "Before decoding" while the stage showed step 2, and a branch
+    # from there was refused. The stage reports a step once it has been still for 250 ms, so these stay few.
     page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort, states.tree], outputs,
-                            trigger_mode="always_last", show_progress="hidden", **in_order,
+                            trigger_mode="multiple", show_progress="hidden", **in_order,
                             api_visibility="private").then(**preview)
     # opening the tab details the step on the stage at once (the example plays until someone stops it)
     d.tab.select(on.on_opened, [states.result, d.on_screen, d.reduce, d.sort, states.tree], outputs,
@@ -139,7 +143,7 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     a.button.click(on.on_attention, [states.result, states.details_step, a.stream, a.layer, a.head],
                    [a.plot, a.note, states.attention_at, page.warning], api_visibility="private", **model)
     page.stage.step_settled(on.on_attention_settled, [states.result, states.attention_at],
-                            [a.plot, a.note, states.attention_at], trigger_mode="always_last", show_progress="hidden",
+                            [a.plot, a.note, states.attention_at], trigger_mode="multiple", show_progress="hidden",
                             concurrency_limit=None, api_visibility="private")
 
 
