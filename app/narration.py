@@ -66,8 +66,10 @@ TERMS = {
     "at position": "Where the tokens decided now sit in the text, counting from 0 (the start token).",
     "log p": "How likely the model found the tokens decided now: the log of their probability. "
              "0 is certain; the more negative, the less likely.",
-    "model calls": "How many times the model has run so far.",
-    "model call": "How many times the model has run so far.",
+    "model calls": "How many times the model ran: in the step line, up to this step; in the headline, for the "
+                   "whole run.",
+    "model call": "How many times the model ran: in the step line, up to this step; in the headline, for the "
+                  "whole run.",
     "groups of 4 would take": "The model calls the same blanks would need if 4 tokens were decided per call.",
     "AR needs": "The model calls an ordinary left-to-right (autoregressive) model needs: one per token.",
     NO_STUTTER: "The “No stutter” switch under Sampling. On: no word is put right next to itself and no "

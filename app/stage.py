@@ -34,10 +34,10 @@ def calls_summary(result: Result) -> str:
     kept = ""
     if found is not None:
         shown = (trace.settings or {}).get("candidate", found.best.name)
-        kept = (f" ({len(found.candidates)} decodes and their scoring; the one kept, {found.best.name}, took "
-                f"{trace.model_calls})") if shown == found.best.name else \
-            (f" ({len(found.candidates)} decodes and their scoring; on the stage {shown}, which took "
-             f"{trace.model_calls}; the one kept: {found.best.name})")
+        together = f"{len(found.candidates)} decodes side by side, each call a step of all of them, then their scoring"
+        kept = (f" ({together}; the one kept, {found.best.name}, took {trace.model_calls})") \
+            if shown == found.best.name else \
+            (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")
     # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
     rule = "" if is_teacher_forced(trace) else rule_status(trace)
     return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
