@@ -67,7 +67,8 @@ TERMS = {
     "log p": "How likely the model found the tokens decided now: the log of their probability. "
              "0 is certain; the more negative, the less likely.",
     "model calls": "How many times the model ran: in the step line, up to this step; in the headline, for the "
-                   "whole run.",
+                   "whole run (best of N: its decodes run together, one call a step for all of them, and their "
+                   "scoring takes one more).",
     "model call": "How many times the model ran: in the step line, up to this step; in the headline, for the "
                   "whole run.",
     "groups of 4 would take": "The model calls the same blanks would need if 4 tokens were decided per call.",

@@ -34,7 +34,7 @@ def calls_summary(result: Result) -> str:
     kept = ""
     if found is not None:
         shown = (trace.settings or {}).get("candidate", found.best.name)
-        together = f"{len(found.candidates)} decodes side by side, each call a step of all of them, then their scoring"
+        together = f"{len(found.candidates)} decodes run together, then scored"  # one call a step for all of them
         kept = (f" ({together}; the one kept, {found.best.name}, took {trace.model_calls})") \
             if shown == found.best.name else \
             (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")

@@ -56,7 +56,7 @@
     }
     rest.split(' · ').forEach((part, i) => {
       if (i) node.appendChild(document.createTextNode(' · '));
-      // the headline's asides in brackets ("(6 decodes side by side, …; the one kept, …)") are spans of
+      // the headline's asides in brackets ("(6 decodes run together, then scored; the one kept, …)") are spans of
       // their own: presentation mode leaves them out so that the line keeps its counts whole on a projector
       const aside = first ? part.match(/^(.+?)( \(.+\))$/) : null;
       add(aside ? aside[1] : part, termFor(P, part));
@@ -137,15 +137,16 @@
   }
 
   // a label too wide for its cell at the grid's type size gets a smaller size of its own ("grandmother" whole
-  // rather than "grandm…"), down to 60% of the grid's size and never under 9 px; past that the cell still
-  // cuts it with an ellipsis.
+  // rather than "grandm…"), down to 60% of the grid's size and never under 9 px; a word that would not be
+  // whole even then keeps the grid's size, cut with an ellipsis (smaller and still cut helps nobody).
   // Widths in em of the monospace type: 0.61 a character, 1 for the wide ones (CJK, emoji)
   function cellFont(text, m) {
     let ems = 0;
     for (const ch of text) ems += ch.codePointAt(0) >= 0x2e80 ? 1 : 0.61;
     const room = m.w - 6;  // the cell's padding and outline
     if (ems * m.font <= room) return '';
-    return ';font-size:' + Math.max(9, Math.ceil(m.font * 0.6), Math.floor(room / ems)) + 'px';
+    const fits = Math.floor(room / ems);
+    return fits >= Math.max(9, Math.ceil(m.font * 0.6)) ? ';font-size:' + fits + 'px' : '';
   }
 
   function cellTitle(P, c) {
