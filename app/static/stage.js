@@ -137,8 +137,8 @@
   }
 
   // a label too wide for its cell at the grid's type size gets a smaller size of its own ("grandmother" whole
-  // rather than "grandm…"), down to 60% of the grid's size and never under 9 px; a word that would not be
-  // whole even then keeps the grid's size, cut with an ellipsis (smaller and still cut helps nobody).
+  // rather than "grandm…"), never under 9 px; a word that would not be whole even at 9 px keeps the grid's
+  // size, cut with an ellipsis (smaller and still cut helps nobody: a long text's 11 px cells stay as they were).
   // Widths in em of the monospace type: 0.61 a character, 1 for the wide ones (CJK, emoji)
   function cellFont(text, m) {
     let ems = 0;
@@ -146,7 +146,7 @@
     const room = m.w - 6;  // the cell's padding and outline
     if (ems * m.font <= room) return '';
     const fits = Math.floor(room / ems);
-    return fits >= Math.max(9, Math.ceil(m.font * 0.6)) ? ';font-size:' + fits + 'px' : '';
+    return fits >= 9 ? ';font-size:' + fits + 'px' : '';
   }
 
   function cellTitle(P, c) {
