@@ -80,7 +80,8 @@ def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:
     chosen = dict(zip(record.positions, record.tokens, strict=True))
     labels = []
     for p in decided + rest:
-        now = f" (decided here: {result.token_text(chosen[p]).strip() or '␣'})" if p in chosen else " (open)"
+        # the position's own label: the token it holds was decided here (the vocab only names candidates)
+        now = f" (decided here: {result.labels[p].strip() or '␣'})" if p in chosen else " (open)"
         labels.append((f"position {p}{now}", p))
     return labels
 

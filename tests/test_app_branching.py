@@ -1,5 +1,7 @@
 """Branching as the page does it (app.branching over model.branching), on the tiny model."""
 
+import dataclasses
+
 import pytest
 
 from app import branching
@@ -19,6 +21,12 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     positions = branching.open_positions(result, step)
     decided = result.trace.steps[step].positions[0]
     assert positions[0][1] == decided and "decided here" in positions[0][0]
+    # it names the word decided there, as the stage shows it, never a token id ("#1838", a browser walk)
+    word = result.labels[decided].strip() or "␣"
+    assert positions[0][0] == f"position {decided} (decided here: {word})" and "#" not in positions[0][0]
+    # a sampled token outside the step's top candidates is not in the run's vocab: still its word
+    unnamed = dataclasses.replace(result, vocab={})
+    assert branching.open_positions(unnamed, step)[0][0] == positions[0][0]
     assert {p for _, p in positions} == set(result.trace.steps[step].candidates)
     tokens = branching.token_choices(result, step, decided)
     assert [t for _, t in tokens] == [t for t, _ in result.trace.steps[step].candidates[decided]]
