@@ -589,23 +589,40 @@ class Explorer:
         return check_masks(content, query, groups).summary()
 
     @staticmethod
+    def step_rows(result: Result, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(decided at this step, known at this step) per position: the rows the stage outlines, and the
+        positions given or decided by then. A plan's masks are the same at every step; these say which of
+        their rows the step on show is about (step -1: before the first, nothing decided yet)."""
+        decided = np.array(result.trace.decided_step())
+        given = np.array(result.trace.given, dtype=bool)
+        return decided == step, given | ((decided >= 0) & (decided <= step))
+
+    @staticmethod
     def masks_csv(result: Result, step: int) -> bytes:
-        """A zip of content.csv, query.csv and groups.csv (rows = query positions, columns = keys)."""
+        """A zip of content.csv, query.csv (rows = query positions, columns = keys) and groups.csv: per
+        position its group, whether it is decided at this step and whether it is known by then."""
         groups, content, query = Explorer.masks_of(result, step)
+        now, known = Explorer.step_rows(result, step)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, matrix in (("content", content), ("query", query)):
                 text = io.StringIO()
                 np.savetxt(text, matrix, fmt="%d", delimiter=",")
                 zf.writestr(f"{name}.csv", text.getvalue())
-            zf.writestr("groups.csv", "position,group\n" + "".join(f"{i},{g}\n" for i, g in enumerate(groups)))
+            rows = zip(groups, now, known, strict=True)
+            zf.writestr("groups.csv", f"position,group,decided_at_step_{step + 1},known_at_step_{step + 1}\n" +
+                        "".join(f"{i},{g},{int(n)},{int(k)}\n" for i, (g, n, k) in enumerate(rows)))
         return buffer.getvalue()
 
     @staticmethod
     def masks_npz(result: Result, step: int) -> bytes:
+        """group_ids, content, query, and this_step / known (`step_rows`) with the step's number (from 1; 0 before
+        the first)."""
         groups, content, query = Explorer.masks_of(result, step)
+        now, known = Explorer.step_rows(result, step)
         buffer = io.BytesIO()
-        np.savez(buffer, group_ids=groups, content=content.astype(bool), query=query.astype(bool))
+        np.savez(buffer, group_ids=groups, content=content.astype(bool), query=query.astype(bool), this_step=now,
+                 known=known, step=np.int64(step + 1))
         return buffer.getvalue()
 
     def trace_json(self, result: Result) -> str:

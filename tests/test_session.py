@@ -186,6 +186,17 @@ def test_mask_exports_match_two_stream_masks(explorer):
     with zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, step))) as zf:
         csv_query = np.loadtxt(io.StringIO(zf.read("query.csv").decode()), delimiter=",", dtype=int)
         assert np.array_equal(csv_query, query.numpy().astype(int))
+        rows = zf.read("groups.csv").decode().splitlines()
+    # each step's export says which rows it is about: the positions decided at it, and those known by then
+    decided, given = result.trace.decided_step(), result.trace.given
+    assert rows[0] == f"position,group,decided_at_step_{step + 1},known_at_step_{step + 1}"
+    table = [tuple(int(v) for v in row.split(",")) for row in rows[1:]]
+    assert [p for p, _, now, _ in table if now] == sorted(result.trace.steps[step].positions)
+    assert all(known == int(g or 0 <= d <= step) for (_, _, _, known), d, g in zip(table, decided, given, strict=True))
+    assert npz["this_step"].tolist() == [bool(now) for _, _, now, _ in table] and int(npz["step"]) == step + 1
+    assert npz["known"].tolist() == [bool(known) for *_, known in table]
+    later = zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, step + 1))).read("groups.csv")
+    assert later != "\n".join(rows).encode() + b"\n"  # another step, another file
     exported = json.loads(explorer.trace_json(result))
     assert len(exported["steps"]) == result.n_steps and exported["final_text"] == result.text
 
