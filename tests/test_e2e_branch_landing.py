@@ -171,6 +171,18 @@ def test_presentation_mode_fits_the_window_with_its_hints_whole_large_and_dark(p
     page.close()
 
 
+def test_the_stages_small_words_are_dark_enough_to_read_on_the_page(page_url, browser):
+    """The panels' hints and the masks' captions: at least 4.5:1 on white (luminance under
+    0.18) outside presentation mode too (the theme's grey, 2.5:1, was hard to read, a browser walk said)."""
+    page = open_page(browser, page_url, 1366, 768)
+    stopped_at(page, 1)
+    for selector in (".a3s-grid-panel h4 small", ".a3s-dag-panel h4 small", ".a3s-mask-panel h4 small",
+                     ".a3s-masks figcaption"):
+        hint = page.evaluate(HINT_STATE, selector)
+        assert hint["luminance"] < 0.18, (selector, hint)
+    page.close()
+
+
 def test_the_masks_hint_is_whole_at_1366_without_presentation_mode(page_url, browser):
     page = open_page(browser, page_url, 1366, 768)
     stopped_at(page, 1)
