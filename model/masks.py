@@ -114,8 +114,7 @@ class MaskReport:
             shown = (self.leaks + self.missing)[:3]
             text += " " + " ".join(f"[{i.stream} {i.row}->{i.col}: {i.why}]" for i in shown)
         if self.unreachable_rows:
-            text += (f" Query rows that see nothing: {_ranges(self.unreachable_rows)} (the first group's; their "
-                     "output is a constant prior).")
+            text += f" Query rows that see nothing: {_ranges(self.unreachable_rows)} (first group: a constant prior)."
         return text
 
     def to_dict(self) -> dict:

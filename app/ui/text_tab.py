@@ -265,6 +265,12 @@ class TextCallbacks:
         except InputError as err:
             return gr.skip(), warn(err)
 
+    def on_loaded(self, text):
+        """(picker, warning) when the page loads: the example's chips. Its warning line is only ever set, never
+        cleared: on a busy server the load can answer after a visitor's Run has warned."""
+        picker, warning = self.on_tokenize(text)
+        return picker, warning or gr.skip()
+
     def on_typed(self, text, picker, chips_for):
         """(picker, chips for) when the text changes (typing, a paste, an example): new chips, the masks
         clicked before kept outside the edit when the new text is an edit of the old one (`carry_mask`).

@@ -45,6 +45,9 @@ class Page:
         return [self.states.result, self.stage, self.tabs, self.warning]
 
 
+TOKENIZE = dict(concurrency_id="tokenize", concurrency_limit=1)  # Tokenize, Enter in the text, the page load
+
+
 def model_events(calls: ModelCalls) -> dict:
     """The queue of every event that runs the model: one at a time on CPU, two on a GPU."""
     return dict(concurrency_id="model", concurrency_limit=2 if calls.explorer.loaded.device.type == "cuda" else 1)
@@ -53,22 +56,25 @@ def model_events(calls: ModelCalls) -> dict:
 def wire_events(blocks: gr.Blocks, page: Page, calls: ModelCalls, slides=None) -> None:
     """Connect the page's events (inside `blocks`' context). `slides` is app.slides, or None without it."""
     model = model_events(calls)
-    tokenize = TextCallbacks(calls).on_tokenize  # one function: the page load shares the Tokenize queue
-    wire_text_tab(page, calls, tokenize, model)
+    text_calls = TextCallbacks(calls)
+    wire_text_tab(page, calls, text_calls.on_tokenize, model)
     wire_compare_tab(page, calls, model)
     wire_details_tab(page, calls, model)
     wire_export_tab(page, ExportCallbacks(calls.explorer, slides))
     gr.api(api.infill_endpoint(calls), api_name="infill", **model)
     wire_lab_tab(page, calls, model)
     gr.api(api.order_likelihoods_endpoint(calls), api_name="order_likelihoods", **model)
-    blocks.load(tokenize, page.text.text, [page.text.picker, page.warning], api_visibility="private")
+    # the page load shares the Tokenize queue; it never clears the warning line (a visitor's Run may have set one
+    # while the load waited on a busy server)
+    blocks.load(text_calls.on_loaded, page.text.text, [page.text.picker, page.warning], api_visibility="private",
+                **TOKENIZE)
 
 
 def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     t, states, branch = page.text, page.states, page.details.branch
     on = TextCallbacks(calls)
-    t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
-    t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private")
+    t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
+    t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
     # .change, not .input: a paste and an example click change the text too
     t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for],
                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
