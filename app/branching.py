@@ -12,7 +12,7 @@ import threading
 import weakref
 
 from app import memory
-from app.figures import readable_text
+from app.figures import display_label, readable_text
 from app.narration import rule_status
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
@@ -81,7 +81,7 @@ def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:
     labels = []
     for p in decided + rest:
         # the position's own label: the token it holds was decided here (the vocab only names candidates)
-        now = f" (decided here: {result.labels[p].strip() or '␣'})" if p in chosen else " (open)"
+        now = f" (decided here: {display_label(result.labels[p]).strip() or '␣'})" if p in chosen else " (open)"
         labels.append((f"position {p}{now}", p))
     return labels
 

@@ -757,7 +757,7 @@ def step_summary(trace: DecodeTrace, step: int, *, timing: bool = True) -> str:
     where = f"at position {s.positions[0]}" if len(s.positions) == 1 else f"at positions {_listed(s.positions)}"
     line = (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · {where} · "
             f"log p = {s.logprob:.2f} · model calls {s.model_calls}")
-    return line + (f" · {s.elapsed_s:.2f} s since decoding began" if timing else "")
+    return line + (f" · {s.elapsed_s:.3f} s since decoding began" if timing else "")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -54,9 +54,11 @@ SHORTCUTS = """
     (!!t.closest('#stage') && (t.tagName === 'BUTTON' || t.id === 'stage-step'));
   document.addEventListener('keydown', (e) => {
     if (e.altKey || e.ctrlKey || e.metaKey || e.defaultPrevented) return;
-    const presenting = document.documentElement.classList.contains('a3-present');
-    const id = KEYS[e.key] || (e.code === 'Space' ? 'play-btn' : null) ||
-      (e.key === 'Escape' && presenting ? 'present-btn' : null);  // Escape leaves presentation mode
+    if (e.key === 'Escape' && document.documentElement.classList.contains('a3-present')) {
+      document.querySelector('#stage #present-btn').click();  // Escape leaves presentation mode, from anywhere
+      return;
+    }
+    const id = KEYS[e.key] || (e.code === 'Space' ? 'play-btn' : null);
     if (!id || !stageShown()) return;
     const t = e.target instanceof Element && e.target !== document.body ? e.target : null;
     if (t && t.closest(CONTROLS) && !stageOwn(t)) return;

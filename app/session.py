@@ -142,11 +142,9 @@ def check_request(request: Request) -> Request:
 
 
 def blank_message(err: ValueError) -> str:
-    """A malformed blank's message for the page: "Malformed blank '[MASK:x]' at character 7: write …", said
-    once (model.text's messages already name the blank)."""
-    message = str(err)
-    if not message.lower().startswith("malformed blank"):
-        message = f"Malformed blank: {message}"
+    """A blank's message for the page, as the library says it ("Malformed blank '[MASK:x]' at character 7:
+    write …", "2 blanks of flexible length ([MASK:?]): use one per text …"), capitalised."""
+    message = str(err)  # model.text's and model.flexible's messages say what is wrong with which blank
     return message[:1].upper() + message[1:]
 
 
@@ -595,7 +593,7 @@ class Explorer:
         their rows the step on show is about (step -1: before the first, nothing decided yet)."""
         decided = np.array(result.trace.decided_step())
         given = np.array(result.trace.given, dtype=bool)
-        return decided == step, given | ((decided >= 0) & (decided <= step))
+        return (decided == step) & ~given, given | ((decided >= 0) & (decided <= step))
 
     @staticmethod
     def masks_csv(result: Result, step: int) -> bytes:

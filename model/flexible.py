@@ -105,7 +105,8 @@ def find_flexible(text: str) -> FlexibleBlank | None:
     digits = match.group(1)
     guess = DEFAULT_GUESS if not digits else (int(digits) if len(digits) <= 4 else MAX_BLANK + 1)
     if not 1 <= guess <= MAX_BLANK // 2:
-        raise BlankSyntaxError(f"blank {match.group(0)!r}: the length guess must be between 1 and {MAX_BLANK // 2}.")
+        raise BlankSyntaxError(f"malformed blank {match.group(0)!r}: the length guess must be between 1 and "
+                               f"{MAX_BLANK // 2}.")
     return FlexibleBlank(match.start(), match.end(), guess)
 
 

@@ -36,12 +36,13 @@ def test_the_details_render_one_at_a_time_in_order_and_only_a_pick_asks_for_a_po
     assert all(fn.concurrency_id == "details" and fn.concurrency_limit == 1 for fn in renders)
     (position,) = by_name["on_position"]
     assert [event for _, event in position.targets] == ["input"]
-    # every step the stage reports reaches the server with its own step: Gradio's "always_last" sends the event
-    # that was running again instead of the last one (its page keeps no data for the one due), which left the
-    # details on "Before decoding" after Home, → and → in a loaded run, and refused a branch from there
-    settled = [fn for fn in demo.fns.values() if any(event == "step_settled" for _, event in fn.targets)]
-    assert len(settled) == 2 and all(fn.trigger_mode == "multiple" for fn in settled), \
-        [(fn.fn.__name__, fn.trigger_mode) for fn in settled]
+    # the details read the stage's step from the page as the event leaves: Gradio's "always_last" sends the
+    # event that was running again instead of the last one (its page keeps no data for the one due), which left
+    # the details on "Before decoding" after Home, → and → in a loaded run, and refused a branch from there
+    (settled,) = by_name["on_step_settled"]
+    assert settled.trigger_mode == "always_last" and "#stage-counter" in (settled.js or ""), settled.js
+    (attention,) = by_name["on_attention_settled"]  # no queue, no model: every report, with its own data
+    assert attention.trigger_mode == "multiple" and attention.concurrency_limit is None
 
 
 def run_text(page, text: str) -> None:

@@ -329,6 +329,8 @@ def test_a_long_word_shows_whole_in_its_grid_cell(page_url, browser, explorer, w
 def test_presentation_mode_gives_the_stage_the_window_and_escape_leaves_it(page_url, browser):
     """On a projector the tabs and the example's note go (the note only ever showed as "Example deco…"), the
     stage grows into their room, and Escape leaves presentation mode as P does."""
+    from playwright.sync_api import expect
+
     page = open_stage(browser, page_url, 1366, 768)
     tabs, note = page.locator("#tabs > .tab-wrapper"), page.locator(".a3s-note")
     assert tabs.is_visible() and note.is_visible() and note.inner_text()
@@ -342,4 +344,10 @@ def test_presentation_mode_gives_the_stage_the_window_and_escape_leaves_it(page_
     assert tabs.is_visible() and note.is_visible()
     page.keyboard.press("Escape")  # not presenting: Escape does nothing
     assert not page.evaluate("() => document.documentElement.classList.contains('a3-present')")
+    # "✎ your text" from presentation mode: the mode ends with the stage, the text tab comes with its tabs
+    present(page)
+    page.locator("#stage #edit-btn").click()
+    page.wait_for_function("() => !document.documentElement.classList.contains('a3-present')")
+    expect(page.locator("#text textarea")).to_be_visible()
+    assert tabs.is_visible()
     page.close()

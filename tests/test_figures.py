@@ -255,7 +255,7 @@ def test_step_summary(traces):
     assert line.startswith(f"Step {len(trace.steps)}/{len(trace.steps)} · group {last.group} · {where} · ")
     assert "committed positions" not in line
     assert f"log p = {last.logprob:.2f}" in line and f"model calls {last.model_calls}" in line
-    assert line.endswith(f" · {last.elapsed_s:.2f} s since decoding began")  # in the details panel; not in the views
+    assert line.endswith(f" · {last.elapsed_s:.3f} s since decoding began")  # in the details panel; not in the views
     assert figures.step_summary(trace, len(trace.steps) - 1, timing=False) == line.rsplit(" · ", 1)[0]
     with pytest.raises(ValueError, match="step must lie"):
         figures.step_summary(trace, len(trace.steps))

@@ -36,7 +36,9 @@ RUNS = {  # method settings covering: groups of 2 in random order, model-chosen 
     "ar": dict(method="AR baseline"),
     "unicode": None,  # characters split over several tokens, decided at different steps; whitespace tokens
     "bytes": None,  # byte tokens that make no character (EF BC, six times), among given non-ASCII text
+    "long": None,  # words longer than a tick's 8 characters and a grid cell's 14 (LONG_TEXT)
 }
+LONG_TEXT = "Her extraordinarily understanding grandmother [MASK:3] the incomprehensibilities of kindergarten."
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,7 @@ def results(explorer):
         if run not in cache:
             settings = RUNS[run]
             cache[run] = (unicode_result(explorer) if run == "unicode" else byte_result(explorer) if run == "bytes"
+                          else explorer.decode(Request(text=LONG_TEXT)) if run == "long"
                           else explorer.decode(Request(text=TEXT, **settings)))
         return cache[run]
 
@@ -167,14 +170,22 @@ def reference_steps(result, sort_by_group: bool) -> list[dict]:
     return out
 
 
+def as_plotly_cell(text: str) -> str:
+    """A stage or GIF cell's label (cut at CELL_LABEL_CHARS: their type shrinks to fit) as a Plotly cell cuts
+    it (MAX_LABEL_CHARS): the rest of the cell must match the reference as it is."""
+    assert len(text) <= figures.CELL_LABEL_CHARS, text
+    return figures.short_label(text) if len(text) > figures.MAX_LABEL_CHARS else text
+
+
 def assert_core_shows_the_reference(shown: list[dict], reference: list[dict], where: str) -> None:
     """A3Core's output at every step (from the stage or the player) against the reference figures."""
     assert len(shown) == len(reference), where
     for js, ref in zip(shown, reference, strict=True):
         step = js["step"]
         at = f"{where}, step {step}"
-        cells = [{"text": html.escape(c["text"], quote=False), "fill": rgb(c["color"]), "ink": rgb(c["ink"]),
-                  "decided": c["decidedAt"] if c["state"] == "decided" else None, "current": c["current"]}
+        cells = [{"text": html.escape(as_plotly_cell(c["text"]), quote=False), "fill": rgb(c["color"]),
+                  "ink": rgb(c["ink"]), "decided": c["decidedAt"] if c["state"] == "decided" else None,
+                  "current": c["current"]}
                  for c in js["grid"]]
         assert cells == ref["cells"], at
         for cls in ("done", "future", "current"):
@@ -221,7 +232,8 @@ def test_gif_frames_draw_the_reference_grid(explorer, results, references, run):
     """What each GIF frame draws per grid cell (text, fill, ink, outline) is what the reference grid shows."""
     view = view_of_dict(json.loads(explorer.trace_json(results(run))))
     for ref in references(run, False):
-        drawn = [{"text": html.escape(c.text, quote=False), "fill": c.fill, "ink": c.ink, "current": c.outline}
+        drawn = [{"text": html.escape(as_plotly_cell(c.text), quote=False), "fill": c.fill, "ink": c.ink,
+                  "current": c.outline}
                  for c in frame_cells(view, ref["step"])]
         want = [{k: v for k, v in cell.items() if k != "decided"} for cell in ref["cells"]]
         assert drawn == want, (run, ref["step"])

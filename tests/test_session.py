@@ -195,8 +195,11 @@ def test_mask_exports_match_two_stream_masks(explorer):
     assert all(known == int(g or 0 <= d <= step) for (_, _, _, known), d, g in zip(table, decided, given, strict=True))
     assert npz["this_step"].tolist() == [bool(now) for _, _, now, _ in table] and int(npz["step"]) == step + 1
     assert npz["known"].tolist() == [bool(known) for *_, known in table]
-    later = zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, step + 1))).read("groups.csv")
-    assert later != "\n".join(rows).encode() + b"\n"  # another step, another file
+    later = zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, step + 1))).read("groups.csv").decode()
+    assert later.splitlines()[1:] != rows[1:]  # another step, other rows marked (not only another header)
+    before = zipfile.ZipFile(io.BytesIO(Explorer.masks_csv(result, -1))).read("groups.csv").decode().splitlines()
+    assert before[0].endswith("decided_at_step_0,known_at_step_0")
+    assert [row.split(",")[2:] for row in before[1:]] == [["0", str(int(g))] for g in given]  # nothing decided yet
     exported = json.loads(explorer.trace_json(result))
     assert len(exported["steps"]) == result.n_steps and exported["final_text"] == result.text
 

@@ -416,7 +416,10 @@
       const on = document.documentElement.classList.toggle('a3-present');
       b.setAttribute('aria-pressed', String(on));
       requestAnimationFrame(() => { fit(); render(); });
-    } else if (id === 'edit-btn') trigger('edit', {});
+    } else if (id === 'edit-btn') {  // the text tab is for the page: presentation mode ends with the stage
+      if (document.documentElement.classList.contains('a3-present')) document.getElementById('present-btn').click();
+      trigger('edit', {});
+    }
   });
   el.step.addEventListener('input', () => userStep(Number(el.step.value)));
   el.speed.addEventListener('change', () => { if (state.playing) restartClock(); });

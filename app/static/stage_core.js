@@ -39,7 +39,10 @@ const A3Core = {
   // and nothing in a grid cell (the grid labels the run once: runLabels)
   texts(P, step, inGrid) {
     const known = A3Core.known(P, step);
-    const out = P.short.map((t, p) => (known[p] ? t : P.open_label));
+    // a grid cell's label is P.short (app.figures.CELL_LABEL_CHARS); a tick's is cut again to
+    // app.figures.MAX_LABEL_CHARS (8) characters, as the Plotly figures' ticks are
+    const tick = (t) => { const c = Array.from(t); return c.length <= 8 ? t : c.slice(0, 7).join('') + '…'; };
+    const out = P.short.map((t, p) => (known[p] ? (inGrid ? t : tick(t)) : P.open_label));
     for (const [start, end] of P.runs) {
       const whole = known.slice(start, end).every(Boolean);
       for (let p = start; p < end; p++) if (known[p]) out[p] = whole ? (inGrid ? '' : out[p]) : '…';

@@ -48,6 +48,12 @@ STEP_OF_STAGE = ("(...inputs) => { const s = window.__a3stage; "
                  "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; "
                  "if (s && s.state.playing) { s.pause(); inputs[1] = null; } "
                  "return inputs; }")
+# The stage's step when its step_settled event is sent: read from the page as the event leaves, so that a
+# listener with trigger_mode="always_last" gets the latest step. (Gradio 6's page keeps no data for an event
+# that comes while one runs: it sends the one that ran again, and would hand it that one's stale step.)
+SETTLED_STEP = ("(...inputs) => { const counter = document.querySelector('#stage-counter'); "
+                "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; "
+                "return inputs; }")
 ATTENTION_STALE = ("The attention drawn before belonged to another step or run. Press **Draw the attention at "
                    "this step** to draw it for the step on show.")
 
@@ -235,9 +241,12 @@ class DetailsCallbacks:
                 rendered.grid, rendered.dag, rendered.masks, self.explorer.verdict(result, step), step,
                 *branch_controls(result, step))
 
-    def on_step_settled(self, result, reduce, sort, tree, evt: gr.EventData):
+    def on_step_settled(self, result, on_screen, reduce, sort, tree, evt: gr.EventData):
+        """The step the stage settled on, detailed. `on_screen` is the stage's step as the page sends the event
+        (SETTLED_STEP); the event's own step only where no page filled it in (an API client)."""
         data = getattr(evt, "_data", None) or {}
-        return self.on_details(result, data.get("step", -1), reduce, sort, tree)
+        step = int(on_screen) if on_screen is not None else data.get("step", -1)
+        return self.on_details(result, step, reduce, sort, tree)
 
     def on_opened(self, result, on_screen, reduce, sort, tree):
         """The tab opened on a paused stage: the step it shows, detailed at once (a stage that was playing

@@ -16,7 +16,7 @@ import gradio as gr
 from app.stage_component import Stage
 from app.ui import api
 from app.ui.compare_tab import CompareCallbacks, CompareTab, load_compared
-from app.ui.details_tab import STEP_OF_STAGE, DetailsCallbacks, DetailsTab, on_position, reset_branches
+from app.ui.details_tab import SETTLED_STEP, STEP_OF_STAGE, DetailsCallbacks, DetailsTab, on_position, reset_branches
 from app.ui.export_tab import STEP_ON_SCREEN, ExportCallbacks, ExportTab
 from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
 from app.ui.model_calls import ModelCalls
@@ -111,12 +111,12 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
     preview = dict(fn=on.on_preview, inputs=[states.result, states.details_step],
                    outputs=[d.candidates, b.position, b.token], show_progress="hidden", api_visibility="private",
                    **model)
-    # Every step the stage reports is rendered, in order ("multiple"): with "always_last" Gradio's page keeps
-    # only that an event is due while one runs, then sends the one that ran again, with its own data: quick
-    # steps (Home, then → →) left the details on "Before decoding" while the stage showed step 2, and a branch
-    # from there was refused. The stage reports a step once it has been still for 250 ms, so these stay few.
-    page.stage.step_settled(on.on_step_settled, [states.result, d.reduce, d.sort, states.tree], outputs,
-                            trigger_mode="multiple", show_progress="hidden", **in_order,
+    # The step comes from the page as the event is sent (SETTLED_STEP), not from the event's data: with
+    # "always_last" Gradio's page keeps only that an event is due while one runs, then sends the one that ran
+    # again, with its own data: quick steps (Home, then → →) left the details on "Before decoding" while the
+    # stage showed step 2, and a branch from there was refused. Read as it leaves, that resend has the latest.
+    page.stage.step_settled(on.on_step_settled, [states.result, d.on_screen, d.reduce, d.sort, states.tree],
+                            outputs, js=SETTLED_STEP, trigger_mode="always_last", show_progress="hidden", **in_order,
                             api_visibility="private").then(**preview)
     # opening the tab details the step on the stage at once (the example plays until someone stops it)
     d.tab.select(on.on_opened, [states.result, d.on_screen, d.reduce, d.sort, states.tree], outputs,
