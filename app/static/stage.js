@@ -417,7 +417,7 @@
       b.setAttribute('aria-pressed', String(on));
       requestAnimationFrame(() => { fit(); render(); });
     } else if (id === 'edit-btn') {  // the text tab is for the page: presentation mode ends with the stage
-      if (document.documentElement.classList.contains('a3-present')) document.getElementById('present-btn').click();
+      if (present()) document.getElementById('present-btn').click();
       trigger('edit', {});
     }
   });

@@ -43,17 +43,14 @@ WAITING = ("Pause the stage (space) or step it (← →) to detail a step here: 
 # the tab's select event reads the step the stage shows into the hidden second input. A stage still
 # playing (the first visit's example) is paused there, so the two agree; it then reports that step itself
 # (step_settled), and the input stays empty
-STEP_OF_STAGE = ("(...inputs) => { const s = window.__a3stage; "
-                 "const counter = document.querySelector('#stage-counter'); "
-                 "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; "
-                 "if (s && s.state.playing) { s.pause(); inputs[1] = null; } "
-                 "return inputs; }")
+_COUNTER_STEP = ("const counter = document.querySelector('#stage-counter'); "
+                 "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; ")
+STEP_OF_STAGE = ("(...inputs) => { const s = window.__a3stage; " + _COUNTER_STEP +
+                 "if (s && s.state.playing) { s.pause(); inputs[1] = null; } return inputs; }")
 # The stage's step when its step_settled event is sent: read from the page as the event leaves, so that a
 # listener with trigger_mode="always_last" gets the latest step. (Gradio 6's page keeps no data for an event
 # that comes while one runs: it sends the one that ran again, and would hand it that one's stale step.)
-SETTLED_STEP = ("(...inputs) => { const counter = document.querySelector('#stage-counter'); "
-                "inputs[1] = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : null; "
-                "return inputs; }")
+SETTLED_STEP = "(...inputs) => { " + _COUNTER_STEP + "return inputs; }"
 ATTENTION_STALE = ("The attention drawn before belonged to another step or run. Press **Draw the attention at "
                    "this step** to draw it for the step on show.")
 

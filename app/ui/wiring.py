@@ -4,8 +4,8 @@ public API is the two named endpoints of app.ui.api.
 
 Events that run the model share one queue, `concurrency_id="model"` (`model_events`); the Step details'
 renders (no model) share another, `concurrency_id="details"`, of one, so they land in the order they were
-asked for (`wire_details_tab`). An event's default queue is keyed by its function, so one function wired
-to several events gives them one queue (Tokenize, Enter in the text and the page load share one)."""
+asked for (`wire_details_tab`). Tokenize, Enter in the text and the page load share `concurrency_id="tokenize"`
+(`TOKENIZE`)."""
 
 from __future__ import annotations
 
