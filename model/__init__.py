@@ -3,7 +3,8 @@
 What it offers (each name importable from `model` itself, loaded on first use):
 
     masks       two_stream_masks, check_masks, group_order, group_visibility   the two-stream rule
-    modeling    A3Config, A3ForAnyOrderLM, A3Cache, a3_loss                      the model, one file
+    network     A3Net, A3NetConfig, A3Cache, a3_loss                   the model in plain PyTorch, one file
+    modeling    A3Config, A3ForAnyOrderLM                            the same as transformers classes
     plans       Plan, make_plan, custom_plan, parse_group_ids, ORDERS, PlanError  group ids per position
     config      DecodeConfig, Sampler, METHODS, method_spec                       how to decode, as data
     decoding    decode, collect, DecodeStep, DecodeTrace, sequence_log_likelihood  the one entry, the trace
@@ -29,7 +30,8 @@ import importlib
 
 _EXPORTS = {
     "masks": ("two_stream_masks", "check_masks", "group_order", "group_visibility"),
-    "modeling": ("A3Config", "A3ForAnyOrderLM", "A3Cache", "a3_loss"),
+    "network": ("A3Net", "A3NetConfig", "A3Cache", "a3_loss"),
+    "modeling": ("A3Config", "A3ForAnyOrderLM"),
     "plans": ("Plan", "make_plan", "custom_plan", "parse_group_ids", "ORDERS", "PlanError"),
     "config": ("DecodeConfig", "Sampler", "METHODS", "method_spec"),
     "decoding": ("decode", "collect", "DecodeStep", "DecodeTrace", "sequence_log_likelihood"),

@@ -29,7 +29,7 @@ from torch import nn
 
 from model.decoding import DecodeTrace
 from model.masks import as_group_ids, two_stream_masks
-from model.modeling import A3Attention
+from model.network import A3Attention
 
 STREAMS = ("query", "content")
 AXES = ("layers", "heads")

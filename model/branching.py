@@ -30,6 +30,7 @@ import copy
 import numbers
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -42,8 +43,11 @@ from model.decoding import (
     decode,
     open_at,
 )
-from model.modeling import A3Cache, A3ForAnyOrderLM
+from model.network import A3Cache
 from model.plans import ORDERS, Plan, PlanError, open_groups_in_order
+
+if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
+    from model.modeling import A3ForAnyOrderLM
 
 BRANCHABLE = tuple(name for name, spec in METHODS.items() if spec.branchable)  # cached: a prefix is shared
 _PLAN_NAME = re.compile(r"(?P<order>[a-z_]+)(?: \(groups of (?P<size>[0-9]+)\))?")

@@ -43,14 +43,18 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
-from model.modeling import A3Cache, A3ForAnyOrderLM, RopeTables
+from model.network import A3Cache, RopeTables
 from model.plans import Plan, PlanError, check_context
 from model.repeats import RULE, RepeatGuard
+
+if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
+    from model.modeling import A3ForAnyOrderLM
 
 MODES = tuple(METHODS)  # the trace modes: one per decoding method
 
@@ -1021,7 +1025,7 @@ def batch_log_likelihood(model: A3ForAnyOrderLM, token_ids, group_ids, scored=No
     """`sequence_log_likelihood` of B sequences of one length in one forward pass: token_ids (B, L),
     group_ids (B, L) or (L,) (one grouping for all), scored (L,) or (B, L) or None. Returns the totals
     (B,) and the per-position log-probabilities (B, L), NaN where not scored."""
-    from model.modeling import scored_positions
+    from model.network import scored_positions
 
     device = next(model.parameters()).device
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=device)

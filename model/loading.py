@@ -40,16 +40,19 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from model.modeling import A3Config, A3ForAnyOrderLM, A3Model
+from model.network import A3Net, A3NetConfig, rotary_embedding
 from model.packed_linear import enabled as packing_enabled
 from model.packed_linear import pack_linears, unpack_linears
 from model.precision import as_dtype, auto_dtype
 from model.repeats import FORMS, forms_of, mark_forms
+
+if TYPE_CHECKING:
+    from model.modeling import A3Config, A3ForAnyOrderLM
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +60,12 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_ADAPTER = ASSETS / "a3-smollm2-135m"
 START_TOKEN = "<|endoftext|>"  # every sequence starts with it, as a given token: an anchor all rows can see
 
-_registered = False
 
 
 def register() -> None:
-    """Register A3 with transformers' Auto classes (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    AutoConfig.register("a3", A3Config, exist_ok=True)
-    AutoModel.register(A3Config, A3Model, exist_ok=True)
-    AutoModelForCausalLM.register(A3Config, A3ForAnyOrderLM, exist_ok=True)
-    _registered = True
-
-
-register()
+    """Register A3 with transformers' Auto classes (idempotent): importing model.modeling does it. Loading the
+    default model does not import transformers' modelling code (model.network); loading a checkpoint does."""
+    import model.modeling  # noqa: F401
 
 
 class ModelLoadError(ValueError):
@@ -218,7 +212,9 @@ def _map_key(key: str) -> str | None:
 
 
 def a3_config_from_llama(config: dict, block_layout: str = "prenorm") -> A3Config:
-    """An A3Config with the hyperparameters of a LLaMA config (dict)."""
+    """An A3Config (transformers) with the hyperparameters of a LLaMA config (dict)."""
+    from model.modeling import A3Config
+
     cfg = {k: v for k, v in config.items()
            if k not in ("model_type", "architectures", "transformers_version", "auto_map",
                         "quantization_config", "_name_or_path", "torch_dtype", "dtype")}
@@ -228,11 +224,70 @@ def a3_config_from_llama(config: dict, block_layout: str = "prenorm") -> A3Confi
     return A3Config(**cfg, block_layout=block_layout)
 
 
-def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config, *,
-                        dtype: torch.dtype = torch.float32) -> A3ForAnyOrderLM:
-    """Build an A3 model from a LLaMA (or official A3) state dict through LLAMA_TO_A3."""
+def _model_class(config) -> type:
+    """network.A3Net for an A3NetConfig (no transformers), model.modeling.A3ForAnyOrderLM for an A3Config."""
+    if isinstance(config, A3NetConfig):
+        return A3Net
+    from model.modeling import A3ForAnyOrderLM
+
+    return A3ForAnyOrderLM
+
+
+def net_config_from_llama(config: dict, block_layout: str = "prenorm") -> A3NetConfig:
+    """An A3NetConfig (plain, no transformers) with the hyperparameters of a LLaMA config (dict)."""
+    if config.get("model_type") not in ("llama", "a3", None):
+        raise ModelLoadError(f"model_type {config.get('model_type')!r} is not LLaMA-family; A3 converts LLaMA "
+                             "checkpoints (model_type 'llama').")
+    return A3NetConfig.from_dict({**config, "block_layout": block_layout})
+
+
+def as_transformers(model: A3Net | A3ForAnyOrderLM) -> A3ForAnyOrderLM:
+    """The same model as a transformers A3ForAnyOrderLM (what peft's adapters and save_pretrained need): an
+    A3Net's tensors moved, not copied, into one; an A3ForAnyOrderLM as it is."""
+    if not isinstance(model, A3Net):
+        return model
+    from model.modeling import A3Config, A3ForAnyOrderLM
+
+    config = A3Config(**model.config.to_dict())
     with torch.device("meta"):
-        model = A3ForAnyOrderLM(config)
+        twin = A3ForAnyOrderLM(config)
+    state = dict(model.state_dict())
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    twin.load_state_dict(state, strict=False, assign=True)
+    twin.model.rotary_emb = rotary_embedding(config).to(next(model.parameters()).device)
+    twin.tie_weights()
+    twin.requires_grad_(any(p.requires_grad for p in model.parameters()))
+    return twin.train(model.training)
+
+
+def as_network(model: A3Net | A3ForAnyOrderLM) -> A3Net:
+    """The same model as a network.A3Net (the class the default model runs as, whichever way it was made): a
+    transformers model's tensors moved, not copied, into one; an A3Net as it is."""
+    if isinstance(model, A3Net):
+        return model
+    config = A3NetConfig.of(model.config)
+    with torch.device("meta"):
+        net = A3Net(config)
+    state = dict(model.state_dict())
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    missing, unexpected = net.load_state_dict(state, strict=False, assign=True)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ModelLoadError(f"the model's tensors do not fit A3Net (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}).")
+    net.model.rotary_emb = rotary_embedding(config).to(next(model.parameters()).device)
+    net.tie_weights()
+    net.requires_grad_(any(p.requires_grad for p in model.parameters()))
+    return net.train(model.training)
+
+
+def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config | A3NetConfig, *,
+                        dtype: torch.dtype = torch.float32) -> A3ForAnyOrderLM | A3Net:
+    """Build an A3 model from a LLaMA (or official A3) state dict through LLAMA_TO_A3: a network.A3Net for an
+    A3NetConfig, a transformers A3ForAnyOrderLM for an A3Config."""
+    with torch.device("meta"):
+        model = _model_class(config)(config)
     expected = dict(model.state_dict())
     mapped: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
@@ -260,7 +315,7 @@ def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config, *,
         raise ModelLoadError(f"tensors missing from the checkpoint: {sorted(missing)[:5]} (an incomplete "
                              "checkpoint, or a config.json that does not match the weights).")
     model.load_state_dict(mapped, strict=False, assign=True)
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not in checkpoints
+    model.model.rotary_emb = rotary_embedding(config)  # buffers are not in checkpoints
     model.tie_weights()
     return model.eval()
 
@@ -297,6 +352,8 @@ def llama_from_a3(model: A3ForAnyOrderLM):
 
 
 def tiny_config(vocab_size: int, **overrides) -> A3Config:
+    from model.modeling import A3Config
+
     base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                 tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
@@ -305,26 +362,32 @@ def tiny_config(vocab_size: int, **overrides) -> A3Config:
 
 def tiny_model(vocab_size: int, seed: int = 0, **overrides) -> A3ForAnyOrderLM:
     """A seeded random A3 model: the same seed gives the same weights on every machine."""
+    from model.modeling import A3ForAnyOrderLM
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = A3ForAnyOrderLM(tiny_config(vocab_size, **overrides))
     return model.eval()
 
 
-def base_a3(dtype) -> A3ForAnyOrderLM:
+def base_a3(dtype) -> A3Net:
+    """The embedded SmolLM2 base converted to A3 (its query vector untrained), as a network.A3Net."""
     from model.base import base_checkpoint_dir
 
     path = base_checkpoint_dir()
-    config = a3_config_from_llama(json.loads((path / "config.json").read_text()))
+    config = net_config_from_llama(json.loads((path / "config.json").read_text()))
     return a3_from_llama_state(load_file(path / "model.safetensors"), config, dtype=dtype)
 
 
 def base_tokenizer():
-    from transformers import AutoTokenizer
+    """The embedded base's tokenizer. Its class (a fast, `tokenizers`-backed one) is named directly, which reads
+    the same files as AutoTokenizer and makes the same tokenizer, without importing transformers' Auto
+    mappings and modelling code (about 1.7 s of a 2-core CPU's start)."""
+    from transformers import PreTrainedTokenizerFast
 
     from model.base import base_checkpoint_dir
 
-    return AutoTokenizer.from_pretrained(base_checkpoint_dir())
+    return PreTrainedTokenizerFast.from_pretrained(base_checkpoint_dir())
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "a3_extra.safetensors")
@@ -354,6 +417,7 @@ def apply_adapter(model: A3ForAnyOrderLM, adapter_dir: Path) -> A3ForAnyOrderLM:
         raise ModelLoadError(f"{adapter_dir} was trained on a different base: {misshapen[0]} has shape "
                              f"{tuple(extra[misshapen[0]].shape)}, the base has {tuple(params[misshapen[0]].shape)}. "
                              "Name its base as base_model_name_or_path in adapter_config.json.")
+    model = as_transformers(model)  # peft wraps a transformers model
     unpack_linears(model)  # peft's merge writes through weight.data, which a packed copy would not see
     model.load_state_dict(extra, strict=False)
     dtype = next(model.parameters()).dtype
@@ -464,21 +528,21 @@ def _int8_cache_file(adapter_dir: Path) -> Path | None:
     return None if sources is None else cache_file(*sources)
 
 
-def _default_float32() -> A3ForAnyOrderLM:
+def _default_float32() -> A3Net:
     """The default model, LoRA merged, in float32: read from the file model.merged_cache keeps beside the
     converted base (named by the base's and the adapter's content hashes, the config and the versions), or
     merged and kept there. A3_MERGED_CACHE=0, or hashes or a config that cannot be had: merged afresh."""
     from model import merged_cache
 
-    def merge() -> A3ForAnyOrderLM:
-        return apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER)
+    def merge() -> A3Net:
+        return as_network(apply_adapter(base_a3(torch.float32), DEFAULT_ADAPTER))
 
     sources = _default_sources(DEFAULT_ADAPTER) if merged_cache.enabled() else None
     if sources is None:
         return merge()
     checkpoint, *hashes = sources
     try:
-        config = a3_config_from_llama(json.loads((checkpoint / "config.json").read_text()))  # as base_a3 builds it
+        config = net_config_from_llama(json.loads((checkpoint / "config.json").read_text()))  # as base_a3 builds it
     except (OSError, ValueError, TypeError) as err:
         log.warning("no config for the merged weights in %s (%s: %s); merging", checkpoint, type(err).__name__, err)
         return merge()
@@ -621,6 +685,8 @@ def _load_adapter_directory(path: Path, name: str, dtype, base: str | None) -> L
 
 def _load_directory(path: Path, name: str, dtype, base: str | None = None) -> LoadedModel:
     from transformers import AutoTokenizer
+
+    from model.modeling import A3Config
 
     if not (path / "config.json").is_file():
         if (path / "adapter_config.json").is_file():

@@ -31,15 +31,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from model.modeling import A3Config, A3ForAnyOrderLM
+from model.network import A3Net, A3NetConfig, rotary_embedding
+
+if TYPE_CHECKING:
+    from model.modeling import A3ForAnyOrderLM
 
 log = logging.getLogger(__name__)
 
 FORMAT = "a3-merged-f32"
-VERSION = 1  # bump when what the merge computes changes (model.loading.apply_adapter); caches are keyed by it
+# Bump when what the merge computes changes (model.loading.apply_adapter); caches are keyed by it. 2: the
+# config kept and checked is network.A3NetConfig's JSON.
+VERSION = 2
 PREFIX = f"{FORMAT}-"
 ENV = "A3_MERGED_CACHE"
 STALE_TMP_S = 3600  # a temporary file this old belongs to a start that died while writing it
@@ -59,11 +65,17 @@ def _peft_version() -> str:
         return "none"
 
 
-def cache_file(directory: str | Path, config: A3Config, *sources: str) -> Path:
+def config_json(config) -> str:
+    """The config as the cache names and checks it: network.A3NetConfig's JSON (what the network reads), the same
+    for an A3NetConfig and for a transformers A3Config with the same hyperparameters."""
+    return A3NetConfig.of(config).to_json_string()
+
+
+def cache_file(directory: str | Path, config, *sources: str) -> Path:
     """Where the merged weights of a model made from `sources` (content hashes: the base's weights, the
     adapter's files) with `config` are kept in `directory`: the name hashes the sources, the config, the
     format and its version, and the torch and peft versions, so any change of one merges afresh."""
-    parts = [*sources, config.to_json_string(use_diff=False), FORMAT, str(VERSION), torch.__version__,
+    parts = [*sources, config_json(config), FORMAT, str(VERSION), torch.__version__,
              f"peft {_peft_version()}"]
     return Path(directory) / f"{PREFIX}{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:16]}.safetensors"
 
@@ -86,7 +98,7 @@ def save_merged(model: A3ForAnyOrderLM, path: str | Path) -> Path:
     if wrong:
         raise ValueError(f"only float32 models are kept; {wrong[0]} is {state[wrong[0]].dtype}.")
     meta = {"format": FORMAT, "version": str(VERSION), "tied_lm_head": str(int(tied)),
-            "config": model.config.to_json_string(use_diff=False), "torch": torch.__version__,
+            "config": config_json(model.config), "torch": torch.__version__,
             "peft": _peft_version()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -121,10 +133,11 @@ def _remove_others(kept: Path) -> None:
             pass
 
 
-def load_merged(path: str | Path, config: A3Config) -> A3ForAnyOrderLM:
-    """The A3 model kept by save_merged in `path`, built with `config` (nothing is unpickled, peft is not
-    imported). Raises (ValueError, or safetensors' own error for a torn file) for a file of another format,
-    version or config, or tensors that do not fit the config exactly."""
+def load_merged(path: str | Path, config) -> A3Net:
+    """The A3 model kept by save_merged in `path`, built with `config` as a network.A3Net (nothing is unpickled,
+    neither peft nor transformers' modelling code is imported). Raises (ValueError, or safetensors' own error
+    for a torn file) for a file of another format, version or config, or tensors that do not fit the config
+    exactly."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -132,11 +145,12 @@ def load_merged(path: str | Path, config: A3Config) -> A3ForAnyOrderLM:
         if meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
             raise ValueError(f"not an {FORMAT} file of version {VERSION} (format {meta.get('format')!r}, "
                              f"version {meta.get('version')!r}).")
-        if meta.get("config") != config.to_json_string(use_diff=False):
+        config = A3NetConfig.of(config)
+        if meta.get("config") != config_json(config):
             raise ValueError("made for another config.")
         state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
     with torch.device("meta"):
-        model = A3ForAnyOrderLM(config)
+        model = A3Net(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight")
@@ -149,13 +163,13 @@ def load_merged(path: str | Path, config: A3Config) -> A3ForAnyOrderLM:
         raise ValueError(f"{wrong[0]} is {state[wrong[0]].dtype} {tuple(state[wrong[0]].shape)}; the config makes "
                          f"it float32 {expected[wrong[0]]}.")
     model.load_state_dict(state, strict=False, assign=True)
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers are not kept
+    model.model.rotary_emb = rotary_embedding(config)  # buffers are not kept
     model.tie_weights()
     model.requires_grad_(False)  # as merge_and_unload leaves them
     return model.eval()
 
 
-def cached_model(path: Path | None, config: A3Config, merge: Callable[[], A3ForAnyOrderLM]) -> A3ForAnyOrderLM:
+def cached_model(path: Path | None, config, merge: Callable[[], A3ForAnyOrderLM]) -> A3Net | A3ForAnyOrderLM:
     """The merged model: read from `path` where it holds a usable file, else merge() and kept there (None,
     or A3_MERGED_CACHE=0: merge() alone)."""
     if path is None or not enabled():

@@ -1,24 +1,11 @@
-"""A3: a LLaMA-family two-stream transformer for any-order, any-subset autoregressive modelling.
+"""A3 as a transformers model: `A3Config` (a LlamaConfig) and `A3ForAnyOrderLM` (a PreTrainedModel).
 
-Reads top to bottom: config -> norm / RoPE -> two-stream attention -> MLP -> block -> model -> LM head.
-How A3 differs from LLaMA, and nothing else does:
-
-1. Every position carries two hidden states that share *all* weights. The content stream starts from
-   the token embedding; the query stream starts from one learned vector, `model.query_embed` [1, 1, H].
-2. Who sees whom comes from group ids (model/masks.py): a content row of group g attends to the
-   content of groups <= g, a query row to the content of groups < g. Keys and values always come from
-   the content stream; the query stream only contributes attention queries.
-3. RoPE uses the true positions in both streams, so the query stream knows *where* it predicts.
-4. Logits come from the query stream, and the loss scores position i against token i (no shift).
-   Rows that see nothing (the first group) get a zero attention output and are not scored.
-5. `block_layout="official"` reproduces the official code's block, which re-normalises the residual
-   stream after attention (research/paper.md §6.2); the default "prenorm" is LLaMA's own block, so
-   under left-to-right grouping the content stream *is* the base model.
-
-Both streams run as one batch of rows through every layer ("fused"): rows = [content rows; query
-rows], keys = [cached content; new content]. A training forward has L content and L query rows; a
-cached decoding step has only the newly committed group's content rows and the next group's query
-rows, attending to the cache (A3Cache) of earlier groups, whose keys and values never change.
+The network itself (modules, cache, forward, loss) is model/network.py, in plain PyTorch; this module gives
+it what transformers offers: `save_pretrained` / `from_pretrained` in safetensors, the Auto classes
+(model.loading registers "a3"), weight initialisation, and the PreTrainedModel that peft's adapters wrap in
+training (model.train). `A3Model` and `A3ForAnyOrderLM` run network.py's `StreamsBody` and `LMBody`, so they
+compute what `network.A3Net` computes, bit for bit, from the same state dict. The network's names are
+re-exported here (`from model.modeling import A3Cache` keeps working).
 """
 
 from __future__ import annotations
@@ -26,17 +13,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import LlamaConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, rotate_half
 
-from model.masks import group_visibility, two_stream_masks
-
-BLOCK_LAYOUTS = ("prenorm", "official")
-
+from model.network import (  # noqa: F401 - re-exported: the network's names, as they were before the split
+    A3MLP,
+    BLOCK_LAYOUTS,
+    A3Attention,
+    A3Block,
+    A3Cache,
+    A3RMSNorm,
+    A3Rotary,
+    A3StreamsOutput,
+    LMBody,
+    RopeTables,
+    StreamsBody,
+    a3_loss,
+    attend,
+    rope_rotate,
+    rotate_half,
+    scored_positions,
+)
 
 # --------------------------------------------------------------------------------------------------
 # config
@@ -61,220 +61,6 @@ class A3Config(LlamaConfig):
 
 
 # --------------------------------------------------------------------------------------------------
-# norm and RoPE (RoPE is LLaMA's own, so every rope_type of the config is honoured)
-
-
-class A3RMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            # One call instead of six small ops (a decoding step has two norms per layer on 1-2 rows, where
-            # each op's dispatch costs more than its arithmetic); the same formula, the same bits on the CPU
-            # (tests/test_modeling.py compares it with LLaMA's spelled-out form below).
-            return F.rms_norm(x, self.weight.shape, self.weight, self.variance_epsilon)
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x.to(dtype)
-
-
-# --------------------------------------------------------------------------------------------------
-# attention
-
-
-# The last mask `attend` prepared: (visible, its version counter, SDPA's mask, the rows' keep factor). Every
-# layer of a forward attends with the same `visible` tensor, so the preparation (five small ops, as costly as
-# the attention itself on a one-row decoding step) runs once per forward instead of once per layer. Keyed by
-# the tensor itself (kept alive here, so its id cannot be reused) and its version (an in-place change to the
-# mask prepares it again); a tuple read and written whole, so concurrent decodes never mix two masks.
-_PREPARED_MASK: tuple | None = None
-
-
-def _prepared_mask(visible: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    global _PREPARED_MASK
-    memo = _PREPARED_MASK
-    if memo is not None and memo[0] is visible and memo[1] == visible._version and memo[3].dtype == dtype:
-        return memo[2], memo[3]
-    sees_any = visible.any(-1)  # (B, R)
-    safe = (visible | ~sees_any.unsqueeze(-1)).unsqueeze(1)  # (B, 1, R, K)
-    keep = sees_any[:, None, :, None].to(dtype)  # (B, 1, R, 1)
-    if not torch.is_grad_enabled() and not visible.requires_grad:
-        _PREPARED_MASK = (visible, visible._version, safe, keep)
-    return safe, keep
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """Masked attention in which a row that sees nothing gets exactly zero.
-
-    q (B, Hq, R, D), k/v (B, Hkv, K, D), visible (B, R, K) bool -> (B, Hq, R, D).
-    SDPA gives NaN for an all-masked row on some backends, so such rows are let see everything
-    and their output is zeroed afterwards (LLaMA's o_proj has no bias, so the sublayer adds 0).
-    """
-    B, Hq, R, D = q.shape
-    if k.shape[2] == 0:
-        return q.new_zeros(B, Hq, R, D)
-    safe, keep = _prepared_mask(visible, q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, enable_gqa=k.shape[1] != Hq)
-    return out * keep
-
-
-class A3Attention(nn.Module):
-    FUSABLE = ("q_proj", "k_proj", "v_proj")  # model.packed_linear may set `fused`: the three in one product
-    fused = None
-
-    def __init__(self, config: A3Config):
-        super().__init__()
-        self.head_dim = config.head_dim
-        self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
-        hidden, bias = config.hidden_size, config.attention_bias
-        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=bias)
-        # Read-only tap for model/attention.py: called with the exact q, k and mask `attend` gets. None
-        # except inside `model.attention.capture_attention`, so a normal forward pays one `is None` check.
-        self.observer = None
-
-    def forward(self, rows, n_content, rope, visible, cache=None, layer=0):
-        """rows (B, R, H): the first n_content rows are content, the rest query rows.
-
-        rope: (cos, sin) for the rows' positions; visible (B, R, P + n_content) where P keys of earlier
-        groups sit in `cache` (or P = 0). This call's content keys/values (rotated) are appended to the
-        cache in place, so attention reads one contiguous view and nothing is copied.
-        """
-        B, R, _ = rows.shape
-        cos, sin = rope.tables if isinstance(rope, RopeTables) else rope  # (B, 1, T, D) prepared, or (B, T, D)
-        qkv = self.fused(rows) if self.fused is not None else None  # (B, R, Hq*D + 2*Hkv*D), or None
-        if qkv is None:
-            q = self.q_proj(rows)
-            content = rows[:, :n_content]
-            k, v = self.k_proj(content), self.v_proj(content)
-        else:  # k and v of the query rows too (the same weight bytes read), then only the content rows kept
-            q, k, v = qkv.split(self.fused.sizes, -1)
-            k, v = k[:, :n_content], v[:, :n_content]
-        q = q.reshape(B, R, self.n_heads, self.head_dim).transpose(1, 2)  # (B, Hq, R, D)
-        k = k.reshape(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(B, n_content, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = rope_rotate(q, cos, sin), rope_rotate(k, cos[..., :n_content, :], sin[..., :n_content, :])
-        if cache is not None:
-            k, v = cache.extend(layer, k, v)  # (B, Hkv, P + C, D)
-        observer = self.observer  # read once: another thread may clear it meanwhile
-        if observer is not None:
-            observer(q, k, visible)  # reads only; never changes what follows
-        out = attend(q, k, v, visible)  # (B, Hq, R, D)
-        out = out.transpose(1, 2).reshape(B, R, self.n_heads * self.head_dim)
-        return self.o_proj(out)
-
-
-def rope_rotate(x, cos, sin):
-    """Rotate x (B, H, T, D) by RoPE at the rows' true positions; cos/sin (B, T, D) as LLaMA's rotary
-    embedding gives them, or (B, 1, T, D) as RopeTables prepares them once per forward (sin signed)."""
-    if cos.dim() == 4:  # RopeTables: rotate_half(x) * sin == x.roll(D / 2) * signed sin, bit for bit
-        return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
-    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
-
-
-class RopeTables(tuple):
-    """LLaMA's (cos, sin) of a forward's rows, (B, T, D) each (it unpacks as that pair), plus `tables`: the
-    same prepared once for every layer, (B, 1, T, D), with the sign of rotate_half folded into sin's first
-    half (rotate_half(x) = [-x2, x1], so rotate_half(x) * sin = [x2, x1] * [-sin1, sin2]: the same products,
-    the same bits). A decoding step rotates q and k in each of 30 layers; this saves six small ops a time."""
-
-    def __new__(cls, rope):
-        cos, sin = rope
-        self = super().__new__(cls, (cos, sin))
-        first, second = sin.chunk(2, -1)
-        self.tables = (cos.unsqueeze(1), torch.cat((-first, second), -1).unsqueeze(1))
-        return self
-
-
-# --------------------------------------------------------------------------------------------------
-# MLP and block
-
-
-class A3MLP(nn.Module):
-    FUSABLE = ("gate_proj", "up_proj")  # model.packed_linear may set `fused`: the two in one product
-    fused = None
-
-    def __init__(self, config: A3Config):
-        super().__init__()
-        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
-        self.up_proj = nn.Linear(hidden, inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
-        if config.hidden_act != "silu":
-            raise ValueError(f"A3 supports LLaMA's silu MLP only; config.hidden_act={config.hidden_act!r}.")
-
-    def forward(self, x):
-        both = self.fused(x) if self.fused is not None else None
-        if both is None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = both.split(self.fused.sizes, -1)
-        return self.down_proj(F.silu(gate) * up)
-
-
-class A3Block(nn.Module):
-    def __init__(self, config: A3Config):
-        super().__init__()
-        self.input_layernorm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = A3Attention(config)
-        self.post_attention_layernorm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = A3MLP(config)
-        self.official = config.block_layout == "official"
-
-    def forward(self, rows, n_content, rope, visible, cache=None, layer=0):
-        # Self attention (both streams at once; K/V from the content rows only)
-        hidden = rows + self.self_attn(self.input_layernorm(rows), n_content, rope, visible, cache, layer)
-        # Fully connected
-        if self.official:
-            hidden = self.post_attention_layernorm(hidden)  # the residual itself is normalised
-            return hidden + self.mlp(hidden)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
-
-
-# --------------------------------------------------------------------------------------------------
-# KV cache of the content stream
-
-
-class A3Cache:
-    """Content keys/values of committed groups, one slot per committed position.
-
-    A3's content row of group g depends only on groups <= g, so once a group is committed its keys and
-    values never change: they are appended once and reused by every later step.
-    """
-
-    def __init__(self, config: A3Config, batch_size: int, max_len: int, *, device=None, dtype=None):
-        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.groups = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
-        self.positions = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
-        self.length = 0
-        self.max_len = max_len
-
-    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write this call's keys/values after the committed ones; return views of all of them."""
-        n, c = self.length, k.shape[2]
-        if n + c > self.max_len:
-            raise RuntimeError(f"A3Cache is full: {n} + {c} slots > max_len {self.max_len}.")
-        keys, values = self.k[layer], self.v[layer]
-        keys.narrow(2, n, c).copy_(k)  # narrow: one op where [:, :, n : n + c] is three
-        values.narrow(2, n, c).copy_(v)
-        return keys.narrow(2, 0, n + c), values.narrow(2, 0, n + c)
-
-    def advance(self, groups: torch.Tensor, positions: torch.Tensor) -> None:
-        """Commit the rows written by the last forward (groups/positions: (B, C))."""
-        n, c = self.length, groups.shape[1]
-        self.groups[:, n : n + c] = groups
-        self.positions[:, n : n + c] = positions
-        self.length = n + c
-
-
-# --------------------------------------------------------------------------------------------------
 # model
 
 
@@ -293,62 +79,17 @@ class A3PreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.query_embed, mean=0.0, std=self.config.initializer_range)
         elif isinstance(module, A3RMSNorm):
             nn.init.ones_(module.weight)
+        elif isinstance(module, A3Rotary):  # a buffer no checkpoint holds: from_pretrained makes it here
+            init.copy_(module.inv_freq, A3Rotary.frequencies(self.config))
 
 
-@dataclass
-class A3StreamsOutput(ModelOutput):
-    content: torch.Tensor | None = None  # (B, C, H) final-normed content rows (only when asked for)
-    query: torch.Tensor | None = None  # (B, Q, H) final-normed query rows
+class A3Model(StreamsBody, A3PreTrainedModel):
+    """Both streams (network.StreamsBody) as a transformers model."""
 
-
-class A3Model(A3PreTrainedModel):
     def __init__(self, config: A3Config):
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
-        self.query_embed = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.layers = nn.ModuleList(A3Block(config) for _ in range(config.num_hidden_layers))
-        self.norm = A3RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        A3PreTrainedModel.__init__(self, config)
+        self._build(config)
         self.post_init()
-
-    def forward(
-        self,
-        content_ids: torch.Tensor,  # (B, C) tokens whose content rows are computed in this call
-        content_positions: torch.Tensor,  # (B, C)
-        content_groups: torch.Tensor,  # (B, C)
-        query_positions: torch.Tensor,  # (B, Q) positions to predict
-        query_groups: torch.Tensor,  # (B, Q)
-        cache: A3Cache | None = None,
-        key_padding: torch.Tensor | None = None,  # (B, C) True for real tokens (no cache only)
-        return_content: bool = False,
-    ) -> A3StreamsOutput:
-        B, C = content_ids.shape
-        Q = query_positions.shape[1]
-        past = cache.length if cache is not None else 0
-        key_groups = content_groups if cache is None else torch.cat([cache.groups[:, :past], content_groups], 1)
-        # content rows: g_key <= g_row ; query rows: g_key < g_row   (model/masks.py)
-        visible = torch.cat(
-            [group_visibility(content_groups, key_groups, strict=False),
-             group_visibility(query_groups, key_groups, strict=True)], dim=1,
-        )  # (B, C + Q, P + C)
-        if key_padding is not None:
-            if cache is not None:
-                raise ValueError("key_padding is for uncached forwards; a cache holds real tokens only.")
-            visible = visible & key_padding.bool().unsqueeze(1)
-
-        content = self.embed_tokens(content_ids)  # (B, C, H)
-        query = self.query_embed.to(content.dtype).expand(B, Q, -1)  # (B, Q, H)
-        rows = torch.cat([content, query], 1)  # (B, C + Q, H)
-        positions = torch.cat([content_positions, query_positions], 1)
-        rope = RopeTables(self.rotary_emb(rows, positions))  # cos, sin (B, C + Q, D), prepared for every layer
-
-        for i, layer in enumerate(self.layers):
-            rows = layer(rows, C, rope, visible, cache, i)
-        if cache is not None:
-            cache.advance(content_groups, content_positions)
-
-        rows = self.norm(rows)
-        return A3StreamsOutput(content=rows[:, :C] if return_content else None, query=rows[:, C:])
 
 
 @dataclass
@@ -359,79 +100,23 @@ class A3Output(ModelOutput):
     n_scored: torch.Tensor | None = None
 
 
-class A3ForAnyOrderLM(A3PreTrainedModel):
+class A3ForAnyOrderLM(LMBody, A3PreTrainedModel):
+    """An A3 LM (network.LMBody) as a transformers model."""
+
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    output_class = A3Output
 
     def __init__(self, config: A3Config):
-        super().__init__(config)
+        A3PreTrainedModel.__init__(self, config)
         self.model = A3Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,  # (B, L)
-        group_ids: torch.Tensor | None = None,  # (B, L) or (L,); default left-to-right
-        attention_mask: torch.Tensor | None = None,  # (B, L) 1 = real token, 0 = padding
-        position_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,  # (B, L) -100 = not scored; scored against position i
-        return_content_logits: bool = False,
-        return_dict: bool | None = None,  # accepted for transformers callers; the output is always an A3Output
-        use_cache: bool | None = None,  # accepted and ignored: decoding caches through A3Cache (model.decoding)
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **unknown,
-    ) -> A3Output:
-        if unknown:
-            raise TypeError(_unknown_arguments_message(unknown, self.forward))
-        if output_attentions or output_hidden_states:
-            raise ValueError("A3ForAnyOrderLM does not return attentions or hidden states; use "
-                             "model.model(...) (A3Model) with return_content=True for the final hidden rows.")
-        B, L = input_ids.shape
-        if self.config.max_position_embeddings < L:
-            raise ValueError(f"sequence length {L} exceeds max_position_embeddings "
-                             f"({self.config.max_position_embeddings}); shorten the input.")
-        device = input_ids.device
-        if group_ids is None:
-            group_ids = torch.arange(L, device=device)
-        group_ids = torch.as_tensor(group_ids, device=device).long().expand(B, L)
-        if position_ids is None:
-            position_ids = torch.arange(L, device=device).expand(B, L)
-        streams = self.model(input_ids, position_ids, group_ids, position_ids, group_ids,
-                             key_padding=attention_mask, return_content=return_content_logits)
-        logits = self.lm_head(streams.query)
-        loss = n_scored = None
-        if labels is not None:
-            loss, n_scored = a3_loss(logits, labels, group_ids, attention_mask)
-        content_logits = self.lm_head(streams.content) if return_content_logits else None
-        return A3Output(loss=loss, logits=logits, content_logits=content_logits, n_scored=n_scored)
+
+# --------------------------------------------------------------------------------------------------
+# transformers' Auto classes know "a3" once this module is imported (model.loading.register imports it)
 
 
-def _unknown_arguments_message(unknown: dict, method) -> str:
-    """Name the unknown keyword arguments and the closest accepted ones (a typo must not decode AR)."""
-    import difflib
-    import inspect
-
-    known = [n for n, p in inspect.signature(method).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    parts = []
-    for name in sorted(unknown):
-        close = difflib.get_close_matches(name, known, n=1)
-        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return (f"A3ForAnyOrderLM.forward got unknown keyword argument(s) {', '.join(parts)}; "
-            f"it accepts {', '.join(known)}.")
-
-
-def scored_positions(group_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, L) bool: positions whose query row sees at least one real token (others are not scored)."""
-    _, query = two_stream_masks(group_ids, attention_mask.bool() if attention_mask is not None else None)
-    return query.any(-1)
-
-
-def a3_loss(logits, labels, group_ids, attention_mask=None):
-    """Mean cross-entropy of query logits at i against token i (no shift) over scored positions."""
-    keep = scored_positions(group_ids, attention_mask) & (labels != -100)
-    if attention_mask is not None:
-        keep &= attention_mask.bool()
-    n = keep.sum()
-    nll = F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
-    return nll / n.clamp(min=1), n
+AutoConfig.register("a3", A3Config, exist_ok=True)
+AutoModel.register(A3Config, A3Model, exist_ok=True)
+AutoModelForCausalLM.register(A3Config, A3ForAnyOrderLM, exist_ok=True)

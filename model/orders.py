@@ -19,13 +19,17 @@ conditional on its lowest group, every other token scored once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from model.decoding import DecodeTrace, causal_log_probs, collect, decode_plan
 from model.masks import as_group_ids
-from model.modeling import A3ForAnyOrderLM, scored_positions
+from model.network import scored_positions
 from model.plans import Plan, make_plan_from_groups
+
+if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
+    from model.modeling import A3ForAnyOrderLM
 
 DEFAULT_RANDOM = 14  # random orders and random groupings each: 4 fixed + 2 * 14 = 32 orders
 DEFAULT_GROUP_SIZE = 4

@@ -313,6 +313,7 @@ def load_quantized(path: str | Path, *, device="cpu"):
     from safetensors.torch import load_file
 
     from model.modeling import A3Config, A3ForAnyOrderLM
+    from model.network import rotary_embedding
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
@@ -335,7 +336,7 @@ def load_quantized(path: str | Path, *, device="cpu"):
     if missing or unexpected:
         raise ValueError(f"{path}: the tensors do not fit the config (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]}).")
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=config).to(device)  # buffers are not saved
+    model.model.rotary_emb = rotary_embedding(config).to(device)  # buffers are not saved
     if tied:
         model.lm_head.weight = model.get_input_embeddings().weight
     keep = tuple(json.loads(meta["keep"]))

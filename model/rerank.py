@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,8 +31,10 @@ from model.decoding import (
     decode_together,
     left_to_right_log_likelihoods,
 )
-from model.modeling import A3ForAnyOrderLM
 from model.plans import make_plan
+
+if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
+    from model.modeling import A3ForAnyOrderLM
 
 BEST_OF_N_LABEL = "A3 best of N"  # its name on the page and in the API (app.session.BEST_OF_N)
 

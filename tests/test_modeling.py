@@ -271,9 +271,9 @@ def test_the_fused_rms_norm_gives_llamas_bits_in_float32(shape):
 
 
 def test_attend_prepares_a_mask_once_per_forward_and_again_when_it_changes():
-    """Every layer of a forward attends with the same mask, which attend prepares once (model.modeling's
+    """Every layer of a forward attends with the same mask, which attend prepares once (model.network's
     _PREPARED_MASK); another mask, or the same one changed in place, is prepared again."""
-    from model import modeling
+    from model import network as modeling
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, 3, 8, generator=g), torch.randn(1, 2, 5, 8, generator=g),
