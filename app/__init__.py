@@ -46,7 +46,7 @@ def adapter_version(adapter_dir=None) -> str:
 
 def model_note(loaded) -> str:
     """Which model runs, in plain words; for the default model with its base weights by content:
-    "A3 adapter v7 on SmolLM2-135M-Instruct (Q4_1 GGUF, sha256 b179c9523d0e)". Other models: their
+    "A3 adapter v7 on SmolLM2-135M-Instruct (4-bit GGUF, unpacked, sha256 b179c9523d0e)". Other models: their
     description."""
     if loaded.name != "default":
         return loaded.description

@@ -69,8 +69,9 @@ class BaseWeights:
 
     @property
     def kind(self) -> str:
-        """A few words for the page's header: "Q4_1 GGUF" or "hub weights, not the measured base"."""
-        return "Q4_1 GGUF" if self.measured else "hub weights, not the measured base"
+        """A few words for the page's header: "4-bit GGUF, unpacked" (the Q4_1 file's weights, run in the precision
+        the header names next) or "hub weights, not the measured base"."""
+        return "4-bit GGUF, unpacked" if self.measured else "hub weights, not the measured base"
 
 
 def cache_root() -> Path:

@@ -100,7 +100,8 @@ def test_header_names_the_default_models_base_weights_by_their_content(default_m
     sha = hashlib.sha256(gguf_path().read_bytes()).hexdigest()[:12]  # the installed GGUF, hashed here
     header = header_markdown(Explorer(default_model), device_note(default_model), model_note(default_model))
     assert "\n" not in header  # one line (a trained model has no warning)
-    assert f"Running: A3 adapter {adapter_version()} on SmolLM2-135M-Instruct (Q4_1 GGUF, sha256 {sha})" in header
+    running = f"Running: A3 adapter {adapter_version()} on SmolLM2-135M-Instruct (4-bit GGUF, unpacked, sha256 {sha})"
+    assert running in header
     assert adapter_version().startswith("v")
     assert "· CPU, " in header and "(float32)" in header and "given tokens read left to right" in header
 

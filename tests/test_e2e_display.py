@@ -81,6 +81,15 @@ def test_split_characters_and_whitespace_round_trip_to_the_stage(page_url, brows
     cells = page.eval_on_selector_all("#stage-grid .cell", "els => els.map(e => e.textContent)")
     assert cells[21:24] == ["↵", "↵↵", "·"]
     assert "\ufffd" not in page.text_content(".a3s")
+    # the grid's legend names the marks this text uses, and hovers with all of them
+    legend = page.locator(".a3s-grid-panel .a3s-ws")
+    assert legend.is_visible() and legend.text_content() == " · ↵ line break · · space"
+    assert "⇥ a tab" in legend.get_attribute("title")
+    # the page's own example has no whitespace marks: no such legend
+    page.evaluate("(p) => window.__a3stage.load(p)", json.loads(json.dumps(
+        stage_payload(explorer.decode(Request(text="Once upon a time there was a [MASK:3] dog.", method="A3 plan")),
+                      autoplay=False))))
+    assert not legend.is_visible()
     page.close()
 
 

@@ -208,7 +208,7 @@ def test_base_weights_are_named_by_content_hashed_once_and_again_when_the_file_c
     with caplog.at_level(logging.INFO, logger="model.base"):
         weights = base.base_weights()
     assert weights.sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest() and weights.short == weights.sha256[:12]
-    assert weights.measured and weights.kind == "Q4_1 GGUF" and weights.files == (gguf,)
+    assert weights.measured and weights.kind == "4-bit GGUF, unpacked" and weights.files == (gguf,)
     assert (weights.checkpoint / base.WEIGHTS_META).is_file()  # beside the converted checkpoint
     assert [r.getMessage() for r in caplog.records] == [base.weights_line(weights)]  # the start-up log's one line
 

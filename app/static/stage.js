@@ -15,7 +15,7 @@
     dag: $('#stage-dag'), content: $('#stage-content'), query: $('#stage-query'), verdict: $('#verdict'),
     note: $('.a3s-note'), reduce: $('.a3s-reduce'), sort: $('.a3s-sort'), empty: $('.a3s-empty'),
     hover: $('.a3s-mask-hover'), panels: $('.a3s-panels'), maskPanel: $('.a3s-mask-panel'),
-    narration: $('#narration'), narrate: $('#stage-narrate'),
+    narration: $('#narration'), narrate: $('#stage-narrate'), ws: $('.a3s-ws'),
   };
   const stats = { renders: [], ticks: [] };
   const state = { P: null, step: -1, playing: false, timer: null, loop: false, t0: 0, s0: -1, settle: null };
@@ -517,6 +517,11 @@
     el.empty.textContent = P && P.empty ? P.note : '';
     if (!P || P.empty) { el.counter.textContent = 'No trace'; sizeCounter(0); return; }
     el.note.textContent = P.note || '';
+    // the legend names the whitespace marks the text uses (figures.display_label), and only those
+    const marks = [['↵', 'line break'], ['⇥', 'tab'], ['·', 'space']].filter(([m]) =>
+      (P.labels || []).some((label) => label.includes(m) && (m !== '·' || /^[·↵⇥]+$/.test(label.trim()))));
+    el.ws.hidden = !marks.length;
+    el.ws.textContent = marks.length ? ' · ' + marks.map(([m, what]) => m + ' ' + what).join(' · ') : '';
     explained(el.headline, P, P.headline || '', true);
     narrationFor = '';
     el.step.min = '-1'; el.step.max = String(n() - 1);
