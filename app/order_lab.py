@@ -341,7 +341,9 @@ def per_token_figure(labels: list[str], a: OrderLikelihood, b: OrderLikelihood) 
         plot_bgcolor="#ffffff", legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
         uirevision="order-lab-tokens", meta={"figure": "order_tokens", "orders": [a.name, b.name]},
     )
-    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
+    # the token labels as large as their number lets them stand side by side (the page's 12 px up to 40 tokens)
+    tick = 12 if len(labels) <= 40 else 10 if len(labels) <= 64 else 9
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=tick))
     fig.update_yaxes(title_text="−log p (nats, higher = harder)", gridcolor="#eeeeee")
     return fig
 

@@ -438,8 +438,9 @@ class Explorer:
             rows.append([c.name, fill, round(c.logp, 2), calls, "✓" if i == found.best_index else ""])
         return headers, rows
 
-    def best_of_n_cost(self, text: str) -> str:
-        """What a best-of-N run of `text` will cost, said before it runs."""
+    def best_of_n_cost(self, text: str, picker: dict | None = None) -> str:
+        """What a best-of-N run of `text` will cost, said before it runs: its blanks and, where `picker` holds
+        chips of this very text, the tokens clicked open too."""
         check_text(text)
         blank = self._flexible(text)
         if blank is not None:
@@ -447,8 +448,9 @@ class Explorer:
             calls = sum(planned_calls(n) for n in lengths) + len(lengths)
             return (f"A3 best of N decodes each of {len(lengths)} lengths {len(CANDIDATES)} ways: about {calls} "
                     "model calls.")
-        n_open = int((~self.sequence(Request(text=text))[1]).sum())
-        return (f"A3 best of N decodes the {n_open} blank tokens {len(CANDIDATES)} ways and keeps the most likely "
+        n_open = int((~self.sequence(Request(text=text, picker=picker))[1]).sum())
+        tokens = "the blank token" if n_open == 1 else f"the {n_open} blank tokens"
+        return (f"A3 best of N decodes {tokens} {len(CANDIDATES)} ways and keeps the most likely "
                 f"text: {planned_calls(n_open)} model calls.")
 
     @property

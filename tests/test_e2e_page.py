@@ -84,6 +84,30 @@ def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser
     page.close()
 
 
+def test_export_opened_during_the_first_visits_play_exports_the_step_the_visitor_saw(page_url, browser):
+    """The example plays on a first visit; Export opened meanwhile stops the stage on the step it showed, names
+    that step, and every press downloads that same step (it once took whatever step the hidden stage had got
+    to at each press)."""
+    page = open_page(browser, page_url)
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    page.wait_for_function("() => window.__a3stage.state.playing && window.__a3stage.state.step >= 1",
+                           timeout=SLOW)
+    open_tab(page, "Export")
+    page.wait_for_function("() => !window.__a3stage.state.playing")
+    seen = stage_step(page) + 1  # as the stage counts
+    line = page.locator("#export-on-stage")
+    expect_text = f"On the stage: step {seen}/{n_steps(page)}. The step exports below are of that step."
+    page.wait_for_function("(t) => document.querySelector('#export-on-stage').textContent.includes(t)", arg=expect_text)
+    assert line.is_visible()
+    first = download_once(page, downloads, "export-csv").suggested_filename
+    page.wait_for_timeout(1500)  # the stage, had it gone on playing, would be steps further by now
+    second = download_once(page, downloads, "export-csv").suggested_filename
+    assert first == second and first.endswith(f"-masks-step{seen}.zip")
+    assert stage_step(page) + 1 == seen
+    page.close()
+
+
 # -------------------------------------------------------------------------------- 2. figures fit
 DETAIL_PLOTS = ("#logprob-plot", "#grid-plot", "#dag-plot", "#mask-plot")
 FIGURES_OUTSIDE = """(ids) => ids.flatMap((id) => {

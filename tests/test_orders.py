@@ -139,6 +139,7 @@ def test_order_lab_computes_marks_best_and_worst_and_compares_two_orders(explore
     assert len(tokens.data) == 2 and len(tokens.data[0].y) == len(lab.token_ids)
     assert tokens.data[0].y[0] is None
     assert tokens.data[1].y[1] == pytest.approx(-lab.get("right_to_left").token_logps[1])
+    assert len(lab.labels) <= 40 and tokens.layout.xaxis.tickfont.size == 12  # a short text's labels at the page's size
 
 
 def test_loading_an_order_gives_a_teacher_forced_trace_of_the_true_tokens(explorer):

@@ -4,6 +4,7 @@ up marked out of date, an empty one clears them."""
 
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 
 from app import order_lab
@@ -87,11 +88,11 @@ def test_the_gallerys_masks_stay_off_a_text_pasted_after_them(explorer):
 
 def test_typing_then_pasting_over_the_text_keeps_only_the_new_blanks(explorer, on):
     """TextCallbacks.on_typed, as the text box's change event calls it."""
-    picker, _ = on.on_typed(CAT, None, None)
+    picker, _, _ = on.on_typed(CAT, None, None)
     picker["mask"][picker["tokens"].index(" cat")] = picker["mask"][-1] = True  # two chips clicked
-    typed, _ = on.on_typed(CAT.replace("mat", "mats"), picker, None)
+    typed, _, _ = on.on_typed(CAT.replace("mat", "mats"), picker, None)
     assert masked(typed) == [" cat", "."]
-    pasted, _ = on.on_typed("My neighbour [MASK:3] a big dog.", typed, None)
+    pasted, _, _ = on.on_typed("My neighbour [MASK:3] a big dog.", typed, None)
     assert masked(pasted) == ["?"] * 3
 
 
@@ -102,23 +103,37 @@ def test_typing_then_pasting_over_the_text_keeps_only_the_new_blanks(explorer, o
 ])
 def test_chips_of_a_text_that_is_not_valid_stay_marked_out_of_date(explorer, on, bad, why):
     picker = clicked(explorer, CAT, " cat")
-    shown, _ = on.on_typed(bad, picker, None)
+    shown, _, warning = on.on_typed(bad, picker, None)
     assert why in shown["stale"]
+    assert warning == gr.skip()  # the warning line, left as it is (a Run may have put this very reason there)
     assert {k: v for k, v in shown.items() if k != "stale"} == picker  # the same chips: no flicker
     # back to the text of the chips: the mark goes, the clicks stay
-    back, _ = on.on_typed(CAT, shown, None)
+    back, _, _ = on.on_typed(CAT, shown, None)
     assert "stale" not in back and masked(back) == [" cat"]
     # the text made valid: new chips, carried from the last valid text's
-    fixed, _ = on.on_typed("The cat [MASK:3] sat on the mat.", shown, None)
+    fixed, _, warning = on.on_typed("The cat [MASK:3] sat on the mat.", shown, None)
     assert "stale" not in fixed and masked(fixed) == [" cat", "?", "?", "?"]
+    assert warning == ""  # a valid text again: the warning about the last one goes
 
 
 @pytest.mark.parametrize("empty", ["", "   \n"])
 def test_an_empty_text_clears_the_chips(explorer, on, empty):
-    shown, _ = on.on_typed(empty, clicked(explorer, CAT, " cat"), None)
+    shown, _, _ = on.on_typed(empty, clicked(explorer, CAT, " cat"), None)
     assert shown["tokens"] == [] and shown["mask"] == [] and "stale" not in shown
 
 
 def test_a_text_not_valid_before_any_chips_says_so(on):
-    shown, _ = on.on_typed("[MASK:0]", None, None)
+    shown, _, _ = on.on_typed("[MASK:0]", None, None)
     assert shown["tokens"] == [] and "Malformed blank" in shown["stale"]
+
+
+def test_the_best_of_n_cost_line_follows_the_chips_and_hides_for_a_text_that_is_not_valid(explorer, on):
+    from app.session import BEST_OF_N
+    from model.rerank import CANDIDATES
+
+    picker = clicked(explorer, CAT, " cat")
+    with_click, without = on.on_cost(BEST_OF_N, CAT, picker), on.on_cost(BEST_OF_N, CAT, None)
+    assert with_click.visible and f"decodes the blank token {len(CANDIDATES)} ways" in with_click.value
+    assert without.visible is False  # no blank in the text, none clicked: nothing to cost
+    assert on.on_cost(BEST_OF_N, "The cat [MASK:0] sat.", picker).visible is False  # said under the chips instead
+    assert on.on_cost("A3 plan", CAT, picker).visible is False

@@ -298,6 +298,13 @@ def test_best_of_n_says_what_it_costs_before_it_runs(explorer):
     assert f"{planned_calls(4)} model calls" in note
     assert explorer.decode(Request(text=TEXT, method=BEST_OF_N)).model_calls == planned_calls(4)
     assert "lengths" in explorer.best_of_n_cost("The cat [MASK:?] on the mat.")
+    # tokens clicked open on the chips of this very text count; chips of another text do not
+    chips = explorer.picker_from_text(TEXT)
+    first_given = chips["mask"].index(False, 1)
+    chips["mask"][first_given] = True
+    assert "the 5 blank tokens" in explorer.best_of_n_cost(TEXT, chips)
+    assert f"{planned_calls(5)} model calls" in explorer.best_of_n_cost(TEXT, chips)
+    assert "the 4 blank tokens" in explorer.best_of_n_cost(TEXT, {**chips, "text": TEXT + " More."})
 
 
 def test_best_of_n_composes_with_a_blank_of_any_length(explorer):

@@ -539,6 +539,9 @@
   // redraw when any panel changes size (window, presentation mode, fonts); at most once per frame
   let queued = false;
   const resized = new ResizeObserver(() => {
+    // hidden (another tab shown): a playing stage stops on the step it showed, so what the other tabs read
+    // off it (Step details, Export's "this step") is a step the visitor saw, and stays it
+    if (state.playing && !root.getClientRects().length) pause();
     if (queued) return;
     queued = true;
     requestAnimationFrame(() => { queued = false; if (state.P && !state.P.empty) render(); });

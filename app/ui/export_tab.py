@@ -36,6 +36,12 @@ def slides_module():
 STEP_ON_SCREEN = ("(...inputs) => { const counter = document.querySelector('#stage-counter'); "
                   "if (counter && counter.dataset.step !== undefined) inputs[1] = Number(counter.dataset.step); "
                   "return inputs; }")
+# Opening the tab names that step in its first line (the stage, hidden behind the tab, stops playing: stage.js)
+NAME_THE_STEP = ("() => { const counter = document.querySelector('#stage-counter'); "
+                 "const line = document.querySelector('#export-on-stage'); if (!line) return; "
+                 "const step = counter ? counter.textContent.trim() : ''; "
+                 "line.textContent = /^Step /.test(step) ? 'On the stage: ' + step.replace(/^Step /, 'step ') + "
+                 "'. The step exports below are of that step.' : 'Nothing on the stage yet.'; }")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Export:
 
 @dataclass(frozen=True)
 class ExportTab:
+    tab: gr.Tab
     gif: Export  # hidden without app.slides
     player: Export  # hidden without app.slides
     trace: Export
@@ -71,9 +78,10 @@ class ExportTab:
 
 
 def build_export_tab(has_slides: bool) -> ExportTab:
-    with gr.Tab("⤓ Export", id="export", elem_id="tab-export"):
+    with gr.Tab("⤓ Export", id="export", elem_id="tab-export") as tab:
         gr.Markdown("The trace on the stage, and the step the stage shows. Each Plotly figure under "
                     "**⌕ Step details** also has a camera button that saves it as PNG.")
+        gr.HTML("", elem_id="export-on-stage", elem_classes=["a3-export-step"])
         with gr.Row():
             gif = Export.create("Animated GIF", "export-gif", visible=has_slides)
             player = Export.create("HTML player", "export-player", visible=has_slides)
@@ -83,7 +91,7 @@ def build_export_tab(has_slides: bool) -> ExportTab:
             npy = Export.create("Masks at this step (NPY, npz)", "export-npz")
             html = Export.create("Figures at this step (HTML)", "export-html")
         step = gr.Number(-1, precision=0, visible="hidden", elem_id="export-step")
-    return ExportTab(gif, player, trace, csv, npy, html, step)
+    return ExportTab(tab, gif, player, trace, csv, npy, html, step)
 
 
 def download_stem(result: Result) -> str:

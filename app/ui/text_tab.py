@@ -272,22 +272,25 @@ class TextCallbacks:
         return picker, warning or gr.skip()
 
     def on_typed(self, text, picker, chips_for):
-        """(picker, chips for) when the text changes (typing, a paste, an example): new chips, the masks
-        clicked before kept outside the edit when the new text is an edit of the old one (`carry_mask`).
+        """(picker, chips for, warning) when the text changes (typing, a paste, an example): new chips, the
+        masks clicked before kept outside the edit when the new text is an edit of the old one (`carry_mask`).
         An empty text clears the chips. A text that is not valid (a half-typed blank "[MASK:", a blank too
         long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
         with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
-        that text: Order lab's "use it") stay: this event may read the picker as it was before them."""
+        that text: Order lab's "use it") stay: this event may read the picker as it was before them. A text
+        that is valid again clears the warning line (a Run's warning about the text it corrects); one that
+        is not leaves the line as it is."""
+        keep = gr.skip()
         if text == chips_for:
-            return gr.skip(), None
+            return gr.skip(), None, keep
         if isinstance(picker, dict) and picker.get("text") == text:  # back to the text of the chips
-            return (fresh(picker) if "stale" in picker else gr.skip()), None
+            return (fresh(picker) if "stale" in picker else gr.skip()), None, ""
         if not (text or "").strip():
-            return empty_value(), None
+            return empty_value(), None, keep
         try:
-            return carry_mask(picker, self.explorer.picker_from_text(text)), None
+            return carry_mask(picker, self.explorer.picker_from_text(text)), None, ""
         except InputError as err:
-            return stale(picker, str(err)), None
+            return stale(picker, str(err)), None, keep
 
     def request(self, *values) -> Request:
         """The Request of `TextTab.settings`' values, its chips moved onto its text when they were made
@@ -323,14 +326,17 @@ class TextCallbacks:
             return gr.skip(), gr.skip(), gr.skip(), warn(err)
         return to_stage(shown)
 
-    def on_cost(self, method, text):
-        """What A3 best of N will cost for this text, shown under the method list while it is chosen."""
+    def on_cost(self, method, text, picker=None):
+        """What A3 best of N will cost for this text and its chips (the tokens clicked open count), shown under
+        the method list while it is chosen, and kept up with typing and clicks. A text that is not valid hides
+        it: what is wrong is said under the chips, and after a Run above the tabs."""
         if method != BEST_OF_N:
             return gr.Markdown(visible=False)
         try:
-            return gr.Markdown(self.explorer.best_of_n_cost(text), visible=True)
-        except InputError as err:
-            return gr.Markdown(f"⚠️ {err}", visible=True)
+            return gr.Markdown(self.explorer.best_of_n_cost(text, picker if isinstance(picker, dict) else None),
+                               visible=True)
+        except InputError:
+            return gr.Markdown(visible=False)
 
     def on_length(self, result, length):
         """Another length of an any-length blank onto the stage."""

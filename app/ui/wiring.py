@@ -17,7 +17,7 @@ from app.stage_component import Stage
 from app.ui import api
 from app.ui.compare_tab import CompareCallbacks, CompareTab, load_compared
 from app.ui.details_tab import SETTLED_STEP, STEP_OF_STAGE, DetailsCallbacks, DetailsTab, on_position, reset_branches
-from app.ui.export_tab import STEP_ON_SCREEN, ExportCallbacks, ExportTab
+from app.ui.export_tab import NAME_THE_STEP, STEP_ON_SCREEN, ExportCallbacks, ExportTab
 from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import States
@@ -76,7 +76,7 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
     t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
     # .change, not .input: a paste and an example click change the text too
-    t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for],
+    t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for, page.warning],
                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
@@ -87,8 +87,8 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
                            queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
     t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
-    gr.on([t.method.change, t.text.blur], on.on_cost, [t.method, t.text], t.best_cost, show_progress="hidden",
-          api_visibility="private")
+    gr.on([t.method.change, t.text.change, t.picker.change], on.on_cost, [t.method, t.text, t.picker], t.best_cost,
+          show_progress="hidden", trigger_mode="always_last", api_visibility="private")
 
 
 def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
@@ -155,6 +155,7 @@ def wire_details_tab(page: Page, calls: ModelCalls, model: dict) -> None:
 
 def wire_export_tab(page: Page, on: ExportCallbacks) -> None:
     e, result = page.export, page.states.result
+    e.tab.select(None, None, None, js=NAME_THE_STEP, queue=False, api_visibility="private")
     e.trace.wire(on.trace_json, [result])
     e.csv.wire(on.masks_csv, [result, e.step], js=STEP_ON_SCREEN)
     e.npy.wire(on.masks_npz, [result, e.step], js=STEP_ON_SCREEN)
