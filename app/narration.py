@@ -180,7 +180,7 @@ def marks(context: int, rows: int, panels: tuple[str, ...] = STAGE_PANELS) -> st
 
 def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mode: str, *,
                   rows: int = 1, n_open: int = 0, n_left: int = 0, panels: tuple[str, ...] = STAGE_PANELS,
-                  forced: bool = False) -> str:
+                  forced: bool = False, brief: bool = False) -> str:
     """One step (0-based `step`, shown 1-based as the counter shows it) in one sentence.
 
     `pieces`: what it decides, in text order; `context`: how many tokens its predictions see (the
@@ -188,7 +188,9 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
     many positions it decides (the masks' highlighted rows); `panels`: which of the DAG and the masks
     the sentence points at. At the last step, `n_open` and `n_left` (open positions in all, still open
     after it) say whether the text is complete. `forced`: the trace is teacher-forced, the step's tokens
-    are imposed ("“found” is given (the model gave it p < 0.001); the model sees ..."), not chosen."""
+    are imposed ("“found” is given (the model gave it p < 0.001); the model sees ..."), not chosen.
+    `brief`: only what is decided, a line read at a glance while the stage plays ("Step 4: the model decides
+    “small” (p = 0.28)."; at the last step also whether the text is complete)."""
     shown = [piece_name(piece) for piece in pieces]
     chances = [probability(piece.p) for piece in pieces[:MAX_NAMED]]
     more = ", …" if len(pieces) > MAX_NAMED else ""
@@ -201,16 +203,20 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
         it = "them" if len(pieces) > 1 else "it"
         odds = odds.replace("(p ", f"({subject(mode)} gave {it} p ", 1)
         verb = "are given at once" if len(pieces) > 1 else "is given"
-        sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip() + f"; {subject(mode)} sees {seeing(context, mode)}"
+        sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip()
+        if not brief:
+            sentence += f"; {subject(mode)} sees {seeing(context, mode)}"
     else:
         what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
         passed = sum(piece.passed_over for piece in pieces)
         if passed:
             what += (", not its first choice (that would repeat nearby text)" if len(pieces) == 1 else
                      f" ({passed} of them not its first choice: that would repeat nearby text)")
-        sentence = f"{head}: {subject(mode)} decides {what}, seeing {seeing(context, mode)}"
+        sentence = f"{head}: {subject(mode)} decides {what}"
+        if not brief:
+            sentence += f", seeing {seeing(context, mode)}"
     if last:
         done = "the text is complete" if n_left == 0 else f"{n_open - n_left} of {n_open} open tokens are decided"
         return f"{sentence}; {done}."
-    where = marks(context, rows, panels)
+    where = "" if brief else marks(context, rows, panels)
     return f"{sentence}: {where}." if where else f"{sentence}."

@@ -99,6 +99,7 @@ class ViewStep:
     narration: str  # one plain sentence: what this step decides, sees, and where that is drawn
     named: str  # its tokens by app.narration's rule (up to 5, then "and N more")
     context: int  # how many tokens its predictions see (its query-mask row: the lower groups)
+    brief: str = ""  # the narration's first part alone (what is decided), shown while the stage plays fast
 
 
 @dataclass
@@ -358,9 +359,11 @@ def _narrations(trace: DecodeTrace, shown: list[str], runs: list[tuple[int, int]
     for t, s in enumerate(trace.steps):
         pieces, context = step_pieces(trace, t, shown, runs), step_context(trace, t)
         n_left = sum(1 for g, d in zip(trace.given, decided, strict=True) if not g and not 0 <= d <= t)
-        out.append((narration.step_sentence(t, n_steps, pieces, context, mode, rows=len(s.positions), n_open=n_open,
-                                            n_left=n_left, panels=panels, forced=forced),
-                    narration.decided_names(pieces), context))
+        told = {brief: narration.step_sentence(t, n_steps, pieces, context, mode, rows=len(s.positions),
+                                               n_open=n_open, n_left=n_left, panels=panels, forced=forced,
+                                               brief=brief)
+                for brief in (False, True)}
+        out.append((told[False], narration.decided_names(pieces), context, told[True]))
     return narration.start_sentence(n_given, n_open, n_steps, mode, forced=forced), out
 
 
@@ -378,7 +381,8 @@ def build_view(trace: DecodeTrace, labels: list[str], *, method: str = "", final
                       groups=list(s.group_ids) if s.group_ids is not None else None,
                       tokens=[shown[p] for p in s.positions], logprob=float(s.logprob),
                       model_calls=int(s.model_calls), summary=figures.step_summary(trace, t, timing=False),
-                      verdict=verdicts[t + 1], narration=told[t][0], named=told[t][1], context=told[t][2])
+                      verdict=verdicts[t + 1], narration=told[t][0], named=told[t][1], context=told[t][2],
+                      brief=told[t][3])
              for t, s in enumerate(trace.steps)]
     given = trace.given
     hide_start = bool(given and given[0] and labels[0] == START_LABEL)

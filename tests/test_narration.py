@@ -183,6 +183,14 @@ def test_many_tokens_name_five_then_and_n_more():
     assert last == ("Step 10, the last: the model decides “the” (p = 0.41), seeing all 20 tokens known so far; "
                     "the text is complete.")
     assert step_sentence(0, 1, pieces[:1], 3, "plan").startswith("Step 1, the only step:")
+    # in brief (while the stage plays): what is decided, and at the last step whether the text is complete
+    assert step_sentence(2, 10, pieces, 18, "plan", rows=8, brief=True) == (
+        "Step 3: the model decides “the”, “old”, “man”, “and”, “his” and 3 more at once (p = 0.41, 0.30, 0.20, 0.12, "
+        "0.05, …).")
+    assert step_sentence(9, 10, pieces[:1], 20, "diffusion", n_open=9, n_left=0, brief=True) == (
+        "Step 10, the last: the model decides “the” (p = 0.41); the text is complete.")
+    assert step_sentence(1, 3, pieces[:1], 4, "plan", forced=True, brief=True) == (
+        "Step 2: “the” is given (the model gave it p = 0.41).")
     assert "no other token" in step_sentence(0, 2, pieces[:1], 0, "plan")
     assert "arcs" not in step_sentence(0, 2, pieces[:1], 0, "plan")  # a step that sees nothing has no arcs
     assert start_sentence(1, 1, 1, "plan").startswith("Before decoding: 1 token is given (grey), 1 is open (marked ?)")

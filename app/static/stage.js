@@ -25,6 +25,7 @@
   const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   const n = () => (state.P && !state.P.empty ? state.P.steps.length : 0);
   const interval = () => Math.max(0.05, Number(el.speed.value) || 0.5) * 1000;
+  const BRIEF_BELOW_MS = 2500;  // a whole narration (~25 words) takes a few seconds to read
 
   // ------------------------------------------------------------------------------------ words
   // what a part of the headline or the summary means: the view's term its text starts with, or holds
@@ -328,6 +329,12 @@
     if (el.counter.style.minWidth !== longest) el.counter.style.minWidth = longest;
   }
 
+  // while the stage plays faster than a sentence can be read, the narration says only what the step decides
+  // (its brief); paused or stepped, the whole sentence
+  function narrate(caption) {
+    el.narration.textContent = (state.playing && interval() < BRIEF_BELOW_MS && caption.brief) || caption.narration || '';
+  }
+
   function render() {
     const P = state.P;
     if (!P || P.empty) return;
@@ -339,7 +346,7 @@
     const caption = A3Core.caption(P, step);
     explained(el.summary, P, caption.summary, false);
     el.verdict.textContent = caption.verdict;
-    el.narration.textContent = caption.narration || '';
+    narrate(caption);
     el.narration.hidden = !el.narrate.checked;
     sizeNarration(P);
     layoutPanels();
@@ -398,6 +405,7 @@
   function pause() {
     state.playing = false; clearTimeout(state.timer); el.play.textContent = '▶ play';
     root.classList.remove('playing');
+    if (state.P && !state.P.empty) narrate(A3Core.caption(state.P, state.step));
     settleSoon();
   }
 
