@@ -672,8 +672,10 @@ def logprob_figure(trace: DecodeTrace, step: int) -> go.Figure:
 # 5. the candidates table and the one-line summary
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+def one_line(text: str) -> str:
+    """A text on one line (a table cell, a candidate), its line breaks and tabs marked as the stage marks them
+    ("↵", "⇥"): a fill of line breaks is never an empty cell."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "↵").replace("\t", "⇥")
 
 
 def visible_spaces(text: str) -> str:
@@ -726,13 +728,13 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
     def committed_text(p: int) -> str:
         start, end = run_of.get(p, (p, p + 1))
         if end - start == 1:
-            return visible_spaces(_one_line(whole[p]))  # as the candidates beside it read
+            return visible_spaces(one_line(whole[p]))  # as the candidates beside it read
         which = f"token {p - start + 1} of {end - start}"
         return f"{whole[p]} ({which})" if all(known[start:end]) else f"{which} of a character"
 
     rows = []
     for p, candidates in record.candidates.items():
-        shown = (visible_spaces(_one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known)))
+        shown = (visible_spaces(one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known)))
                  for t, _ in candidates[:top])
         best = " · ".join(f"{text} {prob:.2f}" for text, (_, prob) in zip(shown, candidates[:top], strict=True))
         now = p in committed

@@ -62,7 +62,9 @@ TERMS = {
     "Before decoding": "Given: tokens of the text the model reads. Open: the blanks it will fill.",
     "Step": "Which step is on screen, of how many. Each step decides one group of tokens.",
     "group": "The group id of the tokens decided now. Groups are decided in increasing order; "
-             "a token sees every token of a lower group.",
+             "a token sees every token of a lower group. Given tokens have group ids too (read left to right, "
+             "each given token is a group of its own; read as one group, they are all group 0), so the open "
+             "groups' ids start after theirs: the step number counts only the open groups.",
     "at position": "Where the tokens decided now sit in the text, counting from 0 (the start token).",
     "log p": "How likely the model found the tokens decided now: the log of their probability. "
              "0 is certain; the more negative, the less likely.",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from app import memory
-from app.figures import readable_text
+from app.figures import one_line, readable_text
 from app.narration import OPEN_MARK
 from model.config import LABELS, DecodeConfig, Sampler, method_spec
 from model.decoding import DecodeTrace, collect, decode, fill_preview, sequence_log_likelihood
@@ -41,8 +41,10 @@ BEST_OF_N_ABOUT = ("Several decodes of the blank (left to right, ends first, dyn
                    "the whole text the model itself finds most likely is kept.")
 PAGE_METHODS = (*LABELS, BEST_OF_N)  # the page's method list, in its order
 COMPARE_METHODS = (*(label for label in LABELS if method_spec(label).compared), BEST_OF_N)  # the page's names
+# "whole text": every token after the start, each given everything before it (the A3 model, left-to-right
+# grouping): how well the fill reads on into what follows, the very score A3 best of N keeps its fill by
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
-                   "log p (A3 left-to-right)"]
+                   "log p, whole text (A3 left to right)"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "ends first": "ends_first", "custom group ids": "custom"}
@@ -429,11 +431,17 @@ class Explorer:
         if found is None:
             return headers, []
         tok = self.loaded.tokenizer
-        open_positions = found.best.trace.plan.open_positions
+        blanks: list[list[int]] = []  # the open positions, blank by blank (runs of neighbours)
+        for p in found.best.trace.plan.open_positions:
+            if blanks and p == blanks[-1][-1] + 1:
+                blanks[-1].append(p)
+            else:
+                blanks.append([p])
         rows = []
         for i, c in enumerate(found.candidates):
-            fill = readable_text(token_strings(tok, [c.trace.final_ids[p] for p in open_positions],
-                                               start_token_id=self.loaded.start_token_id))
+            fill = " … ".join(one_line(readable_text(token_strings(tok, [c.trace.final_ids[p] for p in blank],
+                                                                   start_token_id=self.loaded.start_token_id)))
+                              for blank in blanks)
             calls = f"{c.calls} (shared)" if c.together else str(c.calls)
             rows.append([c.name, fill, round(c.logp, 2), calls, "✓" if i == found.best_index else ""])
         return headers, rows
@@ -532,7 +540,7 @@ class Explorer:
                 continue
             trace = result.trace
             reference, _ = sequence_log_likelihood(self.loaded.model, trace.final_ids,
-                                                   torch.arange(len(trace.final_ids)), scored=trace.plan.open)
+                                                   torch.arange(len(trace.final_ids)))
             n_open, seconds = len(trace.plan.open_positions), result.seconds
             comparison.results[method] = result
             comparison.rows.append([method, len(trace.steps), result.model_calls, round(seconds, 3),

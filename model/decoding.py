@@ -698,9 +698,10 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
                              generator: torch.Generator | None = None, seed: int | None = None,
                              top_k_candidates: int = 5) -> Iterator[DecodeStep]:
     """A one-step parallel baseline (the paper's single-layer dependency): every open position is one
-    group after the given ones, so each is predicted from the given tokens only. Each step re-reads
-    the query rows of the still-open positions and reveals the k most confident; what it reveals is
-    never fed back, so no open token conditions on another."""
+    group after the given ones, so each is predicted from the given tokens only, in one model call. The
+    steps then reveal that one prediction, the k most confident still-open positions at a time; what they
+    reveal is never fed back, so no open token conditions on another (the no-repeat rule, when on, still
+    reads the tokens revealed so far, as it does in every decoder)."""
     _check_plan(model, plan)
     _check_dynamic("confidence", k)
     generator = _as_generator(generator, seed)
@@ -714,8 +715,12 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
                                             top_k_candidates=top_k_candidates))
     given_positions = plan.given.nonzero(as_tuple=True)[0].tolist()
     open_now, step, guard = plan.open_positions, 0, RepeatGuard.of(model, sampler.no_repeat)
+    # the one prediction: every open position's query row sees the given tokens only, so a later call would
+    # give the same rows again
+    predicted = dict(zip(open_now, engine.query_logits(groups, given_positions, open_now, [target] * len(open_now)),
+                         strict=True))
     while open_now:
-        logits = engine.query_logits(groups, given_positions, open_now, [target] * len(open_now))
+        logits = torch.stack([predicted[p] for p in open_now])
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, "confidence", k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]

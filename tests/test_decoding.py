@@ -105,7 +105,8 @@ def test_every_decoder_fills_each_open_position_once_and_keeps_the_given(tiny, m
     assert sorted(committed) == plan.open_positions and len(committed) == len(set(committed))
     initial = plan.token_ids.tolist()
     assert all(trace.final_ids[p] == initial[p] for p in range(L) if plan.given[p])
-    assert trace.model_calls == len(trace.steps)
+    # one call a step; one-step parallel predicts everything in its one call and then only reveals
+    assert trace.model_calls == (1 if mode == "one_step_parallel" else len(trace.steps))
     assert [s.step for s in trace.steps] == list(range(len(trace.steps)))
     assert all(trace.decided_step()[p] == -1 for p in range(L) if plan.given[p])
     assert trace.tokens_at(len(trace.steps) - 1) == trace.final_ids
@@ -559,3 +560,17 @@ def test_left_to_right_likelihoods_share_prefixes_and_equal_the_batched_forward(
     assert spy.rows == [2 * distinct] and distinct == (L - 1) + (L - 10) + (L - 13) + (L - 1)
     assert (totals - expected).abs().max() < 1e-3 and totals[4] == totals[1]
     assert per[:, 0].isnan().all() and (per[:, 1:] - expected_per[:, 1:]).abs().max() < 1e-4
+
+
+def test_one_step_parallel_reveals_its_one_prediction(tiny):
+    """Its steps reveal the rows of one call: each position's candidates are what that call gave it (a second
+    call, seeing only the given tokens again, would give the same rows)."""
+    plan = infill_plan("outside_in", 2)
+    trace = collect(run_decoder("one_step_parallel", tiny, plan, k=2))
+    assert trace.model_calls == 1 and len(trace.steps) == -(-len(plan.open_positions) // 2)
+    groups = trace.plan.group_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny(plan.token_ids[None], group_ids=groups[None]).logits[0].float(), -1)
+    for s in trace.steps:
+        for p, token, lp in zip(s.positions, s.tokens, s.token_logprobs, strict=True):
+            assert token == int(logp[p].argmax()) and abs(lp - float(logp[p, token])) < 1e-4

@@ -182,7 +182,7 @@ def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, brow
     page.locator("#compare-btn").click()
     table = page.locator("#compare-table")
     expect(table).to_contain_text("one-step parallel", timeout=60_000)
-    for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p (A3 left-to-right)"):
+    for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p, whole text (A3 left to right)"):
         expect(table).to_contain_text(header)
     expect(page.locator("#compare-plot .js-plotly-plot")).to_have_count(1)
     expect(page.locator("#compare-texts")).to_contain_text("diffusion:")

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from app.figures import one_line
 from app.session import BEST_OF_N, COMPARE_METHODS, ORDER_NAMES, Explorer, InputError, Request
 from model.config import LABELS
+from model.decoding import sequence_log_likelihood
 from model.masks import two_stream_masks
 
 
@@ -143,13 +145,20 @@ def test_compare_runs_every_method_on_the_same_input_and_keeps_each_run(explorer
     assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline",
                                      "A3 best of N"]
     assert comparison.headers == ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
-                                  "log p (A3 left-to-right)"]
+                                  "log p, whole text (A3 left to right)"]
     for method, steps, calls, seconds, per_s, own, reference in comparison.rows:
         result = comparison.results[method]  # the run itself: the stage can step through it, no re-decoding
         assert steps == result.n_steps >= 1 and calls == result.model_calls >= result.trace.model_calls >= 1
         assert seconds >= 0 and (per_s is None or per_s > 0) and own <= 0 and reference <= 0
     texts = comparison.texts_markdown()
     assert all(f"**{m}:**" in texts for m in COMPARE_METHODS)
+    # the last column is what best of N keeps its fill by: no method's whole text beats its own, A3 plan
+    # left to right (one of its candidates) included
+    whole = {row[0]: row[6] for row in comparison.rows}
+    assert whole["A3 best of N"] >= whole["A3 plan"] - 0.01
+    best = comparison.results["A3 best of N"].trace
+    assert whole["A3 best of N"] == pytest.approx(
+        sequence_log_likelihood(explorer.loaded.model, best.final_ids, torch.arange(len(best.final_ids)))[0], abs=0.01)
 
 
 def test_ar_baseline_without_a_base_is_a_visible_warning_not_a_crash(tiny_loaded, monkeypatch):
@@ -282,7 +291,13 @@ def test_best_of_n_keeps_the_candidate_the_model_scores_highest_and_lists_them_a
     tok, open_positions = explorer.loaded.tokenizer, found.best.trace.plan.open_positions
     for row, c in zip(rows, found.candidates, strict=True):
         ids = [c.trace.final_ids[p] for p in open_positions]
-        assert row[1] == tok.decode(ids) or "‹" in row[1], (row[1], tok.decode(ids))
+        assert row[1] == one_line(tok.decode(ids)) or "‹" in row[1], (row[1], tok.decode(ids))
+    # two blanks: each candidate's fill names them apart, in text order
+    two = explorer.decode(Request(text="The cat [MASK:2] on the mat and [MASK:3] at the dog.", method=BEST_OF_N))
+    for row, c in zip(explorer.best_of_n_rows(two)[1], two.best_of_n.candidates, strict=True):
+        first, second = ([c.trace.final_ids[p] for p in blank] for blank in (two.trace.plan.open_positions[:2],
+                                                                               two.trace.plan.open_positions[2:]))
+        assert row[1] == f"{one_line(tok.decode(first))} … {one_line(tok.decode(second))}" or "‹" in row[1], row[1]
     # any candidate can go onto the stage, without decoding again
     other = (found.best_index + 1) % len(found.candidates)
     shown = explorer.best_of_n_candidate(result, other)

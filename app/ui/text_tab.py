@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
+from app import figures
 from app.picker import TokenPicker, carry_mask, empty_value, fresh, stale
 from app.session import (
     BEST_OF_N,
@@ -224,7 +225,8 @@ def lengths_outputs(result: Result | None):
         return gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()
     note = f"**Any-length blank:** {choice.summary()}"
     lengths = [c.length for c in choice.candidates]
-    return (gr.Group(visible=True), note, gr.Dataframe(value=choice.rows(), headers=LENGTH_HEADERS),
+    rows = [[length, figures.one_line(fill), *rest] for length, fill, *rest in choice.rows()]
+    return (gr.Group(visible=True), note, gr.Dataframe(value=rows, headers=LENGTH_HEADERS),
             gr.Dropdown(choices=lengths, value=choice.best.length))
 
 
