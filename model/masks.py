@@ -114,7 +114,10 @@ class MaskReport:
             shown = (self.leaks + self.missing)[:3]
             text += " " + " ".join(f"[{i.stream} {i.row}->{i.col}: {i.why}]" for i in shown)
         if self.unreachable_rows:
-            text += f" Query rows that see nothing: {_ranges(self.unreachable_rows)} (first group: a constant prior)."
+            rows = self.unreachable_rows
+            many = len(rows) > 1
+            text += (f" Query row{'s' if many else ''} {_ranges(rows)} see{'' if many else 's'} nothing (the first "
+                     "group: a constant prior).")
         return text
 
     def to_dict(self) -> dict:
