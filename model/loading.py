@@ -254,7 +254,10 @@ def as_transformers(model: A3Net | A3ForAnyOrderLM) -> A3ForAnyOrderLM:
     state = dict(model.state_dict())
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    twin.load_state_dict(state, strict=False, assign=True)
+    missing, unexpected = twin.load_state_dict(state, strict=False, assign=True)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ModelLoadError(f"the model's tensors do not fit A3ForAnyOrderLM (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}).")
     twin.model.rotary_emb = rotary_embedding(config).to(next(model.parameters()).device)
     twin.tie_weights()
     twin.requires_grad_(any(p.requires_grad for p in model.parameters()))

@@ -2,7 +2,7 @@
 
 The network itself (modules, cache, forward, loss) is model/network.py, in plain PyTorch; this module gives
 it what transformers offers: `save_pretrained` / `from_pretrained` in safetensors, the Auto classes
-(model.loading registers "a3"), weight initialisation, and the PreTrainedModel that peft's adapters wrap in
+(importing this module registers "a3"), weight initialisation, and the PreTrainedModel that peft's adapters wrap in
 training (model.train). `A3Model` and `A3ForAnyOrderLM` run network.py's `StreamsBody` and `LMBody`, so they
 compute what `network.A3Net` computes, bit for bit, from the same state dict. The network's names are
 re-exported here (`from model.modeling import A3Cache` keeps working).

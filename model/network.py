@@ -118,7 +118,18 @@ class A3Rotary(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.inv_freq = nn.Buffer(self.frequencies(config), persistent=False)
+        frequencies = self.frequencies(config)
+        self.inv_freq = nn.Buffer(frequencies.clone(), persistent=False)
+        # a plain attribute, never a buffer (Module would register a tensor set here as one, and cast it): what
+        # `.to(bfloat16)` must not round (1.4e-3 at 0.7, so 0.7 rad by position 500)
+        object.__setattr__(self, "_float32", frequencies)
+
+    def _apply(self, fn, recurse=True):
+        """Moves follow the model (device); casts leave the frequencies float32 (forward computes in float32)."""
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = self._float32.to(self.inv_freq.device)
+        return self
 
     @staticmethod
     def frequencies(config) -> torch.Tensor:
@@ -460,7 +471,7 @@ class LMBody:
         if unknown:
             raise TypeError(_unknown_arguments_message(unknown, self.forward))
         if output_attentions or output_hidden_states:
-            raise ValueError("A3ForAnyOrderLM does not return attentions or hidden states; use "
+            raise ValueError(f"{type(self).__name__} does not return attentions or hidden states; use "
                              "model.model(...) (A3Model) with return_content=True for the final hidden rows.")
         B, L = input_ids.shape
         if self.config.max_position_embeddings < L:
@@ -533,7 +544,7 @@ def _unknown_arguments_message(unknown: dict, method) -> str:
     for name in sorted(unknown):
         close = difflib.get_close_matches(name, known, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return (f"A3ForAnyOrderLM.forward got unknown keyword argument(s) {', '.join(parts)}; "
+    return (f"{type(method.__self__).__name__}.forward got unknown keyword argument(s) {', '.join(parts)}; "
             f"it accepts {', '.join(known)}.")
 
 

@@ -201,7 +201,7 @@ def test_cached_rows_equal_the_full_forward(tiny):
 
 
 def test_save_and_load_round_trip_with_safetensors_and_auto_classes(tmp_path):
-    import model.loading  # noqa: F401  (registers A3 with the Auto classes)
+    import model.modeling  # noqa: F401  (importing it registers A3 with the Auto classes)
 
     original = tiny_model(VOCAB, seed=3, block_layout="official")
     original.save_pretrained(tmp_path)

@@ -149,3 +149,28 @@ def test_a_start_on_the_default_model_imports_neither_transformers_modelling_cod
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "HEAVY []" in out.stdout, out.stdout[-500:]
+
+
+def test_rope_frequencies_stay_float32_when_the_model_is_cast():
+    """`.to(bfloat16)` casts every float buffer; RoPE's frequencies rounded to bf16 would turn positions by up to
+    0.7 rad at position 500. Moves still follow the model."""
+    net = as_network(tiny_model(VOCAB, seed=2))
+    exact = net.model.rotary_emb.inv_freq.clone()
+    half = net.to(torch.bfloat16)
+    assert half.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert half.model.rotary_emb.inv_freq.dtype == torch.float32 and torch.equal(half.model.rotary_emb.inv_freq, exact)
+    hf = tiny_model(VOCAB, seed=2).to(torch.bfloat16)
+    assert torch.equal(hf.model.rotary_emb.inv_freq, exact)
+
+
+def test_training_adapts_the_transformers_class_of_the_default_base(monkeypatch):
+    """peft wraps what model.train builds: the default base is an A3Net when loaded, a PreTrainedModel when
+    trained (as before the split). The base is stood in for by the tiny model's A3Net, to stay small."""
+    import model.loading as loading
+    from model.train.adapters import build_model
+    from model.train.config import TrainConfig
+
+    monkeypatch.setattr(loading, "base_a3", lambda dtype: as_network(tiny_model(VOCAB, seed=0)).to(dtype))
+    model, _, _ = build_model(TrainConfig(base="default", init_adapter=None))
+    assert isinstance(model.get_base_model(), A3ForAnyOrderLM)
+    assert any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)

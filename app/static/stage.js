@@ -22,6 +22,7 @@
   window.__a3stage = { state, stats };
 
   const present = () => document.documentElement.classList.contains('a3-present');
+  const hidden = () => !root.getClientRects().length;  // another tab is shown
   const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   const n = () => (state.P && !state.P.empty ? state.P.steps.length : 0);
   const interval = () => Math.max(0.05, Number(el.speed.value) || 0.5) * 1000;
@@ -379,6 +380,7 @@
 
   function tick() {
     if (!state.playing) return;
+    if (hidden()) return pause();  // hidden between a tick and the resize observer's call: stop where it is
     if (state.step >= n() - 1) {
       if (state.loop) {  // the first-visit example keeps moving until someone touches it
         state.timer = setTimeout(() => { if (state.playing) { setStep(-1); restartClock(); schedule(); } }, 2500);
@@ -395,7 +397,7 @@
   function restartClock() { state.t0 = performance.now(); state.s0 = state.step; }
 
   function play() {
-    if (!n()) return;
+    if (!n() || hidden()) return;  // e.g. the first visit's autoplay, due after the visitor opened another tab
     if (state.step >= n() - 1) setStep(-1);
     state.playing = true; el.play.textContent = '❚❚ pause'; root.classList.add('playing');
     restartClock(); stats.ticks = [performance.now()];
@@ -549,7 +551,7 @@
   const resized = new ResizeObserver(() => {
     // hidden (another tab shown): a playing stage stops on the step it showed, so what the other tabs read
     // off it (Step details, Export's "this step") is a step the visitor saw, and stays it
-    if (state.playing && !root.getClientRects().length) pause();
+    if (state.playing && hidden()) pause();
     if (queued) return;
     queued = true;
     requestAnimationFrame(() => { queued = false; if (state.P && !state.P.empty) render(); });

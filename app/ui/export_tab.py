@@ -36,12 +36,17 @@ def slides_module():
 STEP_ON_SCREEN = ("(...inputs) => { const counter = document.querySelector('#stage-counter'); "
                   "if (counter && counter.dataset.step !== undefined) inputs[1] = Number(counter.dataset.step); "
                   "return inputs; }")
-# Opening the tab names that step in its first line (the stage, hidden behind the tab, stops playing: stage.js)
-NAME_THE_STEP = ("() => { const counter = document.querySelector('#stage-counter'); "
+# Opening the tab names that step in its first line, two frames later: by then the stage, hidden behind the
+# tab, has stopped playing (stage.js) and its counter holds the step the exports will read
+NAME_THE_STEP = ("() => { const name = () => { const counter = document.querySelector('#stage-counter'); "
                  "const line = document.querySelector('#export-on-stage'); if (!line) return; "
-                 "const step = counter ? counter.textContent.trim() : ''; "
-                 "line.textContent = /^Step /.test(step) ? 'On the stage: ' + step.replace(/^Step /, 'step ') + "
-                 "'. The step exports below are of that step.' : 'Nothing on the stage yet.'; }")
+                 "const step = counter && counter.dataset.step !== undefined ? Number(counter.dataset.step) : NaN; "
+                 "const total = window.__a3stage && window.__a3stage.state.P && window.__a3stage.state.P.steps "
+                 "? window.__a3stage.state.P.steps.length : 0; "
+                 "line.textContent = !total || Number.isNaN(step) ? 'Nothing on the stage yet.' : 'On the stage: ' + "
+                 "(step < 0 ? 'before decoding (step 0/' + total + ')' : 'step ' + (step + 1) + '/' + total) + "
+                 "'. The step exports below are of that step.'; }; "
+                 "requestAnimationFrame(() => requestAnimationFrame(name)); }")
 
 
 @dataclass(frozen=True)

@@ -280,8 +280,8 @@ class TextCallbacks:
         long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
         with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
         that text: Order lab's "use it") stay: this event may read the picker as it was before them. A text
-        that is valid again clears the warning line (a Run's warning about the text it corrects); one that
-        is not leaves the line as it is."""
+        that is valid again clears the warning line: the visitor has moved on from whatever it said (most
+        often a Run's warning about the text now corrected); one that is not leaves the line as it is."""
         keep = gr.skip()
         if text == chips_for:
             return gr.skip(), None, keep

@@ -22,13 +22,13 @@ def build_model(cfg: TrainConfig):
     """The A3 model (converted from the base AR model) with LoRA adapters; returns (peft model, tokenizer, start id)."""
     from peft import LoraConfig, get_peft_model
 
-    from model.loading import base_a3, base_tokenizer, start_token_id_of, tiny_model
+    from model.loading import as_transformers, base_a3, base_tokenizer, start_token_id_of, tiny_model
 
     tokenizer = base_tokenizer()
     if cfg.base == "tiny":
         model = tiny_model(len(tokenizer), seed=cfg.seed)
     elif cfg.base == "default":
-        model = base_a3(torch.float32)
+        model = as_transformers(base_a3(torch.float32))  # peft wraps the transformers class, as it always did
     else:
         raise ValueError(f"base must be 'default' or 'tiny'; got {cfg.base!r}.")
     model.requires_grad_(False)
