@@ -163,7 +163,7 @@ def header_markdown(explorer: Explorer, device_note: str, model_note: str = "") 
     grouping = explorer.given_grouping
     line = ('**A3 Explorer** ([paper](https://arxiv.org/abs/2601.13228 "arXiv 2601.13228: any-order, any-subset '
             'autoregressive modeling")) · '
-            f"Running: {model_note or loaded.description} · {device_note or 'CPU'} · "
+            f"{model_note or loaded.description} · {device_note or 'CPU'} · "
             f"{GIVEN_READ.get(grouping, f'given tokens: {grouping}')}")
     if not loaded.trained:
         line += f"\n\n> ⚠️ {loaded.notes[0] if loaded.notes else 'This model is untrained.'}"

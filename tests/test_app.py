@@ -83,7 +83,7 @@ def test_header_says_in_one_line_which_model_runs_on_what(app_url):
     _, demo = app_url
     header = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}["header"].value
     line, _, warning = header.partition("\n\n")
-    assert "Running: tiny random A3 model" in line and "CPU, " in line and "(float32)" in line
+    assert ") · tiny random A3 model" in line and "CPU, " in line and "(float32)" in line
     assert "given tokens read left to right" in line
     assert warning.startswith("> ⚠️")  # an untrained model keeps its warning, below the one line
 
@@ -100,7 +100,7 @@ def test_header_names_the_default_models_base_weights_by_their_content(default_m
     sha = hashlib.sha256(gguf_path().read_bytes()).hexdigest()[:12]  # the installed GGUF, hashed here
     header = header_markdown(Explorer(default_model), device_note(default_model), model_note(default_model))
     assert "\n" not in header  # one line (a trained model has no warning)
-    running = f"Running: A3 adapter {adapter_version()} on SmolLM2-135M-Instruct (4-bit GGUF, unpacked, sha256 {sha})"
+    running = f") · A3 adapter {adapter_version()} on SmolLM2-135M-Instruct (4-bit GGUF, unpacked, sha256 {sha})"
     assert running in header
     assert adapter_version().startswith("v")
     assert "· CPU, " in header and "(float32)" in header and "given tokens read left to right" in header
