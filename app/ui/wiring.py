@@ -87,8 +87,9 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
                            queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
     t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
+    # outside the queue: a tokenization per keystroke or click must never take a visitor's place in it
     gr.on([t.method.change, t.text.change, t.picker.change], on.on_cost, [t.method, t.text, t.picker], t.best_cost,
-          show_progress="hidden", trigger_mode="always_last", api_visibility="private")
+          show_progress="hidden", trigger_mode="always_last", api_visibility="private", queue=False)
 
 
 def wire_compare_tab(page: Page, calls: ModelCalls, model: dict) -> None:
