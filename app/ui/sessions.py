@@ -62,10 +62,10 @@ class SessionReleaser:
         session = holder.session_data.get(session_hash) if holder is not None else None
         if session is None:
             return False
-        for key, value in self.empty.items():
+        session.config_values = {}  # the outputs' last values: Gradio rebuilds an entry from its block when needed
+        for key, value in self.empty.items():  # after: whoever sees the states let go sees the values gone too
             if key in session.state_data:
                 session.state_data[key] = copy.copy(value)
-        session.config_values = {}  # the outputs' last values: Gradio rebuilds an entry from its block when needed
         with self.lock:
             self.released[session_hash] = datetime.datetime.now()
             self._to_free = True
