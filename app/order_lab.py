@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,18 @@ class LabResult:
 
 def family(name: str) -> str:
     return next((label for prefix, label in FAMILIES if name.startswith(prefix)), "custom")
+
+
+def order_label(name: str) -> str:
+    """An order's name as the page words it (the id stays the name in the API, the JSON and the figures' meta):
+    "left_to_right" -> "left to right", "outside_in" -> "outside-in", "random_3" -> "random #3",
+    "random_groups_of_2_0" -> "random groups of 2 #0", "custom" -> "custom group ids"."""
+    if name == "custom":
+        return "custom group ids"
+    numbered = re.fullmatch(r"(random(?:_groups_of_\d+)?)_(\d+)", name)
+    if numbered:
+        return f"{numbered[1].replace('_', ' ')} #{numbered[2]}"
+    return name.replace("outside_in", "outside-in").replace("_", " ")
 
 
 def perplexity(logp: float, n_scored: int) -> float:
@@ -224,7 +237,7 @@ def load_order(explorer: Explorer, lab: LabResult | None, name: str) -> Result:
                          f"{memory.not_held('order lab result')}")
     chosen = lab.get(name)
     return stepper_result(explorer, lab.token_ids, Order(chosen.name, tuple(chosen.group_ids)),
-                          f"teacher-forced {chosen.name}")
+                          f"teacher-forced {order_label(chosen.name)}")
 
 
 def gallery_for(explorer: Explorer, text: str, *, group_size: int = DEFAULT_GROUP_SIZE, seed: int = 0,
@@ -262,12 +275,18 @@ def summary_markdown(lab: LabResult) -> str:
     best, worst = lab.best(), lab.worst()
     n = best.n_scored
     line = (f"**{len(lab.orders)} orders** of {len(lab.token_ids)} tokens, each scored exactly (log p of the "
-            f"{n} tokens after the start token). Best: **{best.name}** (log p {best.logp:.2f}, perplexity "
-            f"{perplexity(best.logp, n):.1f}) · worst: **{worst.name}** ({worst.logp:.2f}, perplexity "
+            f"{n} tokens after the start token). Best: **{order_label(best.name)}** (log p {best.logp:.2f}, perplexity "
+            f"{perplexity(best.logp, n):.1f}) · worst: **{order_label(worst.name)}** ({worst.logp:.2f}, perplexity "
             f"{perplexity(worst.logp, worst.n_scored):.1f}) · spread {best.logp - worst.logp:.2f} nats.")
-    if lab.ar is not None:
-        line += (f" The AR base (content stream, left to right) gives {lab.ar[0]:.2f}: the gap to "
-                 f"left_to_right is what adapting to any order costs (or, untrained, noise).")
+    ltr = next((o for o in lab.orders if o.name == "left_to_right"), None)
+    if lab.ar is not None and ltr is not None:
+        gap = ltr.logp - lab.ar[0]
+        line += (f" The AR base (content stream, left to right) gives {lab.ar[0]:.2f}; A3 left to right "
+                 f"{ltr.logp:.2f}, " + (f"{gap:.2f} nats more likely: adapting to any order also fit the model to "
+                                         "this kind of text." if gap >= 0 else
+                                         f"{-gap:.2f} nats less likely: what adapting to any order costs here."))
+    elif lab.ar is not None:
+        line += f" The AR base (content stream, left to right) gives {lab.ar[0]:.2f}."
     return line + "".join(f"\n\n⚠️ {note}" for note in lab.notes)
 
 
@@ -296,14 +315,16 @@ def distribution_figure(names: list[str], logps: list[float], n_scored: list[int
         fig.add_trace(go.Scatter(
             x=[logps[i] for i in idx], y=[row] * len(idx), mode="markers", name=row, showlegend=False,
             marker=dict(size=11, color=figures.ATTEND_COLOR, opacity=0.75, line=dict(width=1, color="#ffffff")),
-            hovertext=[f"{names[i]}<br>log p {logps[i]:.2f}<br>perplexity {perplexity(logps[i], n_scored[i]):.2f}"
+            hovertext=[f"{order_label(names[i])}<br>log p {logps[i]:.2f}<br>perplexity "
+                       f"{perplexity(logps[i], n_scored[i]):.2f}"
                        for i in idx], hovertemplate=figures.HOVER_TEXT))
     best, worst = int(np.argmax(logps)), int(np.argmin(logps))
     marks = ((best, "best", BEST_COLOR, "star", "top left"), (worst, "worst", WORST_COLOR, "x", "top right"))
     for i, label, color, symbol, where in marks:  # labels point inwards, so they are never clipped
-        fig.add_trace(go.Scatter(x=[logps[i]], y=[fams[i]], mode="markers+text", name=f"{label}: {names[i]}",
+        fig.add_trace(go.Scatter(x=[logps[i]], y=[fams[i]], mode="markers+text",
+                                 name=f"{label}: {order_label(names[i])}",
                                  marker=dict(size=18, color=color, symbol=symbol, line=dict(width=1, color="#333")),
-                                 text=[f"{label}: {names[i]}"], textposition=where, cliponaxis=False,
+                                 text=[f"{label}: {order_label(names[i])}"], textposition=where, cliponaxis=False,
                                  textfont=dict(color=color, size=12), hoverinfo="skip", showlegend=False))
     shapes, annotations = [], []
     if ar_logp is not None:
@@ -331,10 +352,11 @@ def per_token_figure(labels: list[str], a: OrderLikelihood, b: OrderLikelihood) 
     fig = go.Figure()
     for order, color in ((a, A_COLOR), (b, B_COLOR)):
         surprise = [None if v is None else -v for v in order.token_logps]
-        hover = [f"{x}<br>{order.name}: " + ("condition (not scored)" if v is None else
+        hover = [f"{x}<br>{order_label(order.name)}: " + ("condition (not scored)" if v is None else
                                             f"log p {-v:.2f} · p {math.exp(-v):.3f}") + f"<br>group {g}"
                  for x, v, g in zip(xs, surprise, order.group_ids, strict=True)]
-        fig.add_trace(go.Bar(x=xs, y=surprise, name=f"{order.name} (log p {order.logp:.2f})", marker_color=color,
+        fig.add_trace(go.Bar(x=xs, y=surprise, name=f"{order_label(order.name)} (log p {order.logp:.2f})",
+                             marker_color=color,
                              hovertext=hover, hovertemplate=figures.HOVER_TEXT))
     fig.update_layout(
         height=330, barmode="group", bargap=0.2, bargroupgap=0.05, margin=dict(l=10, r=10, t=34, b=10),

@@ -188,3 +188,23 @@ def test_gallery_schemes_load_onto_the_stage_and_into_your_text(explorer):
         request = Request(text=LAB_TEXT, picker=picker, order="custom group ids",
                           custom_groups=" ".join(map(str, scheme.group_ids)))
         assert explorer.plan(request).group_ids.tolist() == list(scheme.group_ids)
+
+
+def test_the_lab_words_orders_as_the_page_does_and_keeps_their_ids(explorer):
+    from app import order_lab
+    from app.order_lab import order_label
+
+    assert [order_label(n) for n in ("left_to_right", "right_to_left", "outside_in", "blocks_of_3", "random_2",
+                                     "random_groups_of_2_0", "custom")] == [
+        "left to right", "right to left", "outside-in", "blocks of 3", "random #2", "random groups of 2 #0",
+        "custom group ids"]
+    lab = order_lab.compute(explorer, LAB_TEXT, n_random=2, group_size=2, seed=0)
+    summary = order_lab.summary_markdown(lab)
+    assert "_" not in summary.split("Best:")[1].split("·")[0]  # "left to right", never "left_to_right"
+    ltr = lab.get("left_to_right").logp
+    assert f"A3 left to right {ltr:.2f}" in summary and ("more likely" in summary or "less likely" in summary)
+    fig = order_lab.distribution_figure(lab.names, [o.logp for o in lab.orders], [o.n_scored for o in lab.orders])
+    assert fig.layout.meta["names"] == lab.names  # the ids, for whoever reads the figure's data
+    assert all("_" not in t.text[0] for t in fig.data if t.text)
+    shown = order_lab.load_order(explorer, lab, "outside_in")
+    assert shown.method == "teacher-forced outside-in"

@@ -146,8 +146,9 @@ class LabCallbacks:
         plot = lab_logic.distribution_figure(lab.names, [o.logp for o in lab.orders], [o.n_scored for o in lab.orders],
                                              ar_logp=lab.ar[0] if lab.ar else None)
         tokens = lab_logic.per_token_figure(lab.labels, best, worst)
+        choices = [(lab_logic.order_label(name), name) for name in lab.names]  # the page's words; the ids as values
         return (lab, lab_logic.summary_markdown(lab), gr.Plot(value=plot, visible=True),
-                gr.Dropdown(choices=lab.names, value=best.name), gr.Dropdown(choices=lab.names, value=worst.name),
+                gr.Dropdown(choices=choices, value=best.name), gr.Dropdown(choices=choices, value=worst.name),
                 gr.Plot(value=tokens, visible=True), shown[0], shown[1], gr.Dropdown(choices=shown[2]), "")
 
     def on_load_order(self, lab, name):
