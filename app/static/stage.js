@@ -380,7 +380,7 @@
 
   function tick() {
     if (!state.playing) return;
-    if (hidden()) return pause();  // hidden between a tick and the resize observer's call: stop where it is
+    if (hidden()) return pause(false);  // hidden between a tick and the resize observer's call: stop where it is
     if (state.step >= n() - 1) {
       if (state.loop) {  // the first-visit example keeps moving until someone touches it
         state.timer = setTimeout(() => { if (state.playing) { setStep(-1); restartClock(); schedule(); } }, 2500);
@@ -404,11 +404,14 @@
     schedule();
   }
 
-  function pause() {
+  // settle: report the step (step_settled), as a stop the visitor made; a stage stopped because another tab
+  // hides it sends nothing: the tabs that follow it read its step off the counter when opened (Step details)
+  // or pressed (Export), and a queued event per tab switch would take a place in a busy server's queue
+  function pause(settle = true) {
     state.playing = false; clearTimeout(state.timer); el.play.textContent = '▶ play';
     root.classList.remove('playing');
     if (state.P && !state.P.empty) narrate(A3Core.caption(state.P, state.step));
-    settleSoon();
+    if (settle) settleSoon();
   }
 
   function userStep(to) { state.loop = false; if (state.playing) pause(); setStep(to, { user: true }); }
@@ -551,7 +554,7 @@
   const resized = new ResizeObserver(() => {
     // hidden (another tab shown): a playing stage stops on the step it showed, so what the other tabs read
     // off it (Step details, Export's "this step") is a step the visitor saw, and stays it
-    if (state.playing && hidden()) pause();
+    if (state.playing && hidden()) pause(false);
     if (queued) return;
     queued = true;
     requestAnimationFrame(() => { queued = false; if (state.P && !state.P.empty) render(); });
@@ -561,7 +564,7 @@
   window.addEventListener('resize', fit);
   // what sits above the stage (the header, a warning) may render after the stage: fit again when it does
   new ResizeObserver(() => fit()).observe(document.body);
-  window.__a3stage.play = play; window.__a3stage.pause = pause; window.__a3stage.setStep = (s) => userStep(s);
+  window.__a3stage.play = play; window.__a3stage.pause = () => pause(); window.__a3stage.setStep = (s) => userStep(s);
   window.__a3stage.load = load;  // any payload, as a new value would bring it (tests, the console)
   watch('value', () => load(props.value));
   load(props.value);
