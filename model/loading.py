@@ -215,13 +215,17 @@ def a3_config_from_llama(config: dict, block_layout: str = "prenorm") -> A3Confi
     """An A3Config (transformers) with the hyperparameters of a LLaMA config (dict)."""
     from model.modeling import A3Config
 
+    _check_llama_family(config)
     cfg = {k: v for k, v in config.items()
            if k not in ("model_type", "architectures", "transformers_version", "auto_map",
                         "quantization_config", "_name_or_path", "torch_dtype", "dtype")}
+    return A3Config(**cfg, block_layout=block_layout)
+
+
+def _check_llama_family(config: dict) -> None:
     if config.get("model_type") not in ("llama", "a3", None):
         raise ModelLoadError(f"model_type {config.get('model_type')!r} is not LLaMA-family; A3 converts LLaMA "
                              "checkpoints (model_type 'llama').")
-    return A3Config(**cfg, block_layout=block_layout)
 
 
 def _model_class(config) -> type:
@@ -235,28 +239,22 @@ def _model_class(config) -> type:
 
 def net_config_from_llama(config: dict, block_layout: str = "prenorm") -> A3NetConfig:
     """An A3NetConfig (plain, no transformers) with the hyperparameters of a LLaMA config (dict)."""
-    if config.get("model_type") not in ("llama", "a3", None):
-        raise ModelLoadError(f"model_type {config.get('model_type')!r} is not LLaMA-family; A3 converts LLaMA "
-                             "checkpoints (model_type 'llama').")
+    _check_llama_family(config)
     return A3NetConfig.from_dict({**config, "block_layout": block_layout})
 
 
-def as_transformers(model: A3Net | A3ForAnyOrderLM) -> A3ForAnyOrderLM:
-    """The same model as a transformers A3ForAnyOrderLM (what peft's adapters and save_pretrained need): an
-    A3Net's tensors moved, not copied, into one; an A3ForAnyOrderLM as it is."""
-    if not isinstance(model, A3Net):
-        return model
-    from model.modeling import A3Config, A3ForAnyOrderLM
-
-    config = A3Config(**model.config.to_dict())
+def _moved(model: A3Net | A3ForAnyOrderLM, config: A3Config | A3NetConfig) -> A3Net | A3ForAnyOrderLM:
+    """`model`'s tensors moved, not copied, into the class `config` makes (`_model_class`), with its device,
+    frozen-ness and mode; the tensors must fit it exactly."""
+    cls = _model_class(config)
     with torch.device("meta"):
-        twin = A3ForAnyOrderLM(config)
+        twin = cls(config)
     state = dict(model.state_dict())
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     missing, unexpected = twin.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ModelLoadError(f"the model's tensors do not fit A3ForAnyOrderLM (missing {missing[:3]}, "
+        raise ModelLoadError(f"the model's tensors do not fit {cls.__name__} (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}).")
     twin.model.rotary_emb = rotary_embedding(config).to(next(model.parameters()).device)
     twin.tie_weights()
@@ -264,25 +262,20 @@ def as_transformers(model: A3Net | A3ForAnyOrderLM) -> A3ForAnyOrderLM:
     return twin.train(model.training)
 
 
+def as_transformers(model: A3Net | A3ForAnyOrderLM) -> A3ForAnyOrderLM:
+    """The same model as a transformers A3ForAnyOrderLM (what peft's adapters and save_pretrained need): an
+    A3Net's tensors moved, not copied, into one; an A3ForAnyOrderLM as it is."""
+    if not isinstance(model, A3Net):
+        return model
+    from model.modeling import A3Config
+
+    return _moved(model, A3Config(**model.config.to_dict()))
+
+
 def as_network(model: A3Net | A3ForAnyOrderLM) -> A3Net:
     """The same model as a network.A3Net (the class the default model runs as, whichever way it was made): a
     transformers model's tensors moved, not copied, into one; an A3Net as it is."""
-    if isinstance(model, A3Net):
-        return model
-    config = A3NetConfig.of(model.config)
-    with torch.device("meta"):
-        net = A3Net(config)
-    state = dict(model.state_dict())
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    missing, unexpected = net.load_state_dict(state, strict=False, assign=True)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ModelLoadError(f"the model's tensors do not fit A3Net (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}).")
-    net.model.rotary_emb = rotary_embedding(config).to(next(model.parameters()).device)
-    net.tie_weights()
-    net.requires_grad_(any(p.requires_grad for p in model.parameters()))
-    return net.train(model.training)
+    return model if isinstance(model, A3Net) else _moved(model, A3NetConfig.of(model.config))
 
 
 def a3_from_llama_state(state: dict[str, torch.Tensor], config: A3Config | A3NetConfig, *,
