@@ -301,7 +301,32 @@ class DecodeEngine:
         self.cache = A3Cache(model.config, 1, plan.length, device=self.device,
                              dtype=next(model.parameters()).dtype) if cache else None
         self.cached = torch.zeros(plan.length, dtype=torch.bool)
+        self.final = 0  # known_logits: the cache's rows that no later reveal can change
         self.calls = 0
+
+    @torch.no_grad()
+    def known_logits(self, groups: torch.Tensor, open_now: list[int], last: int) -> torch.Tensor:
+        """Query-stream logits (Q, V) of the open positions, one last group `last`, after every known
+        position laid out causally (`groups`: each known token its own group, in position order).
+
+        A known token's content row then sees the known tokens up to its own position only, so the rows
+        before the first open position never change again: they stay in the cache (`self.final` of them)
+        and only the known rows after it are computed, each call, provisionally after them. Without the
+        cache every known row is recomputed."""
+        if not self.use_cache:
+            return self.query_logits(groups, [], open_now, [last] * len(open_now))
+        self.calls += 1
+        self.cache.length = self.final  # drop the previous call's provisional rows
+        open_set = set(open_now)
+        new = [p for p in range(self.final, self.tokens.numel()) if p not in open_set]
+        dev = self.device
+        out = self.model.model(
+            content_ids=_tensor(self.tokens[new].tolist(), dev), content_positions=_tensor(new, dev),
+            content_groups=_tensor(groups[new].tolist(), dev), query_positions=_tensor(open_now, dev),
+            query_groups=_tensor([last] * len(open_now), dev), cache=self.cache,
+        )
+        self.final = min(open_now)  # every position before it is known: its row is final from now on
+        return self.model.lm_head(out.query[0])  # (Q, V)
 
     def resume(self, prefix: DecodePrefix) -> None:
         """Continue after `prefix`: its tokens are decided, its cache (if any) already holds its context,
@@ -624,17 +649,21 @@ def decode_official_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str
 
 def decode_diffusion(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, strategy: str = "confidence",
                      sampler: Sampler = Sampler(), generator: torch.Generator | None = None,
-                     seed: int | None = None, top_k_candidates: int = 5) -> Iterator[DecodeStep]:
+                     seed: int | None = None, top_k_candidates: int = 5, cache: bool = True) -> Iterator[DecodeStep]:
     """Iterative masked diffusion: every step predicts every blank (one last group) from everything known
     so far, the given tokens and all tokens revealed so far, reveals the k best (by `strategy`) and feeds
-    them back; one model call per step, full recompute. The known tokens are laid out as the plan lays
-    out its given tokens, which is how the model was trained to read context: each its own group in
-    position order for a causal model (`given_grouping="causal"`), one bidirectional group for a model
-    of the official code ("joint"). `decode_official_dynamic` always uses the joint layout."""
+    them back; one model call per step. The known tokens are laid out as the plan lays out its given
+    tokens, which is how the model was trained to read context: each its own group in position order for
+    a causal model (`given_grouping="causal"`), one bidirectional group for a model of the official code
+    ("joint"). `decode_official_dynamic` always uses the joint layout.
+
+    cache: in the causal layout, the known rows before the first open position are computed once and
+    kept (`DecodeEngine.known_logits`); the rest are recomputed every step. cache=False, or the joint
+    layout (where every known row sees every reveal), recomputes every row every step."""
     layout = "causal" if _given_groups_distinct(plan) else "joint"
     return _decode_joint(model, plan, "diffusion", f"masked diffusion ({strategy}, k={k})",
                          strategy=strategy, k=k, sampler=sampler, generator=generator, seed=seed,
-                         top_k_candidates=top_k_candidates, known_layout=layout)
+                         top_k_candidates=top_k_candidates, known_layout=layout, cache=cache)
 
 
 def _given_groups_distinct(plan: Plan) -> bool:
@@ -660,23 +689,26 @@ def _known_groups(length: int, open_now: list[int], layout: str) -> tuple[torch.
 
 def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, strategy: str, k: int,
                   sampler: Sampler, generator: torch.Generator | None, seed: int | None,
-                  top_k_candidates: int, known_layout: str) -> Iterator[DecodeStep]:
+                  top_k_candidates: int, known_layout: str, cache: bool = False) -> Iterator[DecodeStep]:
     """Known tokens laid out by `known_layout` (see _known_groups), blanks in one last group; commit k per
-    step; recompute."""
+    step; recompute (the causal layout with `cache`: the rows after the first open position only)."""
     _check_plan(model, plan)
     _check_dynamic(strategy, k)
     generator = _as_generator(generator, seed)
-    engine, start = DecodeEngine(model, plan, cache=False), time.perf_counter()
+    engine, start = DecodeEngine(model, plan, cache=cache and known_layout == "causal"), time.perf_counter()
     open_now = plan.open_positions
     # commit order: given 0, step t -> t + 1; still undecided: after every step (until decided)
     order = torch.where(plan.given, 0, len(open_now) + 1)
     realised = Plan(plan.token_ids, plan.given, order, name)
-    trace = DecodeTrace(mode, realised, config=DecodeConfig(mode, strategy=strategy, k=k, sampler=sampler, seed=seed,
-                                                            top_k_candidates=top_k_candidates))
+    config = DecodeConfig(mode, strategy=strategy, k=k, sampler=sampler, seed=seed, top_k_candidates=top_k_candidates)
+    trace = DecodeTrace(mode, realised, settings={"cache": engine.use_cache}, config=config)
     step, guard = 0, RepeatGuard.of(model, sampler.no_repeat)
     while open_now:
         groups, last = _known_groups(plan.length, open_now, known_layout)
-        logits = engine.query_logits(groups, [], open_now, [last] * len(open_now))
+        if known_layout == "causal":
+            logits = engine.known_logits(groups, open_now, last)
+        else:
+            logits = engine.query_logits(groups, [], open_now, [last] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
         chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
