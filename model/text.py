@@ -59,8 +59,9 @@ class MaskedText:
     n_blanks: int  # how many [MASK] markers were in the text
 
 
-def parse_blanks(text: str) -> list[str | int]:
-    """Split text into pieces: strings are given text, ints are blanks of that many tokens."""
+def parse_blanks(text: str, max_blank: int = MAX_BLANK, why: str = "") -> list[str | int]:
+    """Split text into pieces: strings are given text, ints are blanks of that many tokens (at most `max_blank`
+    each; `why` ends the message of a longer one)."""
     check_text(text)
     pieces: list[str | int] = []
     pos = 0
@@ -74,8 +75,8 @@ def parse_blanks(text: str) -> list[str | int]:
             )
         digits = blank.group(1)
         n = (int(digits) if len(digits) <= 4 else MAX_BLANK + 1) if digits is not None else 1
-        if not 1 <= n <= MAX_BLANK:
-            raise BlankSyntaxError(f"malformed blank {match.group(0)!r}: N must be between 1 and {MAX_BLANK}.")
+        if not 1 <= n <= max_blank:
+            raise BlankSyntaxError(f"malformed blank {match.group(0)!r}: N must be between 1 and {max_blank}{why}.")
         if match.start() > pos:
             pieces.append(text[pos : match.start()])
         pieces.append(n)
@@ -91,7 +92,11 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
     if not check_text(text).strip():
         raise TextInputError("the text is empty: type a text, with [MASK] or [MASK:N] where tokens should be "
                              "generated.")
-    pieces = parse_blanks(text)
+    if max_length is not None and max_length - 1 < MAX_BLANK:  # a blank longer than the model reads: say so now
+        pieces = parse_blanks(text, max(1, max_length - 1),
+                              f": the model takes at most {max_length} tokens, the start token included")
+    else:
+        pieces = parse_blanks(text)
     placeholder = start_token_id if placeholder_id is None else placeholder_id
     ids, given = [start_token_id], [True]
     for i, piece in enumerate(pieces):

@@ -97,7 +97,7 @@ def test_typing_then_pasting_over_the_text_keeps_only_the_new_blanks(explorer, o
 
 
 @pytest.mark.parametrize("bad, why", [
-    ("The cat [MASK:5000] sat.", "N must be between 1 and 512"),
+    ("The cat [MASK:5000] sat.", "N must be between 1 and 255: the model takes at most 256 tokens"),
     ("The cat [MASK:3 sat.", "Malformed blank"),
     ("The cat [MASK:", "Malformed blank"),  # a blank half typed
 ])

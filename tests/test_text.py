@@ -29,6 +29,14 @@ def test_malformed_blanks_raise_a_message_that_shows_the_syntax(text):
         parse_blanks(text)
 
 
+def test_a_blank_longer_than_the_model_reads_names_the_models_limit(tokenizer):
+    with pytest.raises(BlankSyntaxError, match=r"N must be between 1 and 63: the model takes at most 64 tokens"):
+        encode_masked_text(tokenizer, "The cat [MASK:100] sat.", start_token_id=0, max_length=64)
+    with pytest.raises(BlankSyntaxError, match=r"N must be between 1 and 512\.$"):  # the syntax's own limit
+        encode_masked_text(tokenizer, "The cat [MASK:600] sat.", start_token_id=0)
+    assert int((~encode_masked_text(tokenizer, "[MASK:63]", start_token_id=0, max_length=64).given).sum()) == 63
+
+
 def test_encode_masked_text(tokenizer):
     enc = encode_masked_text(tokenizer, "The cat [MASK:3] on the mat.", start_token_id=0)
     assert enc.token_ids[0] == 0 and bool(enc.given[0])
