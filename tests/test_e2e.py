@@ -72,11 +72,16 @@ def test_first_visit_moves_by_itself_and_the_stage_fits_one_screen(page_url, bro
 
 
 def test_presentation_mode_has_larger_type_and_still_fits(page_url, browser):
+    """On a laptop's 1366x768 the text and the order grid both get larger type (the grid's cells once got smaller:
+    the masks took half the width, and the text three lines of 30 px)."""
     page = open_page(browser, page_url, 1366, 768)
     size = lambda: page.evaluate(  # noqa: E731
         "() => parseFloat(getComputedStyle(document.querySelector('#sentence .sentence')).fontSize)")
+    grid = lambda: page.evaluate(  # noqa: E731  the grid's type: its cells' largest (a long word's may be smaller)
+        "() => Math.max(...[...document.querySelectorAll('#stage-grid .cell')].map("
+        "(c) => parseFloat(getComputedStyle(c).fontSize)))")
     page.wait_for_selector("#sentence .sentence")
-    before = size()
+    before, grid_before = size(), grid()
     page.locator("#stage-counter").click()
     page.keyboard.press("p")
     page.wait_for_function("() => document.documentElement.classList.contains('a3-present')")
@@ -86,7 +91,10 @@ def test_presentation_mode_has_larger_type_and_still_fits(page_url, browser):
             break
         page.wait_for_timeout(100)
         outside = outside_viewport(page, 1366, 768)
-    assert size() >= before * 1.4
+    assert size() >= before * 1.15
+    page.wait_for_function("() => Math.max(...[...document.querySelectorAll('#stage-grid .cell')].map("
+                           f"(c) => parseFloat(getComputedStyle(c).fontSize))) >= Math.max(16, {grid_before} + 1)")
+    assert grid() >= max(16, grid_before + 1)  # 14 px when the masks took half the width
     assert not page.locator("#header").is_visible()
     assert outside == {}
     page.close()

@@ -484,12 +484,15 @@
     const key = [state.P && state.P.id, Math.round(box.width), Math.round(box.height), present()].join('|');
     const overhead = Math.max(panel.height - canvasBox.height, tallest.key === key ? tallest.overhead : 0);
     tallest = { key, overhead };
-    const widest = (0.55 * box.width - chrome) / 2;
+    // the masks' share of the width: in presentation mode the grid keeps more, so that its type stays large on a
+    // laptop's 1366 px (at 55% its cells fell to 13 px, smaller than without presentation mode)
+    const share = present() ? 0.42 : 0.55;
+    const widest = (share * box.width - chrome) / 2;
     const beside = Math.min(box.height - dagH - 8 - overhead, widest), tall = Math.min(box.height - overhead, widest);
-    panels.classList.toggle('masks-tall', beside < 0.5 * tall);
+    panels.classList.toggle('masks-tall', !present() && beside < 0.5 * tall);  // presenting: the grid keeps its width
     for (let pass = 0; pass < 3; pass++) {  // the verdict re-wraps with the width: settle in a few passes
       const inner = el.content.parentElement.getBoundingClientRect(), now = el.maskPanel.getBoundingClientRect();
-      const side = Math.floor(Math.min(inner.height, (0.55 * box.width - chrome) / 2));
+      const side = Math.floor(Math.min(inner.height, (share * box.width - chrome) / 2));
       // never under 30% of the width: a narrower column wraps the verdict taller, which shrinks the
       // squares again, until both masks no longer fit side by side
       const width = Math.max(Math.round(0.3 * box.width), Math.round(2 * side + chrome));
