@@ -7,6 +7,7 @@ layer (app.layout) only wires components to these methods. Nothing here imports 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -49,6 +50,7 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "ends first": "ends_first", "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
+_ORDER_WORDS = {name: words for words, name in ORDER_NAMES.items()}  # "outside_in" -> "outside-in"
 CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
 # The page's no-repeat rule (model.repeats, Sampler.no_repeat): no word right next to itself, no 3-word phrase
 # twice within 64 tokens; 0 turns it off. The Sampling box's "No stutter" switch.
@@ -191,6 +193,26 @@ class Result:
     def seconds(self) -> float:
         return self.best_of_n.seconds if self.best_of_n is not None else self.trace.elapsed_s
 
+    @property
+    def name(self) -> str:
+        """The method with the settings that made this run, as the stage's headline and Compare name it: "A3
+        plan (right to left)", "A3 plan (random, groups of 2)", "A3 dynamic (confidence, k = 2)", "one-step
+        parallel (k = 1)"; best of N (whose headline names its candidate), the AR baseline and a teacher-forced
+        run (Order lab) by the method alone."""
+        config = self.trace.config
+        if self.best_of_n is not None or config is None or (self.trace.settings or {}).get("teacher_forced"):
+            return self.method
+        spec, parts = config.spec, []
+        if spec.order:
+            parts.append(_ORDER_WORDS.get(config.order, config.order))
+            if config.group_size > 1:
+                parts.append(f"groups of {config.group_size}")
+        if spec.strategy:
+            parts.append(config.strategy)
+        if spec.k:
+            parts.append(f"k = {config.k}")
+        return f"{self.method} ({', '.join(parts)})" if parts else self.method
+
     def token_text(self, token_id: int) -> str:
         return self.vocab.get(int(token_id), f"#{token_id}")
 
@@ -216,7 +238,8 @@ class Comparison:
 
     def texts_markdown(self) -> str:
         """The final texts, one per method, below the table."""
-        lines = [f"- **{method}:** {_md_escape(result.shown_text)}" for method, result in self.results.items()]
+        lines = [f"- **{_md_escape(result.name)}:** {_md_escape(result.shown_text)}"
+                 for result in self.results.values()]
         return "\n".join(lines + [f"- ⚠️ {note}" for note in self.notes])
 
 
@@ -382,11 +405,17 @@ class Explorer:
         except (TypeError, ValueError) as err:
             raise InputError(f"Invalid sampling setting: {err}") from None
         try:
-            return DecodeConfig(request.method, order=ORDER_NAMES.get(request.order, request.order),
-                                group_size=int(request.group_size), strategy=request.strategy, k=int(request.k),
-                                sampler=sampler, seed=int(request.seed), preview_open=False)
+            config = DecodeConfig(request.method, order=ORDER_NAMES.get(request.order, request.order),
+                                  group_size=int(request.group_size), strategy=request.strategy, k=int(request.k),
+                                  sampler=sampler, seed=int(request.seed), preview_open=False)
         except (TypeError, ValueError) as err:
             raise InputError(str(err)) from None
+        # what the method does not read keeps its default, so a trace's config says only what made it (a dynamic
+        # run's once read "order": "random", the order box's value, which it never used)
+        spec, default = config.spec, DecodeConfig()
+        unread = {**({} if spec.order else {"order": default.order, "group_size": default.group_size}),
+                  **({} if spec.strategy else {"strategy": default.strategy}), **({} if spec.k else {"k": default.k})}
+        return dataclasses.replace(config, **unread)
 
     def _decode_fixed(self, request: Request) -> Result:
         if request.method == BEST_OF_N:
@@ -543,7 +572,7 @@ class Explorer:
                                                    torch.arange(len(trace.final_ids)))
             n_open, seconds = len(trace.plan.open_positions), result.seconds
             comparison.results[method] = result
-            comparison.rows.append([method, len(trace.steps), result.model_calls, round(seconds, 3),
+            comparison.rows.append([result.name, len(trace.steps), result.model_calls, round(seconds, 3),
                                     round(n_open / seconds, 1) if seconds > 0 else None,
                                     round(trace.logprob, 2), round(reference, 2)])
         return comparison

@@ -40,8 +40,14 @@ def calls_summary(result: Result) -> str:
             (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")
     # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
     rule = "" if is_teacher_forced(trace) else rule_status(trace)
-    return (f"{result.method}: {result.model_calls} model {calls} for {n_open} {tokens}{kept} · "
-            f"groups of 4 would take {math.ceil(n_open / 4)} · AR needs {n_open}{rule}")
+    config = trace.config
+    spec = config.spec if config is not None else None
+    # the yardsticks: fixed groups of 4 (any A3 order could take them) and AR's one call a token; neither
+    # is news for the AR baseline itself, and one-step parallel's single call needs no groups to compare with
+    groups = "" if spec is not None and (spec.needs_base or config.method == "one_step_parallel") else \
+        f" · groups of 4 would take {math.ceil(n_open / 4)}"
+    ar = "" if spec is not None and spec.needs_base else f" · AR needs {n_open}"
+    return f"{result.name}: {result.model_calls} model {calls} for {n_open} {tokens}{kept}{groups}{ar}{rule}"
 
 
 def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = False, speed: float | None = None,

@@ -242,14 +242,29 @@ def test_gif_frames_draw_the_reference_grid(explorer, results, references, run):
 
 def test_calls_summary_counts_against_ar_and_groups_of_four(explorer):
     result = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan"))
-    assert calls_summary(result) == ("A3 plan: 14 model calls for 14 tokens · groups of 4 would take 4 · AR needs 14"
-                                     " · No\u00a0stutter: on")
+    assert calls_summary(result) == ("A3 plan (left to right): 14 model calls for 14 tokens · groups of 4 would take 4"
+                                     " · AR needs 14 · No\u00a0stutter: on")
     free = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                    no_repeat=0))
     assert calls_summary(free).endswith("AR needs 14 · No\u00a0stutter: off")
     grouped = explorer.decode(Request(text="Mia found an old key. [MASK:14] It was a letter.", method="A3 plan",
                                       group_size=4))
-    assert calls_summary(grouped).startswith("A3 plan: 4 model calls for 14 tokens")
+    assert calls_summary(grouped).startswith("A3 plan (left to right, groups of 4): 4 model calls for 14 tokens")
+
+
+@pytest.mark.parametrize(("request_", "headline"), [
+    (dict(method="A3 plan", order="right to left"), "A3 plan (right to left): 6 model calls for 6 tokens · groups"),
+    (dict(method="A3 plan", order="outside-in", group_size=2), "A3 plan (outside-in, groups of 2): 3 model calls"),
+    (dict(method="A3 dynamic", strategy="entropy", k=2), "A3 dynamic (entropy, k = 2): 3 model calls for 6 tokens"),
+    (dict(method="diffusion"), "diffusion (confidence, k = 1): 6 model calls for 6 tokens · groups of 4 would take 2"),
+    # one call for the whole blank: no groups to hold it against; the AR baseline is AR itself
+    (dict(method="one-step parallel"), "one-step parallel (k = 1): 1 model call for 6 tokens · AR needs 6 · No"),
+    (dict(method="AR baseline"), "AR baseline: 6 model calls for 6 tokens · No"),
+])
+def test_the_headline_names_the_order_and_settings_of_the_run(explorer, request_, headline):
+    """A teacher comparing orders sees which one is on the stage (the headline once read "A3 plan" for all)."""
+    result = explorer.decode(Request(text="Mia found an old key. [MASK:6] It was a letter.", **request_))
+    assert calls_summary(result).startswith(headline)
 
 
 def test_a_best_of_n_run_names_the_candidate_on_the_stage_and_the_one_kept(explorer):

@@ -141,20 +141,23 @@ def test_infill_api_returns_text_and_a_trace_with_steps(explorer):
 
 def test_compare_runs_every_method_on_the_same_input_and_keeps_each_run(explorer):
     comparison = explorer.compare(Request(text=TEXT, k=2))
-    assert [r[0] for r in comparison.rows] == list(COMPARE_METHODS)
+    # each row is named with its settings: "A3 plan (left to right)", "A3 dynamic (confidence, k = 2)"
+    assert [r[0] for r in comparison.rows] == [comparison.results[m].name for m in COMPARE_METHODS]
+    assert [r[0] for r in comparison.rows][:4] == ["A3 plan (left to right)", "A3 dynamic (confidence, k = 2)",
+                                                   "diffusion (confidence, k = 2)", "one-step parallel (k = 2)"]
     assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline",
                                      "A3 best of N"]
     assert comparison.headers == ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
                                   "log p, whole text (A3 left to right)"]
-    for method, steps, calls, seconds, per_s, own, reference in comparison.rows:
+    for method, (_, steps, calls, seconds, per_s, own, reference) in zip(COMPARE_METHODS, comparison.rows, strict=True):
         result = comparison.results[method]  # the run itself: the stage can step through it, no re-decoding
         assert steps == result.n_steps >= 1 and calls == result.model_calls >= result.trace.model_calls >= 1
         assert seconds >= 0 and (per_s is None or per_s > 0) and own <= 0 and reference <= 0
     texts = comparison.texts_markdown()
-    assert all(f"**{m}:**" in texts for m in COMPARE_METHODS)
+    assert all(f"**{comparison.results[m].name}:**" in texts for m in COMPARE_METHODS)
     # the last column is what best of N keeps its fill by: no method's whole text beats its own, A3 plan
     # left to right (one of its candidates) included
-    whole = {row[0]: row[6] for row in comparison.rows}
+    whole = {method: row[6] for method, row in zip(COMPARE_METHODS, comparison.rows, strict=True)}
     assert whole["A3 best of N"] >= whole["A3 plan"] - 0.01
     best = comparison.results["A3 best of N"].trace
     assert whole["A3 best of N"] == pytest.approx(
@@ -370,3 +373,15 @@ def test_the_no_stutter_switch_reaches_every_decode(explorer):
     assert {c.config.sampler.no_repeat for c in best.best_of_n.candidates} == {3}
     plain = explorer.decode(request_of(*values[:2], BEST_OF_N, *values[3:], False))
     assert {c.config.sampler.no_repeat for c in plain.best_of_n.candidates} == {0}
+
+
+def test_a_trace_config_holds_only_what_its_method_reads(explorer):
+    """The page's boxes hold an order, a group size, a strategy and k whatever the method; a run's config (and its
+    trace JSON) keeps only those its method read (a dynamic run's once said "order": "random")."""
+    settings = dict(text=TEXT, order="random", group_size=2, strategy="entropy", k=2)
+    dynamic = json.loads(explorer.decode(Request(method="A3 dynamic", **settings)).trace.to_json())["config"]
+    assert (dynamic["order"], dynamic["group_size"], dynamic["strategy"], dynamic["k"]) == ("custom", 1, "entropy", 2)
+    plan = json.loads(explorer.decode(Request(method="A3 plan", **settings)).trace.to_json())["config"]
+    assert (plan["order"], plan["group_size"], plan["strategy"], plan["k"]) == ("random", 2, "confidence", 1)
+    parallel = explorer.decode(Request(method="one-step parallel", **settings)).trace.config
+    assert (parallel.order, parallel.strategy, parallel.k) == ("custom", "confidence", 2)

@@ -51,6 +51,14 @@ def build_compare_tab() -> CompareTab:
     return CompareTab(hint, table, plot, load_row, load_btns, texts)
 
 
+# what the table's columns mean, under it once a comparison ran
+COMPARED = ("Each row decoded the same blanks, with the settings in its name. **log p (own order)**: how likely "
+            "the run found its own fill, each token given what it had decided before it; **log p, whole text**: the "
+            "whole text, fill and what follows, scored by the A3 model left to right (what best of N keeps its "
+            "fill by). For both, nearer 0 is more likely. **seconds** follow the machine and its load. **Step "
+            "through** loads a run onto the stage without decoding again.")
+
+
 class CompareCallbacks:
     def __init__(self, calls: ModelCalls):
         self.calls = calls
@@ -71,8 +79,7 @@ class CompareCallbacks:
         note = " ".join(f"⚠️ {n}" for n in comparison.notes)
         return (comparison.results, gr.Dataframe(value=rows, headers=comparison.headers, visible=True),
                 gr.Plot(value=chart, visible=True), comparison.texts_markdown(), gr.Row(visible=True),
-                "Each row decoded the same blanks. **Step through** loads a run onto the stage "
-                "without decoding again.", gr.Tabs(selected="compare"), (warn(note) if note else ""))
+                COMPARED, gr.Tabs(selected="compare"), (warn(note) if note else ""))
 
 
 def on_load_compared(results, index: int):
