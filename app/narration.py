@@ -90,6 +90,7 @@ class Piece:
     whole: bool = True  # False: only some tokens of a split character are known yet (it cannot be read)
     no_character: bool = False  # its bytes make no character: `text` shows them ("‹EF BC›", app.figures)
     passed_over: bool = False  # greedy, yet not the model's first choice: the no-repeat rule banned that one
+    picked: bool = False  # a branch's token the user picked (Step details), not one the model chose
 
 
 def named(items: list[str], limit: int = MAX_NAMED) -> str:
@@ -208,6 +209,19 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
         sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip()
         if not brief:
             sentence += f"; {subject(mode)} sees {seeing(context, mode)}"
+    elif any(piece.picked for piece in pieces):  # a branch's step: the user's token, and what the model added
+        picked = [piece for piece in pieces if piece.picked]
+        rest = [piece for piece in pieces if not piece.picked]
+        it = "them" if len(picked) > 1 else "it"
+        gave = ", ".join(probability(piece.p) for piece in picked[:MAX_NAMED])
+        gave = f"< {gave[1:]}" if gave.startswith("<") else f"= {gave}"
+        names = named([piece_name(piece) for piece in picked])
+        sentence = f"{head}: you picked {names} ({subject(mode)} gave {it} p {gave})"
+        if rest:
+            sentence += (f", and {subject(mode)} decides {named([piece_name(piece) for piece in rest])} "
+                         f"(p = {', '.join(probability(piece.p) for piece in rest[:MAX_NAMED])})")
+        if not brief:
+            sentence += f", {subject(mode)} seeing {seeing(context, mode)}"
     else:
         what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
         passed = sum(piece.passed_over for piece in pieces)

@@ -317,6 +317,8 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
     run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
     logp = dict(zip(record.positions, record.token_logprobs, strict=True))
     passed = passed_over(trace, step)
+    mark = (trace.settings or {}).get("picked") or {}
+    picked = set(mark.get("positions", [])) if mark.get("step") == step else set()  # a branch's pick (Step details)
     pieces = []
     for span, group in groupby(sorted(record.positions), key=lambda p: run_of.get(p, (p, p + 1))):
         group = list(group)
@@ -324,7 +326,8 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
         pieces.append(narration.Piece(text, float(np.exp(sum(logp[p] for p in group))),
                                       whole=all(known[span[0]:span[1]]),
                                       no_character=figures.makes_no_character(text),
-                                      passed_over=any(p in passed for p in group)))
+                                      passed_over=any(p in passed for p in group),
+                                      picked=any(p in picked for p in group)))
     return pieces
 
 

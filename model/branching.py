@@ -150,6 +150,8 @@ class BranchTree:
         plan = _branch_plan(parent_trace, k, prefix, rest, run_seed) if parent_trace.mode == "plan" \
             else parent_trace.plan  # dynamic: the realised plan; its groups after the prefix are re-decided
         trace = collect(decode(self.model, plan, config, keep_cache=True, prefix=prefix))
+        if token is not None:  # the picked token was the user's, not the model's choice: views say so
+            trace.settings = {**trace.settings, "picked": {"step": k, "positions": sorted(commit)}}
         shared_calls = parent_trace.steps[k - 1].model_calls if k else 0
         change = {key: value for key, value in dict(position=_commit_position(commit, position), token=token,
                                                     order=order, group_size=group_size, seed=seed).items()

@@ -1,6 +1,7 @@
 """Branching as the page does it (app.branching over model.branching), on the tiny model."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -207,3 +208,27 @@ def test_the_token_offered_first_is_never_the_one_the_step_committed(explorer):
     others = branching.token_choices(result, step, open_here)
     assert branching.default_token(result, step, open_here, others) == others[0][1]
     assert branching.default_token(result, step, decided, []) is None
+
+
+def test_a_picked_token_is_narrated_as_the_users_not_the_models(explorer):
+    """After "Branch with this token", the stage said "the model decides “his”" of the token the user picked."""
+    from app.trace_view import view_of_result
+
+    result = explorer.decode(Request(text=TEXT))
+    step = 2
+    decided = result.trace.steps[step].positions[0]
+    other = branching.token_choices(result, step, decided)[1][1]
+    tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=other)
+    assert shown.trace.settings["picked"] == {"step": step, "positions": [decided]}
+    view = view_of_result(shown)
+    said, brief = view.steps[step].narration, view.steps[step].brief
+    word = shown.labels[decided]
+    p = float(result.trace.steps[step].candidates[decided][1][1])
+    for sentence in (said, brief):
+        assert sentence.startswith(f"Step {step + 1}: you picked ") and "the model decides" not in sentence
+        assert "(the model gave it p " in sentence
+    assert word.strip() in said and (f"p = {p:.2f}" in said or "p < 0.001" in said or f"p = {p:.3f}" in said)
+    # the steps before and after are the model's own
+    assert "the model decides" in view.steps[step + 1].narration and "you picked" not in view.steps[step - 1].narration
+    # the exported trace keeps the mark
+    assert json.loads(shown.trace.to_json())["settings"]["picked"] == {"step": step, "positions": [decided]}
