@@ -360,3 +360,37 @@ def test_presentation_mode_gives_the_stage_the_window_and_escape_leaves_it(page_
     expect(page.locator("#text textarea")).to_be_visible()
     assert tabs.is_visible()
     page.close()
+
+
+LONG = ("Every summer my grandparents rented a small cabin by the lake, far from the noise of the city. In the "
+        "mornings my grandfather would wake before dawn and walk down to the wooden dock with his fishing rod, a "
+        "thermos of coffee and an old radio. [MASK:30] By the time the rest of us woke up, he had usually caught "
+        "enough fish for lunch, and my grandmother would fry them in a black iron pan while we set the table on "
+        "the porch. Those were the best days of my childhood, and I still think of them whenever I smell coffee.")
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1280, 720)])
+def test_a_long_text_scrolls_by_whole_lines_and_keeps_the_current_line_whole(page_url, browser, explorer, width,
+                                                                             height):
+    """In presentation mode a long text's box scrolls; it once stopped mid-line, so its top line was cut through
+    its letters (a browser walk). Every step: the box starts at a line's top, and the current token's line shows
+    whole."""
+    result = explorer.decode(Request(text=LONG, method="A3 plan", seed=0))
+    page = open_stage(browser, page_url, width, height, stage_payload(result, autoplay=False))
+    present(page)
+    scrolled = 0
+    for step in range(0, n_steps(page), 3):
+        go(page, step)
+        box = page.evaluate("""() => {
+            const box = document.querySelector('#sentence'), text = box.firstElementChild, s = getComputedStyle(text);
+            const cur = box.querySelector('.tok.current').getBoundingClientRect(), b = box.getBoundingClientRect();
+            return {top: box.scrollTop, line: parseFloat(s.lineHeight), pad: parseFloat(s.paddingTop),
+                    height: box.clientHeight, full: box.scrollHeight, cur: [cur.top - b.top, cur.bottom - b.top]};
+        }""")
+        assert box["full"] > box["height"], box  # the text does not fit: the case this is about
+        scrolled += box["top"] > 0
+        assert box["top"] == 0 or abs((box["top"] - box["pad"]) / box["line"] - round((box["top"] - box["pad"]) /
+                                                                                     box["line"])) < 0.02, box
+        assert box["cur"][0] >= 0 and box["cur"][1] <= box["height"] + 1, box  # the current token whole
+    assert scrolled  # the later steps' line lies below the first view
+    page.close()

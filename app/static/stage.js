@@ -119,9 +119,16 @@
         (t.decidedAt + 1) + '">' + esc(body) + '</span>';
     }).join('') + '</div>';
     const cur = el.sentence.querySelector('.tok.current');
-    if (cur) {  // keep the current tokens in view inside the text box, never scroll the page
-      const box = el.sentence, top = cur.offsetTop - box.offsetTop;
-      if (top < box.scrollTop || top > box.scrollTop + box.clientHeight - 24) box.scrollTop = Math.max(0, top - 24);
+    if (cur) {  // keep the current tokens' line in view inside the text box, never scroll the page; scrolled to
+      // a line's top, so the box never shows a line cut through its letters at its top edge
+      const box = el.sentence, text = box.firstElementChild, style = getComputedStyle(text);
+      const lineH = parseFloat(style.lineHeight) || cur.offsetHeight, pad = parseFloat(style.paddingTop) || 0;
+      const line = Math.max(0, Math.floor((cur.offsetTop - box.offsetTop - pad + 2) / lineH));
+      const lineTop = pad + line * lineH;
+      if (lineTop < box.scrollTop || lineTop + lineH > box.scrollTop + box.clientHeight) {
+        const above = box.clientHeight >= 2 * lineH ? 1 : 0;  // the line before too, where two fit
+        box.scrollTop = line - above <= 0 ? 0 : pad + (line - above) * lineH;
+      }
     }
   }
 
