@@ -183,10 +183,14 @@ class Result:
     model: str = ""
     flexible: FlexibleChoice | None = None  # for a [MASK:?] blank: every length tried, and the one kept
     best_of_n: BestOfN | None = None  # for A3 best of N: every candidate with its score, and the one kept
+    search_calls: int | None = None  # for a [MASK:?] search: every length's decode and scoring together
 
     @property
     def model_calls(self) -> int:
-        """Every model call the run made (best of N: all its candidates' and the scoring)."""
+        """Every model call the run made (best of N: all its candidates' and the scoring; a [MASK:?] search:
+        every length's, each scored once more)."""
+        if self.search_calls is not None:
+            return self.search_calls
         return self.best_of_n.model_calls if self.best_of_n is not None else self.trace.model_calls
 
     @property
@@ -200,7 +204,8 @@ class Result:
         parallel (k = 1)"; best of N (whose headline names its candidate), the AR baseline and a teacher-forced
         run (Order lab) by the method alone."""
         config = self.trace.config
-        if self.best_of_n is not None or config is None or (self.trace.settings or {}).get("teacher_forced"):
+        if self.best_of_n is not None or self.method == BEST_OF_N or config is None or \
+                (self.trace.settings or {}).get("teacher_forced"):  # (a [MASK:?] search keeps a candidate's trace)
             return self.method
         spec, parts = config.spec, []
         if spec.order:
@@ -358,10 +363,13 @@ class Explorer:
         lo, _ = blank_span(tok, request.text, blank, 1, start_token_id=start)
         hi = lo + shown  # the blank's chips in the picker the clicks came from
 
+        calls = []  # each length's decode (best of N: all its candidates and their scoring)
+
         def decode_one(text_n: str, length: int):
             mask = [*clicked[:lo], *([True] * length), *clicked[hi:]]  # the user's clicks, shifted
             result = self._decode_fixed(Request(**{**request.__dict__, "text": text_n,
                                                    "picker": {"text": text_n, "mask": mask}}))
+            calls.append(result.model_calls)
             final = result.trace.final_ids
             return result.trace, final, result.text, tok.decode(final[lo : lo + length], skip_special_tokens=True)
 
@@ -369,7 +377,9 @@ class Explorer:
             choice = flexible_infill(self.loaded.model, request.text, decode_one, lengths=lengths)
         except ValueError as err:
             raise InputError(str(err)) from None
-        return self.result(choice.best.trace, request.method, flexible=choice)
+        result = self.result(choice.best.trace, request.method, flexible=choice)
+        result.search_calls = sum(calls) + len(calls)  # and one scoring pass per length (model.flexible)
+        return result
 
     def picker_at_length(self, text: str, length: int) -> dict:
         """Chips of a [MASK:?] text with its blank at `length` tokens (what a run kept); the picker says
@@ -530,7 +540,9 @@ class Explorer:
             raise InputError("This run has no blank of flexible length: write [MASK:?] in the text and run it.")
         for candidate in choice.candidates:
             if candidate.length == int(length):
-                return self.result(candidate.trace, result.method, flexible=choice)
+                shown = self.result(candidate.trace, result.method, flexible=choice)
+                shown.search_calls = result.search_calls  # the search that made it: its calls are the run's
+                return shown
         lengths = ", ".join(str(c.length) for c in choice.candidates)
         raise InputError(f"Length {length} was not tried; the search tried {lengths} tokens.")
 

@@ -17,7 +17,7 @@ import itertools
 import math
 
 from app.narration import rule_status
-from app.session import Result
+from app.session import BEST_OF_N, Result
 from app.trace_view import is_teacher_forced, view_of_result
 
 _ids = itertools.count(1)
@@ -38,6 +38,10 @@ def calls_summary(result: Result) -> str:
         kept = (f" ({together}; the one kept, {found.best.name}, took {trace.model_calls})") \
             if shown == found.best.name else \
             (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")
+    if result.flexible is not None:  # a [MASK:?] search: every length decoded, then scored
+        lengths = len(result.flexible.candidates)
+        kept = f" ({lengths} lengths decoded{' by best of N' if found is None and result.method == BEST_OF_N else ''}" \
+               f" and scored; the fill on the stage took {trace.model_calls})"
     # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
     rule = "" if is_teacher_forced(trace) else rule_status(trace)
     config = trace.config
@@ -65,7 +69,10 @@ def stage_payload(result: Result | None, *, autoplay: bool = True, loop: bool = 
                 "note": note or "Nothing to show yet: type a text with [MASK] blanks under “✎ Your text”, "
                                 "then press Run."}
     if not note and result.flexible is not None:
-        note = result.flexible.summary() + " Every length with its fill: under ✎ Your text."
+        shown = next((c for c in result.flexible.candidates if c.trace is result.trace), None)
+        other = f"On the stage: the {shown.length}-token fill. " if shown is not None and \
+            shown is not result.flexible.best else ""  # a length picked under Your text, not the one kept
+        note = other + result.flexible.summary() + " Every length with its fill: under ✎ Your text."
     view = view_of_result(result).to_dict()
     start = max(-1, min(int(start), result.n_steps - 1))
     landing = {"start": start} if start >= 0 else {}  # before the first step: the key stays out

@@ -108,6 +108,13 @@ def test_other_lengths_load_without_decoding_and_bad_lengths_say_so(explorer):
     other = next(c for c in result.flexible.candidates if c.length != result.flexible.best.length)
     shown = explorer.flexible_candidate(result, other.length)
     assert shown.trace is other.trace and shown.flexible is result.flexible
+    # the stage's note says which length it shows, beside the one the search kept
+    from app.stage import stage_payload
+
+    kept = result.flexible.best.length
+    assert stage_payload(shown)["note"].startswith(f"On the stage: the {other.length}-token fill. [MASK:?] tried ")
+    assert f"kept {kept}" in stage_payload(shown)["note"]
+    assert stage_payload(result)["note"].startswith("[MASK:?] tried ")
     with pytest.raises(InputError, match="not tried"):
         explorer.flexible_candidate(result, 999)
     plain = explorer.decode(Request(text="The cat [MASK:2] on the mat."))
@@ -161,3 +168,23 @@ def test_compare_searches_once_and_decodes_every_method_at_the_kept_length(explo
     assert any(f"kept {kept} tokens" in note for note in comparison.notes)
     for result in comparison.results.values():
         assert len(result.trace.plan.open_positions) == kept
+
+
+def test_a_search_counts_every_lengths_calls_as_the_page_said_it_would(explorer):
+    """Best of N on a [MASK:?] blank said "12 model calls for 12 tokens" (the kept fill's own decode) after Your
+    text had said "about 55": the headline counts the whole search, and names it."""
+    from app.session import BEST_OF_N
+    from app.stage import calls_summary
+    from model.rerank import planned_calls
+
+    result = explorer.decode(Request(text=TEXT, method=BEST_OF_N))
+    lengths = [c.length for c in result.flexible.candidates]
+    said = sum(planned_calls(n) for n in lengths) + len(lengths)
+    assert f"about {said} model calls" in explorer.best_of_n_cost(TEXT)
+    assert result.model_calls == said
+    assert calls_summary(result).startswith(f"A3 best of N: {said} model calls for {result.flexible.best.length} "
+                                            f"tokens ({len(lengths)} lengths decoded by best of N and scored; ")
+    other = next(c for c in result.flexible.candidates if c is not result.flexible.best)
+    assert explorer.flexible_candidate(result, other.length).model_calls == said  # the same search's calls
+    plan = explorer.decode(Request(text=TEXT, method="A3 plan"))
+    assert plan.model_calls == sum(c.trace.model_calls for c in plan.flexible.candidates) + len(lengths)
