@@ -165,7 +165,7 @@ def start_sentence(n_given: int, n_open: int, n_steps: int, mode: str, *, forced
     head = (f"Before decoding: {n_given} {'token is' if n_given == 1 else 'tokens are'} given (grey), "
             f"{n_open} {'is' if n_open == 1 else 'are'} open (marked {OPEN_MARK}); ")
     if forced:
-        return head + (f"{subject(mode)} is given {them} in {steps}" + (f", {how}" if how else "") +
+        return head + (f"{subject(mode)} reads {them} from the text in {steps}" + (f", {how}" if how else "") +
                        f", and says how likely it found {them} (teacher forcing).")
     return head + f"{subject(mode)} decides {them} in {steps}" + (f", {how}." if how else ".")
 
@@ -191,7 +191,7 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
     many positions it decides (the masks' highlighted rows); `panels`: which of the DAG and the masks
     the sentence points at. At the last step, `n_open` and `n_left` (open positions in all, still open
     after it) say whether the text is complete. `forced`: the trace is teacher-forced, the step's tokens
-    are imposed ("“found” is given (the model gave it p < 0.001); the model sees ..."), not chosen.
+    are imposed ("“found” is read from the text (the model gave it p < 0.001); the model sees ..."), not chosen.
     `brief`: only what is decided, a line read at a glance while the stage plays ("Step 4: the model decides
     “small” (p = 0.28)."; at the last step also whether the text is complete)."""
     shown = [piece_name(piece) for piece in pieces]
@@ -205,7 +205,8 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
     if forced:
         it = "them" if len(pieces) > 1 else "it"
         odds = odds.replace("(p ", f"({subject(mode)} gave {it} p ", 1)
-        verb = "are given at once" if len(pieces) > 1 else "is given"
+        # "read from the text", not "given": on the page "given" is the grey text the visitor typed
+        verb = "are read from the text at once" if len(pieces) > 1 else "is read from the text"
         sentence = f"{head}: {named(shown)} {verb} {odds}".rstrip()
         if not brief:
             sentence += f"; {subject(mode)} sees {seeing(context, mode)}"

@@ -42,8 +42,11 @@ def calls_summary(result: Result) -> str:
         lengths = len(result.flexible.candidates)
         kept = f" ({lengths} lengths decoded{' by best of N' if found is None and result.method == BEST_OF_N else ''}" \
                f" and scored; the fill on the stage took {trace.model_calls})"
-    # the page's "No stutter" switch (model.repeats); not for a teacher-forced trace, which chooses nothing
-    rule = "" if is_teacher_forced(trace) else rule_status(trace)
+    if is_teacher_forced(trace):  # Order lab's scoring, stepped through: nothing chosen, no rule to speak of
+        return (f"{result.name}: {result.model_calls} model {calls} for {n_open} {tokens}, one per group to show each "
+                "step (the likelihood itself is one forward pass)")
+    # the page's "No stutter" switch (model.repeats)
+    rule = rule_status(trace)
     config = trace.config
     spec = config.spec if config is not None else None
     # the yardsticks: fixed groups of 4 (any A3 order could take them) and AR's one call a token; neither

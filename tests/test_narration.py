@@ -190,7 +190,7 @@ def test_many_tokens_name_five_then_and_n_more():
     assert step_sentence(9, 10, pieces[:1], 20, "diffusion", n_open=9, n_left=0, brief=True) == (
         "Step 10, the last: the model decides “the” (p = 0.41); the text is complete.")
     assert step_sentence(1, 3, pieces[:1], 4, "plan", forced=True, brief=True) == (
-        "Step 2: “the” is given (the model gave it p = 0.41).")
+        "Step 2: “the” is read from the text (the model gave it p = 0.41).")
     assert "no other token" in step_sentence(0, 2, pieces[:1], 0, "plan")
     assert "arcs" not in step_sentence(0, 2, pieces[:1], 0, "plan")  # a step that sees nothing has no arcs
     assert start_sentence(1, 1, 1, "plan").startswith("Before decoding: 1 token is given (grey), 1 is open (marked ?)")
@@ -236,29 +236,31 @@ def test_a_teacher_forced_trace_says_the_tokens_are_given_not_decided(explorer):
     from app.stage import calls_summary
 
     assert "stutter" not in calls_summary(result)  # nothing chosen: no rule to speak of
+    # the calls are the stepping through's; Order lab's own score is one forward pass, and the headline says so
+    assert calls_summary(result).endswith("one per group to show each step (the likelihood itself is one forward pass)")
     view = view_of_result(result)
-    assert "is given them" in view.before.narration and "decides" not in view.before.narration
+    assert "reads them from the text" in view.before.narration and "decides" not in view.before.narration
     for t, s in enumerate(view.steps):
         sentence, (name, p) = s.narration, expected_pieces(result, t)[0]
         assert "decides" not in sentence, sentence
         odds = narration.probability(p)
         odds = f"p < {odds[1:]}" if odds.startswith("<") else f"p = {odds}"
         head = f"Step {t + 1}{', the last' if t == len(view.steps) - 1 else ''}"
-        said = f"{head}: {expected_name(name)} is given (the model gave it {odds}); the model sees "
+        said = f"{head}: {expected_name(name)} is read from the text (the model gave it {odds}); the model sees "
         assert sentence.startswith(said), sentence
     # the same trace, exported and loaded again (the player, the GIF): still given
     assert view_of_dict_of(explorer, result).steps[0].narration == view.steps[0].narration
     # one that gives several tokens at once, and a probability below 0.001
     pieces = [Piece("found", 0.0004), Piece(" a", 0.0002)]
     assert step_sentence(2, 5, pieces[:1], 3, "plan", forced=True) == (
-        "Step 3: “found” is given (the model gave it p < 0.001); the model sees the 3 tokens in earlier groups: "
-        "orange arcs in the DAG, orange row in the masks.")
+        "Step 3: “found” is read from the text (the model gave it p < 0.001); the model sees the 3 tokens in "
+        "earlier groups: orange arcs in the DAG, orange row in the masks.")
     assert step_sentence(4, 5, pieces, 3, "plan", rows=2, forced=True, n_open=4) == (
-        "Step 5, the last: “found” and “a” are given at once (the model gave them p < 0.001 each); the model "
-        "sees the 3 tokens in earlier groups; the text is complete.")
+        "Step 5, the last: “found” and “a” are read from the text at once (the model gave them p < 0.001 each); "
+        "the model sees the 3 tokens in earlier groups; the text is complete.")
     assert start_sentence(1, 8, 8, "plan", forced=True) == (
-        "Before decoding: 1 token is given (grey), 8 are open (marked ?); the model is given them in 8 steps, "
-        "one group at a time, in the plan's order, and says how likely it found them (teacher forcing).")
+        "Before decoding: 1 token is given (grey), 8 are open (marked ?); the model reads them from the text in 8 "
+        "steps, one group at a time, in the plan's order, and says how likely it found them (teacher forcing).")
 
 
 def view_of_dict_of(explorer, result):
