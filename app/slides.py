@@ -48,9 +48,10 @@ MUTED = (110, 116, 124)
 # the HTML player
 
 
-def player_data(trace_dict: dict) -> dict:
-    """Everything the player draws, as plain JSON: the trace view (the player runs no model, loads nothing)."""
-    return view_of_dict(trace_dict).to_dict()
+def player_data(trace_dict: dict, start: int = -1) -> dict:
+    """Everything the player draws, as plain JSON: the trace view (the player runs no model, loads nothing), and
+    the step it opens on (`start`, 0-based; -1: before decoding)."""
+    return {**view_of_dict(trace_dict).to_dict(), "start": int(start)}
 
 
 def _script_json(value) -> str:
@@ -60,9 +61,10 @@ def _script_json(value) -> str:
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def player_html(trace_dict: dict) -> str:
-    """The player page: player.html with its CSS, the stage's A3Core, player.js and the view inlined."""
-    data = player_data(trace_dict)
+def player_html(trace_dict: dict, start: int = -1) -> str:
+    """The player page: player.html with its CSS, the stage's A3Core, player.js and the view inlined; it opens on
+    step `start` (0-based; -1: before decoding)."""
+    data = player_data(trace_dict, start)
     page = (STATIC / "player.html").read_text()
     script = (STATIC / "stage_core.js").read_text() + "\n" + (STATIC / "player.js").read_text()
     parts = {"{{TITLE}}": html.escape(f"A3 Explorer · {data['title']}"),
@@ -75,11 +77,12 @@ def player_html(trace_dict: dict) -> str:
     return page
 
 
-def export_player(trace_dict: dict, path: str | Path) -> Path:
-    """Write a self-contained HTML player of `trace_dict` (no network needed); return its path."""
+def export_player(trace_dict: dict, path: str | Path, start: int = -1) -> Path:
+    """Write a self-contained HTML player of `trace_dict` (no network needed), opening on step `start`; return its
+    path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(player_html(trace_dict), encoding="utf-8")
+    path.write_text(player_html(trace_dict, start), encoding="utf-8")
     return path
 
 

@@ -53,7 +53,7 @@ def download_once(page, downloads: list, button: str):
     return download
 
 
-def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser):
+def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser, tmp_path):
     page = open_page(browser, page_url)
     downloads = []
     page.on("download", lambda download: downloads.append(download))
@@ -81,6 +81,15 @@ def test_each_export_downloads_on_one_click_the_step_on_screen(page_url, browser
     figures = download_once(page, downloads, "export-html")
     assert figures.suggested_filename == f"{stem}-figures-step{total}.html"
     assert f"Step {total}/{total}" in Path(figures.path()).read_text(encoding="utf-8")
+    # the player of the whole run opens on that step too (it opened before decoding, the step to find again)
+    player = download_once(page, downloads, "export-player")
+    player.save_as(tmp_path / "player.html")  # the download's own file has no extension: no page to a browser
+    shown = browser.new_page()
+    shown.goto((tmp_path / "player.html").as_uri())
+    shown.wait_for_selector("#player[data-step]", state="attached")
+    assert shown.get_attribute("#player", "data-step") == str(total - 1)
+    assert shown.locator("#counter").inner_text() == f"step {total} / {total}"
+    shown.close()
     page.close()
 
 

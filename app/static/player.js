@@ -11,7 +11,9 @@
   const N = data.steps.length;
   const pal = data.palette;
   const $ = (id) => document.getElementById(id);
-  const state = { step: -1, playing: false, timer: null };
+  // it opens on the step that was on the stage when it was exported (`start`, 0-based; -1 before decoding)
+  const state = { step: Number.isInteger(data.start) ? Math.max(-1, Math.min(N - 1, data.start)) : -1,
+    playing: false, timer: null };
 
   const svg = (d) => `<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true"><path d="${d}" fill="currentColor"/></svg>`;
   const ICON_PLAY = svg("M4 2v12l10-6z"), ICON_PAUSE = svg("M3 2h4v12H3zM9 2h4v12H9z");

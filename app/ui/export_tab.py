@@ -181,5 +181,9 @@ class ExportCallbacks:
     def gif(self, result):
         return export_file(result, "playback.gif", self.explorer, self.slides.export_gif)
 
-    def player(self, result):
-        return export_file(result, "player.html", self.explorer, self.slides.export_player)
+    def player(self, result, step):
+        """The player of the whole run, opening on the step on the stage (a player that opened before decoding
+        left a visitor to find the step again)."""
+        start = shown_step(result, step) - 1
+        return export_file(result, "player.html", self.explorer,
+                           lambda data, path: self.slides.export_player(data, path, start))

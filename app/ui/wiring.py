@@ -163,7 +163,7 @@ def wire_export_tab(page: Page, on: ExportCallbacks) -> None:
     e.html.wire(on.step_figures, [result, e.step, page.details.reduce, page.details.sort], js=STEP_ON_SCREEN)
     if on.slides is not None:
         e.gif.wire(on.gif, [result])
-        e.player.wire(on.player, [result])
+        e.player.wire(on.player, [result, e.step], js=STEP_ON_SCREEN)
 
 
 def wire_lab_tab(page: Page, calls: ModelCalls, model: dict) -> None:
