@@ -210,6 +210,11 @@ def open_custom_ids(order):
     return gr.Accordion(open=True) if ORDER_NAMES.get(order) == "custom" else gr.skip()
 
 
+def hide_run_tables() -> tuple:
+    """(lengths box, best of N box), both hidden: the text they were of has been edited."""
+    return gr.Group(visible=False), gr.Group(visible=False)
+
+
 def on_unmask(picker):
     if not picker or not picker.get("mask"):
         return gr.skip()

@@ -22,7 +22,7 @@ from app.ui.lab_tab import LabCallbacks, LabTab, on_pair
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import States
 from app.ui.stage_tab import open_text_tab
-from app.ui.text_tab import METHOD_ABOUT_JS, TextCallbacks, TextTab, on_unmask
+from app.ui.text_tab import METHOD_ABOUT_JS, TextCallbacks, TextTab, hide_run_tables, on_unmask
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     # .change, not .input: a paste and an example click change the text too
     t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for, page.warning],
                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    # the lengths' and best of N's tables are of the last run's text: an edited text hides them (they read as
+    # the new text's, a browser walk said); the next Run shows its own
+    t.text.change(hide_run_tables, None, [t.lengths_box, t.best_box], show_progress="hidden", queue=False,
+                  api_visibility="private")
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
     t.run_btn.click(on.on_run, t.settings,
