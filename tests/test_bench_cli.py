@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 
-BENCHES = ["app", "decode", "orders", "playback", "precision", "roofline", "screenshot"]
+BENCHES = ["app", "decode", "diffusion", "orders", "playback", "precision", "roofline", "screenshot"]
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -17,7 +17,7 @@ def test_every_benchmark_prints_its_help(name, capsys):
     assert "--json" in capsys.readouterr().out or name == "screenshot"
 
 
-@pytest.mark.parametrize("name", ["orders", "playback"])
+@pytest.mark.parametrize("name", ["diffusion", "orders", "playback"])
 def test_a_benchmark_that_runs_on_the_cpu_only_refuses_device_flags(name, capsys):
     module = importlib.import_module(f"bench.{name}")
     for flag in (["--device", "cuda"], ["--dtype", "bfloat16"]):
@@ -67,3 +67,18 @@ def test_the_roofline_bandwidth_array_is_a_flag_of_app_and_decode(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         module.main(["--bandwidth-mb", "-5"])
     assert exit_.value.code == 2 and "more than 0 MB" in capsys.readouterr().err
+
+
+def test_the_diffusion_benchmark_times_both_ways_on_the_same_blanks(capsys):
+    """Numbers, not assertions about them: it runs on the tiny model, the fills agree, and bad input says so."""
+    import json
+
+    from bench import diffusion
+
+    diffusion.main(["--model", "tiny", "--blanks", "2", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["blanks"] == 2 and result["same_fills"] is True and result["given_grouping"] == "causal"
+    assert result["cached_s"] > 0 and result["recompute_s"] > 0 and result["open_tokens"] > 0
+    with pytest.raises(SystemExit) as exit_:
+        diffusion.main(["--blanks", "0"])
+    assert exit_.value.code == 2 and "at least 1" in capsys.readouterr().err
