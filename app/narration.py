@@ -181,6 +181,26 @@ def marks(context: int, rows: int, panels: tuple[str, ...] = STAGE_PANELS) -> st
     return ", ".join(said[panel] for panel in panels if said.get(panel))
 
 
+def _odds(pieces: list[Piece]) -> str:
+    """"(p = 0.41, 0.30)", the first MAX_NAMED then ", …"; "(p < 0.001)" (", each" for several), never "p = <"."""
+    chances = [probability(piece.p) for piece in pieces[:MAX_NAMED]]
+    if not chances:
+        return ""
+    if all(c.startswith("<") for c in chances):
+        return f"(p < {chances[0][1:]}{' each' if len(pieces) > 1 else ''})"
+    return f"(p = {', '.join(chances)}{', …' if len(pieces) > MAX_NAMED else ''})"
+
+
+def _decided(pieces: list[Piece]) -> str:
+    """What the model decides: the tokens, "at once" for several, their odds, and which the no-repeat rule moved."""
+    what = f"{named([piece_name(piece) for piece in pieces])}{' at once' if len(pieces) > 1 else ''} {_odds(pieces)}"
+    passed = sum(piece.passed_over for piece in pieces)
+    if passed:
+        what = what.strip() + (", not its first choice (that would repeat nearby text)" if len(pieces) == 1 else
+                               f" ({passed} of them not its first choice: that would repeat nearby text)")
+    return what.strip()
+
+
 def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mode: str, *,
                   rows: int = 1, n_open: int = 0, n_left: int = 0, panels: tuple[str, ...] = STAGE_PANELS,
                   forced: bool = False, brief: bool = False) -> str:
@@ -195,11 +215,7 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
     `brief`: only what is decided, a line read at a glance while the stage plays ("Step 4: the model decides
     “small” (p = 0.28)."; at the last step also whether the text is complete)."""
     shown = [piece_name(piece) for piece in pieces]
-    chances = [probability(piece.p) for piece in pieces[:MAX_NAMED]]
-    more = ", …" if len(pieces) > MAX_NAMED else ""
-    odds = f"(p = {', '.join(chances)}{more})" if chances else ""
-    if chances and all(c.startswith("<") for c in chances):  # "(p < 0.001)", not "(p = <0.001)"
-        odds = f"(p < {chances[0][1:]}{' each' if len(pieces) > 1 else ''})"
+    odds = _odds(pieces)
     last = step == n_steps - 1
     head = f"Step {step + 1}" + ((", the only step" if n_steps == 1 else ", the last") if last else "")
     if forced:
@@ -214,22 +230,14 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
         picked = [piece for piece in pieces if piece.picked]
         rest = [piece for piece in pieces if not piece.picked]
         it = "them" if len(picked) > 1 else "it"
-        gave = ", ".join(probability(piece.p) for piece in picked[:MAX_NAMED])
-        gave = f"< {gave[1:]}" if gave.startswith("<") else f"= {gave}"
-        names = named([piece_name(piece) for piece in picked])
-        sentence = f"{head}: you picked {names} ({subject(mode)} gave {it} p {gave})"
+        gave = _odds(picked).replace("(p ", f"({subject(mode)} gave {it} p ", 1)
+        sentence = f"{head}: you picked {named([piece_name(piece) for piece in picked])} {gave}"
         if rest:
-            sentence += (f", and {subject(mode)} decides {named([piece_name(piece) for piece in rest])} "
-                         f"(p = {', '.join(probability(piece.p) for piece in rest[:MAX_NAMED])})")
+            sentence += f", and {subject(mode)} decides {_decided(rest)}"
         if not brief:
             sentence += f", {subject(mode)} seeing {seeing(context, mode)}"
     else:
-        what = f"{named(shown)}{' at once' if len(pieces) > 1 else ''} {odds}".strip()
-        passed = sum(piece.passed_over for piece in pieces)
-        if passed:
-            what += (", not its first choice (that would repeat nearby text)" if len(pieces) == 1 else
-                     f" ({passed} of them not its first choice: that would repeat nearby text)")
-        sentence = f"{head}: {subject(mode)} decides {what}"
+        sentence = f"{head}: {subject(mode)} decides {_decided(pieces)}"
         if not brief:
             sentence += f", seeing {seeing(context, mode)}"
     if last:

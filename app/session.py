@@ -210,7 +210,7 @@ class Result:
         spec, parts = config.spec, []
         if spec.order:
             parts.append(_ORDER_WORDS.get(config.order, config.order))
-            if config.group_size > 1:
+            if config.group_size > 1 and config.order != "custom":  # custom ids make their own groups
                 parts.append(f"groups of {config.group_size}")
         if spec.strategy:
             parts.append(config.strategy)
@@ -424,6 +424,7 @@ class Explorer:
         # run's once read "order": "random", the order box's value, which it never used)
         spec, default = config.spec, DecodeConfig()
         unread = {**({} if spec.order else {"order": default.order, "group_size": default.group_size}),
+                  **({"group_size": default.group_size} if spec.order and config.order == "custom" else {}),
                   **({} if spec.strategy else {"strategy": default.strategy}), **({} if spec.k else {"k": default.k})}
         return dataclasses.replace(config, **unread)
 

@@ -38,10 +38,6 @@ def calls_summary(result: Result) -> str:
         kept = (f" ({together}; the one kept, {found.best.name}, took {trace.model_calls})") \
             if shown == found.best.name else \
             (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")
-    if result.flexible is not None:  # a [MASK:?] search: every length decoded, then scored
-        lengths = len(result.flexible.candidates)
-        kept = f" ({lengths} lengths decoded{' by best of N' if found is None and result.method == BEST_OF_N else ''}" \
-               f" and scored; the fill on the stage took {trace.model_calls})"
     if is_teacher_forced(trace):  # Order lab's scoring, stepped through: nothing chosen, no rule to speak of
         return (f"{result.name}: {result.model_calls} model {calls} for {n_open} {tokens}, one per group to show each "
                 "step (the likelihood itself is one forward pass)")
@@ -54,6 +50,12 @@ def calls_summary(result: Result) -> str:
     groups = "" if spec is not None and (spec.needs_base or config.method == "one_step_parallel") else \
         f" · groups of 4 would take {math.ceil(n_open / 4)}"
     ar = "" if spec is not None and spec.needs_base else f" · AR needs {n_open}"
+    if result.flexible is not None:  # a [MASK:?] search: the yardsticks are of the one fill on the stage
+        how = " by best of N" if result.method == BEST_OF_N else ""
+        own = "call" if trace.model_calls == 1 else "calls"
+        return (f"{result.name}: {result.model_calls} model {calls} in all, {len(result.flexible.candidates)} lengths "
+                f"of the blank decoded{how} and scored · the fill on the stage ({n_open} {tokens}) took "
+                f"{trace.model_calls} model {own}{groups}{ar}{rule}")
     return f"{result.name}: {result.model_calls} model {calls} for {n_open} {tokens}{kept}{groups}{ar}{rule}"
 
 

@@ -317,8 +317,8 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
     run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
     logp = dict(zip(record.positions, record.token_logprobs, strict=True))
     passed = passed_over(trace, step)
-    mark = (trace.settings or {}).get("picked") or {}
-    picked = set(mark.get("positions", [])) if mark.get("step") == step else set()  # a branch's pick (Step details)
+    picked = {p for mark in (trace.settings or {}).get("picked", []) if mark.get("step") == step  # a branch's pick
+              for p in mark.get("positions", [])}
     pieces = []
     for span, group in groupby(sorted(record.positions), key=lambda p: run_of.get(p, (p, p + 1))):
         group = list(group)

@@ -20,8 +20,9 @@ Branches form a tree (`BranchTree`): the root is a decoded trace; every branch n
 step it leaves it at, and can itself be branched. `to_dict()` is plain data for the app.
 
 Only the A3 decoders that cache one ordering can branch (modes "plan" and "dynamic"). The others
-(official_dynamic, diffusion, one_step_parallel, ar_baseline) regroup or recompute everything each step,
-or run another model, so there is no cache to share and no grouping to keep: they are refused.
+(official_dynamic, diffusion, one_step_parallel, ar_baseline) regroup the known tokens each step (diffusion
+keeps only the rows before its first blank, which a reveal never changes), predict from the given tokens
+alone, or run another model, so there is no one grouping's cache to share: they are refused.
 """
 
 from __future__ import annotations
@@ -150,8 +151,12 @@ class BranchTree:
         plan = _branch_plan(parent_trace, k, prefix, rest, run_seed) if parent_trace.mode == "plan" \
             else parent_trace.plan  # dynamic: the realised plan; its groups after the prefix are re-decided
         trace = collect(decode(self.model, plan, config, keep_cache=True, prefix=prefix))
-        if token is not None:  # the picked token was the user's, not the model's choice: views say so
-            trace.settings = {**trace.settings, "picked": {"step": k, "positions": sorted(commit)}}
+        # the tokens the user picked, not the model (views say so): the parent's in the shared prefix, and this one
+        picks = [mark for mark in (parent_trace.settings or {}).get("picked", []) if mark["step"] < k]
+        if token is not None:
+            picks.append({"step": k, "positions": sorted(commit)})
+        if picks:
+            trace.settings = {**trace.settings, "picked": picks}
         shared_calls = parent_trace.steps[k - 1].model_calls if k else 0
         change = {key: value for key, value in dict(position=_commit_position(commit, position), token=token,
                                                     order=order, group_size=group_size, seed=seed).items()

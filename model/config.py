@@ -65,7 +65,7 @@ class MethodSpec:
     needs_base: bool = False  # runs the base AR model instead of the A3 model
     preview: bool = False  # can compute candidates for every open position at each step (preview_open)
     branchable: bool = False  # model.branching can resume it from any step (it keeps a content cache)
-    compared: bool = True  # one of the page's Compare runs (the official variant is diffusion's computation)
+    compared: bool = True  # one of the page's Compare runs (the official variant: diffusion's with a joint layout)
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (

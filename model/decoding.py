@@ -9,8 +9,11 @@
     decode_official_dynamic  the official code's variant: all committed tokens in one bidirectional
                              group 0, every blank in group 1, full recompute every step
     decode_diffusion         iterative masked diffusion: every step predicts every blank from the given
-                             and all revealed tokens (one bidirectional group), reveals the k most
-                             confident and feeds them back (the official variant's computation)
+                             and all revealed tokens, laid out as the model reads its given text (each its
+                             own group in position order for a causal model; one bidirectional group, the
+                             official variant's computation, for a joint one), reveals the k most confident
+                             and feeds them back; in the causal layout the rows before the first blank are
+                             computed once and kept
     decode_one_step_parallel one denoising step: every open token is predicted from the given tokens
                              only (revealed tokens are never fed back); k revealed per step
     decode_ar_baseline       the base AR model left to right: each open token sees its left context only
@@ -315,18 +318,14 @@ class DecodeEngine:
         cache every known row is recomputed."""
         if not self.use_cache:
             return self.query_logits(groups, [], open_now, [last] * len(open_now))
+        # (kept apart from query_logits' cache: `self.cached` is not kept up to date here; one engine uses one)
         self.calls += 1
-        self.cache.length = self.final  # drop the previous call's provisional rows
+        self.cache.truncate(self.final)  # forget the previous call's provisional rows
         open_set = set(open_now)
         new = [p for p in range(self.final, self.tokens.numel()) if p not in open_set]
-        dev = self.device
-        out = self.model.model(
-            content_ids=_tensor(self.tokens[new].tolist(), dev), content_positions=_tensor(new, dev),
-            content_groups=_tensor(groups[new].tolist(), dev), query_positions=_tensor(open_now, dev),
-            query_groups=_tensor([last] * len(open_now), dev), cache=self.cache,
-        )
+        logits = self._forward(groups, new, open_now, [last] * len(open_now))
         self.final = min(open_now)  # every position before it is known: its row is final from now on
-        return self.model.lm_head(out.query[0])  # (Q, V)
+        return logits
 
     def resume(self, prefix: DecodePrefix) -> None:
         """Continue after `prefix`: its tokens are decided, its cache (if any) already holds its context,
@@ -359,13 +358,19 @@ class DecodeEngine:
         if self.full_forward:
             rest = sorted(set(range(self.tokens.numel())) - set(query_positions))
             query_positions, query_groups = query_positions + rest, query_groups + groups[rest].tolist()
+        return self._forward(groups, new, query_positions, query_groups)[:n_rows]
+
+    def _forward(self, groups: torch.Tensor, content_positions: list[int], query_positions: list[int],
+                 query_groups: list[int]) -> torch.Tensor:
+        """One call: these content rows (into the cache, if any) and these query rows; the query rows' logits."""
         dev = self.device
         out = self.model.model(
-            content_ids=_tensor(self.tokens[new].tolist(), dev), content_positions=_tensor(new, dev),
-            content_groups=_tensor(groups[new].tolist(), dev), query_positions=_tensor(query_positions, dev),
-            query_groups=_tensor(query_groups, dev), cache=self.cache,
+            content_ids=_tensor(self.tokens[content_positions].tolist(), dev),
+            content_positions=_tensor(content_positions, dev),
+            content_groups=_tensor(groups[content_positions].tolist(), dev),
+            query_positions=_tensor(query_positions, dev), query_groups=_tensor(query_groups, dev), cache=self.cache,
         )
-        return self.model.lm_head(out.query[0])[:n_rows]  # (Q, V)
+        return self.model.lm_head(out.query[0])  # (Q, V)
 
 
 def _commit(tokens: torch.Tensor, positions: list[int], logits_rows: torch.Tensor, stats: _StepStats,

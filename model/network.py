@@ -349,7 +349,9 @@ class A3Cache:
     """Content keys/values of committed groups, one slot per committed position.
 
     A3's content row of group g depends only on groups <= g, so once a group is committed its keys and
-    values never change: they are appended once and reused by every later step.
+    values never change: they are appended once and reused by every later step. A caller that appends rows
+    provisionally (masked diffusion's known rows after its first blank, which the next reveal changes)
+    forgets them with `truncate`; the rows before stay as they were.
     """
 
     def __init__(self, config, batch_size: int, max_len: int, *, device=None, dtype=None):
@@ -370,6 +372,12 @@ class A3Cache:
         keys.narrow(2, n, c).copy_(k)  # narrow: one op where [:, :, n : n + c] is three
         values.narrow(2, n, c).copy_(v)
         return keys.narrow(2, 0, n + c), values.narrow(2, 0, n + c)
+
+    def truncate(self, length: int) -> None:
+        """Forget every row from slot `length` on (the next call writes there); the rows before are kept."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"A3Cache.truncate: length must be in [0, {self.length}]; got {length}.")
+        self.length = length
 
     def advance(self, groups: torch.Tensor, positions: torch.Tensor) -> None:
         """Commit the rows written by the last forward (groups/positions: (B, C))."""

@@ -70,6 +70,20 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def sharp_tiny(tiny):
+    """The tiny model with its LM head scaled by 20. The random tiny model's distributions are nearly uniform:
+    its entropies differ by ~1e-6 between positions, so which position dynamic decoding takes first was
+    decided by float rounding, which differs between a batched and a lone forward on some CPUs (AVX-512).
+    Scaled, the choices are ~1e-4 apart, a hundred times the rounding."""
+    import copy
+
+    model = copy.deepcopy(tiny)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+    return model
+
+
+@pytest.fixture(scope="session")
 def tiny_llama():
     """A tiny random transformers LlamaForCausalLM and its A3 conversion."""
     from transformers import LlamaConfig, LlamaForCausalLM

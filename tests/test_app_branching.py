@@ -219,7 +219,7 @@ def test_a_picked_token_is_narrated_as_the_users_not_the_models(explorer):
     decided = result.trace.steps[step].positions[0]
     other = branching.token_choices(result, step, decided)[1][1]
     tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=other)
-    assert shown.trace.settings["picked"] == {"step": step, "positions": [decided]}
+    assert shown.trace.settings["picked"] == [{"step": step, "positions": [decided]}]
     view = view_of_result(shown)
     said, brief = view.steps[step].narration, view.steps[step].brief
     word = shown.labels[decided]
@@ -231,4 +231,19 @@ def test_a_picked_token_is_narrated_as_the_users_not_the_models(explorer):
     # the steps before and after are the model's own
     assert "the model decides" in view.steps[step + 1].narration and "you picked" not in view.steps[step - 1].narration
     # the exported trace keeps the mark
-    assert json.loads(shown.trace.to_json())["settings"]["picked"] == {"step": step, "positions": [decided]}
+    assert json.loads(shown.trace.to_json())["settings"]["picked"] == [{"step": step, "positions": [decided]}]
+    # a branch of that branch, later on, keeps the pick in the prefix it shares, and adds its own
+    later = step + 2
+    tree, again, _ = branching.branch(explorer, tree, shown, later, order="right to left")  # nothing picked
+    assert again.trace.settings["picked"] == [{"step": step, "positions": [decided]}]
+    assert view_of_result(again).steps[step].narration.startswith(f"Step {step + 1}: you picked ")
+    position = again.trace.steps[later].positions[0]
+    token = branching.token_choices(again, later, position)[1][1]
+    tree, third, _ = branching.branch(explorer, tree, again, later, position=position, token=token)
+    assert third.trace.settings["picked"] == [{"step": step, "positions": [decided]},
+                                              {"step": later, "positions": [position]}]
+    # a pick before the first one: that one is not in the prefix it shares
+    first = third.trace.steps[step - 1].positions[0]
+    token = branching.token_choices(third, step - 1, first)[1][1]
+    tree, early, _ = branching.branch(explorer, tree, third, step - 1, position=first, token=token)
+    assert early.trace.settings["picked"] == [{"step": step - 1, "positions": [first]}]

@@ -134,7 +134,7 @@ def test_mask_by_dragging_run_and_step(page_url, browser, tmp_path):
     # Run opens the stage and plays the new trace to its end by itself (4 open tokens, groups of 1)
     expect(page.locator("#stage-counter")).to_have_text("Step 4/4", timeout=60_000)
     expect(page.locator("#verdict")).to_contain_text("No leak")
-    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan: 4 model calls for 4 tokens")
+    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan (left to right): 4 model calls for 4 tokens")
     assert stage_step(page) == 3
 
     # back and forward with the keyboard (focus outside any text field) and the buttons
@@ -193,9 +193,9 @@ def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, brow
     for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p, whole text (A3 left to right)"):
         expect(table).to_contain_text(header)
     expect(page.locator("#compare-plot .js-plotly-plot")).to_have_count(1)
-    expect(page.locator("#compare-texts")).to_contain_text("diffusion:")
+    expect(page.locator("#compare-texts")).to_contain_text("diffusion (confidence, k = 1):")
     page.locator("#compare-load button", has_text="diffusion").first.click()
-    expect(page.locator(".a3s-headline")).to_contain_text("diffusion:", timeout=15_000)
+    expect(page.locator(".a3s-headline")).to_contain_text("diffusion (confidence, k = 1):", timeout=15_000)
     expect(page.locator("#stage-counter")).to_have_text(re.compile(r"^Step \d+/\d+$"), timeout=15_000)
     page.close()
 

@@ -278,7 +278,8 @@ def test_a_new_run_keeps_the_speed(page_url, browser):
     page.locator("#text textarea").fill("The cat sat on the mat and [MASK:3] at the birds.")
     page.locator("#method label", has_text="A3 plan").click()
     page.locator("#run-btn").click()
-    expect(page.locator(".a3s-headline")).to_contain_text(re.compile(r"A3 plan: 3 model calls"), timeout=60_000)
+    expect(page.locator(".a3s-headline")).to_contain_text(re.compile(r"A3 plan \(left to right\): 3 model calls"),
+                                                          timeout=60_000)
     assert page.input_value("#stage-speed") == "1.2"
     page.close()
 

@@ -46,6 +46,7 @@ def test_a_text_pasted_over_a_clicked_one_keeps_none_of_its_masks(page_url, brow
     # Run fills the three blanks, and only them
     page.locator("#method label", has_text="A3 plan").click()
     page.locator("#run-btn").click()
-    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan: 3 model calls for 3 tokens", timeout=SLOW)
+    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan (left to right): 3 model calls for 3 tokens",
+                                                          timeout=SLOW)
     expect(page.locator("#stage-counter")).to_have_text("Step 3/3", timeout=SLOW)
     page.close()

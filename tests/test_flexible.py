@@ -182,8 +182,11 @@ def test_a_search_counts_every_lengths_calls_as_the_page_said_it_would(explorer)
     said = sum(planned_calls(n) for n in lengths) + len(lengths)
     assert f"about {said} model calls" in explorer.best_of_n_cost(TEXT)
     assert result.model_calls == said
-    assert calls_summary(result).startswith(f"A3 best of N: {said} model calls for {result.flexible.best.length} "
-                                            f"tokens ({len(lengths)} lengths decoded by best of N and scored; ")
+    kept = result.flexible.best.length
+    assert calls_summary(result).startswith(
+        f"A3 best of N: {said} model calls in all, {len(lengths)} lengths of the blank decoded by best of N and scored"
+        f" · the fill on the stage ({kept} tokens) took {result.trace.model_calls} model calls · groups of 4 would "
+        f"take {-(-kept // 4)} · AR needs {kept}")
     other = next(c for c in result.flexible.candidates if c is not result.flexible.best)
     assert explorer.flexible_candidate(result, other.length).model_calls == said  # the same search's calls
     plan = explorer.decode(Request(text=TEXT, method="A3 plan"))

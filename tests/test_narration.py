@@ -299,3 +299,15 @@ def test_split_characters_are_named_whole_once_all_their_tokens_are_known(explor
                     assert narration.PART_OF_A_CHARACTER in sentence and "“" not in sentence, (t, sentence)
     assert {view.labels[p].strip() for p in named_at} == {"🧩", "寿", "司"}
     assert view.before.narration.startswith(f"Before decoding: {sum(trace.given)} tokens are given")
+
+
+def test_a_picked_token_and_the_model_s_own_at_the_same_step_read_as_every_step_does():
+    """A branch's step: the user's pick, then what the model decided with it, its odds worded as everywhere."""
+    pick = Piece(" dog", 0.0004, picked=True)
+    rest = [Piece(w, 0.2) for w in (" a", " b", " c", " d", " e", " f")]
+    said = step_sentence(2, 9, [pick, *rest], 4, "plan", brief=True)
+    assert said == ("Step 3: you picked “dog” (the model gave it p < 0.001), and the model decides “a”, “b”, “c”, "
+                    "“d”, “e” and 1 more at once (p = 0.20, 0.20, 0.20, 0.20, 0.20, …).")
+    banned = step_sentence(2, 9, [pick, Piece(" cat", 0.3, passed_over=True)], 4, "plan", brief=True)
+    assert banned.endswith("and the model decides “cat” (p = 0.30), not its first choice (that would repeat nearby "
+                           "text).")

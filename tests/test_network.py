@@ -174,3 +174,18 @@ def test_training_adapts_the_transformers_class_of_the_default_base(monkeypatch)
     model, _, _ = build_model(TrainConfig(base="default", init_adapter=None))
     assert isinstance(model.get_base_model(), A3ForAnyOrderLM)
     assert any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_a_cache_forgets_only_rows_at_its_end():
+    from model.network import A3Cache, A3NetConfig
+
+    config = A3NetConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    cache = A3Cache(config, 1, 6)
+    cache.extend(0, torch.ones(1, 1, 4, config.head_dim), torch.ones(1, 1, 4, config.head_dim))
+    cache.advance(torch.arange(4).view(1, 4), torch.arange(4).view(1, 4))
+    cache.truncate(2)
+    assert cache.length == 2 and cache.positions[0, :2].tolist() == [0, 1]
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=r"length must be in \[0, 2\]"):
+            cache.truncate(bad)

@@ -400,3 +400,18 @@ def test_gif_frames_narrate_each_step_in_two_lines_at_most(traces, unicode_data)
             assert all(probe.textlength(line, font=frames.narration_font) <= width for line in lines)
         assert frames.text_box[1] >= round(84 * frames.scale) + max(map(len, frames.narration_lines)) * \
             frames.narration_h
+
+
+@pytest.mark.browser
+def test_player_opens_on_the_step_it_was_exported_at(traces, browser, tmp_path):
+    """The Export tab passes the step on the stage; the player opens there, paused (and before decoding at -1)."""
+    trace, data = traces["plan"]
+    middle = len(trace.steps) // 2
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    for start, counter in ((middle, f"step {middle + 1} / {len(trace.steps)}"), (-1, f"start / {len(trace.steps)}")):
+        page.goto(export_player(data, tmp_path / f"player{start}.html", start).as_uri())
+        page.wait_for_selector("#player[data-step]", state="attached")
+        assert page.get_attribute("#player", "data-step") == str(start)
+        assert page.locator("#counter").inner_text() == counter
+        assert page.locator("#play").get_attribute("aria-label") == "play"  # paused
+    page.close()

@@ -53,7 +53,7 @@ def build_compare_tab() -> CompareTab:
 
 # what the table's columns mean, under it once a comparison ran
 COMPARED = ("Each row decoded the same blanks, with the settings in its name. **log p (own order)**: how likely "
-            "the run found its own fill, each token given what it had decided before it; **log p, whole text**: the "
+            "the run found its own fill, each step's tokens given what that step saw; **log p, whole text**: the "
             "whole text, fill and what follows, scored by the A3 model left to right (what best of N keeps its "
             "fill by). For both, nearer 0 is more likely. **seconds** follow the machine and its load. **Step "
             "through** loads a run onto the stage without decoding again.")

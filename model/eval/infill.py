@@ -31,7 +31,7 @@ from model.rerank import BEST_OF_N_LABEL, best_of_n, candidates_with
 
 EVAL_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank", "diffusion", "one_step_parallel",
                 "ar_prefix", "a3_prefix_only")
-EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): another full recompute per two tokens
+EXTRA_METHODS = ("diffusion_k2",)  # on request (--methods): diffusion revealing two tokens per step
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 A3_METHODS = ("a3_plan", "a3_outside_in", "a3_dynamic", "a3_rerank")  # paired with every baseline and a3_plan
 BASELINES = ("diffusion", "diffusion_k2", "one_step_parallel", "ar_prefix", "a3_prefix_only")
