@@ -22,6 +22,7 @@ from app import figures, memory
 from app.session import (
     MAX_ORDERS,
     MAX_ORDERS_JSON_CHARS,
+    ORDER_WORDS,
     Explorer,
     InputError,
     Result,
@@ -89,8 +90,8 @@ def order_label(name: str) -> str:
     """An order's name as the page words it (the id stays the name in the API, the JSON and the figures' meta):
     "left_to_right" -> "left to right", "outside_in" -> "outside-in", "random_3" -> "random #3",
     "random_groups_of_2_0" -> "random groups of 2 #0", "custom" -> "custom group ids"."""
-    if name == "custom":
-        return "custom group ids"
+    if name in ORDER_WORDS:  # the page's own orders, worded as its order list and the stage's headline word them
+        return ORDER_WORDS[name]
     numbered = re.fullmatch(r"(random(?:_groups_of_\d+)?)_(\d+)", name)
     if numbered:
         return f"{numbered[1].replace('_', ' ')} #{numbered[2]}"

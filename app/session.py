@@ -50,7 +50,7 @@ ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "ends first": "ends_first", "custom group ids": "custom"}
 assert set(ORDER_NAMES.values()) - {"custom"} == set(ORDERS)
-_ORDER_WORDS = {name: words for words, name in ORDER_NAMES.items()}  # "outside_in" -> "outside-in"
+ORDER_WORDS = {name: words for words, name in ORDER_NAMES.items()}  # the page's words: "outside_in" -> "outside-in"
 CUSTOM_IDS_BOX = "Custom group ids (researchers)"  # where the page keeps them (app.ui.text_tab)
 # The page's no-repeat rule (model.repeats, Sampler.no_repeat): no word right next to itself, no 3-word phrase
 # twice within 64 tokens; 0 turns it off. The Sampling box's "No stutter" switch.
@@ -209,7 +209,7 @@ class Result:
             return self.method
         spec, parts = config.spec, []
         if spec.order:
-            parts.append(_ORDER_WORDS.get(config.order, config.order))
+            parts.append(ORDER_WORDS.get(config.order, config.order))
             if config.group_size > 1 and config.order != "custom":  # custom ids make their own groups
                 parts.append(f"groups of {config.group_size}")
         if spec.strategy:
@@ -422,10 +422,15 @@ class Explorer:
             raise InputError(str(err)) from None
         # what the method does not read keeps its default, so a trace's config says only what made it (a dynamic
         # run's once read "order": "random", the order box's value, which it never used)
-        spec, default = config.spec, DecodeConfig()
-        unread = {**({} if spec.order else {"order": default.order, "group_size": default.group_size}),
-                  **({"group_size": default.group_size} if spec.order and config.order == "custom" else {}),
-                  **({} if spec.strategy else {"strategy": default.strategy}), **({} if spec.k else {"k": default.k})}
+        spec, default, unread = config.spec, DecodeConfig(), {}
+        if not spec.order:
+            unread["order"] = default.order
+        if not spec.order or config.order == "custom":  # custom ids make their own groups
+            unread["group_size"] = default.group_size
+        if not spec.strategy:
+            unread["strategy"] = default.strategy
+        if not spec.k:
+            unread["k"] = default.k
         return dataclasses.replace(config, **unread)
 
     def _decode_fixed(self, request: Request) -> Result:
