@@ -28,12 +28,14 @@ PATH = ROOT / "assets" / "demo_trace.json"
 
 # The page's default decoder (model.eval.infill.DEFAULT_METHOD, app.ui.text_tab.EXAMPLES[0]): A3 best of N,
 # the decode of the six the model itself finds most likely; the record keeps every candidate, so the first
-# visit counts every call and any candidate can go onto the stage. A blank of 20 tokens: the fill this
-# model keeps ends its sentence there; at most lengths it stops mid-sentence (docs/evaluation.md). With the
-# page's no-repeat rule, as every run of the page.
+# visit counts every call and any candidate can go onto the stage. A blank of 14 tokens (the size bench.app
+# times): the fill this model keeps is one whole sentence that leads to the text after it ("He had to make it
+# himself, but he didn't know how."); at other lengths it may stop mid-sentence (docs/evaluation.md). With
+# the page's no-repeat rule, as every run of the page.
+DEMO_TEXT = ("Tom wanted to bake a cake for his mom. [MASK:14] When she came home, she hugged him and said "
+             "thank you.")
 DEMO_REQUEST = {
-    "text": "Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
-            "She read it twice and smiled.",
+    "text": DEMO_TEXT,
     "method": "A3 best of N", "order": "left to right", "group_size": 1, "strategy": "confidence", "k": 1,
     "no_repeat": NO_REPEAT,
 }

@@ -104,9 +104,10 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
             ids += [placeholder] * piece
             given += [False] * piece
             continue
-        # A space before a blank belongs to the generated word ("Ġword"), not to a lone space token.
+        # A space before a blank belongs to the generated word ("Ġword"), not to a lone space token; a line
+        # break or a tab before it is the text's own and stays ("morning.\n[MASK:8]" keeps its "Ċ").
         if i + 1 < len(pieces) and isinstance(pieces[i + 1], int):
-            piece = piece.rstrip()
+            piece = piece.rstrip(" ")
         if piece:
             piece_ids = tokenizer(piece, add_special_tokens=False).input_ids
             ids += piece_ids

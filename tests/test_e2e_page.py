@@ -401,7 +401,11 @@ def test_best_of_n_says_its_cost_lists_its_candidates_and_puts_any_on_the_stage(
     page = open_page(browser, page_url)
     open_tab(page, "Your text")
     # the page's default: its cost is said at once, before anything is typed, and follows a new text
-    expect(page.locator("#best-cost")).to_contain_text(f"{planned_calls(20)} model calls", timeout=SLOW)
+    from app.demo_trace import DEMO_TEXT
+    from model.text import parse_blanks
+
+    example_open = sum(p for p in parse_blanks(DEMO_TEXT) if isinstance(p, int))
+    expect(page.locator("#best-cost")).to_contain_text(f"{planned_calls(example_open)} model calls", timeout=SLOW)
     page.locator("#text textarea").fill("The cat sat on the mat and [MASK:4] at the birds in the old tree.")
     page.locator("#text textarea").blur()
     expect(page.locator("#best-cost")).to_contain_text(f"{planned_calls(4)} model calls", timeout=SLOW)
@@ -431,4 +435,28 @@ def test_best_of_n_says_its_cost_lists_its_candidates_and_puts_any_on_the_stage(
     expect(page.locator("#best-note")).to_be_visible()
     page.locator("#text textarea").fill("A new text, with [MASK:2] in it.")
     expect(page.locator("#best-note")).to_be_hidden(timeout=SLOW)
+    page.close()
+
+
+def test_a_text_edited_while_its_run_decodes_keeps_its_own_chips_and_no_stale_tables(page_url, browser):
+    """Run, then edit the text before the run answers: the run's answer (chips and best-of-N table of the text
+    it read) must not come back over the edited text; the chips are the new text's."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    box = page.locator("#text textarea")
+    box.fill("The sailor mended his nets by the harbour, and then [MASK:60] in the evening light.")
+    box.blur()
+    page.locator("#method label", has_text="A3 best of N").click()
+    page.locator("#run-btn").click()
+    box.fill("A new text about the moon and the stars.")  # typed while the run decodes
+    page.wait_for_function("() => /best of N: \\d+ model calls for 60 tokens/.test("
+                           "document.querySelector('#stage').innerText)", timeout=SLOW)
+    open_tab(page, "Your text")
+    expect(page.locator("#picker")).to_contain_text("moon", timeout=SLOW)
+    page.wait_for_timeout(500)
+    assert "sailor" not in page.locator("#picker").inner_text()
+    expect(page.locator("#best-note")).to_be_hidden()
+    assert box.input_value() == "A new text about the moon and the stars."
     page.close()

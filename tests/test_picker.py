@@ -137,3 +137,16 @@ def test_the_best_of_n_cost_line_follows_the_chips_and_hides_for_a_text_that_is_
     assert without.visible is False  # no blank in the text, none clicked: nothing to cost
     assert on.on_cost(BEST_OF_N, "The cat [MASK:0] sat.", picker).visible is False  # said under the chips instead
     assert on.on_cost("A3 plan", CAT, picker).visible is False
+
+
+def test_a_text_edited_while_a_run_answered_gets_its_own_chips_and_hides_the_runs_tables(explorer, on):
+    """TextCallbacks.on_ran, after Run answers: the run sent the chips of the text it read. A text edited
+    meanwhile gets chips of its own (the masks outside the edit kept) and the run's lengths and best-of-N
+    tables hide, as after an edit; a text not edited leaves everything as it is."""
+    ran = clicked(explorer, CAT, " cat")
+    assert on.on_ran(CAT, ran) == (gr.skip(),) * 3
+    lengths_box, best_box, chips = on.on_ran(CAT.replace("mat", "mats"), ran)
+    assert not lengths_box.visible and not best_box.visible
+    assert chips["text"] == CAT.replace("mat", "mats") and masked(chips) == [" cat"]
+    _, _, chips = on.on_ran("The cat [MASK:", ran)  # edited to a text not valid (yet): the chips marked
+    assert "Malformed blank" in chips["stale"]

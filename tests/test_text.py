@@ -47,6 +47,23 @@ def test_encode_masked_text(tokenizer):
     assert strings[0] == "⟨s⟩" and len(strings) == len(enc.token_ids)
 
 
+@pytest.mark.parametrize("text, given_text", [
+    ("It was morning.\n[MASK:4] the sea.", "It was morning.\n the sea."),
+    ("It was morning.\n\n[MASK:4] the sea.", "It was morning.\n\n the sea."),
+    ("It was morning.\n   [MASK:4] the sea.", "It was morning.\n the sea."),
+    ("def f():\n\t[MASK:4]", "def f():\n\t"),
+    ("Spaces   [MASK] then [MASK:2] end", "Spaces then end"),
+])
+def test_only_spaces_before_a_blank_go_to_the_generated_word(tokenizer, text, given_text):
+    """A line break (or tab) typed right before a blank is the text's own: it stays a given token, so the
+    fill starts a new line; only the spaces before the blank go (they belong to the fill's first word)."""
+    enc = encode_masked_text(tokenizer, text, start_token_id=0)
+    assert tokenizer.decode(enc.token_ids[enc.given][1:].tolist()) == given_text
+    first_open = int((~enc.given).nonzero()[0])
+    before = tokenizer.convert_ids_to_tokens(int(enc.token_ids[first_open - 1]))
+    assert not before.endswith("Ġ")  # never a lone space token before the blank
+
+
 def test_encode_rejects_empty_and_too_long_text(tokenizer):
     with pytest.raises(ValueError, match="empty"):
         encode_masked_text(tokenizer, "   ", start_token_id=0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import gradio as gr
 
 from app import figures
+from app.demo_trace import DEMO_TEXT
 from app.picker import TokenPicker, carry_mask, empty_value, fresh, stale
 from app.session import (
     BEST_OF_N,
@@ -34,10 +35,8 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = [
     # text, method, order, group size, k, custom group ids
-    ["Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
-     "She read it twice and smiled.", "A3 best of N", "left to right", 1, 1, ""],
-    ["Mia found an old key under the porch. [MASK:20] Inside the box was a letter from her grandmother. "
-     "She read it twice and smiled.", "A3 dynamic", "left to right", 1, 1, ""],
+    [DEMO_TEXT, "A3 best of N", "left to right", 1, 1, ""],  # the example the stage opens with
+    [DEMO_TEXT, "A3 dynamic", "left to right", 1, 1, ""],
     ["The recipe was simple: mix the flour and the sugar, [MASK:8], then bake it for twenty minutes.",
      "A3 plan", "outside-in", 1, 1, ""],
     ["Tom went to the market early in the morning to buy [MASK:10] for the family dinner.",
@@ -324,6 +323,15 @@ class TextCallbacks:
             return (*skip, warn(SERVER_ERROR))
         return (result, stage_payload(result), picker, *lengths_outputs(result), *best_outputs(self.explorer, result),
                 gr.Tabs(selected="stage"), "")
+
+    def on_ran(self, text, picker):
+        """(lengths box, best of N box, picker) once a Run has answered: a text edited while it ran (the run's
+        chips are of the text it read) hides the run's tables, as an edit after it does, and gets its own
+        chips back, the masks clicked outside the edit kept; otherwise nothing changes."""
+        if not isinstance(picker, dict) or picker.get("text") == text:
+            return gr.skip(), gr.skip(), gr.skip()
+        chips, _, _ = self.on_typed(text, picker, None)
+        return (*hide_run_tables(), chips)
 
     def on_best(self, result, index):
         """Another candidate of an A3 best of N run onto the stage."""

@@ -88,7 +88,9 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
                     [states.result, page.stage, t.picker, *t.lengths, *t.best, page.tabs, page.warning],
                     api_visibility="private", **model
                     ).then(reset_branches, None, [states.tree, branch.table, branch.pick], api_visibility="private",
-                           queue=False)
+                           queue=False
+                           ).then(on.on_ran, [t.text, t.picker], [t.lengths_box, t.best_box, t.picker],
+                                  show_progress="hidden", api_visibility="private", queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
     t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
     # outside the queue: a tokenization per keystroke or click must never take a visitor's place in it
