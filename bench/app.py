@@ -47,7 +47,7 @@ def masked_text(tokenizer, length: int, n_open: int) -> str:
 
 
 BLANK_14 = ("Mia found an old key under the porch. [MASK:14] Inside the box was a letter from her grandmother. "
-            "She read it twice and smiled.")  # the page's first example: a 14-token blank
+            "She read it twice and smiled.")  # a 14-token blank (the page's first example text until 2026-12-07)
 
 
 def best_of_n_timing(explorer, repeats: int = 3) -> dict:
