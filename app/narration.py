@@ -35,9 +35,12 @@ SEEING = {
     "dynamic": "the {n} {tokens} in earlier groups",
     "official_dynamic": "all {n} {tokens} known so far",
     "diffusion": "all {n} {tokens} known so far",
-    "one_step_parallel": "only the {n} given {tokens}",
+    "one_step_parallel": "only the {n} given {tokens} (every blank was predicted in one model call)",
     "ar_baseline": "the {n} {tokens} to its left",
 }
+# what a step does with its tokens, by mode: one-step parallel predicts every blank in one call and its steps
+# only reveal them, k at a time (its headline counts that one call)
+VERB = {"one_step_parallel": "reveals"}
 # how the open tokens will be decided, by mode (before decoding)
 HOW = {
     "plan": "one group at a time, in the plan's order",
@@ -237,7 +240,7 @@ def step_sentence(step: int, n_steps: int, pieces: list[Piece], context: int, mo
         if not brief:
             sentence += f", {subject(mode)} seeing {seeing(context, mode)}"
     else:
-        sentence = f"{head}: {subject(mode)} decides {_decided(pieces)}"
+        sentence = f"{head}: {subject(mode)} {VERB.get(mode, 'decides')} {_decided(pieces)}"
         if not brief:
             sentence += f", seeing {seeing(context, mode)}"
     if last:

@@ -3,7 +3,9 @@
 A `gr.HTML` subclass (Gradio 6's route to custom components, no npm build). Its value is a dict:
     {"text": source text, "ids": token ids, "tokens": display strings, "mask": open flags,
      "locked": positions that cannot be masked (the start token),
-     "stale": (only while the text in the box is not valid) why: the chips are still the last valid text's}
+     "stale": (only while the text in the box is not valid) why: the chips are still the last valid text's,
+     "flexible_guess" / "flexible_length": (a [MASK:?] text only) the blank's length the chips show, a guess
+     before a run or the length the run kept (the count under the chips says which)}
 and, on its way to the browser, "labels": what each chip shows (`chip_labels`: whole characters, the
 chips after the first of a character split over several tokens null).
 Values coming back from the browser are user-controlled: `app.session` validates them.
@@ -48,7 +50,8 @@ class TokenPicker(gr.HTML):
             "text": {"type": "string"}, "ids": {"type": "array", "items": {"type": "integer"}},
             "tokens": {"type": "array", "items": {"type": "string"}},
             "mask": {"type": "array", "items": {"type": "boolean"}},
-            "locked": {"type": "array", "items": {"type": "integer"}}, "stale": {"type": "string"}}}
+            "locked": {"type": "array", "items": {"type": "integer"}}, "stale": {"type": "string"},
+            "flexible_guess": {"type": "integer"}, "flexible_length": {"type": "integer"}}}
 
 
 def chip_labels(tokens: list[str]) -> list[str | None]:

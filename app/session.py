@@ -45,7 +45,7 @@ COMPARE_METHODS = (*(label for label in LABELS if method_spec(label).compared), 
 # "whole text": every token after the start, each given everything before it (the A3 model, left-to-right
 # grouping): how well the fill reads on into what follows, the very score A3 best of N keeps its fill by
 COMPARE_HEADERS = ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
-                   "log p, whole text (A3 left to right)"]
+                   "log p, whole text"]
 ORDER_NAMES = {"left to right": "left_to_right", "right to left": "right_to_left", "outside-in": "outside_in",
                "random": "random", "blocks": "blocks", "spans left to right": "span_left_to_right",
                "ends first": "ends_first", "custom group ids": "custom"}
@@ -249,9 +249,11 @@ class Comparison:
 
 
 def _md_escape(text: str) -> str:
+    """`text` on one line of Markdown, shown as it is: its line breaks marked "↵" as the stage marks them
+    (a space would join a fill to the text after it)."""
     for ch in "\\`*_[]<>#|$":
         text = text.replace(ch, "\\" + ch)
-    return text.replace("\n", " ")
+    return one_line(text)
 
 
 class Explorer:
@@ -266,7 +268,9 @@ class Explorer:
         [MASK:?] blank shows at its guessed length."""
         check_text(text)
         blank = self._flexible(text)
-        return self._picker(with_length(text, blank, blank.guess) if blank else text, text)
+        if blank is None:
+            return self._picker(text, text)
+        return {**self._picker(with_length(text, blank, blank.guess), text), "flexible_guess": blank.guess}
 
     def _picker(self, fixed_text: str, text: str) -> dict:
         """Chips of a text whose blanks all have a length; `text` is what the page's box holds."""

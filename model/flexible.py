@@ -79,7 +79,7 @@ class FlexibleChoice:
         best = self.best
         score = f"{best.score(self.normalisation):.3f}"
         return (f"[MASK:?] tried {tried} tokens and kept {best.length}: the best {NORMALISATIONS[self.normalisation]}"
-                f" ({score}).")
+                f", {score}.")
 
     def to_dict(self) -> dict:
         return {"normalisation": self.normalisation, "rule": NORMALISATIONS[self.normalisation],

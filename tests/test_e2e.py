@@ -190,7 +190,7 @@ def test_compare_shows_the_numbers_and_loads_a_run_onto_the_stage(page_url, brow
     page.locator("#compare-btn").click()
     table = page.locator("#compare-table")
     expect(table).to_contain_text("one-step parallel", timeout=60_000)
-    for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p, whole text (A3 left to right)"):
+    for header in ("model calls", "seconds", "tokens/s", "log p (own order)", "log p, whole text"):
         expect(table).to_contain_text(header)
     expect(page.locator("#compare-plot .js-plotly-plot")).to_have_count(1)
     expect(page.locator("#compare-texts")).to_contain_text("diffusion (confidence, k = 1):")
@@ -219,11 +219,16 @@ def test_any_length_blank_shows_every_length_and_loads_another(page_url, browser
     open_tab(page, "Your text")
     expect(page.locator("#lengths-box")).to_be_hidden()  # only a [MASK:?] run shows the lengths
     page.locator("#text textarea").fill("The old dog slept by the fire. [MASK:?4] The children laughed.")
+    # the chips show the blank at its guessed length, and say it is a guess (not a 4-token blank)
+    expect(page.locator("#picker .tp-count")).to_contain_text(
+        "4 open (the [MASK:?] blank at a guess of 4 tokens: Run tries several lengths)", timeout=30_000)
     page.locator("#run-btn").click()
     expect(page.locator(".a3s-note")).to_contain_text("[MASK:?] tried 2, 3, 4, 5, 6, 8 tokens", timeout=60_000)
     kept = int(re.search(r"kept (\d+)", page.locator(".a3s-note").inner_text()).group(1))
     expect(page.locator("#stage-counter")).to_have_text(f"Step {kept}/{kept}", timeout=30_000)
     open_tab(page, "Your text")
+    expect(page.locator("#picker .tp-count")).to_contain_text(
+        f"{kept} open (the [MASK:?] blank at {kept} tokens, the length Run kept)")
     table = page.locator("#lengths-table")
     expect(table).to_contain_text("log p / token")
     expect(table).to_contain_text("✓")

@@ -81,6 +81,11 @@ def test_split_characters_and_whitespace_round_trip_to_the_stage(page_url, brows
     cells = page.eval_on_selector_all("#stage-grid .cell", "els => els.map(e => e.textContent)")
     assert cells[21:24] == ["↵", "↵↵", "·"]
     assert "\ufffd" not in page.text_content(".a3s")
+    # in the text, a token holding a line break ends its line (its mark stays): one break each, ↵↵ too
+    assert page.eval_on_selector_all("#sentence br.nl", "els => els.length") == 2
+    tops = page.evaluate("() => [21, 22, 23].map((p) => "
+                         "document.querySelector(`#sentence [data-p='${p}']`).getBoundingClientRect().top)")
+    assert tops[0] < tops[1] < tops[2]
     # the grid's legend names the marks this text uses, and hovers with all of them
     legend = page.locator(".a3s-grid-panel .a3s-ws")
     assert legend.is_visible() and legend.text_content() == " · ↵ line break · · space"

@@ -116,7 +116,8 @@ def test_every_step_names_its_tokens_their_probability_and_what_it_sees(results,
         names = [text for text, _ in pieces[: narration.MAX_NAMED]]
         assert QUOTED.findall(sentence) == [n for n in names if n is not None and "‹" not in n], (sentence, pieces)
         assert sentence.count(narration.PART_OF_A_CHARACTER) == names.count(None)
-        assert f"decides {named([expected_name(n) for n, _ in pieces])}" in sentence, (sentence, pieces)
+        verb = narration.VERB.get(trace.mode, "decides")  # one-step parallel's steps reveal its one call's tokens
+        assert f"{verb} {named([expected_name(n) for n, _ in pieces])}" in sentence, (sentence, pieces)
         more = len(pieces) - narration.MAX_NAMED
         assert (f"and {more} more" in sentence) == (more > 0), sentence
         # their probabilities
@@ -155,6 +156,9 @@ def test_each_mode_says_what_its_steps_see(results):
     assert "in earlier groups" in said["A3 plan"] and "in earlier groups" in said["A3 dynamic"]
     assert "known so far" in said["official dynamic"] and "known so far" in said["diffusion"]
     assert "only the" in said["one-step parallel"] and "given tokens" in said["one-step parallel"]
+    # its steps only reveal what its one model call predicted: never "decides" a step after that call
+    assert said["one-step parallel"].startswith("Step 1: the model reveals ")
+    assert "every blank was predicted in one model call" in said["one-step parallel"]
     assert said["AR baseline"].startswith("Step 1: the base model") and "to its left" in said["AR baseline"]
 
 

@@ -118,8 +118,9 @@ def test_chips_of_a_text_that_is_not_valid_stay_marked_out_of_date(explorer, on,
 
 @pytest.mark.parametrize("empty", ["", "   \n"])
 def test_an_empty_text_clears_the_chips(explorer, on, empty):
-    shown, _, _ = on.on_typed(empty, clicked(explorer, CAT, " cat"), None)
+    shown, _, warning = on.on_typed(empty, clicked(explorer, CAT, " cat"), None)
     assert shown["tokens"] == [] and shown["mask"] == [] and "stale" not in shown
+    assert warning == ""  # a warning about the text that was there goes with it
 
 
 def test_a_text_not_valid_before_any_chips_says_so(on):

@@ -148,7 +148,7 @@ def test_compare_runs_every_method_on_the_same_input_and_keeps_each_run(explorer
     assert list(COMPARE_METHODS) == ["A3 plan", "A3 dynamic", "diffusion", "one-step parallel", "AR baseline",
                                      "A3 best of N"]
     assert comparison.headers == ["method", "steps", "model calls", "seconds", "tokens/s", "log p (own order)",
-                                  "log p, whole text (A3 left to right)"]
+                                  "log p, whole text"]
     for method, (_, steps, calls, seconds, per_s, own, reference) in zip(COMPARE_METHODS, comparison.rows, strict=True):
         result = comparison.results[method]  # the run itself: the stage can step through it, no re-decoding
         assert steps == result.n_steps >= 1 and calls == result.model_calls >= result.trace.model_calls >= 1

@@ -324,6 +324,9 @@ def test_gif_text_joins_tokens_as_the_tokenizer_does(tiny_loaded, tmp_path):
             assert labels[j][:1] == " " or labels[i][-1:] in " ·↵", "a line breaks only between words"
     assert text_places(["ab", "cd", " ef"], [10, 10, 10], (0, 0, 25), 5) == [(0, 0, 0, 10), (1, 10, 0, 10),
                                                                              (2, 0, 5, 10)]
+    # a piece holding a line break ends its line, as the stage's text does
+    assert text_places(["ab↵", "cd", " ef"], [10, 10, 10], (0, 0, 100), 5) == [(0, 0, 0, 10), (1, 0, 5, 10),
+                                                                              (2, 10, 5, 10)]
 
 
 @pytest.mark.browser
@@ -333,6 +336,9 @@ def test_player_shows_whole_characters_and_visible_whitespace(unicode_data, brow
     page.keyboard.press("End")
     text = page.text_content("#sentence")
     assert text == "Zoë 🧩 ate 寿司 🧩 寿司↵↵↵· done."
+    tops = page.evaluate("() => [21, 22, 23].map((p) => "
+                         "document.querySelector(`#sentence [data-pos='${p}']`).getBoundingClientRect().top)")
+    assert tops[0] < tops[1] < tops[2]  # a token holding a line break ends its line, as on the stage
     assert page.eval_on_selector_all("#grid .run", "els => els.map(e => e.textContent)") == ["🧩", "寿", "司", "🧩",
                                                                                           "寿", "司"]
     assert "\ufffd" not in page.text_content("#player")

@@ -43,6 +43,7 @@
       const where = c.positions.length > 1 ? `positions ${c.positions.join(", ")}` : `position ${c.p}`;
       span.title = `${where} · ` + (c.state === "decided" ? `decided at step ${c.decidedAt + 1}` : c.state);
       box.appendChild(span);
+      if (A3Core.endsLine(c)) box.appendChild(document.createElement("br"));
     }
     const mark = box.querySelector(".current");
     if (mark) mark.scrollIntoView({ block: "nearest" });

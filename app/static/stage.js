@@ -103,21 +103,28 @@
     c + ' ' + (100 * i / colors.length).toFixed(2) + '% ' + (100 * (i + 1) / colors.length).toFixed(2) + '%').join(', ') + ')');
 
   function drawSentence(P, step) {
-    el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) => {
-      const where = 'position' + (t.positions.length > 1 ? 's ' + t.positions.join(', ') : ' ' + t.p);
-      if (t.state === 'given') {
-        return '<span class="tok given" data-p="' + t.p + '" title="' + where + ' · given">' + esc(t.label) + '</span>';
-      }
-      if (t.state === 'open') {  // the grid's '?' in a dashed chip: an open slot, not a question mark of the text
-        return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
-          ' · open: not decided yet" style="' + openChip(t) + '">' + esc(t.label) + '</span>';
-      }
-      // a leading space stays outside the coloured box: a line that breaks there leaves no sliver of box
-      const [lead, body] = A3Core.leadingSpace(t.label);
-      return esc(lead) + '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p +
-        '" style="background:' + fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' +
-        (t.decidedAt + 1) + '">' + esc(body) + '</span>';
-    }).join('') + '</div>';
+    el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) =>
+      chipHtml(t) + (A3Core.endsLine(t) ? '<br class="nl">' : '')).join('') + '</div>';
+    keepCurrentInView();
+  }
+
+  function chipHtml(t) {
+    const where = 'position' + (t.positions.length > 1 ? 's ' + t.positions.join(', ') : ' ' + t.p);
+    if (t.state === 'given') {
+      return '<span class="tok given" data-p="' + t.p + '" title="' + where + ' · given">' + esc(t.label) + '</span>';
+    }
+    if (t.state === 'open') {  // the grid's '?' in a dashed chip: an open slot, not a question mark of the text
+      return '<span class="tok open' + (t.current ? ' current' : '') + '" data-p="' + t.p + '" title="' + where +
+        ' · open: not decided yet" style="' + openChip(t) + '">' + esc(t.label) + '</span>';
+    }
+    // a leading space stays outside the coloured box: a line that breaks there leaves no sliver of box
+    const [lead, body] = A3Core.leadingSpace(t.label);
+    return esc(lead) + '<span class="tok decided' + (t.current ? ' current' : '') + '" data-p="' + t.p +
+      '" style="background:' + fill(t.colors) + ';color:' + t.ink + '" title="' + where + ' · decided at step ' +
+      (t.decidedAt + 1) + '">' + esc(body) + '</span>';
+  }
+
+  function keepCurrentInView() {
     const cur = el.sentence.querySelector('.tok.current');
     if (cur) {  // keep the current tokens' line in view inside the text box, never scroll the page; scrolled to
       // a line's top, so the box never shows a line cut through its letters at its top edge

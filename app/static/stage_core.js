@@ -102,6 +102,13 @@ const A3Core = {
     return lead.length < label.length ? [lead, label.slice(lead.length)] : ['', label];
   },
 
+  // whether a chip of the text ends its line: a decided or given token holding a line break ("↵"), as the text
+  // it stands for does (the mark stays, so the break reads as a token); one break for "↵↵" too, so that a
+  // paragraph's empty line does not take a line of a small box
+  endsLine(chip) {
+    return chip.state !== 'open' && chip.label.includes('\u21b5');
+  },
+
   // the text: every position but the start token; a split character is one chip, whole once all its
   // tokens are known and one open box until then
   sentence(P, step) {

@@ -40,7 +40,9 @@ def build_compare_tab() -> CompareTab:
             "through on the stage.", elem_id="compare-hint")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table", visible=False)
+                # the method's name wraps in a column of its own size, so every column fits a 1366 px screen
+                table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table", visible=False,
+                                     column_widths=["27%", "9%", "10%", "11%", "11%", "15%", "17%"])
             with gr.Column(scale=2):
                 plot = gr.Plot(show_label=False, elem_id="compare-plot", visible=False)
         with gr.Row(elem_id="compare-load", visible=False) as load_row:

@@ -54,7 +54,16 @@ EXAMPLES = [
 
 
 # one line per decoding method, under the method list (the page's labels, model.config's descriptions)
-METHOD_ABOUT = {**{spec.label: spec.description for spec in METHODS.values()}, BEST_OF_N: BEST_OF_N_ABOUT}
+def reads(spec) -> str:
+    """Which of the settings below the method list a method reads (the others stay set for Compare's runs)."""
+    read = [*(["Order", "Group size"] if spec.order else []), *(["Commit by"] if spec.strategy else []),
+            *(["k"] if spec.k else []), "Sampling"]
+    return "Settings it reads: " + (", ".join(read[:-1]) + " and " if len(read) > 1 else "") + read[-1] + "."
+
+
+METHOD_ABOUT = {**{spec.label: f"{spec.description} {reads(spec)}" for spec in METHODS.values()},
+                BEST_OF_N: f"{BEST_OF_N_ABOUT} Its decodes are fixed: of the settings below it reads only No stutter "
+                           "(under Sampling)."}
 BEST_HEADERS = ["candidate", "fill", "log p (whole text)", "model calls", "kept"]
 METHOD_ABOUT_JS = f"(method) => {{ const about = {json.dumps(METHOD_ABOUT)}; return about[method] || ''; }}"
 
@@ -284,15 +293,15 @@ class TextCallbacks:
         long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
         with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
         that text: Order lab's "use it") stay: this event may read the picker as it was before them. A text
-        that is valid again clears the warning line: the visitor has moved on from whatever it said (most
-        often a Run's warning about the text now corrected); one that is not leaves the line as it is."""
+        that is valid again, or empty, clears the warning line: the visitor has moved on from whatever it said
+        (most often a Run's warning about the text now corrected); one that is not leaves the line as it is."""
         keep = gr.skip()
         if text == chips_for:
             return gr.skip(), None, keep
         if isinstance(picker, dict) and picker.get("text") == text:  # back to the text of the chips
             return (fresh(picker) if "stale" in picker else gr.skip()), None, ""
-        if not (text or "").strip():
-            return empty_value(), None, keep
+        if not (text or "").strip():  # nothing left that a warning could be about
+            return empty_value(), None, ""
         try:
             return carry_mask(picker, self.explorer.picker_from_text(text)), None, ""
         except InputError as err:
