@@ -35,11 +35,11 @@ SEEING = {
     "dynamic": "the {n} {tokens} in earlier groups",
     "official_dynamic": "all {n} {tokens} known so far",
     "diffusion": "all {n} {tokens} known so far",
-    "one_step_parallel": "only the {n} given {tokens} (every blank was predicted in one model call)",
+    "one_step_parallel": "only the {n} given {tokens}",
     "ar_baseline": "the {n} {tokens} to its left",
 }
 # what a step does with its tokens, by mode: one-step parallel predicts every blank in one call and its steps
-# only reveal them, k at a time (its headline counts that one call)
+# only reveal them, k at a time (its headline counts that one call, its first sentence says so: HOW)
 VERB = {"one_step_parallel": "reveals"}
 # how the open tokens will be decided, by mode (before decoding)
 HOW = {
@@ -47,7 +47,7 @@ HOW = {
     "dynamic": "choosing at each step which to decide",
     "official_dynamic": "choosing at each step which to decide",
     "diffusion": "each step seeing every known token",
-    "one_step_parallel": "all predicted at once, then revealed",
+    "one_step_parallel": "all predicted at once in one model call, then revealed",
     "ar_baseline": "left to right",
 }
 

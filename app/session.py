@@ -243,15 +243,16 @@ class Comparison:
 
     def texts_markdown(self) -> str:
         """The final texts, one per method, below the table."""
-        lines = [f"- **{_md_escape(result.name)}:** {_md_escape(result.shown_text)}"
+        lines = [f"- **{markdown_text(result.name)}:** {markdown_text(result.shown_text)}"
                  for result in self.results.values()]
         return "\n".join(lines + [f"- ⚠️ {note}" for note in self.notes])
 
 
-def _md_escape(text: str) -> str:
-    """`text` on one line of Markdown, shown as it is: its line breaks marked "↵" as the stage marks them
-    (a space would join a fill to the text after it)."""
-    for ch in "\\`*_[]<>#|$":
+def markdown_text(text) -> str:
+    """`text` on one line of Markdown, shown as it is (no Markdown or HTML read in a fill): its line breaks
+    and tabs marked "↵", "⇥" as the stage marks them (a space would join a fill to the text after it)."""
+    text = str(text)
+    for ch in "\\`*_[]<>#|$~":
         text = text.replace(ch, "\\" + ch)
     return one_line(text)
 

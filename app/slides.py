@@ -144,8 +144,10 @@ def text_places(labels: list[str], sizes: list[float], box: tuple[float, float, 
     """Where each piece of the text goes: (index, x, y, width), the pieces side by side with no gap, as
     the tokenizer joins them ("M" + "ia" reads "Mia"). `sizes` is the room each takes in every frame
     (its final label, or the open box if wider), so nothing moves from frame to frame. Lines break
-    before a piece that starts with a space (a word is never split, unless it is longer than a line) and
-    after a piece holding a line break ("↵")."""
+    before a piece that starts with a space: a word is never split, unless it is longer than a line. A
+    line break in the text is its mark "↵" and does not end the line here (the stage's text breaks there
+    once it is known): a layout shared by every frame would show where a break is to come before the
+    model decides it, and a text of many short lines would outgrow the frame."""
     x0, y, x1 = box
     words: list[list[int]] = []
     for i, label in enumerate(labels):
@@ -161,8 +163,6 @@ def text_places(labels: list[str], sizes: list[float], box: tuple[float, float, 
                 x, y = x0, y + line_h
             places.append((i, x, y, sizes[i]))
             x += sizes[i]
-            if "↵" in labels[i]:  # a line break ends its line, as on the stage (one break for "↵↵" too)
-                x, y = x0, y + line_h
     return places
 
 

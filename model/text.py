@@ -29,6 +29,8 @@ MAX_BLANK = 512
 # Anything that starts like a blank: "[MASK" followed by anything up to the next "]" (or the end).
 _BLANK_LIKE = re.compile(r"\[\s*mask\b[^\]\[]*\]?", re.IGNORECASE)
 _BLANK = re.compile(r"\[mask(?::([0-9]+))?\]", re.IGNORECASE)
+# spaces at the end of a piece, any kind (a pasted non-breaking space too), but not a line break or a tab
+_SPACES_AT_END = re.compile(r"[^\S\r\n\t\f\v\x1c-\x1e\x85\u2028\u2029]+$")
 
 
 class TextInputError(ValueError):
@@ -107,7 +109,7 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
         # A space before a blank belongs to the generated word ("Ġword"), not to a lone space token; a line
         # break or a tab before it is the text's own and stays ("morning.\n[MASK:8]" keeps its "Ċ").
         if i + 1 < len(pieces) and isinstance(pieces[i + 1], int):
-            piece = piece.rstrip(" ")
+            piece = _SPACES_AT_END.sub("", piece)
         if piece:
             piece_ids = tokenizer(piece, add_special_tokens=False).input_ids
             ids += piece_ids

@@ -181,3 +181,16 @@ def test_carry_mask_keeps_the_clicks_outside_the_edit():
     new = chips([0, 10])
     for bad in (None, "x", {"ids": [0, 1], "mask": [True]}, {"ids": ["a", {}], "mask": [True, True]}):
         assert carry_mask(bad, new) == new
+
+
+def test_the_run_button_hands_its_chips_to_on_ran_outside_the_queue(app_url):
+    """What keeps the race away, read off the wiring (a browser test catches it only when the run is slow
+    enough): Run writes its chips to a state, never to the picker, and `on_ran`, which runs after it outside
+    the queue, reads the text box as it is then."""
+    demo = app_url[1]
+    by_name = {getattr(fn.fn, "__name__", ""): fn for fn in demo.fns.values()}
+    run, ran = by_name["on_run"], by_name["on_ran"]
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "picker")
+    text = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "text")
+    assert picker not in run.outputs
+    assert ran.inputs[0] is text and picker in ran.outputs and not ran.queue

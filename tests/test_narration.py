@@ -158,7 +158,8 @@ def test_each_mode_says_what_its_steps_see(results):
     assert "only the" in said["one-step parallel"] and "given tokens" in said["one-step parallel"]
     # its steps only reveal what its one model call predicted: never "decides" a step after that call
     assert said["one-step parallel"].startswith("Step 1: the model reveals ")
-    assert "every blank was predicted in one model call" in said["one-step parallel"]
+    start = view_of_result(results["one-step parallel"]).before.narration
+    assert "all predicted at once in one model call, then revealed" in start
     assert said["AR baseline"].startswith("Step 1: the base model") and "to its left" in said["AR baseline"]
 
 

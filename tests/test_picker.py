@@ -140,14 +140,14 @@ def test_the_best_of_n_cost_line_follows_the_chips_and_hides_for_a_text_that_is_
     assert on.on_cost("A3 plan", CAT, picker).visible is False
 
 
-def test_a_text_edited_while_a_run_answered_gets_its_own_chips_and_hides_the_runs_tables(explorer, on):
-    """TextCallbacks.on_ran, after Run answers: the run sent the chips of the text it read. A text edited
-    meanwhile gets chips of its own (the masks outside the edit kept) and the run's lengths and best-of-N
-    tables hide, as after an edit; a text not edited leaves everything as it is."""
+def test_a_run_puts_its_chips_on_the_picker_only_if_the_text_is_still_the_one_it_read(explorer, on):
+    """TextCallbacks.on_ran, after Run answers with the chips of the text it read (its masks as decoded). The
+    text unchanged: those chips onto the picker. Edited while the run decoded: the picker keeps the chips it
+    has (the new text's, with any clicks), and the run's lengths and best-of-N tables hide, as after an edit.
+    A failed run (no chips) changes nothing. Each time the state is emptied."""
     ran = clicked(explorer, CAT, " cat")
-    assert on.on_ran(CAT, ran) == (gr.skip(),) * 3
-    lengths_box, best_box, chips = on.on_ran(CAT.replace("mat", "mats"), ran)
-    assert not lengths_box.visible and not best_box.visible
-    assert chips["text"] == CAT.replace("mat", "mats") and masked(chips) == [" cat"]
-    _, _, chips = on.on_ran("The cat [MASK:", ran)  # edited to a text not valid (yet): the chips marked
-    assert "Malformed blank" in chips["stale"]
+    assert on.on_ran(CAT, ran) == (gr.skip(), gr.skip(), ran, None)
+    lengths_box, best_box, chips, state = on.on_ran(CAT.replace("mat", "mats"), ran)
+    assert not lengths_box.visible and not best_box.visible and chips == gr.skip() and state is None
+    assert on.on_ran(CAT, None) == (gr.skip(),) * 3 + (None,)
+

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app import figures, memory
-from app.session import COMPARE_METHODS, InputError
+from app.session import COMPARE_HEADERS, COMPARE_METHODS, InputError
 from app.ui.model_calls import ModelCalls
 from app.ui.shared import SERVER_ERROR, to_stage, warn
 from app.ui.text_tab import TextCallbacks
@@ -32,6 +32,11 @@ class CompareTab:
         return [self.table, self.plot, self.texts, self.load_row, self.hint]
 
 
+# the method's name wraps in a column of its own size, so that every column fits a 1366 px screen
+COLUMN_WIDTHS = {"method": "27%", "steps": "9%", "model calls": "10%", "seconds": "11%", "tokens/s": "11%",
+                 "log p (own order)": "15%", "log p, whole text": "17%"}
+
+
 def build_compare_tab() -> CompareTab:
     with gr.Tab("⚖ Compare", id="compare", elem_id="tab-compare"):
         hint = gr.Markdown(
@@ -40,9 +45,8 @@ def build_compare_tab() -> CompareTab:
             "through on the stage.", elem_id="compare-hint")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                # the method's name wraps in a column of its own size, so every column fits a 1366 px screen
                 table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table", visible=False,
-                                     column_widths=["27%", "9%", "10%", "11%", "11%", "15%", "17%"])
+                                     column_widths=[COLUMN_WIDTHS[h] for h in COMPARE_HEADERS])
             with gr.Column(scale=2):
                 plot = gr.Plot(show_label=False, elem_id="compare-plot", visible=False)
         with gr.Row(elem_id="compare-load", visible=False) as load_row:

@@ -22,12 +22,13 @@ class States:
     tree: gr.State  # model.branching.BranchTree of the runs grown from the stage's result
     attention_at: gr.State  # (result, step) the attention plot was drawn for; None when it shows none
     chips_for: gr.State  # the text the server last sent chips for with the text itself (see TextCallbacks.on_typed)
+    ran_chips: gr.State  # the chips of the text the last Run read, its masks as decoded (see TextCallbacks.on_ran)
 
     @classmethod
     def create(cls, result: Result | None) -> States:
         return cls(result=gr.State(result), lab=gr.State(None), compared=gr.State({}), details_step=gr.State(-1),
                    tree=gr.State(None), attention_at=gr.State(None),
-                   chips_for=gr.State(None))
+                   chips_for=gr.State(None), ran_chips=gr.State(None))
 
 
 # what a visitor reads when a callback fails unexpectedly (the details go to the log, never to the page)

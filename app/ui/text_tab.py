@@ -24,6 +24,7 @@ from app.session import (
     InputError,
     Request,
     Result,
+    markdown_text,
 )
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
@@ -177,9 +178,10 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                     group_size = gr.Slider(1, 8, value=1, step=1, label="Group size s (A3 plan)",
                                            elem_id="group-size")
                 with gr.Row():
-                    strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Dynamic: commit by",
+                    strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Commit by (dynamic, diffusion)",
                                         elem_id="strategy")
-                    k = gr.Slider(1, 8, value=1, step=1, label="Tokens per step k (dynamic, diffusion)", elem_id="k")
+                    k = gr.Slider(1, 8, value=1, step=1, elem_id="k",
+                                  label="Tokens per step k (dynamic, diffusion, one-step parallel)")
                 with gr.Accordion("Sampling", open=False):
                     with gr.Row():
                         temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
@@ -245,14 +247,8 @@ def lengths_outputs(result: Result | None):
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """Rows as a Markdown table, each cell's text shown as it is (no Markdown or HTML read in a fill)."""
-    def cell(value) -> str:
-        text = str(value).replace("\n", " ")
-        for ch in "\\`*_[]<>#|$~":
-            text = text.replace(ch, "\\" + ch)
-        return text
-
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in rows])
 
 
 def best_outputs(explorer: Explorer, result: Result | None):
@@ -317,7 +313,8 @@ class TextCallbacks:
         return request
 
     def on_run(self, *values):
-        """(result, stage, picker, *lengths, tabs, warning) for the values of `TextTab.settings`."""
+        """(result, stage, the run's chips, *lengths, tabs, warning) for the values of `TextTab.settings`; the
+        chips go to the picker in `on_ran`, if the text is still the one the run read."""
         skip = (gr.skip(),) * 12
         try:
             request = self.request(*values)
@@ -333,14 +330,18 @@ class TextCallbacks:
         return (result, stage_payload(result), picker, *lengths_outputs(result), *best_outputs(self.explorer, result),
                 gr.Tabs(selected="stage"), "")
 
-    def on_ran(self, text, picker):
-        """(lengths box, best of N box, picker) once a Run has answered: a text edited while it ran (the run's
-        chips are of the text it read) hides the run's tables, as an edit after it does, and gets its own
-        chips back, the masks clicked outside the edit kept; otherwise nothing changes."""
-        if not isinstance(picker, dict) or picker.get("text") == text:
-            return gr.skip(), gr.skip(), gr.skip()
-        chips, _, _ = self.on_typed(text, picker, None)
-        return (*hide_run_tables(), chips)
+    @staticmethod
+    def on_ran(text, ran_chips):
+        """(lengths box, best of N box, picker, ran chips) once a Run has answered with `ran_chips` (the chips of
+        the text it read, its masks as decoded; None when it failed). The text still the one it read: those
+        chips onto the picker. A text edited while it decoded: the picker keeps the chips it has (of the text
+        in the box, and any clicks on them), and the run's tables hide, as after an edit. Either way the
+        state is emptied."""
+        if not isinstance(ran_chips, dict):
+            return gr.skip(), gr.skip(), gr.skip(), None
+        if ran_chips.get("text") == text:
+            return gr.skip(), gr.skip(), ran_chips, None
+        return (*hide_run_tables(), gr.skip(), None)
 
     def on_best(self, result, index):
         """Another candidate of an A3 best of N run onto the stage."""

@@ -84,12 +84,15 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
                   api_visibility="private")
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
+    # the run's chips go to the picker only if the text is still the one the run read (`on_ran`): a text edited
+    # while it decoded keeps the chips it has (and any clicks on them), and the run's tables hide
     t.run_btn.click(on.on_run, t.settings,
-                    [states.result, page.stage, t.picker, *t.lengths, *t.best, page.tabs, page.warning],
+                    [states.result, page.stage, states.ran_chips, *t.lengths, *t.best, page.tabs, page.warning],
                     api_visibility="private", **model
                     ).then(reset_branches, None, [states.tree, branch.table, branch.pick], api_visibility="private",
                            queue=False
-                           ).then(on.on_ran, [t.text, t.picker], [t.lengths_box, t.best_box, t.picker],
+                           ).then(on.on_ran, [t.text, states.ran_chips], [t.lengths_box, t.best_box, t.picker,
+                                                                          states.ran_chips],
                                   show_progress="hidden", api_visibility="private", queue=False)
     t.lengths_btn.click(on.on_length, [states.result, t.lengths_pick], page.onto_stage, api_visibility="private")
     t.best_btn.click(on.on_best, [states.result, t.best_pick], page.onto_stage, api_visibility="private")
