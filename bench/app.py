@@ -12,8 +12,8 @@ page does next, the other open positions' candidates computed on first view (`pr
 `Explorer.preview`, one forward). `single_s` and `best_of_n_s` time a 14-token blank (BLANK_14, the
 page's first example text until 2026-12-07) decoded by A3 plan left to right and by best of N
 (model.rerank), the two in turn three times, medians; `best_of_n_ratio` is their ratio, `single_calls` /
-`best_of_n_calls` their model calls (a batched call counts once). `--decode-only` skips the rendering (no plotly needed: the GPU check's machine has no app dependencies), keeping the
-decodes and the previews. `roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it
+`best_of_n_calls` their model calls (a batched call counts once). `--decode-only` skips the rendering
+(no plotly needed: the GPU check's machine has no app dependencies), keeping the decodes and the previews. `roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it
 takes to read the weights a step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at a
 quick read bandwidth, bench.roofline's `read_bandwidth`: 2 threads, best of 3, measured first; on a GPU
 the device's own). `--dtype int8` runs model.quant's int8 weights (opt-in: faster, changes greedy fills);
