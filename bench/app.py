@@ -13,8 +13,9 @@ page does next, the other open positions' candidates computed on first view (`pr
 page's first example text until 2026-12-07) decoded by A3 plan left to right and by best of N
 (model.rerank), the two in turn three times, medians; `best_of_n_ratio` is their ratio, `single_calls` /
 `best_of_n_calls` their model calls (a batched call counts once). `--decode-only` skips the rendering
-(no plotly needed: the GPU check's machine has no app dependencies), keeping the decodes and the previews. `roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it
-takes to read the weights a step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at a
+(no plotly needed: the GPU check's machine has no app dependencies), keeping the decodes and the previews.
+`roofline_multiple`: the `decode_s` run's mean step (`step_s`) over the time it takes to read the weights a
+step reads once (`bound_s`: bench.roofline's weight bytes in `dtype` at a
 quick read bandwidth, bench.roofline's `read_bandwidth`: 2 threads, best of 3, measured first; on a GPU
 the device's own). `--dtype int8` runs model.quant's int8 weights (opt-in: faster, changes greedy fills);
 `dtype` names the weights' precision that ran. Prints one JSON object on its last line; asserts nothing.
