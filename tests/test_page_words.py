@@ -32,7 +32,7 @@ def test_the_settings_labels_name_the_methods_that_read_them():
     readers = {"Commit by": [s.label for s in METHODS.values() if s.strategy and s.compared],
                "Tokens per step k": [s.label for s in METHODS.values() if s.k and s.compared]}
     assert 'label="Commit by (dynamic, diffusion)"' in source and readers["Commit by"] == ["A3 dynamic", "diffusion"]
-    assert "Tokens per step k (dynamic, diffusion, one-step parallel)" in source
+    assert "Tokens per step k (dynamic, diffusion, one-step)" in source
     assert readers["Tokens per step k"] == ["A3 dynamic", "diffusion", "one-step parallel"]
 
 

@@ -181,7 +181,7 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                     strategy = gr.Radio(list(STRATEGIES), value="confidence", label="Commit by (dynamic, diffusion)",
                                         elem_id="strategy")
                     k = gr.Slider(1, 8, value=1, step=1, elem_id="k",
-                                  label="Tokens per step k (dynamic, diffusion, one-step parallel)")
+                                  label="Tokens per step k (dynamic, diffusion, one-step)")
                 with gr.Accordion("Sampling", open=False):
                     with gr.Row():
                         temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
