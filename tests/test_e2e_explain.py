@@ -59,7 +59,8 @@ def test_the_narration_says_what_each_step_does_as_the_stage_steps_and_plays(pag
     assert bar["y"] + bar["height"] <= box["y"] + 1 and box["y"] + box["height"] <= text["y"] + 1
     for step in (1, 2):
         page.keyboard.press("ArrowRight")
-        expect(narration).to_have_text(re.compile(rf"^Step {step}: the model decides “"))
+        # a token in quotes, or (the tiny model's odd tokens) the bytes it holds that make no character
+        expect(narration).to_have_text(re.compile(rf"^Step {step}: the model decides (“|the bytes? ‹)"))
         assert narration.inner_text() == page.evaluate(NARRATION)
         assert "orange arcs in the DAG" in narration.inner_text()
     page.keyboard.press("End")
