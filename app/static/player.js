@@ -47,6 +47,15 @@
     }
     const mark = box.querySelector(".current");
     if (mark) mark.scrollIntoView({ block: "nearest" });
+    markMore();
+  }
+
+  // a shadow on the text panel's edge where more of the text lies beyond its scroll (as on the stage)
+  function markMore() {
+    const scroller = $("sentence").closest(".text");
+    if (!scroller) return;
+    scroller.classList.toggle("more-above", scroller.scrollTop > 1);
+    scroller.classList.toggle("more-below", scroller.scrollTop + scroller.clientHeight < scroller.scrollHeight - 1);
   }
 
   function drawGrid(step) {
@@ -329,6 +338,7 @@
   $("sorted").onchange = () => drawMasks(state.step);
   $("narrate").onchange = () => { render(); sizeNarration(); render(); };
   window.addEventListener("resize", () => { sizeNarration(); render(); });
+  $("sentence").closest(".text").addEventListener("scroll", markMore, { passive: true });
 
   $("title").textContent = data.title;
   Object.assign($("slider"), { min: "-1", max: String(N - 1), step: "1" });

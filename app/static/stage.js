@@ -105,7 +105,29 @@
   function drawSentence(P, step) {
     el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) =>
       chipHtml(t) + (A3Core.endsLine(t) ? '<br class="nl">' : '')).join('') + '</div>';
+    wholeLines();
     keepCurrentInView();
+    markMore();
+  }
+
+  // a text taller than its box: the box as tall as the whole lines that fit in it (never a line cut through
+  // its letters at the bottom edge), and a shadow on the edge where more text lies beyond (markMore)
+  function wholeLines() {
+    const box = el.sentence, text = box.firstElementChild;
+    box.style.maxHeight = '';  // the stylesheet's limit first
+    if (!text || box.scrollHeight <= box.clientHeight + 1) return;
+    const style = getComputedStyle(text), lineH = parseFloat(style.lineHeight);
+    if (!(lineH > 0)) return;
+    const pad = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom);
+    const lines = Math.max(1, Math.floor((box.clientHeight - pad) / lineH));
+    const frame = getComputedStyle(box).boxSizing === 'border-box' ? box.offsetHeight - box.clientHeight : 0;
+    box.style.maxHeight = (lines * lineH + pad + frame) + 'px';
+  }
+
+  function markMore() {
+    const box = el.sentence;
+    box.classList.toggle('more-above', box.scrollTop > 1);
+    box.classList.toggle('more-below', box.scrollTop + box.clientHeight < box.scrollHeight - 1);
   }
 
   function chipHtml(t) {
@@ -126,14 +148,20 @@
 
   function keepCurrentInView() {
     const cur = el.sentence.querySelector('.tok.current');
-    if (cur) {  // keep the current tokens' line in view inside the text box, never scroll the page; scrolled to
-      // a line's top, so the box never shows a line cut through its letters at its top edge
+    if (cur) {  // keep the current tokens' lines in view inside the text box, never scroll the page; scrolled to
+      // a line's top, so the box never shows a line cut through its letters at its top edge. A chip may wrap
+      // (a label with a space inside, "‹E9 A2›"): all its lines count, from its first box to its last
       const box = el.sentence, text = box.firstElementChild, style = getComputedStyle(text);
+      const rects = cur.getClientRects();
       const lineH = parseFloat(style.lineHeight) || cur.offsetHeight, pad = parseFloat(style.paddingTop) || 0;
-      const line = Math.max(0, Math.floor((cur.offsetTop - box.offsetTop - pad + 2) / lineH));
-      const lineTop = pad + line * lineH;
-      if (lineTop < box.scrollTop || lineTop + lineH > box.scrollTop + box.clientHeight) {
-        const above = box.clientHeight >= 2 * lineH ? 1 : 0;  // the line before too, where two fit
+      if (!rects.length || !(lineH > 0)) return;
+      const origin = box.getBoundingClientRect().top + box.clientTop - box.scrollTop + pad;  // line 0's top
+      const line = Math.max(0, Math.floor((rects[0].top - origin + 2) / lineH));
+      const last = Math.max(line, Math.floor((rects[rects.length - 1].bottom - origin - 2) / lineH));
+      const lineTop = pad + line * lineH, linesBottom = pad + (last + 1) * lineH;
+      if (lineTop < box.scrollTop || linesBottom > box.scrollTop + box.clientHeight) {
+        // the line before too, where it fits with the current ones
+        const above = box.clientHeight >= (last - line + 2) * lineH ? 1 : 0;
         box.scrollTop = line - above <= 0 ? 0 : pad + (line - above) * lineH;
       }
     }
@@ -449,6 +477,7 @@
     }
   });
   el.step.addEventListener('input', () => userStep(Number(el.step.value)));
+  el.sentence.addEventListener('scroll', markMore, { passive: true });
   el.speed.addEventListener('change', () => { if (state.playing) restartClock(); });
   el.reduce.addEventListener('change', render);
   el.sort.addEventListener('change', render);
