@@ -34,10 +34,11 @@ def calls_summary(result: Result) -> str:
     kept = ""
     if found is not None:
         shown = (trace.settings or {}).get("candidate", found.best.name)
-        together = f"{len(found.candidates)} decodes run together, then scored"  # one call a step for all of them
-        kept = (f" ({together}; the one kept, {found.best.name}, took {trace.model_calls})") \
-            if shown == found.best.name else \
-            (f" ({together}; on the stage {shown}, which took {trace.model_calls}; the one kept: {found.best.name})")
+        decodes = found.model_calls - found.scoring_calls  # the lockstep decodes share their calls
+        scored = "call" if found.scoring_calls == 1 else "calls"
+        together = f"{len(found.candidates)} decodes in {decodes} calls, scored in {found.scoring_calls} {scored}"
+        kept = (f" ({together}; on the stage: “{shown}”, the one kept)") if shown == found.best.name else \
+            (f" ({together}; on the stage: “{shown}”, not the one kept, “{found.best.name}”)")
     if is_teacher_forced(trace):  # Order lab's scoring, stepped through: nothing chosen, no rule to speak of
         return (f"{result.name}: {result.model_calls} model {calls} for {n_open} {tokens}, one per group to show each "
                 "step (the likelihood itself is one forward pass)")

@@ -251,7 +251,7 @@ def test_chips_follow_a_click_on_an_example(page_url, browser):
     open_tab(page, "Your text")
     page.wait_for_selector("#picker .chip")
     expect(page.locator("#picker")).not_to_contain_text("recipe")
-    page.locator("tbody tr", has_text="The recipe was simple").first.click()
+    page.locator("#examples button", has_text="A recipe").first.click()
     expect(page.locator("#text textarea")).to_have_value(re.compile("^The recipe was simple"))
     expect(page.locator("#picker")).to_contain_text("recipe", timeout=15_000)
     expect(page.locator("#picker .tp-count")).to_have_text(re.compile(r"· 8 open$"))
@@ -356,17 +356,18 @@ def test_compare_headers_break_between_words_only(page_url, browser):
 def test_examples_fit_and_every_method_says_what_it_does(page_url, browser):
     from playwright.sync_api import expect
 
-    from app.ui.text_tab import METHOD_ABOUT
+    from app.ui.text_tab import EXAMPLE_LABELS, METHOD_ABOUT
     from model.config import METHODS
 
     page = open_page(browser, page_url)
     open_tab(page, "Your text")
-    page.wait_for_selector("tbody tr:has-text('The recipe was simple')")
-    table, box = page.evaluate("""() => {
-      const table = [...document.querySelectorAll('table')].find((t) => t.innerText.includes('The recipe was simple'));
-      return [table.getBoundingClientRect().width, table.closest('.block').getBoundingClientRect().width];
-    }""")
-    assert table <= box + 1, f"the examples are {table:.0f} px wide in a {box:.0f} px box"
+    page.wait_for_selector("#examples button")
+    shown = page.evaluate("""() => [...document.querySelectorAll('#examples button')].map((b) => {
+      const r = b.getBoundingClientRect(), box = b.closest('.block').getBoundingClientRect();
+      return [b.innerText.trim(), r.left >= box.left - 1 && r.right <= box.right + 1 && r.width > 0];
+    })""")
+    assert [text for text, _ in shown] == EXAMPLE_LABELS  # whole, in order: no label cut with "..."
+    assert all(inside for _, inside in shown), shown
     for spec in METHODS.values():
         page.locator("#method label", has_text=re.compile(rf"^\s*{re.escape(spec.label)}\s*$")).click()
         expect(page.locator("#method-about")).to_have_text(METHOD_ABOUT[spec.label])

@@ -274,13 +274,16 @@ def test_a_best_of_n_run_names_the_candidate_on_the_stage_and_the_one_kept(explo
     found = result.best_of_n
     kept = found.best.name
     assert view_of_result(result).title == f"A3 best of N · {kept}"  # not the kept decode's plan order
-    assert f"the one kept, {kept}, took" in calls_summary(result)
+    decodes = found.model_calls - found.scoring_calls
+    n = len(found.candidates)
+    said = f"({n} decodes in {decodes} calls, scored in 1 call; on the stage: “{kept}”, the one kept)"
+    assert said in calls_summary(result)
     other = next(i for i, c in enumerate(found.candidates) if c.name != kept)
     shown = explorer.best_of_n_candidate(result, other)
     name = found.candidates[other].name
     assert view_of_result(shown).title == f"A3 best of N · {name}"
     said = calls_summary(shown)
-    assert f"on the stage {name}, which took" in said and f"the one kept: {kept})" in said
+    assert f"; on the stage: “{name}”, not the one kept, “{kept}”)" in said
     exported = view_of_dict({**shown.trace.to_dict(explorer.loaded.tokenizer), "method": shown.method})
     assert exported.title == f"A3 best of N · {name}"  # the exports say the same
 

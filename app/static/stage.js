@@ -58,7 +58,7 @@
     }
     rest.split(' · ').forEach((part, i) => {
       if (i) node.appendChild(document.createTextNode(' · '));
-      // the headline's asides in brackets ("(6 decodes run together, then scored; the one kept, …)") are spans of
+      // the headline's asides in brackets ("(6 decodes in 14 calls, scored in 1 call; on the stage: …)") are spans of
       // their own: presentation mode leaves them out so that the line keeps its counts whole on a projector
       const aside = first ? part.match(/^(.+?)( \(.+\))$/) : null;
       add(aside ? aside[1] : part, termFor(P, part));

@@ -42,7 +42,7 @@ def build_compare_tab() -> CompareTab:
         hint = gr.Markdown(
             "Nothing compared yet: under **✎ Your text**, press **Compare all methods**. Every method "
             f"({', '.join(COMPARE_METHODS)}) then decodes the same blanks, and each run can be stepped "
-            "through on the stage.", elem_id="compare-hint")
+            f"through on the stage. {LEFT_OUT}", elem_id="compare-hint")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-table", visible=False,
@@ -57,12 +57,16 @@ def build_compare_tab() -> CompareTab:
     return CompareTab(hint, table, plot, load_row, load_btns, texts)
 
 
+# the method list's one method that Compare does not run, and why (model.config: `compared`)
+LEFT_OUT = ("Left out: **official dynamic**, diffusion with every known token in one bidirectional group, the "
+            "official code's layout (diffusion lays them out as the loaded model reads context: for a model "
+            "trained the official way, the same runs); choose it in the method list and Run to see it.")
 # what the table's columns mean, under it once a comparison ran
 COMPARED = ("Each row decoded the same blanks, with the settings in its name. **log p (own order)**: how likely "
             "the run found its own fill, each step's tokens given what that step saw; **log p, whole text**: the "
             "whole text, fill and what follows, scored by the A3 model left to right (what best of N keeps its "
             "fill by). For both, nearer 0 is more likely. **seconds** follow the machine and its load. **Step "
-            "through** loads a run onto the stage without decoding again.")
+            "through** loads a run onto the stage without decoding again. " + LEFT_OUT)
 
 
 class CompareCallbacks:

@@ -52,6 +52,17 @@ EXAMPLES = [
     ["[MASK:6] the dog barked all night long, so nobody on the street could sleep.",
      "one-step parallel", "left to right", 1, 2, ""],
 ]
+# what each example shows, as its button reads (a click sets the text and the settings in the controls)
+EXAMPLE_LABELS = [  # at most 60 characters each: Gradio cuts a longer label with "..."
+    "Tom's cake · a 14-token blank · A3 best of N, the default",
+    "Tom's cake · A3 dynamic: the model picks the next blank",
+    "A recipe · A3 plan, outside-in: both ends, then inwards",
+    "The market · A3 plan in a random order, 2 tokens a step",
+    "The old dog · [MASK:?]: A3 plan tries several lengths",
+    "Paper's Figure 1 · A3 plan, custom group ids 0 1 1 1 3 2 2",
+    "The barking dog · diffusion, 2 tokens a step",
+    "The barking dog · one-step parallel: one model call",
+]
 
 
 # one line per decoding method, under the method list (the page's labels, model.config's descriptions)
@@ -198,7 +209,7 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                 gr.on([order.change, custom_groups.change], open_custom_ids, order, custom_box,
                       queue=False, show_progress="hidden", api_visibility="private")
         gr.Examples(EXAMPLES, inputs=[text, method, order, group_size, k, custom_groups],
-                    label="Examples (click one, then Run)", elem_id="examples")
+                    example_labels=EXAMPLE_LABELS, label="Examples (click one, then Run)", elem_id="examples")
     return TextTab(text, tokenize_btn, unmask_btn, picker, run_btn, compare_btn, lengths_box, lengths_note,
                    lengths_table, lengths_pick, lengths_btn, best_box, best_note, best_table, best_pick, best_btn,
                    method, method_about, best_cost, order, group_size, strategy, k,
