@@ -36,7 +36,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 # Keyboard: ← / → step, space plays or pauses, Home / End, P presentation (Escape leaves it). The keys
 # belong to the stage: they act only while the stage is on screen, and never on a focused control other
 # than the stage's own buttons, its slider and its tab (a text field, a slider, a button elsewhere keeps
-# its own keys).
+# its own keys). Space on a stage button reached with Tab presses that button.
 SHORTCUTS = """
 <script>
 (() => {
@@ -52,6 +52,13 @@ SHORTCUTS = """
   };
   const stageOwn = (t) => t.id === 'tab-stage-button' ||
     (!!t.closest('#stage') && (t.tagName === 'BUTTON' || t.id === 'stage-step'));
+  // the button that has the focus because it was clicked (not reached with Tab); any key press makes
+  // :focus-visible match, so it cannot tell the two apart
+  let clicked = null;
+  document.addEventListener('pointerdown', (e) => {
+    clicked = e.target instanceof Element ? e.target.closest('button') : null;
+  }, true);
+  document.addEventListener('focusin', (e) => { if (e.target !== clicked) clicked = null; }, true);
   document.addEventListener('keydown', (e) => {
     if (e.altKey || e.ctrlKey || e.metaKey || e.defaultPrevented) return;
     if (e.key === 'Escape' && document.documentElement.classList.contains('a3-present')) {
@@ -62,6 +69,9 @@ SHORTCUTS = """
     if (!id || !stageShown()) return;
     const t = e.target instanceof Element && e.target !== document.body ? e.target : null;
     if (t && t.closest(CONTROLS) && !stageOwn(t)) return;
+    // a stage button reached with Tab: Space presses it, as it presses any button (after a click, when the
+    // button keeps the focus without showing it, Space still plays or pauses)
+    if (t && t.tagName === 'BUTTON' && id === 'play-btn' && t !== clicked) return;
     const button = document.querySelector('#stage #' + id);
     if (!button) return;
     e.preventDefault();

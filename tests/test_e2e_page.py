@@ -216,6 +216,25 @@ def test_keys_on_a_focused_control_act_on_that_control(page_url, browser):
     page.close()
 
 
+def test_space_presses_a_stage_button_reached_with_tab(page_url, browser):
+    """A keyboard user tabs to « first, ◂ prev, next ▸ or last »: Space presses that button, as on any
+    button; after a click on one, Space plays or pauses (the lecturer's key)."""
+    page = open_page(browser, page_url)
+    stop_stage_at(page, ["ArrowRight", "ArrowRight", "ArrowRight"])
+    page.locator("#stage #first-btn").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "prev-btn"
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.__a3stage.state.step === 1", timeout=5_000)
+    page.wait_for_timeout(1_200)  # more than two steps at the stage's speed: it would have moved on
+    assert stage_step(page) == 1 and not page.evaluate("() => window.__a3stage.state.playing")
+    page.locator("#stage #next-btn").click()  # a click: the focus stays, unseen, and Space plays
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.__a3stage.state.playing", timeout=5_000)
+    page.keyboard.press(" ")
+    page.close()
+
+
 # --------------------------------------------------------------------------------------- 4. chips
 def chips(page) -> list[tuple[str, bool]]:
     return page.evaluate("""() => [...document.querySelectorAll('#picker .chip')]

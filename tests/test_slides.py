@@ -229,6 +229,15 @@ def test_player_plays_by_itself_and_space_pauses(traces, browser, tmp_path):
     assert page.get_attribute("#player", "data-step") == paused
     # one screen: nothing scrolls at 1920x1080
     assert page.evaluate("document.documentElement.scrollHeight <= innerHeight")
+    # a button reached with Tab: Space presses it (one step back), it does not play
+    page.keyboard.press("End")
+    page.locator("#first").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "prev"
+    page.keyboard.press(" ")
+    expect(page.locator("#player")).to_have_attribute("data-step", str(len(trace.steps) - 2))
+    page.wait_for_timeout(400)
+    expect(page.locator("#play")).to_have_attribute("aria-label", "play")
     page.close()
 
 

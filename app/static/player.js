@@ -321,9 +321,15 @@
     Home: () => { setPlaying(false); go(-1); }, End: () => { setPlaying(false); go(N - 1); },
   };
 
+  // the button focused by a click, not reached with Tab (any key press makes :focus-visible match)
+  let clicked = null;
+  window.addEventListener("pointerdown", (e) => { clicked = e.target.closest ? e.target.closest("button") : null; }, true);
+  window.addEventListener("focusin", (e) => { if (e.target !== clicked) clicked = null; }, true);
   window.addEventListener("keydown", (e) => {
     const action = KEYS[e.key];
     if (!action || e.altKey || e.ctrlKey || e.metaKey || (e.target && e.target.tagName === "SELECT")) return;
+    // a button reached with Tab: Space presses it (after a click, Space still plays or pauses)
+    if (e.key === " " && e.target.tagName === "BUTTON" && e.target !== clicked) return;
     e.preventDefault(); // the focused slider or button must not act on the key a second time
     action();
   }, true);
