@@ -84,6 +84,7 @@ SHORTCUTS = """
 
 # A Plotly figure updated while its tab is hidden is drawn at Plotly's default 700 px, whatever its box;
 # when a tab is shown (by a click or by the server), every figure now visible is fitted to its box again.
+# The stage, shown, starts at the page's top.
 FIT_PLOTS = """
 <script>
 (() => {
@@ -100,6 +101,35 @@ FIT_PLOTS = """
   new MutationObserver(soon).observe(document.documentElement,
                                      {subtree: true, attributes: true, attributeFilter: ['aria-selected']});
   window.a3FitPlots = fitPlots;
+  // the stage opened from below the fold (Run at the foot of a long Your text tab) opens at the page's top:
+  // its header, warning line and controls in view
+  let stageWas = false;
+  new MutationObserver(() => {
+    const tab = document.getElementById('tab-stage-button');
+    const now = !!tab && tab.getAttribute('aria-selected') === 'true';
+    if (now && !stageWas && window.scrollY > 0) window.scrollTo({top: 0});
+    stageWas = now;
+  }).observe(document.documentElement, {subtree: true, attributes: true, attributeFilter: ['aria-selected']});
+})();
+</script>
+"""
+
+# A number typed outside a setting's range (temperature -1, top-p 0) would stay in its box while the slider
+# sends the nearest value it allows: the box is set to that value as the field is left, so what it shows is
+# what runs.
+CLAMP_NUMBERS = """
+<script>
+(() => {
+  document.addEventListener('change', (e) => {
+    const box = e.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== 'number' || box.value === '') return;
+    const value = Number(box.value), low = box.min === '' ? -Infinity : Number(box.min),
+      high = box.max === '' ? Infinity : Number(box.max);
+    if (!Number.isFinite(value) || (value >= low && value <= high)) return;
+    box.value = String(Math.min(high, Math.max(low, value)));
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    box.dispatchEvent(new Event('change', {bubbles: true}));
+  }, true);
 })();
 </script>
 """
@@ -107,7 +137,8 @@ FIT_PLOTS = """
 
 def launch_kwargs() -> dict:
     """App-level settings that Gradio 6 takes in launch() (tests launch with the same ones)."""
-    return {"theme": gr.themes.Soft(), "css": (STATIC / "app.css").read_text(), "head": SHORTCUTS + FIT_PLOTS,
+    return {"theme": gr.themes.Soft(), "css": (STATIC / "app.css").read_text(),
+            "head": SHORTCUTS + FIT_PLOTS + CLAMP_NUMBERS,
             "footer_links": ["gradio", "api", "settings"], "show_error": False}
 
 

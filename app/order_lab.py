@@ -108,6 +108,8 @@ def perplexity(logp: float, n_scored: int) -> float:
 
 def lab_sequence(explorer: Explorer, text: str) -> torch.Tensor:
     """The text's token ids as the page tokenizes it, start token first; blanks are refused."""
+    if isinstance(text, str) and not text.strip():  # in the lab's words: a whole text, no blanks to fill
+        raise InputError("The text is empty: type or paste a complete text (no blanks) to score its orders.")
     masked = explorer.encode(text)
     if not bool(masked.given.all()):
         raise InputError("The order lab scores a complete text: remove the [MASK] blanks (it needs the true "
@@ -124,7 +126,7 @@ def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
     try:
         return parse_group_ids(custom_groups, length)
     except PlanError as err:
-        raise InputError(f"Custom group ids: {err}") from None
+        raise InputError(f"Custom group ids: {str(err).removeprefix('custom group ids: ')}") from None
 
 
 def check_orders_json(orders_json) -> str:

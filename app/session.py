@@ -239,13 +239,14 @@ class Comparison:
     headers: list[str] = field(default_factory=lambda: list(COMPARE_HEADERS))
     rows: list[list] = field(default_factory=list)
     results: dict[str, Result] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the runs share ("[MASK:?] searched …"): information
+    warnings: list[str] = field(default_factory=list)  # what could not run
 
     def texts_markdown(self) -> str:
-        """The final texts, one per method, below the table."""
+        """The final texts, one per method, below the table, then the notes and the warnings."""
         lines = [f"- **{markdown_text(result.name)}:** {markdown_text(result.shown_text)}"
                  for result in self.results.values()]
-        return "\n".join(lines + [f"- ⚠️ {note}" for note in self.notes])
+        return "\n".join(lines + [f"- ℹ️ {note}" for note in self.notes] + [f"- ⚠️ {w}" for w in self.warnings])
 
 
 def markdown_text(text) -> str:
@@ -587,7 +588,7 @@ class Explorer:
             except InputError as err:
                 if not method_spec(method).needs_base:
                     raise
-                comparison.notes.append(f"AR baseline not run: {err}")
+                comparison.warnings.append(f"AR baseline not run: {err}")
                 comparison.rows.append([method, None, None, None, None, None, None])
                 continue
             trace = result.trace

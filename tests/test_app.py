@@ -183,6 +183,16 @@ def test_carry_mask_keeps_the_clicks_outside_the_edit():
         assert carry_mask(bad, new) == new
 
 
+def test_a_change_of_order_or_group_ids_clears_the_warning_line(app_url):
+    """A warning about the order or the ids ("Order is set to custom group ids: …") must not outlive them."""
+    demo = app_url[1]
+    block = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    warning, order, ids = block["warning"], block["order"], block["custom-groups"]
+    clears = [fn for fn in demo.fns.values() if fn.outputs == [warning] and fn.fn is None and fn.js]
+    triggers = {(getattr(target, "_id", target), event) for fn in clears for target, event in fn.targets}
+    assert {(order._id, "change"), (ids._id, "change")} <= triggers
+
+
 def test_the_run_button_hands_its_chips_to_on_ran_outside_the_queue(app_url):
     """What keeps the race away, read off the wiring (a browser test catches it only when the run is slow
     enough): Run writes its chips to a state, never to the picker, and `on_ran`, which runs after it outside

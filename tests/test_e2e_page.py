@@ -216,6 +216,43 @@ def test_keys_on_a_focused_control_act_on_that_control(page_url, browser):
     page.close()
 
 
+def test_a_number_typed_outside_its_range_shows_the_value_that_runs(page_url, browser):
+    """Temperature −1 or top-p 0 typed into a slider's box: the box shows what the run will use."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url)
+    open_tab(page, "Your text")
+    page.get_by_text("Sampling", exact=True).click()
+    for box, typed, shown in (("#temperature", "-1", "0"), ("#temperature", "7", "2"), ("#top-p", "0", "0.05")):
+        field = page.locator(f"{box} input[type=number]")
+        field.fill(typed)
+        field.press("Tab")
+        expect(field).to_have_value(shown)
+        expect(page.locator(f"{box} input[type=range]")).to_have_value(shown)
+    speed = page.locator("#stage-speed")  # the stage's own box too (its range: 0.05 to 5 s)
+    open_tab(page, "Stage")
+    speed.fill("9")
+    speed.press("Tab")
+    expect(speed).to_have_value("5")
+    page.close()
+
+
+def test_run_from_the_foot_of_your_text_opens_the_stage_at_the_top(page_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, page_url, 1366, 560)  # a stage taller than the window
+    open_tab(page, "Your text")
+    page.locator("#text textarea").fill("The cat sat on the mat and [MASK:3] at the birds.")
+    page.locator("#method label", has_text="A3 plan").click()
+    page.get_by_text("Custom group ids (researchers)").click()  # the tab taller than the window
+    page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.wait_for_function("() => window.scrollY > 100")
+    page.locator("#run-btn").click()
+    expect(page.locator(".a3s-headline")).to_contain_text("A3 plan (", timeout=SLOW)
+    page.wait_for_function("() => window.scrollY === 0", timeout=5_000)
+    page.close()
+
+
 def test_space_presses_a_stage_button_reached_with_tab(page_url, browser):
     """A keyboard user tabs to « first, ◂ prev, next ▸ or last »: Space presses that button, as on any
     button; after a click on one, Space plays or pauses (the lecturer's key)."""

@@ -165,7 +165,8 @@ def test_clicks_carry_over_from_the_picker_of_the_kept_length(explorer):
 def test_compare_searches_once_and_decodes_every_method_at_the_kept_length(explorer):
     comparison = explorer.compare(Request(text=TEXT))
     kept = explorer.decode(Request(text=TEXT)).flexible.best.length
-    assert any(f"kept {kept} tokens" in note for note in comparison.notes)
+    assert any(f"kept {kept} tokens" in note for note in comparison.notes) and not comparison.warnings
+    assert "- ℹ️ [MASK:?] searched with" in comparison.texts_markdown() and "⚠" not in comparison.texts_markdown()
     for result in comparison.results.values():
         assert len(result.trace.plan.open_positions) == kept
 

@@ -163,6 +163,12 @@ def test_order_lab_bad_input_is_an_input_error(explorer):
         order_lab.compute(explorer, "The cat [MASK:2] sat.")
     with pytest.raises(InputError, match="Custom group ids"):
         order_lab.compute(explorer, LAB_TEXT, custom_groups="0 1 x")
+    with pytest.raises(InputError) as said:  # the lab's own words: a complete text, no blanks asked for
+        order_lab.compute(explorer, "  \n")
+    assert "complete text (no blanks)" in str(said.value) and "[MASK" not in str(said.value)
+    with pytest.raises(InputError) as said:
+        order_lab.compute(explorer, LAB_TEXT, custom_groups="0 1 2")
+    assert str(said.value).startswith("Custom group ids: expected ") and "ids: custom" not in str(said.value)
     with pytest.raises(InputError, match="Compute the order lab first"):
         order_lab.load_order(explorer, None, "left_to_right")
     lab = order_lab.compute(explorer, LAB_TEXT, n_random=0)

@@ -11,7 +11,7 @@ import gradio as gr
 from app import figures, memory
 from app.session import COMPARE_HEADERS, COMPARE_METHODS, InputError
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import SERVER_ERROR, to_stage, warn
+from app.ui.shared import SERVER_ERROR, inform, to_stage, warn
 from app.ui.text_tab import TextCallbacks
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ class CompareCallbacks:
         rows = [[("—" if v is None else v) for v in row] for row in comparison.rows]
         ran = [row for row in comparison.rows if row[1] is not None]
         chart = figures.compare_figure([r[0] for r in ran], [r[2] for r in ran], [r[3] for r in ran])
-        note = " ".join(f"⚠️ {n}" for n in comparison.notes)
+        # what could not run is a warning; what the runs share (the [MASK:?] length kept) is a note
+        said = warn(" ".join(comparison.warnings)) if comparison.warnings else inform(" ".join(comparison.notes))
         return (comparison.results, gr.Dataframe(value=rows, headers=comparison.headers, visible=True),
                 gr.Plot(value=chart, visible=True), comparison.texts_markdown(), gr.Row(visible=True),
-                COMPARED, gr.Tabs(selected="compare"), (warn(note) if note else ""))
+                COMPARED, gr.Tabs(selected="compare"), said)
 
 
 def on_load_compared(results, index: int):

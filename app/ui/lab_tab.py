@@ -79,8 +79,8 @@ def build_lab_tab(explorer: Explorer) -> LabTab:
         with gr.Row(equal_height=True):
             order_a = gr.Dropdown([], label="order A", elem_id="lab-a", scale=2)
             order_b = gr.Dropdown([], label="order B", elem_id="lab-b", scale=2)
-            load_a = gr.Button("▶ Step through A", elem_id="lab-load-a", size="sm", scale=1)
-            load_b = gr.Button("▶ Step through B", elem_id="lab-load-b", size="sm", scale=1)
+            load_a = gr.Button("▶ Step through A", elem_id="lab-load-a", scale=1)
+            load_b = gr.Button("▶ Step through B", elem_id="lab-load-b", scale=1)
         tokens = gr.Plot(show_label=False, elem_id="lab-tokens", visible=False)
         with gr.Accordion("Mask gallery: one rule, many models", open=True, elem_id="gallery"):
             gr.Markdown(GALLERY_INTRO)
@@ -89,10 +89,8 @@ def build_lab_tab(explorer: Explorer) -> LabTab:
             with gr.Row(equal_height=True):
                 gallery_scheme = gr.Dropdown(initial_gallery[2], value="paper_figure_1", label="scheme",
                                              elem_id="gallery-scheme", scale=2)
-                gallery_stage = gr.Button("▶ Step through it on this text", elem_id="gallery-stage", size="sm",
-                                          scale=1)
-                gallery_use = gr.Button("✎ Use it in Your text (custom group ids)", elem_id="gallery-use",
-                                        size="sm", scale=1)
+                gallery_stage = gr.Button("▶ Step through it on this text", elem_id="gallery-stage", scale=1)
+                gallery_use = gr.Button("✎ Use it in Your text (custom group ids)", elem_id="gallery-use", scale=1)
     return LabTab(text, button, n_random, group_size, seed, custom, summary, plot, order_a, order_b, load_a, load_b,
                   tokens, gallery_plot, gallery_table, gallery_scheme, gallery_stage, gallery_use)
 

@@ -163,19 +163,17 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                     lengths_table = gr.Dataframe(headers=LENGTH_HEADERS, interactive=False, wrap=True,
                                                  elem_id="lengths-table",
                                                  column_widths=["11%", "47%", "15%", "15%", "12%"])
-                    with gr.Row():
+                    with gr.Row(equal_height=True):
                         lengths_pick = gr.Dropdown([], label="Length (tokens)", elem_id="lengths-pick", scale=1)
-                        lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn",
-                                                size="sm", scale=1)
+                        lengths_btn = gr.Button("Show this length on the stage", elem_id="lengths-btn", scale=1)
                 with gr.Group(visible=False, elem_id="best-box") as best_box:
                     best_note = gr.Markdown("", elem_id="best-note")
                     # a plain table, not a gr.Dataframe: a Dataframe filled while its tab is hidden (Run opens the
                     # stage) can draw only its first row when the tab is shown again
                     best_table = gr.Markdown("", elem_id="best-table")
-                    with gr.Row():
+                    with gr.Row(equal_height=True):
                         best_pick = gr.Dropdown([], label="Candidate", elem_id="best-pick", scale=1)
-                        best_btn = gr.Button("Show this candidate on the stage", elem_id="best-btn", size="sm",
-                                             scale=1)
+                        best_btn = gr.Button("Show this candidate on the stage", elem_id="best-btn", scale=1)
             with gr.Column(scale=2):
                 method = gr.Radio(list(PAGE_METHODS), value=EXAMPLES[0][1], label="Decoding", elem_id="method")
                 method_about = gr.Markdown(METHOD_ABOUT.get(EXAMPLES[0][1], ""), elem_id="method-about")
@@ -195,11 +193,12 @@ def build_text_tab(explorer: Explorer) -> TextTab:
                                   label="Tokens per step k (dynamic, diffusion, one-step)")
                 with gr.Accordion("Sampling", open=False):
                     with gr.Row():
-                        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+                        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)",
+                                                elem_id="temperature")
                         seed = gr.Number(value=0, precision=0, label="seed")
                     with gr.Row():
                         top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
-                        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)")
+                        top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p (1 = off)", elem_id="top-p")
                     no_repeat = gr.Checkbox(value=bool(NO_REPEAT), elem_id="no-repeat", label=NO_REPEAT_LABEL)
                 with gr.Accordion(CUSTOM_IDS_BOX, open=False, elem_id="custom-box") as custom_box:
                     custom_groups = gr.Textbox(
@@ -299,9 +298,10 @@ class TextCallbacks:
         An empty text clears the chips. A text that is not valid (a half-typed blank "[MASK:", a blank too
         long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
         with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
-        that text: Order lab's "use it") stay: this event may read the picker as it was before them. A text
-        that is valid again, or empty, clears the warning line: the visitor has moved on from whatever it said
-        (most often a Run's warning about the text now corrected); one that is not leaves the line as it is."""
+        that text: Order lab's "use it") stay: this event may read the picker as it was before them. Any edit
+        clears the warning line: the visitor has moved on from whatever it said (most often a Run's warning
+        about the text before the edit); what is wrong with a text still not valid, the note under the chips
+        says, of this text."""
         keep = gr.skip()
         if text == chips_for:
             return gr.skip(), None, keep
@@ -312,7 +312,7 @@ class TextCallbacks:
         try:
             return carry_mask(picker, self.explorer.picker_from_text(text)), None, ""
         except InputError as err:
-            return stale(picker, str(err)), None, keep
+            return stale(picker, str(err)), None, ""
 
     def request(self, *values) -> Request:
         """The Request of `TextTab.settings`' values, its chips moved onto its text when they were made

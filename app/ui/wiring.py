@@ -83,6 +83,9 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     t.text.change(hide_run_tables, None, [t.lengths_box, t.best_box], show_progress="hidden", queue=False,
                   api_visibility="private")
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
+    # a warning about the order or the ids ("Order is set to custom group ids: …") goes once either changes
+    gr.on([t.order.change, t.custom_groups.change], None, None, page.warning, js="() => ''",
+          api_visibility="private", queue=False, show_progress="hidden")
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")
     # the run's chips go to the picker only if the text is still the one the run read (`on_ran`): a text edited
     # while it decoded keeps the chips it has (and any clicks on them), and the run's tables hide
