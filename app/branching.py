@@ -219,7 +219,8 @@ def branch_headline(tree: BranchTree, index: int, method: str) -> str:
     line = f"branch {index} of {method}, from step {b.at_step + 1}: {b.new_model_calls} new model {calls}"
     if b.at_step:
         shared = "step 1" if b.at_step == 1 else f"steps 1-{b.at_step}"
-        line += f" · {shared} shared with run {b.parent}"
+        parent = "the main run" if b.parent == 0 else f"branch {b.parent}"  # the branch table's names
+        line += f" · {shared} shared with {parent}"
     return line + rule_status(b.trace)
 
 
@@ -230,7 +231,7 @@ BRANCH_TERMS = {
                        "cache was not kept).",
     "new model call": "The model calls this branch made itself. The steps it shares with its parent were decoded "
                       "once, before, and are not run again.",
-    "shared with run": "These first steps are the parent run's, copied as they are: the branch starts after them.",
+    "shared with": "These first steps are the parent run's, copied as they are: the branch starts after them.",
 }
 
 

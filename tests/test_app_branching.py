@@ -157,7 +157,7 @@ def test_the_stage_lands_a_branch_paused_on_its_step_with_a_headline_that_names_
                                       token=branching.token_choices(result, step, decided)[1][1])
     headline = branching.branch_headline(tree, 1, shown.method)
     assert headline == (f"branch 1 of A3 dynamic, from step 3: {tree[1].new_model_calls} new model calls · "
-                        "steps 1-2 shared with run 0 · No\u00a0stutter: on")  # the rule the branch decoded with
+                        "steps 1-2 shared with the main run · No\u00a0stutter: on")  # the rule the branch decoded with
     assert tree[1].trace.config.sampler.no_repeat == result.trace.config.sampler.no_repeat == 3
     payload, at = shown_at(tree, shown, step)
     assert at == step and payload["start"] == step and payload["autoplay"] is False

@@ -405,3 +405,34 @@ def test_a_long_text_scrolls_by_whole_lines_and_keeps_the_current_line_whole(pag
         assert box["cur"][0] >= 0 and box["cur"][1] <= box["height"] + 1, box  # the current token whole
     assert scrolled or width >= 1920  # the later steps' line lies below the first view (at 1920 the blank's fits)
     page.close()
+
+
+def test_a_long_texts_grid_scrolls_by_whole_rows_and_fades_the_edge_with_more(page_url, browser, explorer):
+    """A 200-token text's order grid outgrows its panel at 1366 px: the box follows the step, starting at a
+    row's top (its top row was once cut mid-cell, with nothing saying rows lay above), and fades the edges
+    with rows beyond."""
+    text = LONG.replace("[MASK:30]", "") + " " + LONG.replace("[MASK:30] ", "").split(". ", 1)[1] + " [MASK:6]"
+    result = explorer.decode(Request(text=text, method="A3 plan", seed=0))
+    assert len(result.trace.final_ids) > 180
+    page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
+    seen = []
+    for step in (-1, 0, n_steps(page) - 1):
+        go(page, step)
+        box = page.evaluate("""() => {
+            const box = document.querySelector('#stage-grid').parentElement, b = box.getBoundingClientRect();
+            const cells = [...box.querySelectorAll('.cell')], cols = window.__a3stage.state.P.columns;
+            const pitch = cells[cols].getBoundingClientRect().top - cells[0].getBoundingClientRect().top;
+            const cur = box.querySelector('.cell.current'), c = cur && cur.getBoundingClientRect();
+            return {top: box.scrollTop, height: box.clientHeight, full: box.scrollHeight, pitch,
+                    cur: c && [c.top - b.top, c.bottom - b.top],
+                    above: box.classList.contains('more-above'), below: box.classList.contains('more-below')};
+        }""")
+        assert box["full"] > box["height"] + box["pitch"], box  # the grid does not fit: the case this is about
+        assert box["above"] == (box["top"] > 1) and box["below"] == (box["top"] + box["height"] < box["full"] - 1)
+        assert abs(box["top"] / box["pitch"] - round(box["top"] / box["pitch"])) < 0.02, box  # a row's top
+        if box["cur"]:
+            assert box["cur"][0] >= -1 and box["cur"][1] <= box["height"] + 1, box  # the current cell whole
+        seen.append(box)
+    assert seen[0]["top"] == 0 and not seen[0]["above"] and seen[0]["below"]
+    assert seen[-1]["top"] > 0 and seen[-1]["above"]  # the blank at the end: the box followed it down
+    page.close()

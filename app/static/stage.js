@@ -215,13 +215,31 @@
       A3Core.runLabels(P, step).map((r) => '<div class="run" data-start="' + r.start + '" data-end="' + r.end +
         '" style="grid-row:' + (r.row + 1) + ';grid-column:' + (r.c0 + 1) + ' / ' + (r.c1 + 2) + ';color:' +
         cells[r.row * m.cols + r.c0].ink + '">' + esc(r.text) + '</div>').join('');
+    // rows that outgrow the box: room under the last one so that the box, scrolled to its end, still starts at
+    // a row's top (never a row cut at the top edge)
+    // (measured without the room added before, never removed first: the box would clamp its scroll meanwhile)
+    const pitch = m.h + GRID_GAP, added = parseFloat(el.grid.style.paddingBottom) || 0;
+    const over = box.scrollHeight - added - box.clientHeight, rest = over % pitch;
+    const room = over > 0 && rest > 0.5 ? pitch - rest : 0;
+    if (room !== added) el.grid.style.paddingBottom = room ? room + 'px' : '';
     const cur = el.grid.querySelector('.cell.current');
     if (cur && box.scrollHeight > box.clientHeight) {  // follow the step inside the box, never scroll the page
       const top = cur.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
       if (top < box.scrollTop || top + m.h > box.scrollTop + box.clientHeight) {
-        box.scrollTop = Math.max(0, top - (box.clientHeight - m.h) / 2);
+        // the current row near the middle, the box starting at a row's top
+        const fit = Math.max(1, Math.floor((box.clientHeight + GRID_GAP) / pitch));
+        box.scrollTop = Math.max(0, (Math.round(top / pitch) - Math.floor((fit - 1) / 2)) * pitch);
       }
     }
+    gridMore();
+  }
+
+  // the grid's box shades (fades) the edge where more rows lie beyond, as the text box does
+  const GRID_GAP = 2;  // stage.css: .a3s-grid { gap: 2px }
+  function gridMore() {
+    const box = el.grid.parentElement;
+    box.classList.toggle('more-above', box.scrollTop > 1);
+    box.classList.toggle('more-below', box.scrollTop + box.clientHeight < box.scrollHeight - 1);
   }
 
   function sizeCanvas(canvas) {
@@ -478,6 +496,7 @@
   });
   el.step.addEventListener('input', () => userStep(Number(el.step.value)));
   el.sentence.addEventListener('scroll', markMore, { passive: true });
+  el.grid.parentElement.addEventListener('scroll', gridMore, { passive: true });
   el.speed.addEventListener('change', () => { if (state.playing) restartClock(); });
   el.reduce.addEventListener('change', render);
   el.sort.addEventListener('change', render);

@@ -84,7 +84,8 @@ class ExportTab:
 
 def build_export_tab(has_slides: bool) -> ExportTab:
     with gr.Tab("⤓ Export", id="export", elem_id="tab-export") as tab:
-        gr.Markdown("The trace on the stage, and the step the stage shows. Each Plotly figure under "
+        gr.Markdown("Files of the run on the stage, each one click: the GIF, the player and the trace hold every "
+                    "step; the masks and figures, the step the stage shows (named below). Each Plotly figure under "
                     "**⌕ Step details** also has a camera button that saves it as PNG.")
         gr.HTML("", elem_id="export-on-stage", elem_classes=["a3-export-step"])
         with gr.Row():
