@@ -384,6 +384,11 @@ def test_a_long_text_scrolls_by_whole_lines_and_keeps_the_current_line_whole(pag
     result = explorer.decode(Request(text=LONG, method="A3 plan", seed=0))
     page = open_stage(browser, page_url, width, height, stage_payload(result, autoplay=False))
     present(page)
+    go(page, -1)  # before the first step: the first blank in view, whole
+    first = page.evaluate("""() => { const box = document.querySelector('#sentence'), b = box.getBoundingClientRect();
+        const c = box.querySelector('.tok.open').getBoundingClientRect(); return [c.top - b.top, c.bottom - b.top,
+        box.clientHeight]; }""")
+    assert first[0] >= 0 and first[1] <= first[2] + 1, first
     scrolled = 0
     for step in range(0, n_steps(page), 3):
         go(page, step)
@@ -408,9 +413,9 @@ def test_a_long_text_scrolls_by_whole_lines_and_keeps_the_current_line_whole(pag
 
 
 def test_a_long_texts_grid_scrolls_by_whole_rows_and_fades_the_edge_with_more(page_url, browser, explorer):
-    """A 200-token text's order grid outgrows its panel at 1366 px: the box follows the step, starting at a
-    row's top (its top row was once cut mid-cell, with nothing saying rows lay above), and fades the edges
-    with rows beyond."""
+    """A 200-token text's order grid outgrows its panel at 1366 px: the box follows the step (before the first,
+    the first blank), starting at a row's top (its top row was once cut mid-cell, with nothing saying rows lay
+    above), and fades the edges with rows beyond."""
     text = LONG.replace("[MASK:30]", "") + " " + LONG.replace("[MASK:30] ", "").split(". ", 1)[1] + " [MASK:6]"
     result = explorer.decode(Request(text=text, method="A3 plan", seed=0))
     assert len(result.trace.final_ids) > 180
@@ -418,21 +423,23 @@ def test_a_long_texts_grid_scrolls_by_whole_rows_and_fades_the_edge_with_more(pa
     seen = []
     for step in (-1, 0, n_steps(page) - 1):
         go(page, step)
-        box = page.evaluate("""() => {
+        box = page.evaluate("""(step) => {
             const box = document.querySelector('#stage-grid').parentElement, b = box.getBoundingClientRect();
             const cells = [...box.querySelectorAll('.cell')], cols = window.__a3stage.state.P.columns;
             const pitch = cells[cols].getBoundingClientRect().top - cells[0].getBoundingClientRect().top;
-            const cur = box.querySelector('.cell.current'), c = cur && cur.getBoundingClientRect();
+            const cur = box.querySelector(step < 0 ? '.cell.open' : '.cell.current'), c = cur.getBoundingClientRect();
             return {top: box.scrollTop, height: box.clientHeight, full: box.scrollHeight, pitch,
-                    cur: c && [c.top - b.top, c.bottom - b.top],
+                    cur: [c.top - b.top, c.bottom - b.top],
                     above: box.classList.contains('more-above'), below: box.classList.contains('more-below')};
-        }""")
+        }""", step)
         assert box["full"] > box["height"] + box["pitch"], box  # the grid does not fit: the case this is about
         assert box["above"] == (box["top"] > 1) and box["below"] == (box["top"] + box["height"] < box["full"] - 1)
         assert abs(box["top"] / box["pitch"] - round(box["top"] / box["pitch"])) < 0.02, box  # a row's top
-        if box["cur"]:
-            assert box["cur"][0] >= -1 and box["cur"][1] <= box["height"] + 1, box  # the current cell whole
+        assert box["cur"][0] >= -1 and box["cur"][1] <= box["height"] + 1, box  # the current (open) cell whole
         seen.append(box)
-    assert seen[0]["top"] == 0 and not seen[0]["above"] and seen[0]["below"]
-    assert seen[-1]["top"] > 0 and seen[-1]["above"]  # the blank at the end: the box followed it down
+    assert all(b["top"] > 0 and b["above"] for b in seen)  # the blank at the end: the box went down to it
+    go(page, -1)
+    page.evaluate("() => { document.querySelector('#stage-grid').parentElement.scrollTop = 0; }")
+    page.wait_for_function("""() => { const box = document.querySelector('#stage-grid').parentElement;
+        return !box.classList.contains('more-above') && box.classList.contains('more-below'); }""")  # scrolled back
     page.close()

@@ -106,7 +106,7 @@
     el.sentence.innerHTML = '<div class="sentence" data-step="' + step + '">' + A3Core.sentence(P, step).map((t) =>
       chipHtml(t) + (A3Core.endsLine(t) ? '<br class="nl">' : '')).join('') + '</div>';
     wholeLines();
-    keepCurrentInView();
+    keepCurrentInView(step);
     markMore();
   }
 
@@ -146,8 +146,9 @@
       (t.decidedAt + 1) + '">' + esc(body) + '</span>';
   }
 
-  function keepCurrentInView() {
-    const cur = el.sentence.querySelector('.tok.current');
+  function keepCurrentInView(step) {
+    // before the first step, the first blank: what the steps are about to fill
+    const cur = el.sentence.querySelector('.tok.current') || (step < 0 ? el.sentence.querySelector('.tok.open') : null);
     if (cur) {  // keep the current tokens' lines in view inside the text box, never scroll the page; scrolled to
       // a line's top, so the box never shows a line cut through its letters at its top edge. A chip may wrap
       // (a label with a space inside, "‹E9 A2›"): all its lines count, from its first box to its last
@@ -222,7 +223,7 @@
     const over = box.scrollHeight - added - box.clientHeight, rest = over % pitch;
     const room = over > 0 && rest > 0.5 ? pitch - rest : 0;
     if (room !== added) el.grid.style.paddingBottom = room ? room + 'px' : '';
-    const cur = el.grid.querySelector('.cell.current');
+    const cur = el.grid.querySelector('.cell.current') || (step < 0 ? el.grid.querySelector('.cell.open') : null);
     if (cur && box.scrollHeight > box.clientHeight) {  // follow the step inside the box, never scroll the page
       const top = cur.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
       if (top < box.scrollTop || top + m.h > box.scrollTop + box.clientHeight) {
