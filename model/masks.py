@@ -116,8 +116,8 @@ class MaskReport:
         if self.unreachable_rows:
             rows = self.unreachable_rows
             many = len(rows) > 1
-            text += (f" Query row{'s' if many else ''} {_ranges(rows)} see{'' if many else 's'} nothing (the first "
-                     "group: a constant prior).")
+            text += (f" Query row{'s' if many else ''} {_ranges(rows)} see{'' if many else 's'} nothing: the first "
+                     "group has no earlier one (a given token's query row is never read).")
         return text
 
     def to_dict(self) -> dict:
