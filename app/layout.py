@@ -71,7 +71,7 @@ SHORTCUTS = """
     if (t && t.closest(CONTROLS) && !stageOwn(t)) return;
     // a stage button reached with Tab: Space presses it, as it presses any button (after a click, when the
     // button keeps the focus without showing it, Space still plays or pauses)
-    if (t && t.tagName === 'BUTTON' && id === 'play-btn' && t !== clicked) return;
+    if (t && t.tagName === 'BUTTON' && t.id !== 'tab-stage-button' && id === 'play-btn' && t !== clicked) return;
     const button = document.querySelector('#stage #' + id);
     if (!button) return;
     e.preventDefault();
@@ -103,13 +103,12 @@ FIT_PLOTS = """
   window.a3FitPlots = fitPlots;
   // the stage opened from below the fold (Run at the foot of a long Your text tab) opens at the page's top:
   // its header, warning line and controls in view
-  let stageWas = false;
-  new MutationObserver(() => {
-    const tab = document.getElementById('tab-stage-button');
-    const now = !!tab && tab.getAttribute('aria-selected') === 'true';
-    if (now && !stageWas && window.scrollY > 0) window.scrollTo({top: 0});
-    stageWas = now;
-  }).observe(document.documentElement, {subtree: true, attributes: true, attributeFilter: ['aria-selected']});
+  new MutationObserver((records) => {
+    const opened = records.some((r) => r.target.id === 'tab-stage-button' && r.oldValue !== 'true' &&
+                                      r.target.getAttribute('aria-selected') === 'true');
+    if (opened && window.scrollY > 0) window.scrollTo({top: 0});
+  }).observe(document.documentElement, {subtree: true, attributes: true, attributeFilter: ['aria-selected'],
+                                        attributeOldValue: true});
 })();
 </script>
 """

@@ -126,7 +126,8 @@ def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
     try:
         return parse_group_ids(custom_groups, length)
     except PlanError as err:
-        raise InputError(f"Custom group ids: {str(err).removeprefix('custom group ids: ')}") from None
+        said = re.sub(r"^custom group ids:? ", "", str(err))  # "custom group ids are empty" reads "… are empty"
+        raise InputError(f"Custom group ids{'' if said.startswith(('are', 'must')) else ':'} {said}") from None
 
 
 def check_orders_json(orders_json) -> str:

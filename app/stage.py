@@ -35,8 +35,9 @@ def calls_summary(result: Result) -> str:
     if found is not None:
         shown = (trace.settings or {}).get("candidate", found.best.name)
         decodes = found.model_calls - found.scoring_calls  # the lockstep decodes share their calls
-        scored = "call" if found.scoring_calls == 1 else "calls"
-        together = f"{len(found.candidates)} decodes in {decodes} calls, scored in {found.scoring_calls} {scored}"
+        plural = lambda n: "call" if n == 1 else "calls"  # noqa: E731
+        together = (f"{len(found.candidates)} decodes in {decodes} {plural(decodes)}, scored in "
+                    f"{found.scoring_calls} {plural(found.scoring_calls)}")
         kept = (f" ({together}; on the stage: “{shown}”, the one kept)") if shown == found.best.name else \
             (f" ({together}; on the stage: “{shown}”, not the one kept, “{found.best.name}”)")
     if is_teacher_forced(trace):  # Order lab's scoring, stepped through: nothing chosen, no rule to speak of

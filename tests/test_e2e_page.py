@@ -269,6 +269,11 @@ def test_space_presses_a_stage_button_reached_with_tab(page_url, browser):
     page.keyboard.press(" ")
     page.wait_for_function("() => window.__a3stage.state.playing", timeout=5_000)
     page.keyboard.press(" ")
+    page.wait_for_function("() => !window.__a3stage.state.playing", timeout=5_000)
+    page.locator("#tab-stage-button").focus()  # the Stage tab itself, reached with the keyboard: Space plays
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.__a3stage.state.playing", timeout=5_000)
+    page.keyboard.press(" ")
     page.close()
 
 

@@ -169,6 +169,9 @@ def test_order_lab_bad_input_is_an_input_error(explorer):
     with pytest.raises(InputError) as said:
         order_lab.compute(explorer, LAB_TEXT, custom_groups="0 1 2")
     assert str(said.value).startswith("Custom group ids: expected ") and "ids: custom" not in str(said.value)
+    with pytest.raises(InputError) as said:
+        order_lab.compute(explorer, LAB_TEXT, custom_groups="0 1 x")
+    assert str(said.value).startswith("Custom group ids must be integers") and "ids custom" not in str(said.value)
     with pytest.raises(InputError, match="Compute the order lab first"):
         order_lab.load_order(explorer, None, "left_to_right")
     lab = order_lab.compute(explorer, LAB_TEXT, n_random=0)

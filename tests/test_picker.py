@@ -105,7 +105,10 @@ def test_chips_of_a_text_that_is_not_valid_stay_marked_out_of_date(explorer, on,
     picker = clicked(explorer, CAT, " cat")
     shown, _, warning = on.on_typed(bad, picker, None)
     assert why in shown["stale"]
-    assert warning == ""  # a warning about the text before the edit goes; the chips' note says this text's
+    assert warning == gr.skip()  # an empty warning line stays empty while a blank is typed
+    # a warning on show was about the text before the edit: this text's reason takes its place (no toast)
+    _, _, warning = on.on_typed(bad, picker, None, "⚠️ Malformed blank '[MASK:0]': N must be between 1 and 255")
+    assert warning.startswith("⚠️ ") and why in warning and "[MASK:0]" not in warning
     assert {k: v for k, v in shown.items() if k != "stale"} == picker  # the same chips: no flicker
     # back to the text of the chips: the mark goes, the clicks stay
     back, _, _ = on.on_typed(CAT, shown, None)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from adapter_fixture import write_adapter
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from model.loading import apply_adapter, tiny_model
 from model.train.export import FILES
@@ -55,11 +55,45 @@ def test_a_soup_is_the_base_plus_the_weighted_moves(tmp_path):
     assert torch.isfinite(out[1]).all() and not torch.equal(out[1], out[0]) and not torch.equal(out[1], out[2])
 
 
+def test_a_soup_keeps_the_base_storage_dtype(tmp_path):
+    base, one = adapter(tmp_path / "base", 0), adapter(tmp_path / "one", 1)
+    name = FILES[0]
+    half = {k: v.half() for k, v in load_file(base / name).items()}
+    save_file(half, base / name)  # a float16 base (as assets/ ships), float32 runs
+    make_soup(base, tmp_path / "soup", [(one, 0.5)])
+    got, run = load_file(tmp_path / "soup" / name), load_file(one / name)
+    k = next(k for k in got if "lora_B" in k)
+    assert got[k].dtype == torch.float16
+    assert torch.allclose(got[k].float(), (half[k].float() + run[k]) / 2, atol=2e-3)
+
+
 def test_a_soup_refuses_runs_of_another_kind(tmp_path):
     base = adapter(tmp_path / "base", 0)
     other = adapter(tmp_path / "other", 1, r=8)
-    with pytest.raises(ValueError, match="rank or targets differ"):
+    with pytest.raises(ValueError, match="adapter_config.json differs"):
         make_soup(base, tmp_path / "soup", [(other, 0.5)])
+    scaled = adapter(tmp_path / "scaled", 1, alpha_pattern={"q_proj": 4})  # another scale for some layers
+    with pytest.raises(ValueError, match="adapter_config.json differs"):
+        make_soup(base, tmp_path / "soup", [(scaled, 0.5)])
+    same = adapter(tmp_path / "same", 1, modules_to_save=[], base_model_name_or_path="elsewhere")  # = None
+    make_soup(base, tmp_path / "fine", [(same, 0.5)])
+    # tensors the base does not hold, or of another shape: refused, and nothing written
+    def shorter(tensors):  # the first tensor one element short
+        return {k: (v.reshape(-1)[1:] if i == 0 else v) for i, (k, v) in enumerate(tensors.items())}
+
+    for what, change in (("missing", lambda t: dict(list(t.items())[1:])), ("shape", shorter)):
+        odd = adapter(tmp_path / what, 1)
+        save_file(change(load_file(odd / FILES[-1])), odd / FILES[-1])  # the last file: the first is fine
+        with pytest.raises(ValueError, match="base's"):
+            make_soup(base, tmp_path / f"soup-{what}", [(odd, 0.5)])
+        assert not (tmp_path / f"soup-{what}").exists()
+    # never over an input, never into a directory that holds something
+    with pytest.raises(ValueError, match="the base or one of the runs"):
+        make_soup(base, base, [(same, 0.5)])
+    with pytest.raises(ValueError, match="the base or one of the runs"):
+        make_soup(base, same, [(same, 0.5)])
+    with pytest.raises(ValueError, match="not empty"):
+        make_soup(base, tmp_path / "fine", [(same, 0.5)])
     with pytest.raises(ValueError, match="at least one run"):
         make_soup(base, tmp_path / "soup", [])
     with pytest.raises(FileNotFoundError, match="missing adapter_config.json"):

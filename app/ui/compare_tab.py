@@ -87,7 +87,8 @@ class CompareCallbacks:
         ran = [row for row in comparison.rows if row[1] is not None]
         chart = figures.compare_figure([r[0] for r in ran], [r[2] for r in ran], [r[3] for r in ran])
         # what could not run is a warning; what the runs share (the [MASK:?] length kept) is a note
-        said = warn(" ".join(comparison.warnings)) if comparison.warnings else inform(" ".join(comparison.notes))
+        said = warn(" ".join(comparison.warnings + comparison.notes)) if comparison.warnings else \
+            inform(" ".join(comparison.notes))
         return (comparison.results, gr.Dataframe(value=rows, headers=comparison.headers, visible=True),
                 gr.Plot(value=chart, visible=True), comparison.texts_markdown(), gr.Row(visible=True),
                 COMPARED, gr.Tabs(selected="compare"), said)

@@ -38,10 +38,13 @@ SERVER_ERROR = "Something went wrong on the server; the previous result stays. T
 WARNING_TOAST_S = 6  # a toast covers the stage's top right (speed, narrate, Present): the warning line keeps the text
 
 
+WARNING_MARK = "⚠️"  # how a warning starts in the warning line
+
+
 def warn(message) -> str:
     """A toast now (for WARNING_TOAST_S seconds), and the text of the warning line."""
     gr.Warning(str(message), duration=WARNING_TOAST_S)
-    return f"⚠️ {message}"
+    return f"{WARNING_MARK} {message}"
 
 
 INFO_MARK = "ℹ️"  # how a note (not a warning) starts in the warning line (bench.load counts it as no error)

@@ -28,7 +28,7 @@ from app.session import (
 )
 from app.stage import stage_payload
 from app.ui.model_calls import ModelCalls
-from app.ui.shared import SERVER_ERROR, to_stage, warn
+from app.ui.shared import SERVER_ERROR, WARNING_MARK, to_stage, warn
 from model.config import METHODS, STRATEGIES
 from model.flexible import ROW_HEADERS as LENGTH_HEADERS
 
@@ -292,16 +292,18 @@ class TextCallbacks:
         picker, warning = self.on_tokenize(text)
         return picker, warning or gr.skip()
 
-    def on_typed(self, text, picker, chips_for):
+    def on_typed(self, text, picker, chips_for, warning=""):
         """(picker, chips for, warning) when the text changes (typing, a paste, an example): new chips, the
         masks clicked before kept outside the edit when the new text is an edit of the old one (`carry_mask`).
         An empty text clears the chips. A text that is not valid (a half-typed blank "[MASK:", a blank too
         long) keeps the chips, so they do not flicker while a blank is typed, but marks them out of date
         with the reason (`app.picker.stale`). Chips the server sent with the text itself (`chips_for` is
-        that text: Order lab's "use it") stay: this event may read the picker as it was before them. Any edit
-        clears the warning line: the visitor has moved on from whatever it said (most often a Run's warning
-        about the text before the edit); what is wrong with a text still not valid, the note under the chips
-        says, of this text."""
+        that text: Order lab's "use it") stay: this event may read the picker as it was before them. A text
+        that is valid again, or empty, clears the warning line: the visitor has moved on from whatever it said
+        (most often a Run's warning about the text now corrected). One still not valid puts its own reason in
+        place of a warning on show (that warning was about the text before the edit), without a toast, and
+        leaves an empty line empty (a half-typed blank is no news: the chips' note says it); a Run that
+        answered meanwhile warned of this very text."""
         keep = gr.skip()
         if text == chips_for:
             return gr.skip(), None, keep
@@ -312,7 +314,7 @@ class TextCallbacks:
         try:
             return carry_mask(picker, self.explorer.picker_from_text(text)), None, ""
         except InputError as err:
-            return stale(picker, str(err)), None, ""
+            return stale(picker, str(err)), None, (f"{WARNING_MARK} {err}" if warning else keep)
 
     def request(self, *values) -> Request:
         """The Request of `TextTab.settings`' values, its chips moved onto its text when they were made

@@ -76,14 +76,16 @@ def wire_text_tab(page: Page, calls: ModelCalls, tokenize, model: dict) -> None:
     t.tokenize_btn.click(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
     t.text.submit(tokenize, t.text, [t.picker, page.warning], api_visibility="private", **TOKENIZE)
     # .change, not .input: a paste and an example click change the text too
-    t.text.change(on.on_typed, [t.text, t.picker, states.chips_for], [t.picker, states.chips_for, page.warning],
+    t.text.change(on.on_typed, [t.text, t.picker, states.chips_for, page.warning],
+                  [t.picker, states.chips_for, page.warning],
                   trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     # the lengths' and best of N's tables are of the last run's text: an edited text hides them (they read as
     # the new text's, a browser walk said); the next Run shows its own
     t.text.change(hide_run_tables, None, [t.lengths_box, t.best_box], show_progress="hidden", queue=False,
                   api_visibility="private")
     t.method.change(None, t.method, t.method_about, js=METHOD_ABOUT_JS, api_visibility="private", queue=False)
-    # a warning about the order or the ids ("Order is set to custom group ids: …") goes once either changes
+    # a change of order or ids clears the warning line: most often its warning was about them ("Order is set to
+    # custom group ids: …"); nothing but a click (or the gallery's "use it", which clears it too) changes them
     gr.on([t.order.change, t.custom_groups.change], None, None, page.warning, js="() => ''",
           api_visibility="private", queue=False, show_progress="hidden")
     t.unmask_btn.click(on_unmask, t.picker, t.picker, api_visibility="private")

@@ -14,8 +14,9 @@ runs that stayed close to the base (each a few percent of its norm) the product 
 average of the products up to second-order terms. Whether a soup is better is for the evaluation to say
 (`python -m model.eval --compare`), as for any other adapter.
 
-Every run must have the base's rank, targets and tensor names; the soup keeps the base's adapter_config.json
-and its storage dtype. Safetensors in and out, nothing else.
+Every run must have the base's adapter_config.json (rank, alpha, targets) and tensor names and shapes; the
+soup keeps the base's config and storage dtype. Everything is checked before anything is written, and the
+soup goes to a new directory, never over its inputs. Safetensors in and out, nothing else.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from model.train.export import FILES
 
-# what must agree between the base and every run for their tensors to be added (the rank, the targets)
-_SAME_CONFIG = ("r", "lora_alpha", "target_modules", "modules_to_save", "use_rslora", "use_dora")
+# what may differ between the base and a run without changing what their tensors mean (the rest of
+# adapter_config.json: rank, alpha and its patterns, targets, ... must agree)
+_FREE_CONFIG = {"base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping",
+                "init_lora_weights"}
 
 
 def _config(directory: Path) -> dict:
@@ -38,7 +42,9 @@ def _config(directory: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not an A3 adapter directory: missing adapter_config.json")
     config = json.loads(path.read_text())
-    return {key: (sorted(v) if isinstance(v := config.get(key), list) else v) for key in _SAME_CONFIG}
+    # an empty list or dict means what None means ("modules_to_save": [] as null); lists compare as sets
+    return {key: (sorted(value) if isinstance(value, list) else value) for key, value in config.items()
+            if key not in _FREE_CONFIG and value not in (None, [], {})}
 
 
 def parse_part(text: str) -> tuple[Path, float]:
@@ -53,22 +59,16 @@ def parse_part(text: str) -> tuple[Path, float]:
             from None
 
 
-def make_soup(base: Path, dest: Path, parts: list[tuple[Path, float]]) -> dict:
-    """Write base + sum of w * (run - base) over `parts` to dest; returns what was mixed and how far it moved."""
-    base, dest = Path(base), Path(dest)
-    if not parts:
-        raise ValueError("a soup needs at least one run to mix into the base")
-    want = _config(base)
-    for run, _ in parts:
-        if _config(run) != want:
-            raise ValueError(f"{run} is not the base's kind of adapter ({base}): its rank or targets differ")
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(base / "adapter_config.json", dest / "adapter_config.json")
-    moved = {}
+def _read(base: Path, parts: list[tuple[Path, float]]) -> dict[str, tuple[dict, list]]:
+    """Every file of the base and of each run, checked to hold the same tensors (names and shapes)."""
+    read = {}
     for name in FILES:
+        missing = [str(d) for d in (base, *(run for run, _ in parts)) if not (d / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{name} is missing from {', '.join(missing)}: not A3 adapter directories")
         start = load_file(base / name)
-        runs = [(load_file(run / name), weight, run) for run, weight in parts]
-        for tensors, _, run in runs:
+        runs = [(load_file(run / name), weight) for run, weight in parts]
+        for (tensors, _), (run, _) in zip(runs, parts, strict=True):
             if tensors.keys() != start.keys():
                 odd = sorted(tensors.keys() ^ start.keys())[:3]
                 raise ValueError(f"{run / name} does not hold the base's tensors (first differences: {odd})")
@@ -76,19 +76,52 @@ def make_soup(base: Path, dest: Path, parts: list[tuple[Path, float]]) -> dict:
                 if value.shape != start[key].shape:
                     raise ValueError(f"{run / name}: {key} is {tuple(value.shape)}, the base's "
                                      f"{tuple(start[key].shape)}")
-        out, change, norm = {}, 0.0, 0.0
-        for key, value in start.items():
-            if not value.is_floating_point():
-                out[key] = value.contiguous()
-                continue
-            total = value.double().clone()
-            for tensors, weight, _ in runs:
-                total += weight * (tensors[key].double() - value.double())
-            out[key] = total.to(value.dtype).contiguous()
-            change += float((total - value.double()).square().sum())
-            norm += float(value.double().square().sum())
-        save_file(out, dest / name, metadata={"format": "pt"})
-        moved[name] = (change / norm) ** 0.5 if norm else 0.0
+        read[name] = (start, runs)
+    return read
+
+
+def make_soup(base: Path, dest: Path, parts: list[tuple[Path, float]]) -> dict:
+    """Write base + sum of w * (run - base) over `parts` to dest; returns what was mixed and how far it moved.
+    Everything is checked before anything is written; dest is written whole or not at all (a new directory
+    renamed into place), and never over the base or a run."""
+    base, dest = Path(base), Path(dest)
+    if not parts:
+        raise ValueError("a soup needs at least one run to mix into the base")
+    inputs = [base, *(run for run, _ in parts)]
+    if any(dest.resolve() == d.resolve() for d in inputs):
+        raise ValueError(f"{dest} is the base or one of the runs: write the soup to a new directory")
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"{dest} is not empty: write the soup to a new directory")
+    want = _config(base)
+    for run, _ in parts:
+        if _config(run) != want:
+            raise ValueError(f"{run} is not the base's kind of adapter ({base}): its adapter_config.json differs "
+                             "(rank, alpha, targets)")
+    read = _read(base, parts)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent if dest.parent.exists() else None))
+    moved = {}
+    try:
+        shutil.copyfile(base / "adapter_config.json", staging / "adapter_config.json")
+        for name, (start, runs) in read.items():
+            out, change, norm = {}, 0.0, 0.0
+            for key, value in start.items():
+                if not value.is_floating_point():
+                    out[key] = value.contiguous()
+                    continue
+                total = value.double().clone()
+                for tensors, weight in runs:
+                    total += weight * (tensors[key].double() - value.double())
+                out[key] = total.to(value.dtype).contiguous()  # the base's storage dtype, whatever the runs'
+                change += float((total - value.double()).square().sum())
+                norm += float(value.double().square().sum())
+            save_file(out, staging / name, metadata={"format": "pt"})
+            moved[name] = (change / norm) ** 0.5 if norm else 0.0
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest.rmdir()  # empty: checked above
+        shutil.move(str(staging), dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {"base": str(base), "dest": str(dest), "runs": [[str(run), weight] for run, weight in parts],
             "relative_change": moved}
 
