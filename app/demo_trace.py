@@ -30,7 +30,7 @@ PATH = ROOT / "assets" / "demo_trace.json"
 # the decode of the six the model itself finds most likely; the record keeps every candidate, so the first
 # visit counts every call and any candidate can go onto the stage. A blank of 14 tokens (the size bench.app
 # times): the fill this model keeps is one whole sentence that leads to the text after it ("He had to make it
-# himself, but he didn't know how."); at other lengths it may stop mid-sentence (docs/evaluation.md). With
+# himself, but he didn't have time." with v17); at other lengths it may stop mid-sentence (docs/evaluation.md). With
 # the page's no-repeat rule, as every run of the page.
 DEMO_TEXT = ("Tom wanted to bake a cake for his mom. [MASK:14] When she came home, she hugged him and said "
              "thank you.")
