@@ -103,6 +103,8 @@ def test_narrate_switches_the_sentence_off_keeps_the_keys_and_survives_a_run(pag
     expect(page.locator("#narration")).to_be_hidden()
     page.locator(".a3s-narrate").click()  # and back on: the new run's sentence
     expect(page.locator("#narration")).to_be_visible()
+    # (while the new run plays faster than 2.5 s a step its sentence is the short one: wait for its end)
+    page.wait_for_function("() => !window.__a3stage.state.playing", timeout=SLOW)
     assert page.locator("#narration").inner_text() == page.evaluate(NARRATION)
     page.close()
 
@@ -153,7 +155,12 @@ def test_every_label_on_the_stage_has_a_hover_text(page_url, browser, present):
     assert "checks every cell" in page.get_attribute("#verdict", "title")
     assert any("query stream" in t for t in titles(page, ".a3s-masks figcaption"))
     # a dot of the DAG says which step it is and what it decided; a later one, nothing yet
-    x, dx, y = json.loads(page.get_attribute("#stage-dag", "data-nodes"))
+    # the DAG where it settled (presentation mode lays the stage out again; a busy machine takes its time)
+    nodes = None
+    while nodes != page.get_attribute("#stage-dag", "data-nodes"):
+        nodes = page.get_attribute("#stage-dag", "data-nodes")
+        page.wait_for_timeout(400)
+    x, dx, y = json.loads(nodes)
     box = page.locator("#stage-dag").bounding_box()
     offset = page.evaluate("() => window.__a3stage.state.P.dag.offset")
     page.mouse.move(box["x"] + x + (offset + 1) * dx, box["y"] + y)  # step 2, the one on show
