@@ -98,17 +98,16 @@ FIT_PLOTS = """
     });
   };
   const soon = () => { requestAnimationFrame(fitPlots); setTimeout(fitPlots, 150); setTimeout(fitPlots, 600); };
-  new MutationObserver(soon).observe(document.documentElement,
-                                     {subtree: true, attributes: true, attributeFilter: ['aria-selected']});
-  window.a3FitPlots = fitPlots;
-  // the stage opened from below the fold (Run at the foot of a long Your text tab) opens at the page's top:
-  // its header, warning line and controls in view
   new MutationObserver((records) => {
+    soon();
+    // the stage opened from below the fold (Run at the foot of a long Your text tab) opens at the page's top:
+    // its header, warning line and controls in view
     const opened = records.some((r) => r.target.id === 'tab-stage-button' && r.oldValue !== 'true' &&
                                       r.target.getAttribute('aria-selected') === 'true');
     if (opened && window.scrollY > 0) window.scrollTo({top: 0});
   }).observe(document.documentElement, {subtree: true, attributes: true, attributeFilter: ['aria-selected'],
                                         attributeOldValue: true});
+  window.a3FitPlots = fitPlots;
 })();
 </script>
 """

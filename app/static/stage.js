@@ -107,7 +107,7 @@
       chipHtml(t) + (A3Core.endsLine(t) ? '<br class="nl">' : '')).join('') + '</div>';
     wholeLines();
     keepCurrentInView(step);
-    markMore();
+    markMore(el.sentence);
   }
 
   // a text taller than its box: the box as tall as the whole lines that fit in it (never a line cut through
@@ -124,8 +124,8 @@
     box.style.maxHeight = (lines * lineH + pad + frame) + 'px';
   }
 
-  function markMore() {
-    const box = el.sentence;
+  // a scrolling box (the text, the order grid): which of its edges have more beyond them
+  function markMore(box) {
     box.classList.toggle('more-above', box.scrollTop > 1);
     box.classList.toggle('more-below', box.scrollTop + box.clientHeight < box.scrollHeight - 1);
   }
@@ -232,16 +232,10 @@
         box.scrollTop = Math.max(0, (Math.round(top / pitch) - Math.floor((fit - 1) / 2)) * pitch);
       }
     }
-    gridMore();
+    markMore(box);
   }
 
-  // the grid's box shades (fades) the edge where more rows lie beyond, as the text box does
-  const GRID_GAP = 2;  // stage.css: .a3s-grid { gap: 2px }
-  function gridMore() {
-    const box = el.grid.parentElement;
-    box.classList.toggle('more-above', box.scrollTop > 1);
-    box.classList.toggle('more-below', box.scrollTop + box.clientHeight < box.scrollHeight - 1);
-  }
+  const GRID_GAP = 2;  // the grid's row gap (stage.css: .a3s-grid { gap: 2px })
 
   function sizeCanvas(canvas) {
     const r = canvas.parentElement.getBoundingClientRect();
@@ -496,8 +490,9 @@
     }
   });
   el.step.addEventListener('input', () => userStep(Number(el.step.value)));
-  el.sentence.addEventListener('scroll', markMore, { passive: true });
-  el.grid.parentElement.addEventListener('scroll', gridMore, { passive: true });
+  for (const box of [el.sentence, el.grid.parentElement]) {
+    box.addEventListener('scroll', () => markMore(box), { passive: true });
+  }
   el.speed.addEventListener('change', () => { if (state.playing) restartClock(); });
   el.reduce.addEventListener('change', render);
   el.sort.addEventListener('change', render);
