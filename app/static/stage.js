@@ -226,8 +226,9 @@
     const cur = el.grid.querySelector('.cell.current') || (step < 0 ? el.grid.querySelector('.cell.open') : null);
     if (cur && box.scrollHeight > box.clientHeight) {  // follow the step inside the box, never scroll the page
       const top = cur.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
-      if (top < box.scrollTop || top + m.h > box.scrollTop + box.clientHeight) {
-        // the current row near the middle, the box starting at a row's top
+      if (top < box.scrollTop || top + m.h > box.scrollTop + box.clientHeight || box.scrollTop % pitch > 0.5) {
+        // the current row near the middle, the box starting at a row's top (a relayout that clamped the
+        // scroll off a row's top is put back on one)
         const fit = Math.max(1, Math.floor((box.clientHeight + GRID_GAP) / pitch));
         box.scrollTop = Math.max(0, (Math.round(top / pitch) - Math.floor((fit - 1) / 2)) * pitch);
       }
