@@ -145,12 +145,16 @@ def test_the_mask_hover_never_names_an_open_token(page_url, browser, explorer):
     page = open_stage(browser, page_url, 1366, 768, stage_payload(result, autoplay=False))
     go(page, -1)
     canvas = page.locator("#stage-content")
-    box = canvas.bounding_box()
-    side, ox = float(canvas.get_attribute("data-side")), float(canvas.get_attribute("data-ox"))
     length = len(result.labels)
     for row in (14, 22):  # open before decoding: part of the decoded 🧩, and the "\n\n"
-        page.mouse.move(box["x"] + ox + side * 0.5 / length, box["y"] + side * (row + 0.5) / length)
-        hover = page.text_content(".a3s-mask-hover")
+        for _ in range(20):  # the canvas is measured again each try: a late relayout may have moved it
+            box = canvas.bounding_box()
+            side, ox = float(canvas.get_attribute("data-side")), float(canvas.get_attribute("data-ox"))
+            page.mouse.move(box["x"] + ox + side * 0.5 / length, box["y"] + side * (row + 0.5) / length)
+            hover = page.text_content(".a3s-mask-hover")
+            if hover.startswith(f"content: row {row} "):
+                break
+            page.wait_for_timeout(100)
         assert hover.startswith(f"content: row {row} “?”"), hover
     page.close()
 
