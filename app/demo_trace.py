@@ -100,6 +100,9 @@ def matches(record: dict, explorer: Explorer) -> bool:
     except Exception:  # noqa: BLE001 - any failure means: do not trust the file
         return False
     plan = record["trace"]["plan"]
+    layout = explorer.layout(record["request"]["text"])
+    if plan.get("layout") != (layout.to_dict() if layout else None):
+        return False  # decoded without the text's layout (model.layout), or with another
     return len(ids) == len(plan["token_ids"]) and all(
         a == b for a, b, given in zip(ids, plan["token_ids"], plan["given"], strict=True) if given)
 

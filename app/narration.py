@@ -94,6 +94,7 @@ class Piece:
     no_character: bool = False  # its bytes make no character: `text` shows them ("‹EF BC›", app.figures)
     passed_over: bool = False  # greedy, yet not the model's first choice: the no-repeat rule banned that one
     picked: bool = False  # a branch's token the user picked (Step details), not one the model chose
+    laid_out: str = ""  # greedy, yet not the model's first choice: the typed text's layout ruled it out (why)
 
 
 def named(items: list[str], limit: int = MAX_NAMED) -> str:
@@ -197,10 +198,12 @@ def _odds(pieces: list[Piece]) -> str:
 def _decided(pieces: list[Piece]) -> str:
     """What the model decides: the tokens, "at once" for several, their odds, and which the no-repeat rule moved."""
     what = f"{named([piece_name(piece) for piece in pieces])}{' at once' if len(pieces) > 1 else ''} {_odds(pieces)}"
-    passed = sum(piece.passed_over for piece in pieces)
-    if passed:
-        what = what.strip() + (", not its first choice (that would repeat nearby text)" if len(pieces) == 1 else
-                               f" ({passed} of them not its first choice: that would repeat nearby text)")
+    moved = [piece for piece in pieces if piece.passed_over or piece.laid_out]
+    if moved:
+        why = " and ".join(dict.fromkeys([*(["that would repeat nearby text"] if any(p.passed_over for p in moved)
+                                            else []), *(p.laid_out for p in moved if p.laid_out)]))
+        what = what.strip() + (f", not its first choice ({why})" if len(pieces) == 1 else
+                               f" ({len(moved)} of them not its first choice: {why})")
     return what.strip()
 
 

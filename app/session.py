@@ -31,6 +31,7 @@ from model.flexible import (
     flexible_infill,
     with_length,
 )
+from model.layout import Layout
 from model.loading import BaseUnavailableError, LoadedModel
 from model.masks import check_masks, two_stream_masks
 from model.plans import ORDERS, GroupIdCountError, PlanError, custom_plan, make_plan, parse_group_ids
@@ -303,6 +304,11 @@ class Explorer:
         except ValueError as err:
             raise InputError(str(err)[:1].upper() + str(err)[1:]) from None
 
+    def layout(self, text: str) -> Layout:
+        """What the typed text says of its fills (model.layout): a space before a blank begins a word there,
+        a text without a line break gets none."""
+        return self.encode(text).layout
+
     def sequence(self, request: Request) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and the given mask. The ids always come from tokenizing the text here; from the
         browser only the chips' mask is taken, and only when it belongs to this very text."""
@@ -330,10 +336,11 @@ class Explorer:
         try:
             if order == "custom":
                 groups = parse_group_ids(request.custom_groups, len(ids))
-                return custom_plan(ids, given=given, group_ids=groups)
+                return custom_plan(ids, given=given, group_ids=groups).with_layout(self.layout(request.text))
             return make_plan(ids, given=given, order=order, group_size=int(request.group_size),
                              given_grouping=self.given_grouping,
-                             generator=torch.Generator().manual_seed(int(request.seed)))
+                             generator=torch.Generator().manual_seed(int(request.seed))
+                             ).with_layout(self.layout(request.text))
         except GroupIdCountError as err:
             raise InputError(custom_count_message(err.got, err.expected)) from None
         except PlanError as err:
@@ -457,6 +464,7 @@ class Explorer:
         ids, given = self.sequence(request)
         try:
             found = best_of_n(self.loaded.model, ids, given, given_grouping=self.given_grouping,
+                              layout=self.layout(request.text),
                               candidates=candidates_with(int(request.no_repeat)))
         except (PlanError, ValueError) as err:
             raise InputError(str(err)) from None

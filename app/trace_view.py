@@ -316,7 +316,7 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
     known = figures.known_at(trace, step)
     run_of = {p: (start, end) for start, end in runs for p in range(start, end)}
     logp = dict(zip(record.positions, record.token_logprobs, strict=True))
-    passed = passed_over(trace, step)
+    passed, laid = passed_over(trace, step), layout_moved(trace, step)
     picked = {p for mark in (trace.settings or {}).get("picked", []) if mark.get("step") == step  # a branch's pick
               for p in mark.get("positions", [])}
     pieces = []
@@ -327,8 +327,20 @@ def step_pieces(trace: DecodeTrace, step: int, shown: list[str], runs: list[tupl
                                       whole=all(known[span[0]:span[1]]),
                                       no_character=figures.makes_no_character(text),
                                       passed_over=any(p in passed for p in group),
-                                      picked=any(p in picked for p in group)))
+                                      picked=any(p in picked for p in group),
+                                      laid_out=next((laid[p] for p in group if p in laid), "")))
     return pieces
+
+
+def layout_moved(trace: DecodeTrace, step: int) -> dict[int, str]:
+    """The positions where a greedy step committed a token other than the model's most likely one because the
+    typed text's layout (model.layout) ruled that one out, each with the reason in words."""
+    record = trace.steps[step]
+    layout = trace.plan.layout
+    if trace.config.sampler.temperature != 0 or is_teacher_forced(trace) or not layout:
+        return {}
+    return {p: ("a space is typed before the blank" if p in layout.word_starts else "the text is on one line")
+            for p in record.layout_banned or ()}
 
 
 def passed_over(trace: DecodeTrace, step: int) -> set[int]:

@@ -314,7 +314,7 @@ def _branch_plan(trace: DecodeTrace, k: int, prefix: DecodePrefix, rest: tuple[s
         for i, members in enumerate(open_groups_in_order(fixed, order, size, generator, blanks=~plan.given)):
             groups[members] = first + i
         name = order if size == 1 else f"{order} (groups of {size})"
-    return Plan(plan.token_ids, plan.given, groups, name)
+    return plan.regrouped(groups, name)
 
 
 def _plan_order(order, group_size, parent_name: str) -> tuple[str, int]:

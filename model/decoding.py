@@ -52,9 +52,10 @@ import torch
 import torch.nn.functional as F
 
 from model.config import METHODS, STRATEGIES, DecodeConfig, Sampler
+from model.layout import ruled_logits
 from model.network import A3Cache, RopeTables
 from model.plans import Plan, PlanError, check_context
-from model.repeats import RULE, RepeatGuard
+from model.repeats import RULE, RepeatGuard, forms_of
 
 if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
     from model.modeling import A3ForAnyOrderLM
@@ -109,6 +110,7 @@ class DecodeStep:
     group_ids: list[int] | None = None  # the grouping this call used, when it differs from the trace's
     selection_scores: dict[int, float] | None = None  # dynamic decoders: open position -> what was ranked by
     rule_banned: list[int] | None = None  # positions whose most likely token the no-repeat rule banned (model.repeats)
+    layout_banned: list[int] | None = None  # positions whose likeliest token the typed layout ruled out (model.layout)
 
 
 @dataclass
@@ -208,8 +210,9 @@ def _step_dict(step: DecodeStep) -> dict:
     d["confidence"] = {str(k): v for k, v in step.confidence.items()}
     if step.selection_scores is not None:
         d["selection_scores"] = {str(k): v for k, v in step.selection_scores.items()}
-    if step.rule_banned is None:
-        d.pop("rule_banned")  # the rule did nothing here (or was off): traces read as before it existed
+    for key in ("rule_banned", "layout_banned"):
+        if d[key] is None:
+            d.pop(key)  # the rule did nothing here (or was off): traces read as before it existed
     return d
 
 
@@ -418,13 +421,26 @@ def _guarded_choice(tokens: torch.Tensor, positions: list[int], logits_rows: tor
     return chosen, sorted(banned)
 
 
+def _ruled(model, plan: Plan, logits: torch.Tensor, positions: list[int]) -> tuple[torch.Tensor, set[int]]:
+    """The logits the choice reads (model.layout: the tokens the text's layout rules out at -inf; the model's
+    own ones go to the step's records), and the positions whose most likely token the layout ruled out."""
+    if not plan.layout:
+        return logits, set()
+    forms = forms_of(model)
+    if forms is None or forms.layout is None:
+        raise PlanError("the plan has a layout (model.layout) but the model knows no tokenizer to read it with: "
+                        "load it with model.loading.load_model, or call model.repeats.mark_forms(model, tokenizer).")
+    return ruled_logits(logits, positions, plan.layout, forms.layout)
+
+
 def _make_step(step, group, positions, tokens, logps, stats, calls, start, group_ids=None,
-               scores=None, banned=None) -> DecodeStep:
+               scores=None, banned=None, moved=None) -> DecodeStep:
     return DecodeStep(step=step, group=int(group), positions=[int(p) for p in positions], tokens=tokens,
                       token_logprobs=logps, logprob=float(sum(logps)), candidates=stats.candidates,
                       entropy=stats.entropy, confidence=stats.confidence, model_calls=calls,
                       elapsed_s=time.perf_counter() - start, group_ids=group_ids, selection_scores=scores,
-                      rule_banned=banned or None)
+                      rule_banned=banned or None,
+                      layout_banned=sorted(set(moved or ()) & {int(p) for p in positions}) or None)
 
 
 def _choose_positions(logits, open_now: list[int], strategy: str, k: int, sampler: Sampler, generator):
@@ -511,12 +527,15 @@ def decode_plan(model: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = Sample
         rows = members + (others.nonzero(as_tuple=True)[0].tolist() if preview_open else [])
         logits = engine.query_logits(groups, context, rows, [target] * len(rows))
         stats = _stats(logits, rows, top_k_candidates)
-        tokens, logps, banned = _commit(engine.tokens, members, logits[: len(members)], stats, sampler, generator,
+        ruled, moved = _ruled(model, plan, logits[: len(members)], members)
+        if force is not None:  # a forced token was imposed, not chosen: nothing ruled it
+            moved = {p for p in moved if int(force[p]) < 0}
+        tokens, logps, banned = _commit(engine.tokens, members, ruled, stats, sampler, generator,
                                         force, guard,
                                         still_open.nonzero(as_tuple=True)[0].tolist() if guard else None)
         still_open[members] = False
         yield _record(trace, _make_step(step, target, members, tokens, logps, stats, engine.calls, start,
-                                        banned=banned))
+                                        banned=banned, moved=moved))
     return _finish(trace, engine, keep_cache)
 
 
@@ -596,7 +615,7 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
     # Undecided positions sit in a group after every step's (a plain number, exact in JSON); decoding never
     # reads it: each step's query rows get the step's own group, content rows are only decided positions.
     groups[plan.open] = first + n_open
-    realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({strategy}, k={k})")
+    realised = plan.regrouped(groups, f"dynamic ({strategy}, k={k})")
     trace = DecodeTrace("dynamic", realised, settings={"cache": cache},
                         config=DecodeConfig("dynamic", strategy=strategy, k=k, sampler=sampler, seed=seed,
                                             top_k_candidates=top_k_candidates))
@@ -612,16 +631,17 @@ def decode_dynamic(model: A3ForAnyOrderLM, plan: Plan, *, strategy: str = "confi
         decided = (groups < target).nonzero(as_tuple=True)[0].tolist()
         logits = engine.query_logits(groups, decided, open_now, [target] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
+        ruled, moved = _ruled(model, plan, logits, open_now)
+        chosen, scores = _choose_positions(ruled, open_now, strategy, k, sampler, generator)
         if step == done and force is not None:  # the prefix dictates this step's commits
-            chosen = sorted(prefix.commit)
+            chosen, moved = sorted(prefix.commit), set()
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+        tokens, logps, banned = _commit(engine.tokens, chosen, ruled[rows], _rows(stats, rows), sampler, generator,
                                 force if step == done else None, guard, open_now)
         groups[chosen] = target
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
-                                        scores=scores, banned=banned))
+                                        scores=scores, banned=banned, moved=moved))
     return _finish(trace, engine, keep_cache)
 
 
@@ -704,7 +724,7 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
     open_now = plan.open_positions
     # commit order: given 0, step t -> t + 1; still undecided: after every step (until decided)
     order = torch.where(plan.given, 0, len(open_now) + 1)
-    realised = Plan(plan.token_ids, plan.given, order, name)
+    realised = plan.regrouped(order, name)
     config = DecodeConfig(mode, strategy=strategy, k=k, sampler=sampler, seed=seed, top_k_candidates=top_k_candidates)
     trace = DecodeTrace(mode, realised, settings={"cache": engine.use_cache}, config=config)
     step, guard = 0, RepeatGuard.of(model, sampler.no_repeat)
@@ -715,14 +735,15 @@ def _decode_joint(model: A3ForAnyOrderLM, plan: Plan, mode: str, name: str, *, s
         else:
             logits = engine.query_logits(groups, [], open_now, [last] * len(open_now))
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen, scores = _choose_positions(logits, open_now, strategy, k, sampler, generator)
+        ruled, moved = _ruled(model, plan, logits, open_now)
+        chosen, scores = _choose_positions(ruled, open_now, strategy, k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+        tokens, logps, banned = _commit(engine.tokens, chosen, ruled[rows], _rows(stats, rows), sampler, generator,
                                         None, guard, open_now)
         order[chosen] = step + 1
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, step + 1, chosen, tokens, logps, stats, engine.calls, start,
-                                        group_ids=groups.tolist(), scores=scores, banned=banned))
+                                        group_ids=groups.tolist(), scores=scores, banned=banned, moved=moved))
         step += 1
     return _finish(trace, engine)
 
@@ -746,7 +767,7 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
     groups = plan.group_ids.clone()
     target = int(groups[plan.given].max()) + 1
     groups[plan.open] = target
-    realised = Plan(plan.token_ids, plan.given, groups, f"one-step parallel (k={k})")
+    realised = plan.regrouped(groups, f"one-step parallel (k={k})")
     trace = DecodeTrace("one_step_parallel", realised,
                         config=DecodeConfig("one_step_parallel", k=k, sampler=sampler, seed=seed,
                                             top_k_candidates=top_k_candidates))
@@ -759,13 +780,14 @@ def decode_one_step_parallel(model: A3ForAnyOrderLM, plan: Plan, *, k: int = 1, 
     while open_now:
         logits = torch.stack([predicted[p] for p in open_now])
         stats = _stats(logits, open_now, top_k_candidates)
-        chosen, scores = _choose_positions(logits, open_now, "confidence", k, sampler, generator)
+        ruled, moved = _ruled(model, plan, logits, open_now)
+        chosen, scores = _choose_positions(ruled, open_now, "confidence", k, sampler, generator)
         rows = [open_now.index(p) for p in chosen]
-        tokens, logps, banned = _commit(engine.tokens, chosen, logits[rows], _rows(stats, rows), sampler, generator,
+        tokens, logps, banned = _commit(engine.tokens, chosen, ruled[rows], _rows(stats, rows), sampler, generator,
                                         None, guard, open_now)
         open_now = [p for p in open_now if p not in set(chosen)]
         yield _record(trace, _make_step(step, target, chosen, tokens, logps, stats, engine.calls, start,
-                                        scores=scores, banned=banned))
+                                        scores=scores, banned=banned, moved=moved))
         step += 1
     return _finish(trace, engine)
 
@@ -784,7 +806,7 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
     cache = A3Cache(base.config, 1, plan.length, device=device, dtype=next(base.parameters()).dtype)
     tokens, start = plan.token_ids.clone(), time.perf_counter()
     positions = torch.arange(plan.length)
-    realised = Plan(plan.token_ids, plan.given, positions.clone(), "AR baseline (left context only)")
+    realised = plan.regrouped(positions.clone(), "AR baseline (left context only)")
     trace = DecodeTrace("ar_baseline", realised,
                         config=DecodeConfig("ar_baseline", sampler=sampler, seed=seed,
                                             top_k_candidates=top_k_candidates))
@@ -799,16 +821,18 @@ def decode_ar_baseline(base: A3ForAnyOrderLM, plan: Plan, *, sampler: Sampler = 
             logits = base.lm_head(out.content[0, -1:])  # row p-1 predicts token p
         done = p
         stats = _stats(logits, [p], top_k_candidates)
+        ruled, moved = _ruled(base, plan, logits, [p])
         banned = []
         if guard is not None:
-            token, top_banned = guard.choose(logits[0].float().cpu(), tokens.tolist(),
+            token, top_banned = guard.choose(ruled[0].float().cpu(), tokens.tolist(),
                                              [q < p for q in range(plan.length)], p, sampler, generator)
             chosen, banned = torch.tensor([token]), [p] if top_banned else []
         else:
-            chosen = choose_tokens(logits, sampler, generator)
+            chosen = choose_tokens(ruled, sampler, generator)
         tokens[p] = chosen[0]
         logps = [float(stats.logprobs[0, int(chosen[0])])]
-        yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start, banned=banned))
+        yield _record(trace, _make_step(step, p, [p], chosen.tolist(), logps, stats, step + 1, start, banned=banned,
+                                        moved=moved))
     trace.final_ids = tokens.tolist()
     return trace
 
@@ -871,6 +895,7 @@ class _Lane:
     first: int = 0  # dynamic decoding: the group its first step commits
     pending: list[int] = field(default_factory=list)  # committed by the last step: content rows not computed
     guard: RepeatGuard | None = None  # the no-repeat rule (config.sampler.no_repeat), as its own decoder keeps it
+    model: object = None  # the model decoded (its vocabulary's layout tokens: model.layout)
 
     def rows(self, step: int) -> tuple[int, list[int]]:
         """This step's group and the positions whose query rows it reads (its own decoder's rows)."""
@@ -889,16 +914,16 @@ def _lane(model: A3ForAnyOrderLM, plan: Plan, config: DecodeConfig) -> _Lane:
                  for g in plan.open_groups]
         trace = DecodeTrace("plan", plan, settings={"cache": True}, config=config)
         return _Lane(config, trace, plan.group_ids, plan.token_ids.clone(), generator, plan.open_positions, steps,
-                     guard=RepeatGuard.of(model, config.sampler.no_repeat))
+                     guard=RepeatGuard.of(model, config.sampler.no_repeat), model=model)
     _check_plan(model, plan)
     _check_dynamic(config.strategy, config.k)
     groups = plan.group_ids.clone()  # as decode_dynamic lays out its realised plan
     first = int(groups[plan.given].max()) + 1
     groups[plan.open] = first + len(plan.open_positions)
-    realised = Plan(plan.token_ids, plan.given, groups, f"dynamic ({config.strategy}, k={config.k})")
+    realised = plan.regrouped(groups, f"dynamic ({config.strategy}, k={config.k})")
     trace = DecodeTrace("dynamic", realised, settings={"cache": True}, config=config)
     return _Lane(config, trace, groups, plan.token_ids.clone(), generator, plan.open_positions, None, first,
-                 guard=RepeatGuard.of(model, config.sampler.no_repeat))
+                 guard=RepeatGuard.of(model, config.sampler.no_repeat), model=model)
 
 
 def _lane_step(lane: _Lane, step: int, logits: torch.Tensor, start: float) -> None:
@@ -908,18 +933,20 @@ def _lane_step(lane: _Lane, step: int, logits: torch.Tensor, start: float) -> No
     stats = _stats(logits, rows, config.top_k_candidates)
     if lane.plan_steps is not None:  # decode_plan: the group's members, first among the rows
         chosen, scores = lane.plan_steps[step][1], None
-        tokens, logps, banned = _commit(lane.tokens, chosen, logits[: len(chosen)], stats, config.sampler,
+        ruled, moved = _ruled(lane.model, lane.trace.plan, logits[: len(chosen)], chosen)
+        tokens, logps, banned = _commit(lane.tokens, chosen, ruled, stats, config.sampler,
                                         generator, None, lane.guard, lane.open_now)
     else:  # decode_dynamic: the best k open positions become this step's group
-        chosen, scores = _choose_positions(logits, rows, config.strategy, config.k, config.sampler, generator)
+        ruled, moved = _ruled(lane.model, lane.trace.plan, logits, rows)
+        chosen, scores = _choose_positions(ruled, rows, config.strategy, config.k, config.sampler, generator)
         picked = [rows.index(p) for p in chosen]
-        tokens, logps, banned = _commit(lane.tokens, chosen, logits[picked], _rows(stats, picked), config.sampler,
+        tokens, logps, banned = _commit(lane.tokens, chosen, ruled[picked], _rows(stats, picked), config.sampler,
                                 generator, None, lane.guard, lane.open_now)
         lane.groups[chosen] = target
     lane.open_now = [p for p in lane.open_now if p not in set(chosen)]
     lane.pending = chosen
     lane.trace.steps.append(_make_step(step, target, chosen, tokens, logps, stats, step + 1, start, scores=scores,
-                                       banned=banned))
+                                       banned=banned, moved=moved))
 
 
 @torch.no_grad()

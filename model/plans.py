@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from model.layout import Layout
 from model.masks import as_group_ids
 
 ORDERS = ("left_to_right", "right_to_left", "blocks", "random", "outside_in", "span_left_to_right", "ends_first")
@@ -57,6 +58,7 @@ class Plan:
     given: torch.Tensor  # (L,) bool
     group_ids: torch.Tensor  # (L,) long
     name: str = "custom"
+    layout: Layout | None = None  # what the typed text says of its fills (model.layout); None: no text read
 
     @property
     def length(self) -> int:
@@ -75,13 +77,34 @@ class Plan:
         """The distinct groups holding open positions, in decoding order."""
         return torch.unique(self.group_ids[self.open]).tolist()
 
+    def with_layout(self, layout: Layout | None) -> Plan:
+        """This plan, its fills ruled by `layout` (checked: its word starts are open positions)."""
+        if layout:
+            try:
+                layout.check(self.given)
+            except ValueError as err:
+                raise PlanError(str(err)) from None
+        return Plan(self.token_ids, self.given, self.group_ids, self.name, layout or None)
+
+    def regrouped(self, group_ids: torch.Tensor, name: str) -> Plan:
+        """The same text, given tokens and layout under other groups (a decoder's realised plan)."""
+        return Plan(self.token_ids, self.given, group_ids, name, self.layout)
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "token_ids": self.token_ids.tolist(), "given": self.given.tolist(),
-                "group_ids": self.group_ids.tolist()}
+        d = {"name": self.name, "token_ids": self.token_ids.tolist(), "given": self.given.tolist(),
+             "group_ids": self.group_ids.tolist()}
+        if self.layout:  # only when set, so plans without one read as before
+            d["layout"] = self.layout.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        return make_plan_from_groups(d["token_ids"], d["given"], d["group_ids"], name=d.get("name", "custom"))
+        plan = make_plan_from_groups(d["token_ids"], d["given"], d["group_ids"], name=d.get("name", "custom"))
+        try:
+            layout = Layout.from_dict(d.get("layout"))
+        except ValueError as err:
+            raise PlanError(str(err)) from None
+        return plan.with_layout(layout)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ from functools import partial
 
 import torch
 
+from model.layout import LayoutTokens
+
 # this version of the rule (part of model.eval's fills-cache key and of a run's options)
 RULE = ("forms, words of joined pieces, window 64, skip 3 past sentence ends, none between a doubled word, "
         "special tokens not words, word pieces free")
@@ -58,8 +60,9 @@ class TokenForms:
     apostrophe, which joins the pieces on either side into one word ("didn|’|t")."""
 
     def __init__(self, forms: list[int], letterless: list[bool], attaches: list[bool] | None = None,
-                 apostrophe: list[bool] | None = None):
+                 apostrophe: list[bool] | None = None, layout: LayoutTokens | None = None):
         self.form, self.letterless = forms, letterless
+        self.layout = layout  # which tokens begin with a space or hold a line break (model.layout); None: unknown
         self.attaches = attaches if attaches is not None else [False] * len(forms)
         self.apostrophe = apostrophe if apostrophe is not None else [False] * len(forms)
         self.letterless_ids = frozenset(t for t, no_letter in enumerate(letterless) if no_letter)
@@ -77,16 +80,17 @@ class TokenForms:
         pieces = tokenizer.convert_ids_to_tokens(list(range(min(size, len(tokenizer)))))
         first: dict[str, int] = {}
         forms, letterless = list(range(size)), [False] * size
-        attaches, apostrophe = [False] * size, [False] * size
+        attaches, apostrophe, texts = [False] * size, [False] * size, [""] * size
         special = set(getattr(tokenizer, "all_special_ids", None) or [])  # "<|im_start|>": not a word
         for i, piece in enumerate(pieces):
             text = tokenizer.convert_tokens_to_string([piece]) if piece is not None and i not in special else ""
+            texts[i] = text
             key = text.strip().lower()
             forms[i] = first.setdefault(key, i) if key and "\ufffd" not in key else i
             letterless[i] = not any(ch.isalpha() for ch in text)
             attaches[i] = bool(text) and (text[0].isalnum() or text[0] in APOSTROPHES and text[1:2].isalpha())
             apostrophe[i] = text in APOSTROPHES
-        return cls(forms, letterless, attaches, apostrophe)
+        return cls(forms, letterless, attaches, apostrophe, LayoutTokens.of_texts(texts))
 
 
 def mark_forms(model: torch.nn.Module, tokenizer) -> None:

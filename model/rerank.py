@@ -31,6 +31,7 @@ from model.decoding import (
     decode_together,
     left_to_right_log_likelihoods,
 )
+from model.layout import Layout
 from model.plans import make_plan
 
 if TYPE_CHECKING:  # a type only: the models run are network.A3Net or this (model.loading)
@@ -135,12 +136,13 @@ def planned_calls(n_open: int, candidates=CANDIDATES, batch_size: int = 8) -> in
 
 
 def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES,
-              given_grouping: str = "causal", batch_size: int = 8) -> BestOfN:
+              given_grouping: str = "causal", batch_size: int = 8, layout: Layout | None = None) -> BestOfN:
     """Decode the open positions with every candidate config and keep the most likely whole text.
 
     token_ids (L,), given (L,) bool. Every candidate is decoded on a plan made in its own order (its
     config's order and group size) with the given tokens laid out as the model reads context
-    (`given_grouping`); the complete texts are scored together, `batch_size` per forward pass.
+    (`given_grouping`); the complete texts are scored together, `batch_size` per forward pass. A `layout`
+    (model.layout: what a typed text says of its fills) rules every candidate's choices.
     """
     if not candidates:
         raise ValueError("best_of_n needs at least one candidate config.")
@@ -151,7 +153,7 @@ def best_of_n(model: A3ForAnyOrderLM, token_ids, given, *, candidates=CANDIDATES
     for _, config in candidates:
         order = config.order if config.order != "custom" else "left_to_right"  # dynamic: any plan will do
         plans.append(make_plan(ids, given=given, order=order, group_size=config.group_size,
-                               given_grouping=given_grouping))
+                               given_grouping=given_grouping).with_layout(layout))
     together = [i for i, (_, config) in enumerate(candidates) if _together(config)]
     traces = dict(zip(together, decode_together(model, [plans[i] for i in together],
                                                 [candidates[i][1] for i in together]), strict=True)) \

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+
+from model.layout import Layout
 
 MAX_BLANK = 512
 # Anything that starts like a blank: "[MASK" followed by anything up to the next "]" (or the end).
@@ -59,6 +61,7 @@ class MaskedText:
     token_ids: torch.Tensor  # (L,) long, start token first; open positions hold the placeholder
     given: torch.Tensor  # (L,) bool
     n_blanks: int  # how many [MASK] markers were in the text
+    layout: Layout = field(default_factory=Layout)  # a space typed before a blank; a text on one line (model.layout)
 
 
 def parse_blanks(text: str, max_blank: int = MAX_BLANK, why: str = "") -> list[str | int]:
@@ -100,16 +103,20 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
     else:
         pieces = parse_blanks(text)
     placeholder = start_token_id if placeholder_id is None else placeholder_id
-    ids, given = [start_token_id], [True]
+    ids, given, word_starts, spaced = [start_token_id], [True], [], False
     for i, piece in enumerate(pieces):
         if isinstance(piece, int):
+            if spaced:  # the space typed before this blank: its first token begins a word (model.layout)
+                word_starts.append(len(ids))
             ids += [placeholder] * piece
             given += [False] * piece
+            spaced = False
             continue
         # A space before a blank belongs to the generated word ("Ġword"), not to a lone space token; a line
         # break or a tab before it is the text's own and stays ("morning.\n[MASK:8]" keeps its "Ċ").
         if i + 1 < len(pieces) and isinstance(pieces[i + 1], int):
-            piece = _SPACES_AT_END.sub("", piece)
+            stripped = _SPACES_AT_END.sub("", piece)
+            spaced, piece = stripped != piece, stripped
         if piece:
             piece_ids = tokenizer(piece, add_special_tokens=False).input_ids
             ids += piece_ids
@@ -118,7 +125,9 @@ def encode_masked_text(tokenizer, text: str, *, start_token_id: int, placeholder
         raise TextInputError(f"the text is too long: {len(ids)} tokens (with the blanks) but the model takes at most "
                          f"{max_length}. Shorten the text or the blanks.")
     n_blanks = sum(isinstance(p, int) for p in pieces)
-    return MaskedText(torch.tensor(ids, dtype=torch.long), torch.tensor(given), n_blanks)
+    one_line = not any(isinstance(p, str) and ("\n" in p or "\r" in p) for p in pieces)
+    return MaskedText(torch.tensor(ids, dtype=torch.long), torch.tensor(given), n_blanks,
+                      Layout(tuple(word_starts), one_line))
 
 
 def encode_plain_text(tokenizer, text: str, *, start_token_id: int, max_length: int | None = None) -> torch.Tensor:

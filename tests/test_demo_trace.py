@@ -21,6 +21,7 @@ from app.demo_trace import (
 from app.session import Explorer, Request
 from app.stage import calls_summary
 from app.trace_view import view_of_dict, view_of_result
+from model.layout import Layout
 from model.masks import check_masks, two_stream_masks
 from model.repeats import RULE
 from model.text import decode_text, encode_masked_text
@@ -92,7 +93,13 @@ def test_a_record_of_other_candidates_is_not_shown(record):
         def picker_from_text(self, text):
             return {"ids": record["trace"]["plan"]["token_ids"]}
 
+        def layout(self, text):  # the text's layout as today's app reads it (model.layout): the blank's first token
+            return Layout((record["trace"]["plan"]["given"].index(False),), True)
+
     assert matches(record, Shipped())
+    unlaid = json.loads(json.dumps(record))
+    del unlaid["trace"]["plan"]["layout"]
+    assert not matches(unlaid, Shipped())  # decoded before the layout rule: decoded again at start-up
     assert not matches({**record, "best_of_n": changed}, Shipped())
     assert not matches({**record, "rule": "forms, window 24, skip 2, word pieces free"}, Shipped())  # rule v1
     assert not matches({k: v for k, v in record.items() if k != "rule"}, Shipped())

@@ -316,3 +316,16 @@ def test_a_picked_token_and_the_model_s_own_at_the_same_step_read_as_every_step_
     banned = step_sentence(2, 9, [pick, Piece(" cat", 0.3, passed_over=True)], 4, "plan", brief=True)
     assert banned.endswith("and the model decides “cat” (p = 0.30), not its first choice (that would repeat nearby "
                            "text).")
+
+
+def test_a_token_the_text_s_layout_moved_says_why_once():
+    """model.layout: the step says why the model's first choice was not taken, each reason once."""
+    one = step_sentence(0, 9, [Piece(" He", 0.09, laid_out="a space is typed before the blank")], 4, "plan",
+                        brief=True)
+    assert one.endswith("decides “He” (p = 0.09), not its first choice (a space is typed before the blank).")
+    both = step_sentence(2, 9, [Piece(" cat", 0.3, passed_over=True, laid_out="the text is on one line"),
+                                Piece(" sat", 0.2, laid_out="the text is on one line"), Piece(" on", 0.4)], 4,
+                         "plan", brief=True)
+    assert both.endswith("(2 of them not its first choice: that would repeat nearby text and the text is on one "
+                         "line)."), both
+    assert both.count("not its first choice") == 1
