@@ -12,7 +12,7 @@ import threading
 import weakref
 
 from app import memory
-from app.figures import display_label, readable_text
+from app.figures import display_label, one_line, readable_text
 from app.narration import rule_status
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
@@ -265,5 +265,5 @@ def tree_rows(explorer: Explorer, tree: BranchTree | None, shown: Result | None)
         mark = "▶ " if shown is not None and b.trace is shown.trace else ""
         strings = token_strings(loaded.tokenizer, b.trace.final_ids, start_token_id=loaded.start_token_id)
         rows.append([f"{mark}{i}", b.name, "—" if b.parent is None else b.parent, b.at_step, round(b.logprob, 2),
-                     b.new_model_calls, readable_text(strings[1:])])
+                     b.new_model_calls, one_line(readable_text(strings[1:]))])  # a line break reads "↵"
     return rows

@@ -9,6 +9,7 @@ What it offers (each name importable from `model` itself, loaded on first use):
     config      DecodeConfig, Sampler, METHODS, method_spec                       how to decode, as data
     decoding    decode, collect, DecodeStep, DecodeTrace, sequence_log_likelihood  the one entry, the trace
     repeats     RepeatGuard                                          the no-repeat rule (Sampler.no_repeat)
+    layout      Layout                                               a typed text's layout: a space before a blank
     branching   BranchTree                                           decode again from any step
     attention   capture_attention, step_attention                    the attention weights really used
     flexible    flexible_infill, find_flexible                       [MASK:?]: a blank of any length
@@ -36,6 +37,7 @@ _EXPORTS = {
     "config": ("DecodeConfig", "Sampler", "METHODS", "method_spec"),
     "decoding": ("decode", "collect", "DecodeStep", "DecodeTrace", "sequence_log_likelihood"),
     "repeats": ("RepeatGuard",),
+    "layout": ("Layout",),
     "branching": ("BranchTree",),
     "attention": ("capture_attention", "step_attention"),
     "flexible": ("flexible_infill", "find_flexible"),

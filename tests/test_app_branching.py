@@ -247,3 +247,11 @@ def test_a_picked_token_is_narrated_as_the_users_not_the_models(explorer):
     token = branching.token_choices(third, step - 1, first)[1][1]
     tree, early, _ = branching.branch(explorer, tree, third, step - 1, position=first, token=token)
     assert early.trace.settings["picked"] == [{"step": step - 1, "positions": [first]}]
+
+
+def test_the_branch_table_marks_a_line_break_as_the_stage_does(explorer):
+    """A table cell shows a line break as a space; the row reads "↵" where the text breaks, as the stage does."""
+    result = explorer.decode(Request(text="Tom was tired.\nHe [MASK:4] to bed early."))
+    tree, shown, _ = branching.branch(explorer, None, result, 1, order="right to left")
+    rows = branching.tree_rows(explorer, tree, shown)
+    assert len(rows) == 2 and all(r[6].startswith("Tom was tired.↵He") and "\n" not in r[6] for r in rows), rows

@@ -80,28 +80,38 @@ def blank_record(model, base, tokenizer, example: dict, *, given_grouping: str =
             "candidates": candidates}
 
 
+def pool_blanks(loaded, *, split: str = "validation", limit: int | None = 40, blanks_per_story: int = 2,
+                general_infill: int = 30, seed: int = 0, data_dir=None, general_dir=None) -> list[tuple]:
+    """(sample id, "stories" or "general", cluster, example) for every blank `model.eval` draws for the split
+    and seed, in its order."""
+    from model.data.general import interleave_sources, read_general
+    from model.data.stories import read_stories
+
+    rng = torch.Generator().manual_seed(seed)
+    extra = torch.Generator().manual_seed(seed + 2)
+    blanks = [(sample_id, "stories", story["id"], example) for _, story, sample_id, example in
+              story_examples(loaded, read_stories(split, data_dir, limit=limit), rng, extra, blanks_per_story,
+                             Perplexities(loaded.model, None, rng).skip)]
+    if general_infill:
+        docs = interleave_sources(read_general(split, general_dir), None)
+        blanks += [(doc["id"], "general", doc["id"], example)
+                   for _, doc, example in general_examples(loaded.tokenizer, loaded.start_token_id, docs,
+                                                           general_infill)]
+    return blanks
+
+
 def decode_pool(loaded, out: Path, *, split: str = "validation", limit: int | None = 40, blanks_per_story: int = 2,
                 general_infill: int = 30, seed: int = 0, shard: tuple[int, int] = (0, 1), no_repeat: int = 3,
                 data_dir=None, general_dir=None) -> int:
     """Append one line per blank of this shard to `out` (blanks already there are skipped: run it again to
-    go on). The blanks are `model.eval`'s for the split and seed. Returns the lines written."""
-    from model.data.general import interleave_sources, read_general
-    from model.data.stories import read_stories
-
+    go on). The blanks are `model.eval`'s for the split and seed (`pool_blanks`). Returns the lines written."""
     base, _ = base_or_none(loaded)
     model, tok = loaded.model, loaded.tokenizer
     done = set()
     if out.exists():
         done = {json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()}
-    rng = torch.Generator().manual_seed(seed)
-    extra = torch.Generator().manual_seed(seed + 2)
-    blanks = [(sample_id, "stories", story["id"], example) for _, story, sample_id, example in
-              story_examples(loaded, read_stories(split, data_dir, limit=limit), rng, extra, blanks_per_story,
-                             Perplexities(model, base, rng).skip)]
-    if general_infill:
-        docs = interleave_sources(read_general(split, general_dir), None)
-        blanks += [(doc["id"], "general", doc["id"], example)
-                   for _, doc, example in general_examples(tok, loaded.start_token_id, docs, general_infill)]
+    blanks = pool_blanks(loaded, split=split, limit=limit, blanks_per_story=blanks_per_story,
+                         general_infill=general_infill, seed=seed, data_dir=data_dir, general_dir=general_dir)
     written = 0
     with out.open("a", encoding="utf-8") as fh:
         for n, (sample_id, part, cluster, example) in enumerate(blanks):
