@@ -132,6 +132,27 @@ def kept(record: dict, names) -> dict:
     return max(chosen, key=lambda c: (c["logp"], -chosen.index(c)))
 
 
+def kept_measures(rows: list[dict], kept: list[dict], rouge) -> dict[str, list]:
+    """Per blank, the measures of the candidate kept for it: rougeL against the original (`rouge`, a
+    rouge_score RougeScorer), the judge's suffix and text NLL, repeats and sentence ends (%)."""
+    return {"rougeL": [rouge.score(r["reference"], c["text"])["rougeL"].fmeasure * 100
+                       for r, c in zip(rows, kept, strict=True)],
+            "suffix_nll": [c["suffix_nll"] for c in kept], "text_nll": [c["text_nll"] for c in kept],
+            "repeats": [100.0 * c["repeat"] for c in kept], "ends_sentence": [100.0 * c["ends"] for c in kept]}
+
+
+def means(values: dict[str, list]) -> dict[str, float]:
+    """Each measure's mean over the blanks that have it (a blank with no suffix has no judge's NLL)."""
+    return {k: round(sum(x for x in v if x is not None) / max(1, sum(x is not None for x in v)), 3)
+            for k, v in values.items()}
+
+
+def paired_minus(a: list, b: list, clusters: list) -> dict:
+    """a minus b over the blanks where both have a value, paired and clustered (story-clustered intervals)."""
+    both = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x is not None and y is not None]
+    return paired_difference([a[i] for i in both], [b[i] for i in both], clusters=[clusters[i] for i in both])
+
+
 def summary(records: list[dict], sets=None) -> dict:
     """Per split and set: the means of the kept candidates' measures, which candidates were kept, and each
     set minus the first (rougeL, text NLL; paired, story-clustered)."""
@@ -148,30 +169,28 @@ def summary(records: list[dict], sets=None) -> dict:
         per_set, result = {}, {"blanks": len(rows)}
         for label, names in sets.items():
             chosen = [kept(r, names) for r in rows]
-            values = {"rougeL": [scorer.score(r["reference"], c["text"])["rougeL"].fmeasure * 100
-                                 for r, c in zip(rows, chosen, strict=True)],
-                      "suffix_nll": [c["suffix_nll"] for c in chosen], "text_nll": [c["text_nll"] for c in chosen],
-                      "repeats": [100.0 * c["repeat"] for c in chosen],
-                      "ends_sentence": [100.0 * c["ends"] for c in chosen]}
-            per_set[label] = values
-            means = {k: round(sum(x for x in v if x is not None) / max(1, sum(x is not None for x in v)), 3)
-                     for k, v in values.items()}
+            per_set[label] = values = kept_measures(rows, chosen, scorer)
             picks: dict[str, int] = {}
             for c in chosen:
                 picks[c["name"]] = picks.get(c["name"], 0) + 1
-            result[label] = {**means, "kept": dict(sorted(picks.items(), key=lambda kv: -kv[1]))}
+            result[label] = {**means(values), "kept": dict(sorted(picks.items(), key=lambda kv: -kv[1]))}
         first = next(iter(sets))
         for label in list(sets)[1:]:
-            diffs = {}
-            for metric in ("rougeL", "text_nll"):
-                both = [i for i, (a, b) in enumerate(zip(per_set[label][metric], per_set[first][metric], strict=True))
-                        if a is not None and b is not None]
-                diffs[metric] = paired_difference([per_set[label][metric][i] for i in both],
-                                                  [per_set[first][metric][i] for i in both],
-                                                  clusters=[clusters[i] for i in both])
-            result[label][f"minus {first}"] = diffs
+            result[label][f"minus {first}"] = {metric: paired_minus(per_set[label][metric], per_set[first][metric],
+                                                                    clusters)
+                                               for metric in ("rougeL", "text_nll")}
         out[part] = result
     return out
+
+
+def load_or_exit(ap: argparse.ArgumentParser, name: str):
+    """The model named by --model, or the parser's exit with the reason (status 3)."""
+    from model.loading import ModelLoadError, load_model
+
+    try:
+        return load_model(name)
+    except ModelLoadError as err:
+        ap.exit(3, f"--model {name}: {err}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,12 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--no-repeat must be 0 (off) or an n-gram size of at least 2; got 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from model.loading import ModelLoadError, load_model
-
-    try:
-        loaded = load_model(args.model)
-    except ModelLoadError as err:
-        ap.exit(3, f"--model {args.model}: {err}\n")
+    loaded = load_or_exit(ap, args.model)
     written = decode_pool(loaded, Path(args.out), split=args.split, limit=args.limit,
                           blanks_per_story=args.blanks_per_story, general_infill=args.general_infill, shard=shard,
                           no_repeat=args.no_repeat, data_dir=Path(args.data_dir) if args.data_dir else None,

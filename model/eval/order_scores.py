@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from model.decoding import batch_log_likelihood
-from model.eval.metrics import paired_difference
+from model.eval.candidates import kept_measures, load_or_exit, means, paired_minus, pool_blanks
 from model.rerank import CANDIDATES
 
 
@@ -90,8 +90,6 @@ SCORERS = {  # name -> a candidate's score (higher is kept); the first is today'
 def rescore_pool(loaded, pool: Path, out: Path, *, n_random: int = 2, names=None, **blanks) -> int:
     """Write `out`: the pool's records, each candidate of `names` (default today's best of N's) with its
     scores under the other orders. Returns the records written."""
-    from model.eval.candidates import pool_blanks
-
     names = set(names or (name for name, _ in CANDIDATES))
     examples = {sample_id: example for sample_id, _, _, example in pool_blanks(loaded, **blanks)}
     generator = torch.Generator().manual_seed(123)
@@ -116,8 +114,8 @@ def rescore_pool(loaded, pool: Path, out: Path, *, n_random: int = 2, names=None
 
 
 def summary(records: list[dict]) -> dict:
-    """Per split and scorer: the kept candidates' means (rougeL, suffix NLL, text NLL, repeats %), and each
-    scorer minus today's on rougeL and text NLL (paired, story-clustered)."""
+    """Per split and scorer: the kept candidates' means (rougeL, suffix NLL, text NLL, repeats %, sentence
+    ends %), and each scorer minus today's on rougeL and text NLL (paired, story-clustered)."""
     from rouge_score import rouge_scorer
 
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -131,21 +129,12 @@ def summary(records: list[dict]) -> dict:
         per: dict = {}
         for label, score in SCORERS.items():
             kept = [max(r["candidates"], key=lambda c, r=r: (score(c), -r["candidates"].index(c))) for r in rows]
-            values = {"rougeL": [rouge.score(r["reference"], c["text"])["rougeL"].fmeasure * 100
-                                 for r, c in zip(rows, kept, strict=True)],
-                      "suffix_nll": [c["suffix_nll"] for c in kept], "text_nll": [c["text_nll"] for c in kept],
-                      "repeats": [100.0 * c["repeat"] for c in kept]}
-            per[label] = values
-            result[label] = {k: round(sum(x for x in v if x is not None) / max(1, sum(x is not None for x in v)), 3)
-                             for k, v in values.items()}
+            per[label] = kept_measures(rows, kept, rouge)
+            result[label] = means(per[label])
         today = next(iter(SCORERS))
         for label in list(SCORERS)[1:]:
             for metric in ("rougeL", "text_nll"):
-                both = [i for i, (a, b) in enumerate(zip(per[label][metric], per[today][metric], strict=True))
-                        if a is not None and b is not None]
-                result[label][f"{metric} minus today"] = paired_difference(
-                    [per[label][metric][i] for i in both], [per[today][metric][i] for i in both],
-                    clusters=[clusters[i] for i in both])
+                result[label][f"{metric} minus today"] = paired_minus(per[label][metric], per[today][metric], clusters)
         out[part] = result
     return out
 
@@ -177,12 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--random-orders must be at least 1; got {args.random_orders}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from model.loading import ModelLoadError, load_model
-
-    try:
-        loaded = load_model(args.model)
-    except ModelLoadError as err:
-        ap.exit(3, f"--model {args.model}: {err}\n")
+    loaded = load_or_exit(ap, args.model)
     try:
         written = rescore_pool(loaded, Path(args.pool), Path(args.out), n_random=args.random_orders,
                                split=args.split, limit=args.limit, blanks_per_story=args.blanks_per_story,
