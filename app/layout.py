@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import downloads
 from app.session import Explorer, Result
 from app.ui.compare_tab import build_compare_tab
 from app.ui.details_tab import build_details_tab
@@ -169,7 +170,7 @@ def build_demo(explorer: Explorer, *, device_note: str = "", model_note: str = "
     calls = model_calls(explorer, gpu)
     demo_result, demo_note = demo if demo is not None else (None, "")
     slides = slides_module()
-    with gr.Blocks(title="A3 Explorer") as blocks:
+    with gr.Blocks(title="A3 Explorer", delete_cache=downloads.CACHE_LIFETIME) as blocks:
         states = States.create(demo_result)
         gr.Markdown(header_markdown(explorer, device_note, model_note), elem_id="header")
         warning = gr.Markdown("", elem_id="warning")

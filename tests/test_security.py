@@ -31,7 +31,7 @@ import httpx
 import pytest
 from gradio_client.exceptions import AppError
 
-from app import order_lab
+from app import downloads, order_lab
 from app.session import (
     MAX_BLANKS,
     MAX_GROUP_IDS_CHARS,
@@ -212,7 +212,7 @@ def test_paths_urls_and_model_ids_in_every_input_are_never_loaded_nor_served(spa
         an_export(url, demo)  # the watch sees the server's threads: the export's own file is seen written
     finally:
         WATCH.on = False
-    assert any("a3-export-" in path for path in WATCH.opened)
+    assert any(path.startswith(str(downloads.export_root())) for path in WATCH.opened)
     unclear = []
     for name, data, answer in answers:
         assert answer["status"] == 200, (name, answer)
@@ -314,8 +314,8 @@ def test_the_apps_own_export_is_served_from_gradios_cache_and_nothing_beside_it(
     assert Path(export["path"]).resolve().is_relative_to(cache)
     response = httpx.get(export["url"])
     assert response.status_code == 200 and json.loads(response.text)["steps"]
-    # the file the export wrote first (app.ui.export_tab: a fresh temporary directory) is not served
-    originals = sorted(Path(tempfile.gettempdir()).glob("a3-export-*/a3-*-trace.json"), key=os.path.getmtime)
+    # the file the export wrote first (app.downloads: a fresh directory of the process's exports) is not served
+    originals = sorted(downloads.export_root().glob("*/a3-*-trace.json"), key=os.path.getmtime)
     assert originals
     status, body = raw_get(url, f"/gradio_api/file={originals[-1]}")
     assert status == 403 and '"steps"' not in body

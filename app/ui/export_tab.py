@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from html import escape
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import memory
+from app import downloads, memory
 from app.render import clamp_step, render_step
 from app.session import Explorer, Result
 
@@ -114,8 +113,9 @@ def download_stem(result: Result) -> str:
 
 
 def new_file(result: Result, name: str) -> Path:
-    """Where an export of `result` is written: '<download_stem>-<name>' in a fresh temporary directory."""
-    return Path(tempfile.mkdtemp(prefix="a3-export-")) / f"{download_stem(result)}-{name}"
+    """Where an export of `result` is written: '<download_stem>-<name>' in a fresh directory of
+    app.downloads (which deletes the exports older than a few minutes first)."""
+    return downloads.new_path(f"{download_stem(result)}-{name}")
 
 
 def shown_step(result: Result | None, step) -> int:
@@ -139,8 +139,7 @@ def export_file(result: Result | None, name: str, explorer: Explorer, write) -> 
     if result is None:
         gr.Warning(f"Nothing to export: {memory.not_held()}")
         return None
-    data = result.trace.to_dict(explorer.loaded.tokenizer)
-    data["method"], data["model"] = result.method, result.model
+    data = explorer.export_dict(result)
     path = new_file(result, name)
     try:
         return str(write(data, path) or path)
