@@ -120,14 +120,28 @@ def lab_sequence(explorer: Explorer, text: str) -> torch.Tensor:
 
 
 def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
+    """The page's custom grouping, checked to score what every other order of the lab scores: all the tokens
+    after the start token, the start token alone their condition. (A grouping that gives more, e.g. every
+    id equal, scores fewer tokens: its log p would be higher for having less to predict, and it would be
+    crowned best.)"""
     check_group_ids(custom_groups)
     if not (custom_groups or "").strip():
         return None
     try:
-        return parse_group_ids(custom_groups, length)
+        ids = parse_group_ids(custom_groups, length)
     except PlanError as err:
         said = re.sub(r"^custom group ids:? ", "", str(err))  # "custom group ids are empty" reads "… are empty"
         raise InputError(f"Custom group ids{'' if said.startswith(('are', 'must')) else ':'} {said}") from None
+    start, rest = ids[0], ids[1:]
+    if min(rest) <= start:
+        tied = [p for p, g in enumerate(rest, 1) if g <= start]
+        example = " ".join(["0"] + ["1"] * min(length - 1, 5)) + (" …" if length > 6 else "")
+        raise InputError(
+            f"Custom group ids: the first id (the start token's) must be lower than every other, so that the "
+            f"start token alone comes first and your order, like every order here, scores all {length - 1} "
+            f"tokens after it; positions {tied[:8]}{' …' if len(tied) > 8 else ''} have ids of "
+            f"{start} or lower. Start with 0 and give the rest 1 and up, e.g. {example}.")
+    return ids
 
 
 def check_orders_json(orders_json) -> str:
@@ -277,11 +291,17 @@ def scheme_picker(explorer: Explorer, text: str, scheme: Scheme) -> dict:
 
 def summary_markdown(lab: LabResult) -> str:
     best, worst = lab.best(), lab.worst()
-    n = best.n_scored
+    n = len(lab.token_ids) - 1  # every order scores the tokens after the start token (_custom_ids)
     line = (f"**{len(lab.orders)} orders** of {len(lab.token_ids)} tokens, each scored exactly (log p of the "
             f"{n} tokens after the start token). Best: **{order_label(best.name)}** (log p {best.logp:.2f}, perplexity "
-            f"{perplexity(best.logp, n):.1f}) · worst: **{order_label(worst.name)}** ({worst.logp:.2f}, perplexity "
-            f"{perplexity(worst.logp, worst.n_scored):.1f}) · spread {best.logp - worst.logp:.2f} nats.")
+            f"{perplexity(best.logp, best.n_scored):.1f}) · worst: **{order_label(worst.name)}** ({worst.logp:.2f}, "
+            f"perplexity {perplexity(worst.logp, worst.n_scored):.1f}) · spread {best.logp - worst.logp:.2f} nats.")
+    custom = next((o for o in lab.orders if o.name == "custom"), None)
+    if custom is not None:
+        rank = 1 + sum(o.logp > custom.logp for o in lab.orders)
+        custom_ppl = perplexity(custom.logp, custom.n_scored)
+        line += (f" Your group ids: log p {custom.logp:.2f} (perplexity {custom_ppl:.1f}), "
+                 f"rank {rank} of {len(lab.orders)}.")
     ltr = next((o for o in lab.orders if o.name == "left_to_right"), None)
     if lab.ar is not None and ltr is not None:
         gap = ltr.logp - lab.ar[0]

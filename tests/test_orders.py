@@ -142,6 +142,38 @@ def test_order_lab_computes_marks_best_and_worst_and_compares_two_orders(explore
     assert len(lab.labels) <= 40 and tokens.layout.xaxis.tickfont.size == 12  # a short text's labels at the page's size
 
 
+@pytest.mark.parametrize("ids", ["all zero", "start late", "negative", "tied with the start"])
+def test_the_lab_refuses_custom_ids_that_would_score_fewer_tokens_than_the_other_orders(explorer, ids):
+    """A grouping that gives more than the start token scores fewer tokens, so its log p is higher for
+    having less to predict: the lab would crown it best. It is refused, saying what to type instead."""
+    from app import order_lab
+    from app.session import InputError
+
+    n = len(explorer.picker_from_text(LAB_TEXT)["ids"])
+    groups = {"all zero": [0] * n, "start late": [5] + list(range(1, n)), "negative": [0, -1] + list(range(1, n - 1)),
+              "tied with the start": [0, 0] + [1] * (n - 2)}[ids]
+    with pytest.raises(InputError) as said:
+        order_lab.compute(explorer, LAB_TEXT, n_random=1, custom_groups=" ".join(map(str, groups)))
+    assert str(said.value).startswith("Custom group ids: the first id (the start token's) must be lower")
+    assert f"scores all {n - 1} tokens" in str(said.value) and "Start with 0" in str(said.value)
+
+
+def test_the_lab_summary_ranks_your_own_group_ids_among_the_orders(explorer):
+    from app import order_lab
+
+    n = len(explorer.picker_from_text(LAB_TEXT)["ids"])
+    groups = [0] + [1 + (p % 3) for p in range(n - 1)]
+    lab = order_lab.compute(explorer, LAB_TEXT, n_random=2, custom_groups=" ".join(map(str, groups)))
+    custom = lab.get("custom")
+    assert custom.n_scored == n - 1 == lab.get("left_to_right").n_scored  # scored on the same tokens
+    rank = sorted((o.logp for o in lab.orders), reverse=True).index(custom.logp) + 1
+    summary = order_lab.summary_markdown(lab)
+    assert f"Your group ids: log p {custom.logp:.2f}" in summary and f"rank {rank} of {len(lab.orders)}" in summary
+    assert f"log p of the {n - 1} tokens after the start token" in summary
+    plain = order_lab.summary_markdown(order_lab.compute(explorer, LAB_TEXT, n_random=1))
+    assert "Your group ids" not in plain
+
+
 def test_loading_an_order_gives_a_teacher_forced_trace_of_the_true_tokens(explorer):
     from app import order_lab
     from app.stage import stage_payload

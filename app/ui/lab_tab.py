@@ -71,8 +71,9 @@ def build_lab_tab(explorer: Explorer) -> LabTab:
                                            elem_id="lab-size")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="seed", elem_id="lab-seed", min_width=80)
-                    custom = gr.Textbox(label="your group ids (optional)", placeholder="e.g. 0 2 2 1 1 3 ...",
-                                        elem_id="lab-custom")
+                    custom = gr.Textbox(label="your group ids (optional)", elem_id="lab-custom",
+                                        placeholder="e.g. 0 2 2 1 1 3 ... (one per token, the start token's first and "
+                                                    "lowest)")
         summary = gr.Markdown("Nothing scored yet: press **Score the text under every order**.",
                               elem_id="lab-summary")
         plot = gr.Plot(show_label=False, elem_id="lab-plot", visible=False)
