@@ -572,10 +572,8 @@ class Explorer:
         check_text(text)
         seed = check_seed(seed)
         result = self.decode(Request(text=text, method=method, seed=int(seed)))
-        data = result.trace.to_dict(self.loaded.tokenizer)
+        data = self.export_dict(result)  # as the page's trace export: the run's calls and candidates too
         data["method"] = method
-        if result.flexible is not None:
-            data["flexible"] = result.flexible.to_dict()
         return result.text, json.dumps(data)
 
     def compare(self, request: Request) -> Comparison:
@@ -694,7 +692,28 @@ class Explorer:
                  known=known, step=np.int64(step + 1))
         return buffer.getvalue()
 
-    def trace_json(self, result: Result) -> str:
+    def export_dict(self, result: Result) -> dict:
+        """What every export of a run holds (the trace JSON, the GIF's and the player's data): the trace on the
+        stage (DecodeTrace.to_dict: its own `model_calls`), the method and model, and the run's accounting as
+        the page's headline counts it: `run_model_calls` (best of N: every candidate's decode and the scoring;
+        a [MASK:?] search: every length's), and for best of N each candidate's score and calls, which was kept,
+        and the scoring calls; for [MASK:?] every length tried."""
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"], data["model"] = result.method, result.model
-        return json.dumps(data, indent=1)
+        data["run_model_calls"] = result.model_calls
+        found = result.best_of_n
+        if found is not None:
+            data["best_of_n"] = {
+                "candidates": [{"name": c.name, "logp": round(c.logp, 4), "calls": c.calls, "together": c.together,
+                                "open_tokens": [c.trace.final_ids[p] for p in c.trace.plan.open_positions],
+                                "kept": i == found.best_index}
+                               for i, c in enumerate(found.candidates)],
+                "on_stage": (result.trace.settings or {}).get("candidate", found.best.name),
+                "decode_calls": found.model_calls - found.scoring_calls, "scoring_calls": found.scoring_calls,
+                "model_calls": found.model_calls}
+        if result.flexible is not None:
+            data["flexible"] = result.flexible.to_dict()
+        return data
+
+    def trace_json(self, result: Result) -> str:
+        return json.dumps(self.export_dict(result), indent=1)

@@ -48,3 +48,26 @@ def test_an_exported_trace_names_the_no_repeat_rule_it_ran_under(explorer, no_re
 def test_accented_letters_keep_their_base_letter_in_a_file_name(explorer):
     result = explorer.decode(Request(text="Café au lait and crème brûlée [MASK:2] in Zürich.", method="A3 plan"))
     assert re.fullmatch(r"a3-cafe-au-lait-and-[0-9a-f]{6}", download_stem(result)), download_stem(result)
+
+
+def test_an_exported_best_of_n_trace_counts_the_calls_as_the_page_headline_does(explorer):
+    """The trace on the stage is one candidate's (its own `model_calls`); the file also carries the run's
+    count, the number the page's headline says, and every candidate with its score and calls."""
+    from app.stage import calls_summary
+
+    result = explorer.decode(Request(text=TEXT, method="A3 best of N"))
+    data = json.loads(explorer.trace_json(result))
+    found = result.best_of_n
+    assert data["model_calls"] == result.trace.model_calls  # the kept candidate's own decode
+    assert data["run_model_calls"] == result.model_calls == found.model_calls
+    assert f"{data['run_model_calls']} model calls" in calls_summary(result)
+    run = data["best_of_n"]
+    assert run["decode_calls"] + run["scoring_calls"] == run["model_calls"] == data["run_model_calls"]
+    assert [c["name"] for c in run["candidates"]] == [c.name for c in found.candidates]
+    assert [c["kept"] for c in run["candidates"]].index(True) == found.best_index
+    assert run["on_stage"] == found.best.name
+    kept = run["candidates"][found.best_index]
+    assert kept["open_tokens"] == [data["final_ids"][p] for p in result.trace.plan.open_positions]
+    assert max(c["logp"] for c in run["candidates"]) == kept["logp"]
+    plain = json.loads(explorer.trace_json(explorer.decode(Request(text=TEXT, method="A3 plan"))))
+    assert plain["run_model_calls"] == plain["model_calls"] and "best_of_n" not in plain
