@@ -118,8 +118,8 @@ def same_candidates(found: dict) -> bool:
 
 
 # what the first visit reads under the headline: where the example came from and, in plain words, what it shows
-EXAMPLE_NOTE = ("Example decoded ahead of time: the blank is filled one token per step, each seeing only the given "
-                "text and earlier steps. Press ✎ your text to run your own.")
+EXAMPLE_NOTE = ("A3 fills a text's blanks in any order, one group of tokens a step, each seeing only the given text "
+                "and earlier steps. Decoded ahead of time; ✎ your text runs your own.")
 
 
 def load_demo(explorer: Explorer, path: Path = PATH) -> tuple[Result | None, str]:

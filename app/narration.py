@@ -186,12 +186,14 @@ def marks(context: int, rows: int, panels: tuple[str, ...] = STAGE_PANELS) -> st
 
 
 def _odds(pieces: list[Piece]) -> str:
-    """"(p = 0.41, 0.30)", the first MAX_NAMED then ", …"; "(p < 0.001)" (", each" for several), never "p = <"."""
+    """"(p = 0.41, 0.30)", the first MAX_NAMED then ", …"; "(p < 0.001)" (", each" for several); among others
+    a small one reads "under 0.001" ("(p = under 0.001, 0.03)"), never "p = <"."""
     chances = [probability(piece.p) for piece in pieces[:MAX_NAMED]]
     if not chances:
         return ""
     if all(c.startswith("<") for c in chances):
         return f"(p < {chances[0][1:]}{' each' if len(pieces) > 1 else ''})"
+    chances = [f"under {c[1:]}" if c.startswith("<") else c for c in chances]
     return f"(p = {', '.join(chances)}{', …' if len(pieces) > MAX_NAMED else ''})"
 
 

@@ -31,6 +31,10 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     assert {p for _, p in positions} == set(result.trace.steps[step].candidates)
     tokens = branching.token_choices(result, step, decided)
     assert [t for _, t in tokens] == [t for t, _ in result.trace.steps[step].candidates[decided]]
+    for (label, t), (_, p) in zip(tokens, result.trace.steps[step].candidates[decided], strict=True):
+        assert label.startswith("“") and label.endswith(f"” (p = {p:.3f})") and "'" not in label[:2], label
+        word = result.token_text(t)
+        assert word.startswith(" ") == label.startswith("“␣"), (word, label)  # a leading space shows
     other = tokens[1][1]
     tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=other)
     assert len(tree) == 2 and shown.trace is tree[1].trace

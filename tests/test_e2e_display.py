@@ -358,9 +358,16 @@ def test_presentation_mode_gives_the_stage_the_window_and_escape_leaves_it(page_
     assert not tabs.is_visible() and not note.is_visible()
     page.wait_for_function("(h) => document.querySelector('#stage .a3s').getBoundingClientRect().height > h + 30",
                            arg=height)
+    page.wait_for_function("() => !!document.fullscreenElement")  # the whole screen, not only the window
     page.keyboard.press("Escape")
     page.wait_for_function("() => !document.documentElement.classList.contains('a3-present')")
+    page.wait_for_function("() => !document.fullscreenElement")
     assert tabs.is_visible() and note.is_visible()
+    present(page)  # the browser leaves the screen (its own Escape, F11): the mode goes with it
+    page.wait_for_function("() => !!document.fullscreenElement")
+    page.evaluate("() => document.exitFullscreen()")
+    page.wait_for_function("() => !document.documentElement.classList.contains('a3-present')")
+    assert tabs.is_visible()
     page.keyboard.press("Escape")  # not presenting: Escape does nothing
     assert not page.evaluate("() => document.documentElement.classList.contains('a3-present')")
     # "✎ your text" from presentation mode: the mode ends with the stage, the text tab comes with its tabs

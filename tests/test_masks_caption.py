@@ -2,7 +2,7 @@
 
 The example (app.demo_trace: a recorded trace, or one decoded at start-up) and a run of the same settings
 give one trace view: the same summary, verdict and narration at every step (the first test). On the page
-the only difference is the example's note under the headline ("Example decoded ahead of time: ..."),
+the only difference is the example's note under the headline ("A3 fills a text's blanks in any order ..."),
 one more line that takes height from the panels, so the masks' column is narrower for the example. The
 masks' heading ("row i may attend to / sees column j") and captions ("content stream: g[j] ≤ g[i]" or
 "content: ...") are picked by the window, not by that column, so the two read alike (the second test)."""

@@ -93,6 +93,7 @@ def said_probabilities(sentence: str) -> list[str]:
     assert found, sentence
     sign, values = found.groups()
     values = [v.strip() for v in values.removesuffix(" each").split(",") if v.strip() != "…"]
+    values = ["<" + v.removeprefix("under ") if v.startswith("under ") else v for v in values]  # among others
     return ["<" + v if sign == "<" else v for v in values]
 
 
@@ -263,6 +264,9 @@ def test_a_teacher_forced_trace_says_the_tokens_are_given_not_decided(explorer):
     assert step_sentence(4, 5, pieces, 3, "plan", rows=2, forced=True, n_open=4) == (
         "Step 5, the last: “found” and “a” are read from the text at once (the model gave them p < 0.001 each); "
         "the model sees the 3 tokens in earlier groups; the text is complete.")
+    mixed = [Piece("found", 0.0004), Piece(" a", 0.03)]
+    assert "(the model gave them p = under 0.001, 0.03)" in step_sentence(4, 5, mixed, 3, "plan", rows=2, forced=True)
+    assert "p = <" not in step_sentence(4, 5, mixed, 3, "plan", rows=2)
     assert start_sentence(1, 8, 8, "plan", forced=True) == (
         "Before decoding: 1 token is given (grey), 8 are open (marked ?); the model reads them from the text in 8 "
         "steps, one group at a time, in the plan's order, and says how likely it found them (teacher forcing).")

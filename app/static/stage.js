@@ -22,6 +22,24 @@
   window.__a3stage = { state, stats };
 
   const present = () => document.documentElement.classList.contains('a3-present');
+  // presentation mode asks the browser for the whole screen too (a projector shows no browser bars); where it
+  // is refused (an embedding frame that does not allow it) the mode still gives the stage the whole window.
+  // Leaving the screen (the browser's own Escape, F11) leaves the mode, and leaving the mode leaves the screen.
+  let ownScreen = false;
+  function fullScreen(on) {
+    const doc = document.documentElement;
+    if (on && !document.fullscreenElement && doc.requestFullscreen) {
+      doc.requestFullscreen().then(() => { ownScreen = true; }, () => { ownScreen = false; });
+    } else if (!on && ownScreen && document.fullscreenElement) {
+      ownScreen = false;
+      document.exitFullscreen().catch(() => {});
+    }
+  }
+  document.addEventListener('fullscreenchange', () => {
+    if (document.fullscreenElement || !ownScreen) return;
+    ownScreen = false;
+    if (present()) document.getElementById('present-btn').click();
+  });
   const hidden = () => !root.getClientRects().length;  // another tab is shown
   const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
   const n = () => (state.P && !state.P.empty ? state.P.steps.length : 0);
@@ -484,6 +502,7 @@
     else if (id === 'present-btn') {
       const on = document.documentElement.classList.toggle('a3-present');
       b.setAttribute('aria-pressed', String(on));
+      fullScreen(on);
       requestAnimationFrame(() => { fit(); render(); });
     } else if (id === 'edit-btn') {  // the text tab is for the page: presentation mode ends with the stage
       if (present()) document.getElementById('present-btn').click();
