@@ -12,7 +12,7 @@ import threading
 import weakref
 
 from app import memory
-from app.figures import display_label, one_line, readable_text, visible_spaces
+from app.figures import candidate_text, character_labels, display_label, known_at, one_line, readable_text
 from app.narration import rule_status
 from app.session import ORDER_NAMES, Explorer, InputError, Result
 from model.branching import BRANCHABLE, BranchTree
@@ -87,13 +87,16 @@ def open_positions(result: Result | None, step: int) -> list[tuple[str, int]]:
 
 
 def token_choices(result: Result | None, step: int, position) -> list[tuple[str, int]]:
-    """(label, token id) of the step's candidates for a position, most probable first. A label reads as the
-    page's candidates table writes a token: its leading space as "␣" (“␣the” is not “the”), a line break as
-    "↵", a lone byte as "‹EF›": “␣the” (p = 0.129)."""
+    """(label, token id) of the step's candidates for a position, most probable first. A label writes the
+    token as the step's candidates table does (figures.candidate_text: a leading space as "␣", “␣the” is not
+    “the”; a byte piece as the character it would make there), then its probability: “␣the” (p = 0.129)."""
     if result is None or position is None or not 0 <= step < result.n_steps:
         return []
-    candidates = result.trace.steps[step].candidates.get(int(position), [])
-    return [(f"“{visible_spaces(one_line(readable_text([result.token_text(t)])))}” (p = {p:.3f})", int(t))
+    position = int(position)
+    candidates = result.trace.steps[step].candidates.get(position, [])
+    run = next(((start, end) for start, end in character_labels(result.labels)[1] if start <= position < end), None)
+    known = known_at(result.trace, step)
+    return [(f"“{candidate_text(result.labels, position, result.token_text(t), run, known)}” (p = {p:.3f})", int(t))
             for t, p in candidates]
 
 

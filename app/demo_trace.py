@@ -135,7 +135,7 @@ def load_demo(explorer: Explorer, path: Path = PATH) -> tuple[Result | None, str
     except Exception as err:  # noqa: BLE001 - the page still opens, with an empty stage that says what to do
         log.warning("could not decode the example at start-up: %s", err)
         return None, ""
-    return result, "Example decoded at start-up: press ✎ your text to run your own."
+    return result, "Example decoded at start-up: press ✎ your text to run your own."  # short: beside the headline
 
 
 def main(argv: list[str] | None = None) -> None:

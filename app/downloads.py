@@ -2,7 +2,8 @@
 
 An export is written once, into a directory of its own (two visitors' files of one name never meet) under
 one folder the process owns (`export_root()`: a fresh `a3-exports-*` folder of the system's temporary
-directory, private to this process, removed when it exits). Gradio then copies the file into its cache to
+directory, private to this process, removed when it exits normally; a killed process leaves at most its last
+minutes of exports behind). Gradio then copies the file into its cache to
 serve it, so the original is needed only for a moment: each new export first deletes this folder's entries
 older than `KEEP_S`. Gradio's copies go on the schedule `CACHE_LIFETIME` (`gr.Blocks(delete_cache=...)`).
 A Space that runs for weeks keeps minutes of exports on disk, not every file it ever made (an animated GIF
@@ -32,7 +33,7 @@ _lock = threading.Lock()
 
 def export_root() -> Path:
     """This process's folder of exports, made on first use (mode 0700, an unguessable name) and removed
-    with everything in it when the process exits."""
+    with everything in it when the process exits normally (atexit: not on a kill signal)."""
     global _root
     with _lock:
         if _root is None or not _root.is_dir():

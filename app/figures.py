@@ -175,7 +175,8 @@ def cell_text(token: str) -> str:
     return _escape(short_label(token))
 
 
-def _listed(items: list) -> str:
+def listed(items: list) -> str:
+    """Items as the page lists them: "8, 9, 10", the first few then ", … (N in all)"."""
     shown = ", ".join(str(x) for x in items[:MAX_LISTED])
     return shown + (f", … ({len(items)} in all)" if len(items) > MAX_LISTED else "")
 
@@ -541,10 +542,10 @@ def _node_hover(node: dict, name: str, step: int, labels: list[str]) -> str:
     positions = node["positions"]
     tokens = [_plain(labels[p]) for p in positions]
     if name == "given":
-        return f"given · {len(positions)} positions<br>positions {_listed(positions)}<br>tokens {_listed(tokens)}"
+        return f"given · {len(positions)} positions<br>positions {listed(positions)}<br>tokens {listed(tokens)}"
     if node["step"] > step:
         tokens = [OPEN_MARK] * len(positions)  # not decided yet at the current step
-    return (f"step {node['step'] + 1} · group {node['group']}<br>positions {_listed(positions)}"
+    return (f"step {node['step'] + 1} · group {node['group']}<br>positions {listed(positions)}"
             f"<br>tokens {narration.named(tokens)}<br>log p = {node['logprob']:.2f}")
 
 
@@ -643,7 +644,7 @@ def logprob_figure(trace: DecodeTrace, step: int) -> go.Figure:
     shown = steps + 1
     logps = np.array([s.logprob for s in trace.steps], dtype=np.float64)
     cumulative = np.cumsum(logps)
-    hovers = [f"step {t + 1} · positions {_listed(s.positions)}<br>log p = {s.logprob:.3f}"
+    hovers = [f"step {t + 1} · positions {listed(s.positions)}<br>log p = {s.logprob:.3f}"
               f"<br>cumulative = {c:.3f}" for t, (s, c) in enumerate(zip(trace.steps, cumulative, strict=True))]
     done = steps <= step
     fig = go.Figure([
@@ -708,6 +709,14 @@ def token_in_place(labels: list[str], p: int, token: str, run: tuple[int, int] |
     return CHARACTER_PIECE if "\ufffd" in text or "<0x" in text else text
 
 
+def candidate_text(labels: list[str], p: int, token: str, run: tuple[int, int] | None = None,
+                   known: list[bool] | None = None) -> str:
+    """A candidate token as the candidates table and the branch menu write it: on one line, its leading or
+    trailing space as SPACE_MARK (" the" reads "␣the"), a byte piece as the character it would make in place
+    (`token_in_place`)."""
+    return visible_spaces(one_line(token_in_place(labels, p, token, run, known)))
+
+
 def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text: Callable[[int], str], *,
                    top: int = 5) -> tuple[list[str], list[list]]:
     """Headers and rows for the open positions the model scored at `step`: committed ones first, then
@@ -734,8 +743,7 @@ def candidate_rows(trace: DecodeTrace, step: int, labels: list[str], token_text:
 
     rows = []
     for p, candidates in record.candidates.items():
-        shown = (visible_spaces(one_line(token_in_place(labels, p, token_text(t), run_of.get(p), known)))
-                 for t, _ in candidates[:top])
+        shown = (candidate_text(labels, p, token_text(t), run_of.get(p), known) for t, _ in candidates[:top])
         best = " · ".join(f"{text} {prob:.2f}" for text, (_, prob) in zip(shown, candidates[:top], strict=True))
         now = p in committed
         rows.append([p, "committed now" if now else "open", committed_text(p) if now else "", best,
@@ -756,7 +764,7 @@ def step_summary(trace: DecodeTrace, step: int, *, timing: bool = True) -> str:
         n_given = sum(trace.given)
         return f"Before decoding: {n_given} given, {trace.plan.length - n_given} open"
     s = trace.steps[step]
-    where = f"at position {s.positions[0]}" if len(s.positions) == 1 else f"at positions {_listed(s.positions)}"
+    where = f"at position {s.positions[0]}" if len(s.positions) == 1 else f"at positions {listed(s.positions)}"
     line = (f"Step {step + 1}/{len(trace.steps)} · group {s.group} · {where} · "
             f"log p = {s.logprob:.2f} · model calls {s.model_calls}")
     return line + (f" · {s.elapsed_s:.3f} s since decoding began" if timing else "")

@@ -135,12 +135,13 @@ def _custom_ids(custom_groups: str, length: int) -> list[int] | None:
     start, rest = ids[0], ids[1:]
     if min(rest) <= start:
         tied = [p for p, g in enumerate(rest, 1) if g <= start]
-        example = " ".join(["0"] + ["1"] * min(length - 1, 5)) + (" …" if length > 6 else "")
+        where = f"position {tied[0]} has" if len(tied) == 1 else f"positions {figures.listed(tied)} have"
+        example = " ".join(map(str, range(length))) if length <= 12 else f"0 1 2 … {length - 1}"
         raise InputError(
             f"Custom group ids: the first id (the start token's) must be lower than every other, so that the "
             f"start token alone comes first and your order, like every order here, scores all {length - 1} "
-            f"tokens after it; positions {tied[:8]}{' …' if len(tied) > 8 else ''} have ids of "
-            f"{start} or lower. Start with 0 and give the rest 1 and up, e.g. {example}.")
+            f"tokens after it; {where} an id of {start} or lower. Give {length} ids, the first 0 and the rest 1 "
+            f"or more (left to right: {example}).")
     return ids
 
 

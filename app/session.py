@@ -693,23 +693,23 @@ class Explorer:
         return buffer.getvalue()
 
     def export_dict(self, result: Result) -> dict:
-        """What every export of a run holds (the trace JSON, the GIF's and the player's data): the trace on the
-        stage (DecodeTrace.to_dict: its own `model_calls`), the method and model, and the run's accounting as
-        the page's headline counts it: `run_model_calls` (best of N: every candidate's decode and the scoring;
-        a [MASK:?] search: every length's), and for best of N each candidate's score and calls, which was kept,
-        and the scoring calls; for [MASK:?] every length tried."""
+        """The run as the trace JSON export and /infill give it (the GIF and the player draw the trace from it):
+        the trace on the stage (DecodeTrace.to_dict: its own `model_calls`), the method and model, and the
+        run's accounting as the page's headline counts it: `run_model_calls` (best of N: every candidate's
+        decode and the scoring; a [MASK:?] search: every length's), and for best of N each candidate (its
+        config, score, calls, tokens in the open positions, and whether it was kept) with the decode and
+        scoring calls; for [MASK:?] every length tried."""
         data = result.trace.to_dict(self.loaded.tokenizer)
         data["method"], data["model"] = result.method, result.model
         data["run_model_calls"] = result.model_calls
         found = result.best_of_n
         if found is not None:
             data["best_of_n"] = {
-                "candidates": [{"name": c.name, "logp": round(c.logp, 4), "calls": c.calls, "together": c.together,
-                                "open_tokens": [c.trace.final_ids[p] for p in c.trace.plan.open_positions],
-                                "kept": i == found.best_index}
+                "candidates": [{**c.to_dict(), "kept": i == found.best_index,
+                                "open_tokens": [c.trace.final_ids[p] for p in c.trace.plan.open_positions]}
                                for i, c in enumerate(found.candidates)],
                 "on_stage": (result.trace.settings or {}).get("candidate", found.best.name),
-                "decode_calls": found.model_calls - found.scoring_calls, "scoring_calls": found.scoring_calls,
+                "decode_calls": found.decode_calls, "scoring_calls": found.scoring_calls,
                 "model_calls": found.model_calls}
         if result.flexible is not None:
             data["flexible"] = result.flexible.to_dict()

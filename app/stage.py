@@ -34,7 +34,7 @@ def calls_summary(result: Result) -> str:
     kept = ""
     if found is not None:
         shown = (trace.settings or {}).get("candidate", found.best.name)
-        decodes = found.model_calls - found.scoring_calls  # the lockstep decodes share their calls
+        decodes = found.decode_calls  # the lockstep decodes share their calls
         plural = lambda n: "call" if n == 1 else "calls"  # noqa: E731
         together = (f"{len(found.candidates)} decodes in {decodes} {plural(decodes)}, scored in "
                     f"{found.scoring_calls} {plural(found.scoring_calls)}")

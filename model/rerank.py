@@ -105,11 +105,16 @@ class BestOfN:
         return cls(candidates, best, int(d["scoring_calls"]), float(d.get("seconds", 0.0)))
 
     @property
-    def model_calls(self) -> int:
-        """Every forward pass: the lockstep decode (shared: as many calls as its longest candidate), each
-        other candidate's decode, and the scoring."""
+    def decode_calls(self) -> int:
+        """The decodes' forward passes: the lockstep decode (shared: as many calls as its longest candidate)
+        and each other candidate's decode."""
         shared = max((c.calls for c in self.candidates if c.together), default=0)
-        return shared + sum(c.calls for c in self.candidates if not c.together) + self.scoring_calls
+        return shared + sum(c.calls for c in self.candidates if not c.together)
+
+    @property
+    def model_calls(self) -> int:
+        """Every forward pass: the decodes' (`decode_calls`) and the scoring."""
+        return self.decode_calls + self.scoring_calls
 
 
 def _together(config: DecodeConfig) -> bool:

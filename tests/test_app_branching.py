@@ -6,6 +6,7 @@ import json
 import pytest
 
 from app import branching
+from app.figures import candidate_rows
 from app.session import Explorer, InputError, Request
 
 TEXT = "The cat sat on the mat and [MASK:5] at the birds."
@@ -31,10 +32,12 @@ def test_branch_with_another_candidate_keeps_the_prefix_and_grows_the_tree(explo
     assert {p for _, p in positions} == set(result.trace.steps[step].candidates)
     tokens = branching.token_choices(result, step, decided)
     assert [t for _, t in tokens] == [t for t, _ in result.trace.steps[step].candidates[decided]]
-    for (label, t), (_, p) in zip(tokens, result.trace.steps[step].candidates[decided], strict=True):
-        assert label.startswith("“") and label.endswith(f"” (p = {p:.3f})") and "'" not in label[:2], label
-        word = result.token_text(t)
-        assert word.startswith(" ") == label.startswith("“␣"), (word, label)  # a leading space shows
+    _, table = candidate_rows(result.trace, step, result.labels, result.token_text, top=len(tokens))
+    row = next(r for r in table if r[0] == decided)  # the step's candidates table, the same position
+    for (label, t), (_, p), in_table in zip(tokens, result.trace.steps[step].candidates[decided],
+                                            row[3].split(" · "), strict=True):
+        assert label == f"“{in_table.rsplit(' ', 1)[0]}” (p = {p:.3f})", (label, in_table)  # as the table writes it
+        assert result.token_text(t).startswith(" ") == label.startswith("“␣"), label  # a leading space shows
     other = tokens[1][1]
     tree, shown, _ = branching.branch(explorer, None, result, step, position=decided, token=other)
     assert len(tree) == 2 and shown.trace is tree[1].trace

@@ -155,7 +155,8 @@ def test_the_lab_refuses_custom_ids_that_would_score_fewer_tokens_than_the_other
     with pytest.raises(InputError) as said:
         order_lab.compute(explorer, LAB_TEXT, n_random=1, custom_groups=" ".join(map(str, groups)))
     assert str(said.value).startswith("Custom group ids: the first id (the start token's) must be lower")
-    assert f"scores all {n - 1} tokens" in str(said.value) and "Start with 0" in str(said.value)
+    assert f"scores all {n - 1} tokens" in str(said.value) and f"Give {n} ids, the first 0" in str(said.value)
+    assert "[" not in str(said.value)  # positions as the page lists them, not a Python list
 
 
 def test_the_lab_summary_ranks_your_own_group_ids_among_the_orders(explorer):

@@ -29,7 +29,10 @@
   function fullScreen(on) {
     const doc = document.documentElement;
     if (on && !document.fullscreenElement && doc.requestFullscreen) {
-      doc.requestFullscreen().then(() => { ownScreen = true; }, () => { ownScreen = false; });
+      doc.requestFullscreen().then(() => {  // the mode may have been left again while the screen was asked for
+        if (present()) ownScreen = true;
+        else document.exitFullscreen().catch(() => {});
+      }, () => { ownScreen = false; });
     } else if (!on && ownScreen && document.fullscreenElement) {
       ownScreen = false;
       document.exitFullscreen().catch(() => {});
