@@ -153,6 +153,14 @@ def paired_minus(a: list, b: list, clusters: list) -> dict:
     return paired_difference([a[i] for i in both], [b[i] for i in both], clusters=[clusters[i] for i in both])
 
 
+def by_split(records: list[dict]):
+    """(split, its records, their story clusters) for each split of a pool that has records."""
+    for part in ("stories", "general"):
+        rows = [r for r in records if r["split"] == part]
+        if rows:
+            yield part, rows, [r["cluster"] for r in rows]
+
+
 def summary(records: list[dict], sets=None) -> dict:
     """Per split and set: the means of the kept candidates' measures, which candidates were kept, and each
     set minus the first (rougeL, text NLL; paired, story-clustered)."""
@@ -161,11 +169,7 @@ def summary(records: list[dict], sets=None) -> dict:
     sets = sets or SETS
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     out: dict = {}
-    for part in ("stories", "general"):
-        rows = [r for r in records if r["split"] == part]
-        if not rows:
-            continue
-        clusters = [r["cluster"] for r in rows]
+    for part, rows, clusters in by_split(records):
         per_set, result = {}, {"blanks": len(rows)}
         for label, names in sets.items():
             chosen = [kept(r, names) for r in rows]

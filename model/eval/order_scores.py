@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from model.decoding import batch_log_likelihood
-from model.eval.candidates import kept_measures, load_or_exit, means, paired_minus, pool_blanks
+from model.eval.candidates import by_split, kept_measures, load_or_exit, means, paired_minus, pool_blanks
 from model.rerank import CANDIDATES
 
 
@@ -120,11 +120,7 @@ def summary(records: list[dict]) -> dict:
 
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     out: dict = {}
-    for part in ("stories", "general"):
-        rows = [r for r in records if r["split"] == part]
-        if not rows:
-            continue
-        clusters = [r["cluster"] for r in rows]
+    for part, rows, clusters in by_split(records):
         result: dict = {"blanks": len(rows)}
         per: dict = {}
         for label, score in SCORERS.items():
